@@ -1,0 +1,229 @@
+//! Typed client for the ClaudeCluster API, used by the CLI, the tests, the
+//! benchmarks and the demo. Speaks only the public contract in
+//! `cc_wire::api`.
+
+use cc_wire::api::{
+    ApiErrorBody, ClientMessage, CommandRequest, CommandResponse, CreateSessionRequest,
+    CreateSessionResponse, DeleteResponse, LogsResponse, ServerMessage, SessionStatus,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach the ClaudeCluster server: {0}")]
+    Transport(String),
+    /// The server answered something this client does not understand.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Most requests answer at once; create waits for a container to start.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Client {
+    /// `base` is the server's URL, e.g. `http://127.0.0.1:8080`.
+    pub fn new(base: impl Into<String>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(Self {
+            base: base.into().trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    pub async fn create(
+        &self,
+        req: &CreateSessionRequest,
+    ) -> Result<CreateSessionResponse, ClientError> {
+        send(self.http.post(self.url("/sessions/create")).json(req)).await
+    }
+
+    pub async fn status(&self, id: &str) -> Result<SessionStatus, ClientError> {
+        send(self.http.get(self.url(&format!("/sessions/{id}/status")))).await
+    }
+
+    pub async fn list(&self, all: bool) -> Result<Vec<SessionStatus>, ClientError> {
+        send(self.http.get(self.url("/sessions")).query(&[("all", all)])).await
+    }
+
+    pub async fn command(&self, id: &str, command: &str) -> Result<CommandResponse, ClientError> {
+        let body = CommandRequest {
+            command: command.into(),
+        };
+        send(
+            self.http
+                .post(self.url(&format!("/sessions/{id}/command")))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn interrupt(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        send(
+            self.http
+                .post(self.url(&format!("/sessions/{id}/interrupt"))),
+        )
+        .await
+    }
+
+    pub async fn logs(
+        &self,
+        id: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<LogsResponse, ClientError> {
+        send(
+            self.http
+                .get(self.url(&format!("/sessions/{id}/logs")))
+                .query(&[("since", since as usize), ("limit", limit)]),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<DeleteResponse, ClientError> {
+        send(self.http.delete(self.url(&format!("/sessions/{id}")))).await
+    }
+
+    /// Opens the session's WebSocket, receiving every event after `since`.
+    pub async fn stream(&self, id: &str, since: u64) -> Result<EventStream, ClientError> {
+        let ws_base = self
+            .base
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1);
+        let url = format!("{ws_base}/api/v1/sessions/{id}/stream?since={since}");
+        EventStream::connect(&url).await
+    }
+}
+
+async fn send<T: DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<T, ClientError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| ClientError::Transport(e.to_string()))?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Transport(e.to_string()))?;
+    if status.is_success() {
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+    } else {
+        let body: ApiErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
+            ClientError::Protocol(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ))
+        })?;
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            code: body.code,
+            message: body.message,
+        })
+    }
+}
+
+/// A session's WebSocket.
+pub struct EventStream {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl EventStream {
+    /// Connects to a full WebSocket URL (e.g. `endpoints.websocket`).
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((ws, _)) => Ok(Self { ws }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status().as_u16();
+                let body = resp.body().as_deref().unwrap_or_default();
+                match serde_json::from_slice::<ApiErrorBody>(body) {
+                    Ok(b) => Err(ClientError::Api {
+                        status,
+                        code: b.code,
+                        message: b.message,
+                    }),
+                    Err(_) => Err(ClientError::Protocol(format!(
+                        "WebSocket refused: HTTP {status}"
+                    ))),
+                }
+            }
+            Err(e) => Err(ClientError::Transport(e.to_string())),
+        }
+    }
+
+    /// The next message; `None` when the server closed the stream (the
+    /// session ended and everything was delivered).
+    pub async fn next(&mut self) -> Result<Option<ServerMessage>, ClientError> {
+        while let Some(msg) = self.ws.next().await {
+            match msg.map_err(|e| ClientError::Transport(e.to_string()))? {
+                Message::Text(t) => {
+                    return serde_json::from_str(t.as_str())
+                        .map(Some)
+                        .map_err(|e| ClientError::Protocol(format!("{e}: {t}")))
+                }
+                Message::Close(_) => return Ok(None),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
+        let text = serde_json::to_string(msg).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+
+    pub async fn command(&mut self, command: &str) -> Result<(), ClientError> {
+        self.send(&ClientMessage::Command {
+            command: command.into(),
+        })
+        .await
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

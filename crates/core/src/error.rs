@@ -1,0 +1,111 @@
+//! Errors, classified at each seam.
+//!
+//! [`CoreError`] is what the API layer maps to HTTP: its `message` is safe
+//! to show a client (no secrets, no internal addresses); internal context is
+//! logged where the error is created.
+
+use thiserror::Error;
+
+/// A runtime backend failure, classified so the core can decide what to do.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend cannot be reached or is overloaded.
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+    /// The request cannot succeed as asked (e.g. the image is missing).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("runtime error: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("store error: {0}")]
+    Backend(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Talking to sessiond failed.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// Not reachable (yet): connection refused, timeout.
+    #[error("sessiond unreachable: {0}")]
+    Unreachable(String),
+    /// sessiond answered with an error status.
+    #[error("sessiond refused ({status}): {code}: {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// sessiond speaks a protocol version we do not.
+    #[error("sessiond speaks protocol {found}, the orchestrator needs {expected}")]
+    Version { expected: u32, found: u32 },
+    #[error("sessiond protocol error: {0}")]
+    Protocol(String),
+}
+
+/// What the API layer sees.
+#[derive(Debug, Error)]
+pub enum CoreError {
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    #[error("session {0} not found")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("{0}")]
+    Unavailable(String),
+    /// Logged in full where raised; clients get a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CoreError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<RuntimeError> for CoreError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Unavailable(m) => {
+                Self::Unavailable(format!("the container runtime is unavailable: {m}"))
+            }
+            RuntimeError::Invalid(m) => Self::Unavailable(m),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

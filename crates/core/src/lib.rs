@@ -1,0 +1,32 @@
+//! The session core: what a session is and how it lives.
+//!
+//! Owns the lifecycle state machine, one actor per live session (all
+//! operations on a session are serialised through it), the event log
+//! sequencing, and the credential registry the gateway consults. It talks
+//! to the outside world only through three seams, each taking and returning
+//! our own types:
+//! - [`Runtime`]: where containers run (Docker today);
+//! - [`Agent`]: the sessiond daemon inside a session's container;
+//! - [`Store`]: where sessions and their events persist.
+//!
+//! No HTTP framework, container SDK or database driver is used here.
+
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod ids;
+pub mod policy;
+pub mod seams;
+pub mod session;
+mod time;
+
+pub use config::{LimitsPolicy, ManagerConfig};
+pub use credentials::{CredentialRegistry, SessionCredentials};
+pub use error::{AgentError, CoreError, RuntimeError, StoreError};
+pub use ids::{SessionId, Token};
+pub use seams::{
+    Agent, AgentEndpoint, ContainerStatus, EventStream, Placement, Runtime, SessionRecord,
+    SessionSpec, Store, LABEL_MANAGED, LABEL_SESSION,
+};
+pub use session::{CreateSession, Manager, Subscription};
+pub use time::{now, rfc3339};

@@ -1,0 +1,236 @@
+//! Which repositories a session may clone.
+//!
+//! A repository URL must be `http` or `https`, carry no credentials, and
+//! name a host that resolves only to public addresses — unless the admin
+//! allowed that exact `host:port` (a git server on the orchestrator's own
+//! host, an internal forge). This keeps sessions from being used to reach
+//! loopback services, private networks or cloud metadata endpoints.
+
+use crate::error::CoreError;
+use std::net::IpAddr;
+
+/// Longest repository URL accepted.
+pub const MAX_REPO_URL_LEN: usize = 2048;
+/// Longest branch name accepted (git itself allows more; nobody needs it).
+pub const MAX_BRANCH_LEN: usize = 255;
+
+/// A repository URL that passed the syntactic checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoUrl {
+    /// Normalised URL, no trailing slash.
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl RepoUrl {
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+pub fn parse_repo_url(raw: &str) -> Result<RepoUrl, CoreError> {
+    let bad = |m: &str| CoreError::invalid("invalid_repo_url", m.to_owned());
+    if raw.trim().is_empty() {
+        return Err(bad("repoUrl must not be empty"));
+    }
+    if raw.len() > MAX_REPO_URL_LEN {
+        return Err(bad("repoUrl is longer than 2048 characters"));
+    }
+    let url = url::Url::parse(raw.trim())
+        .map_err(|e| bad(&format!("repoUrl is not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(&format!(
+            "repoUrl scheme {:?} is not supported; use an http or https URL",
+            url.scheme()
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Never echo the URL: it holds a credential.
+        return Err(bad(
+            "repoUrl must not contain credentials; private repositories are reached through the server's git relay",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("repoUrl must not have a query or fragment"));
+    }
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => return Err(bad("repoUrl has no host")),
+    };
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| bad("repoUrl has no port"))?;
+    let normalised = url.as_str().trim_end_matches('/').to_owned();
+    Ok(RepoUrl {
+        url: normalised,
+        host,
+        port,
+    })
+}
+
+pub fn check_branch(branch: &str) -> Result<(), CoreError> {
+    let bad = |m: String| CoreError::invalid("invalid_branch", m);
+    if branch.is_empty() || branch.len() > MAX_BRANCH_LEN {
+        return Err(bad("branch must be 1 to 255 characters".into()));
+    }
+    // git check-ref-format's rules, the ones that matter for safety.
+    let forbidden = branch.starts_with('-')
+        || branch.starts_with('/')
+        || branch.ends_with('/')
+        || branch.ends_with(".lock")
+        || branch.contains("..")
+        || branch.contains("@{")
+        || branch.contains("//")
+        || branch
+            .chars()
+            .any(|c| c.is_control() || " ~^:?*[\\".contains(c));
+    if forbidden {
+        return Err(bad(format!("{branch:?} is not a valid branch name")));
+    }
+    Ok(())
+}
+
+/// Is this host allowed? Allowed explicitly, or every address it resolves
+/// to is public.
+pub async fn check_repo_host(repo: &RepoUrl, allowed: &[String]) -> Result<(), CoreError> {
+    let hp = repo.host_port();
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(&hp)) {
+        return Ok(());
+    }
+    let addrs: Vec<IpAddr> = tokio::net::lookup_host((repo.host.as_str(), repo.port))
+        .await
+        .map_err(|e| {
+            CoreError::invalid(
+                "repo_host_unresolvable",
+                format!("repository host {} cannot be resolved: {e}", repo.host),
+            )
+        })?
+        .map(|sa| sa.ip())
+        .collect();
+    if let Some((addr, why)) = addrs.iter().find_map(|a| non_public(*a).map(|w| (a, w))) {
+        return Err(CoreError::forbidden(
+            "repo_host_not_allowed",
+            format!(
+                "repository host {hp} is not allowed: it resolves to {why} address {addr}; \
+                 an administrator can allow it with --allow-repo-host {hp}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Why an address is not public, or `None` when it is.
+pub fn non_public(addr: IpAddr) -> Option<&'static str> {
+    match addr {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            if a.is_loopback() {
+                Some("a loopback")
+            } else if a.is_link_local() {
+                Some("a link-local (cloud metadata)")
+            } else if a.is_private() || (o[0] == 100 && (64..128).contains(&o[1])) {
+                Some("a private")
+            } else if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || o[0] == 0 {
+                Some("a reserved")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(a) => {
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return non_public(IpAddr::V4(v4));
+            }
+            let seg = a.segments();
+            if a.is_loopback() {
+                Some("a loopback")
+            } else if (seg[0] & 0xffc0) == 0xfe80 {
+                Some("a link-local")
+            } else if (seg[0] & 0xfe00) == 0xfc00 {
+                Some("a private")
+            } else if a.is_unspecified() || a.is_multicast() {
+                Some("a reserved")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        let r = parse_repo_url("http://127.0.0.1:9418/sample.git/").unwrap();
+        assert_eq!(r.url, "http://127.0.0.1:9418/sample.git");
+        assert_eq!(r.host_port(), "127.0.0.1:9418");
+        assert_eq!(parse_repo_url("https://github.com/a/b").unwrap().port, 443);
+        for bad in [
+            "",
+            "file:///etc",
+            "ssh://git@x/y",
+            "not a url",
+            "http://u:p@h/r",
+            "http://h/r?x=1",
+        ] {
+            let err = parse_repo_url(bad).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    CoreError::Invalid {
+                        code: "invalid_repo_url",
+                        ..
+                    }
+                ),
+                "{bad}"
+            );
+            assert!(!err.to_string().contains("u:p"), "credential echoed");
+        }
+    }
+
+    #[test]
+    fn branches_are_checked() {
+        assert!(check_branch("main").is_ok());
+        assert!(check_branch("feature/x-1").is_ok());
+        for bad in ["", "-x", "a..b", "a b", "x.lock", "a@{1}", "/a"] {
+            assert!(check_branch(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_classified() {
+        for (a, public) in [
+            ("127.0.0.1", false),
+            ("10.1.2.3", false),
+            ("172.17.0.1", false),
+            ("192.168.1.1", false),
+            ("169.254.169.254", false),
+            ("100.64.0.1", false),
+            ("0.0.0.0", false),
+            ("::1", false),
+            ("fe80::1", false),
+            ("fd00::1", false),
+            ("::ffff:127.0.0.1", false),
+            ("140.82.112.3", true),
+            ("2606:4700::1111", true),
+        ] {
+            assert_eq!(non_public(a.parse().unwrap()).is_none(), public, "{a}");
+        }
+    }
+
+    #[tokio::test]
+    async fn loopback_needs_an_allowance() {
+        let r = parse_repo_url("http://127.0.0.1:9/x.git").unwrap();
+        let err = check_repo_host(&r, &[]).await.unwrap_err().to_string();
+        assert!(err.contains("--allow-repo-host 127.0.0.1:9"), "{err}");
+        assert!(check_repo_host(&r, &["127.0.0.1:9".into()]).await.is_ok());
+    }
+}

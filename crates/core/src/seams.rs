@@ -1,0 +1,157 @@
+//! The three seams the core drives, and the records that cross them.
+//!
+//! Each seam takes and returns our own types; backend SDK types never cross.
+
+use crate::error::{AgentError, RuntimeError, StoreError};
+use crate::ids::{SessionId, Token};
+use cc_wire::api::{ServerMessage, SessionLimits, SessionState};
+use cc_wire::sessiond::{CommandAccepted, Health, InitRequest, JournalEntry};
+use futures_util::stream::BoxStream;
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+/// Label on every resource ClaudeCluster creates.
+pub const LABEL_MANAGED: &str = "io.claudecluster.managed";
+/// Label naming the session a resource belongs to.
+pub const LABEL_SESSION: &str = "io.claudecluster.session";
+
+/// What to start for a session.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub id: SessionId,
+    pub image: String,
+    pub limits: SessionLimits,
+    /// Bearer token sessiond requires on every request.
+    pub agent_token: Token,
+}
+
+/// Where a started session lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub container_id: String,
+    /// Base URL of sessiond as the orchestrator reaches it.
+    pub agent_url: String,
+    /// The orchestrator's address as the session reaches it (its network's
+    /// gateway); the gateway listener is reached there.
+    pub gateway_ip: IpAddr,
+}
+
+/// A container's observed condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerStatus {
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+}
+
+/// Where session containers run.
+pub trait Runtime: Send + Sync + 'static {
+    /// Creates and starts everything the session needs (its network,
+    /// workspace volume and container). Idempotent per session ID.
+    fn create(
+        &self,
+        spec: &SessionSpec,
+    ) -> impl Future<Output = Result<Placement, RuntimeError>> + Send;
+    /// Removes every resource of the session. Missing resources are fine.
+    fn remove(&self, id: &SessionId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The session container's status; `None` when it does not exist.
+    fn inspect(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<ContainerStatus>, RuntimeError>> + Send;
+    /// Sessions that have any resource in this runtime (found by label).
+    fn list(&self) -> impl Future<Output = Result<Vec<SessionId>, RuntimeError>> + Send;
+}
+
+/// How to reach one session's sessiond.
+#[derive(Debug, Clone)]
+pub struct AgentEndpoint {
+    pub base_url: String,
+    pub token: Token,
+}
+
+pub type EventStream = BoxStream<'static, Result<JournalEntry, AgentError>>;
+
+/// The client for sessiond (see `cc_wire::sessiond` for the contract).
+pub trait Agent: Send + Sync + 'static {
+    fn health(&self, ep: &AgentEndpoint)
+        -> impl Future<Output = Result<Health, AgentError>> + Send;
+    fn init(
+        &self,
+        ep: &AgentEndpoint,
+        req: &InitRequest,
+    ) -> impl Future<Output = Result<Health, AgentError>> + Send;
+    fn command(
+        &self,
+        ep: &AgentEndpoint,
+        text: &str,
+    ) -> impl Future<Output = Result<CommandAccepted, AgentError>> + Send;
+    fn interrupt(&self, ep: &AgentEndpoint) -> impl Future<Output = Result<(), AgentError>> + Send;
+    /// Journal entries after `since`, then new ones as they happen.
+    fn follow(
+        &self,
+        ep: &AgentEndpoint,
+        since: u64,
+    ) -> impl Future<Output = Result<EventStream, AgentError>> + Send;
+}
+
+/// Our persisted view of a session (versioned by the store's schema).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub container_id: Option<String>,
+    pub state: SessionState,
+    pub reason: Option<String>,
+    pub repo_url: String,
+    pub branch: Option<String>,
+    pub limits: SessionLimits,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    pub expires_at: SystemTime,
+    /// Sequence number of the newest event in the session's log.
+    pub last_seq: u64,
+    /// Newest sessiond journal entry reflected in the log, so a follower
+    /// resumes exactly after it.
+    pub agent_seq: u64,
+}
+
+/// Persistence for sessions and their event logs.
+pub trait Store: Send + Sync + 'static {
+    fn insert_session(
+        &self,
+        rec: &SessionRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Overwrites the session's fields except the log cursor (`last_seq`,
+    /// `agent_seq`), which only `append_events` moves. Times are kept to
+    /// the millisecond.
+    fn update_session(
+        &self,
+        rec: &SessionRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get_session(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<SessionRecord>, StoreError>> + Send;
+    /// Sessions, newest first; only those in a live state when `live_only`.
+    fn list_sessions(
+        &self,
+        live_only: bool,
+    ) -> impl Future<Output = Result<Vec<SessionRecord>, StoreError>> + Send;
+    /// Appends events (their `seq` already assigned, contiguous after the
+    /// session's `last_seq`) and, in the same transaction, sets the
+    /// session's `last_seq` to the last one and `agent_seq` when given.
+    fn append_events(
+        &self,
+        id: &SessionId,
+        events: &[ServerMessage],
+        agent_seq: Option<u64>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Events with `seq > since`, oldest first, at most `limit`.
+    fn events(
+        &self,
+        id: &SessionId,
+        since: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ServerMessage>, StoreError>> + Send;
+}

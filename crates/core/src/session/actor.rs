@@ -1,0 +1,503 @@
+//! One actor per live session: the only code that changes a live session.
+//!
+//! It boots the session (waits for sessiond, sends the idempotent init,
+//! follows the journal), turns journal entries into the session's event
+//! log, serves commands, and ends the session — on request, at the end of
+//! its lifetime, or when the container or the clone fails.
+
+use super::Inner;
+use crate::error::{AgentError, CoreError};
+use crate::seams::{Agent, AgentEndpoint, EventStream, Runtime, SessionRecord, Store};
+use crate::time::{now, rfc3339};
+use cc_wire::api::{ServerMessage, SessionState};
+use cc_wire::render::{render, Rendered};
+use cc_wire::sessiond::{AgentEvent, AgentState, InitRequest, JournalEntry};
+use futures_util::StreamExt;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+/// Messages waiting for the actor; senders wait when it is full.
+pub(crate) const ACTOR_QUEUE: usize = 64;
+/// Commands accepted while the session is still starting.
+const MAX_QUEUED_COMMANDS: usize = 32;
+/// Pause between health probes while sessiond starts.
+const HEALTH_POLL: Duration = Duration::from_millis(50);
+/// Pause before re-following a journal whose stream broke.
+const REFOLLOW_BACKOFF: Duration = Duration::from_millis(500);
+
+pub(crate) enum ActorMsg {
+    Command {
+        text: String,
+        reply: oneshot::Sender<Result<SessionState, CoreError>>,
+    },
+    Interrupt {
+        reply: oneshot::Sender<Result<bool, CoreError>>,
+    },
+    Terminate {
+        reason: String,
+        reply: oneshot::Sender<SessionRecord>,
+    },
+}
+
+pub(crate) struct Actor<R, A, S> {
+    inner: Arc<Inner<R, A, S>>,
+    record: SessionRecord,
+    record_tx: watch::Sender<SessionRecord>,
+    events: broadcast::Sender<ServerMessage>,
+    endpoint: AgentEndpoint,
+    init: InitRequest,
+    queued: VecDeque<String>,
+}
+
+/// Why the actor's loop ended.
+enum Exit {
+    Terminated(String, Option<oneshot::Sender<SessionRecord>>),
+    Failed(String),
+}
+
+impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
+    pub(crate) fn new(
+        inner: Arc<Inner<R, A, S>>,
+        record: SessionRecord,
+        record_tx: watch::Sender<SessionRecord>,
+        events: broadcast::Sender<ServerMessage>,
+        endpoint: AgentEndpoint,
+        init: InitRequest,
+    ) -> Self {
+        Self {
+            inner,
+            record,
+            record_tx,
+            events,
+            endpoint,
+            init,
+            queued: VecDeque::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<ActorMsg>) {
+        let id = self.record.id.clone();
+        let exit = match self.serve(&mut rx).await {
+            Ok(exit) => exit,
+            Err(e) => Exit::Failed(format!("internal error: {e}")),
+        };
+        let result = match exit {
+            Exit::Terminated(reason, reply) => {
+                let r = self.finish(SessionState::Terminated, reason, None).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(self.record.clone());
+                }
+                r
+            }
+            Exit::Failed(reason) => {
+                self.finish(SessionState::Error, reason.clone(), Some(reason))
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(session = %id, error = %e, "ending session");
+        }
+        self.inner.remove_handle(&id);
+        // Late messages get a clear answer instead of hanging.
+        rx.close();
+        while let Some(msg) = rx.recv().await {
+            self.refuse(msg);
+        }
+    }
+
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<ActorMsg>) -> Result<Exit, CoreError> {
+        let expires = Instant::now()
+            + self
+                .record
+                .expires_at
+                .duration_since(now())
+                .unwrap_or(Duration::ZERO);
+        let mut journal: Option<EventStream> = None;
+        let mut boot_deadline = Instant::now() + self.inner.config.agent_ready_timeout;
+        loop {
+            let booting = journal.is_none();
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else {
+                        return Ok(Exit::Terminated("the orchestrator shut down".into(), None));
+                    };
+                    if let Some(exit) = self.handle(msg).await {
+                        return Ok(exit);
+                    }
+                }
+                _ = tokio::time::sleep_until(expires) => {
+                    return Ok(Exit::Terminated(format!(
+                        "the session reached its maximum lifetime of {} s",
+                        self.record.limits.timeout_secs
+                    ), None));
+                }
+                booted = boot(
+                    self.inner.clone(),
+                    self.endpoint.clone(),
+                    self.init.clone(),
+                    self.record.agent_seq,
+                    boot_deadline,
+                ), if booting => {
+                    match booted {
+                        Ok(stream) => journal = Some(stream),
+                        Err(reason) => return Ok(Exit::Failed(reason)),
+                    }
+                }
+                entry = next_entry(&mut journal), if !booting => {
+                    match entry {
+                        Some(Ok(entry)) => {
+                            if let Some(exit) = self.on_entry(entry).await? {
+                                return Ok(exit);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(session = %self.record.id, error = %e, "journal stream broke");
+                            if let Some(reason) = self.container_gone().await {
+                                return Ok(Exit::Failed(reason));
+                            }
+                            journal = None;
+                            boot_deadline = Instant::now() + self.inner.config.agent_ready_timeout;
+                            tokio::time::sleep(REFOLLOW_BACKOFF).await;
+                        }
+                        None => {
+                            if let Some(reason) = self.container_gone().await {
+                                return Ok(Exit::Failed(reason));
+                            }
+                            journal = None;
+                            boot_deadline = Instant::now() + self.inner.config.agent_ready_timeout;
+                            tokio::time::sleep(REFOLLOW_BACKOFF).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, msg: ActorMsg) -> Option<Exit> {
+        match msg {
+            ActorMsg::Command { text, reply } => {
+                let r = self.command(text).await;
+                let _ = reply.send(r);
+            }
+            ActorMsg::Interrupt { reply } => {
+                let r = if self.record.state == SessionState::Busy {
+                    self.inner
+                        .agent
+                        .interrupt(&self.endpoint)
+                        .await
+                        .map(|()| true)
+                        .map_err(agent_unavailable)
+                } else {
+                    Ok(false)
+                };
+                let _ = reply.send(r);
+            }
+            ActorMsg::Terminate { reason, reply } => {
+                return Some(Exit::Terminated(reason, Some(reply)))
+            }
+        }
+        None
+    }
+
+    async fn command(&mut self, text: String) -> Result<SessionState, CoreError> {
+        match self.record.state {
+            SessionState::Ready | SessionState::Busy => {
+                self.inner
+                    .agent
+                    .command(&self.endpoint, &text)
+                    .await
+                    .map_err(agent_unavailable)?;
+                Ok(self.record.state)
+            }
+            SessionState::Creating | SessionState::Starting | SessionState::Cloning => {
+                if self.queued.len() >= MAX_QUEUED_COMMANDS {
+                    return Err(CoreError::conflict(
+                        "too_many_queued_commands",
+                        format!(
+                            "{MAX_QUEUED_COMMANDS} commands already wait for the session to start"
+                        ),
+                    ));
+                }
+                self.queued.push_back(text);
+                Ok(self.record.state)
+            }
+            other => Err(CoreError::conflict(
+                "session_not_active",
+                format!("session {} is {}", self.record.id, other.as_str()),
+            )),
+        }
+    }
+
+    /// Turns one journal entry into log events and state changes.
+    async fn on_entry(&mut self, entry: JournalEntry) -> Result<Option<Exit>, CoreError> {
+        if entry.seq <= self.record.agent_seq {
+            return Ok(None); // Already reflected (re-follow after a break).
+        }
+        let seq = Some(entry.seq);
+        let ts = entry.ts;
+        match entry.event {
+            AgentEvent::State { state, message } => {
+                let next = match state {
+                    AgentState::Idle => None,
+                    AgentState::Cloning => Some(SessionState::Cloning),
+                    AgentState::Ready => Some(SessionState::Ready),
+                    AgentState::Busy => Some(SessionState::Busy),
+                    AgentState::Error => {
+                        return Ok(Some(Exit::Failed(
+                            message.unwrap_or_else(|| "the session agent failed".into()),
+                        )))
+                    }
+                };
+                match next {
+                    Some(s) if s != self.record.state => self.set_state(s, None, seq).await?,
+                    _ => self.emit(Vec::new(), seq).await?,
+                }
+                if self.record.state == SessionState::Ready {
+                    self.flush_queue().await;
+                }
+            }
+            AgentEvent::Command { text } => {
+                let msg = ServerMessage::Command {
+                    seq: 0,
+                    text,
+                    timestamp: ts,
+                };
+                self.emit(vec![msg], seq).await?;
+            }
+            AgentEvent::Claude { data } => {
+                let msg = match render(&data) {
+                    Rendered::Text { text, keep_event } => Some(ServerMessage::Output {
+                        seq: 0,
+                        text,
+                        timestamp: ts,
+                        event: keep_event.then_some(data),
+                    }),
+                    Rendered::Silent => Some(ServerMessage::Claude {
+                        seq: 0,
+                        timestamp: ts,
+                        event: data,
+                    }),
+                    Rendered::Drop => None,
+                };
+                self.emit(msg.into_iter().collect(), seq).await?;
+            }
+            AgentEvent::Stderr { line } => {
+                tracing::debug!(session = %self.record.id, %line, "agent stderr");
+                self.emit(Vec::new(), seq).await?;
+            }
+            AgentEvent::Exited { code } => {
+                let code = code.map_or_else(|| "a signal".into(), |c| format!("code {c}"));
+                let msg = ServerMessage::Error {
+                    seq: 0,
+                    message: format!(
+                        "Claude Code exited ({code}); the next command restarts it and resumes the conversation"
+                    ),
+                    timestamp: ts,
+                    code: Some("agent_exited".into()),
+                };
+                self.emit(vec![msg], seq).await?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends commands that arrived while the session was starting.
+    async fn flush_queue(&mut self) {
+        while let Some(text) = self.queued.pop_front() {
+            if let Err(e) = self.inner.agent.command(&self.endpoint, &text).await {
+                tracing::warn!(session = %self.record.id, error = %e, "queued command not delivered");
+                let msg = ServerMessage::Error {
+                    seq: 0,
+                    message: format!("a queued command could not be delivered: {e}"),
+                    timestamp: rfc3339(now()),
+                    code: Some("command_not_delivered".into()),
+                };
+                if let Err(e) = self.emit(vec![msg], None).await {
+                    tracing::error!(session = %self.record.id, error = %e, "logging a failed command");
+                }
+            }
+        }
+    }
+
+    /// Stores events (assigning their `seq`), then broadcasts them.
+    async fn emit(
+        &mut self,
+        msgs: Vec<ServerMessage>,
+        agent_seq: Option<u64>,
+    ) -> Result<(), CoreError> {
+        if msgs.is_empty() && agent_seq.is_none() {
+            return Ok(());
+        }
+        let first = self.record.last_seq + 1;
+        let msgs: Vec<ServerMessage> = msgs
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| m.with_seq(first + i as u64))
+            .collect();
+        self.inner
+            .store
+            .append_events(&self.record.id, &msgs, agent_seq)
+            .await?;
+        self.record.last_seq += msgs.len() as u64;
+        if let Some(s) = agent_seq {
+            self.record.agent_seq = s;
+        }
+        for m in msgs {
+            // No receivers is fine: nobody is watching.
+            let _ = self.events.send(m);
+        }
+        self.record_tx.send_replace(self.record.clone());
+        Ok(())
+    }
+
+    async fn set_state(
+        &mut self,
+        state: SessionState,
+        reason: Option<String>,
+        agent_seq: Option<u64>,
+    ) -> Result<(), CoreError> {
+        self.record.state = state;
+        self.record.reason = reason.clone();
+        self.record.updated_at = now();
+        let msg = ServerMessage::Status {
+            seq: 0,
+            state,
+            timestamp: rfc3339(self.record.updated_at),
+            reason,
+        };
+        self.emit(vec![msg], agent_seq).await?;
+        self.inner.store.update_session(&self.record).await?;
+        self.record_tx.send_replace(self.record.clone());
+        Ok(())
+    }
+
+    /// Releases everything and records the final state.
+    async fn finish(
+        &mut self,
+        state: SessionState,
+        reason: String,
+        error: Option<String>,
+    ) -> Result<(), CoreError> {
+        let id = self.record.id.clone();
+        if state == SessionState::Terminated {
+            self.set_state(SessionState::Terminating, None, None)
+                .await?;
+        }
+        self.inner.credentials.remove(&id);
+        let removed = self.inner.runtime.remove(&id).await;
+        if let Some(message) = error {
+            let msg = ServerMessage::Error {
+                seq: 0,
+                message,
+                timestamp: rfc3339(now()),
+                code: Some("session_failed".into()),
+            };
+            self.emit(vec![msg], None).await?;
+        }
+        let reason = match removed {
+            Ok(()) => reason,
+            Err(e) => {
+                tracing::error!(session = %id, error = %e, "removing session resources");
+                format!("{reason} (resource cleanup failed: {e})")
+            }
+        };
+        self.set_state(state, Some(reason), None).await?;
+        tracing::info!(session = %id, state = state.as_str(), reason = ?self.record.reason, "session ended");
+        Ok(())
+    }
+
+    /// Why the container is gone, if it is.
+    async fn container_gone(&self) -> Option<String> {
+        match self.inner.runtime.inspect(&self.record.id).await {
+            Ok(None) => Some("the session container disappeared".into()),
+            Ok(Some(st)) if !st.running => Some(if st.oom_killed {
+                "the session container was killed: out of memory".into()
+            } else {
+                format!(
+                    "the session container exited (code {})",
+                    st.exit_code
+                        .map_or_else(|| "unknown".into(), |c| c.to_string())
+                )
+            }),
+            Ok(Some(_)) => None,
+            Err(e) => {
+                tracing::warn!(session = %self.record.id, error = %e, "inspecting container");
+                None
+            }
+        }
+    }
+
+    fn refuse(&self, msg: ActorMsg) {
+        let err = || {
+            CoreError::conflict(
+                "session_not_active",
+                format!(
+                    "session {} is {}",
+                    self.record.id,
+                    self.record.state.as_str()
+                ),
+            )
+        };
+        match msg {
+            ActorMsg::Command { reply, .. } => drop(reply.send(Err(err()))),
+            ActorMsg::Interrupt { reply } => drop(reply.send(Err(err()))),
+            ActorMsg::Terminate { reply, .. } => drop(reply.send(self.record.clone())),
+        }
+    }
+}
+
+/// Waits for sessiond, initialises it (idempotent) and follows its journal.
+/// Owns everything it uses so it can be dropped and started again freely.
+async fn boot<R: Runtime, A: Agent, S: Store>(
+    inner: Arc<Inner<R, A, S>>,
+    ep: AgentEndpoint,
+    init: InitRequest,
+    since: u64,
+    deadline: Instant,
+) -> Result<EventStream, String> {
+    loop {
+        match inner.agent.health(&ep).await {
+            Ok(_) => break,
+            Err(AgentError::Version { expected, found }) => {
+                return Err(format!(
+                    "the worker image's sessiond speaks protocol {found}, this orchestrator needs {expected}: rebuild the image"
+                ))
+            }
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("the session agent did not start in time: {e}"))
+            }
+            Err(_) => tokio::time::sleep(HEALTH_POLL).await,
+        }
+    }
+    inner
+        .agent
+        .init(&ep, &init)
+        .await
+        .map_err(|e| format!("the session agent refused its setup: {e}"))?;
+    inner
+        .agent
+        .follow(&ep, since)
+        .await
+        .map_err(|e| format!("the session agent's journal is unreachable: {e}"))
+}
+
+async fn next_entry(journal: &mut Option<EventStream>) -> Option<Result<JournalEntry, AgentError>> {
+    match journal {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn agent_unavailable(e: AgentError) -> CoreError {
+    match e {
+        AgentError::Refused {
+            status: 409,
+            message,
+            ..
+        } => CoreError::conflict("session_not_ready", message),
+        other => CoreError::Unavailable(format!("the session agent is unavailable: {other}")),
+    }
+}

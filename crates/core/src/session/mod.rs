@@ -1,0 +1,228 @@
+//! Sessions: the manager that the API calls, and one actor per live session.
+//!
+//! Invariants:
+//! - Every operation on a live session goes through its actor, so they are
+//!   serialised; the manager only routes.
+//! - Every client-visible event gets the next `seq` of its session and is
+//!   stored before it is broadcast, so a reader that missed a broadcast
+//!   finds it in the store ([`Subscription`]).
+//! - A session that reaches `error` or `terminated` owns no runtime
+//!   resources and no credentials any more.
+
+mod actor;
+mod create;
+mod subscription;
+mod terminate;
+
+pub use create::CreateSession;
+pub use subscription::Subscription;
+
+use crate::config::ManagerConfig;
+use crate::credentials::CredentialRegistry;
+use crate::error::CoreError;
+use crate::ids::SessionId;
+use crate::seams::{Agent, Runtime, SessionRecord, Store};
+use actor::ActorMsg;
+use cc_wire::api::{ServerMessage, SessionState};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// Longest command text accepted (one user turn).
+pub const MAX_COMMAND_BYTES: usize = 100_000;
+/// Largest page of events returned at once.
+pub const MAX_EVENTS_PAGE: usize = 1000;
+
+/// The entry point of the core: creates sessions and routes operations to
+/// their actors. Cheap to clone.
+pub struct Manager<R, A, S> {
+    inner: Arc<Inner<R, A, S>>,
+}
+
+impl<R, A, S> Clone for Manager<R, A, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+pub(crate) struct Inner<R, A, S> {
+    pub(crate) runtime: R,
+    pub(crate) agent: A,
+    pub(crate) store: S,
+    pub(crate) config: ManagerConfig,
+    pub(crate) credentials: CredentialRegistry,
+    live: Mutex<HashMap<SessionId, Handle>>,
+}
+
+/// How the manager reaches a live session's actor.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    tx: mpsc::Sender<ActorMsg>,
+    events: broadcast::Sender<ServerMessage>,
+    record: watch::Receiver<SessionRecord>,
+}
+
+impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
+    pub fn new(runtime: R, agent: A, store: S, config: ManagerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                runtime,
+                agent,
+                store,
+                config,
+                credentials: CredentialRegistry::default(),
+                live: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
+    /// What the gateway consults to turn session tokens into secrets.
+    pub fn credentials(&self) -> &CredentialRegistry {
+        &self.inner.credentials
+    }
+
+    pub fn runtime(&self) -> &R {
+        &self.inner.runtime
+    }
+
+    /// The session's current record.
+    pub async fn get(&self, id: &str) -> Result<SessionRecord, CoreError> {
+        let id = parse_id(id)?;
+        if let Some(h) = self.inner.handle(&id) {
+            return Ok(h.record.borrow().clone());
+        }
+        self.inner
+            .store
+            .get_session(&id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(id.to_string()))
+    }
+
+    /// Sessions, newest first.
+    pub async fn list(&self, live_only: bool) -> Result<Vec<SessionRecord>, CoreError> {
+        let mut records = self.inner.store.list_sessions(live_only).await?;
+        for r in &mut records {
+            if let Some(h) = self.inner.handle(&r.id) {
+                *r = h.record.borrow().clone();
+            }
+        }
+        Ok(records)
+    }
+
+    /// Hands one user turn to the session; queued while it is starting.
+    pub async fn command(&self, id: &str, text: String) -> Result<SessionState, CoreError> {
+        if text.trim().is_empty() {
+            return Err(CoreError::invalid(
+                "invalid_command",
+                "command must not be empty",
+            ));
+        }
+        if text.len() > MAX_COMMAND_BYTES {
+            return Err(CoreError::invalid(
+                "command_too_large",
+                format!("command is longer than {MAX_COMMAND_BYTES} bytes"),
+            ));
+        }
+        let handle = self.live_handle(id).await?;
+        let (reply, rx) = oneshot::channel();
+        send(&handle, ActorMsg::Command { text, reply }).await?;
+        rx.await.map_err(|_| ended())?
+    }
+
+    /// Stops the running turn; `false` when none was running.
+    pub async fn interrupt(&self, id: &str) -> Result<bool, CoreError> {
+        let handle = self.live_handle(id).await?;
+        let (reply, rx) = oneshot::channel();
+        send(&handle, ActorMsg::Interrupt { reply }).await?;
+        rx.await.map_err(|_| ended())?
+    }
+
+    /// Stored events after `since`.
+    pub async fn logs(
+        &self,
+        id: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<ServerMessage>, CoreError> {
+        let rec = self.get(id).await?;
+        Ok(self
+            .inner
+            .store
+            .events(&rec.id, since, limit.clamp(1, MAX_EVENTS_PAGE))
+            .await?)
+    }
+
+    /// Every event after `since`, then live ones until the session ends.
+    pub async fn subscribe(&self, id: &str, since: u64) -> Result<Subscription<S>, CoreError> {
+        let rec = self.get(id).await?;
+        let rx = self.inner.handle(&rec.id).map(|h| h.events.subscribe());
+        Ok(Subscription::new(self.inner.clone(), rec.id, since, rx))
+    }
+
+    /// A live session's handle, or why there is none.
+    async fn live_handle(&self, id: &str) -> Result<Handle, CoreError> {
+        let rec = self.get(id).await?;
+        self.inner.handle(&rec.id).ok_or_else(|| {
+            CoreError::conflict(
+                "session_not_active",
+                format!("session {} is {}", rec.id, rec.state.as_str()),
+            )
+        })
+    }
+}
+
+impl<R, A, S> Inner<R, A, S> {
+    fn handle(&self, id: &SessionId) -> Option<Handle> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn insert_handle(&self, id: SessionId, h: Handle) {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, h);
+    }
+
+    pub(crate) fn remove_handle(&self, id: &SessionId) {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    fn live_ids(&self) -> Vec<SessionId> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn store(&self) -> &S {
+        &self.store
+    }
+}
+
+fn parse_id(id: &str) -> Result<SessionId, CoreError> {
+    // A malformed ID cannot name a session: same answer as an unknown one.
+    SessionId::parse(id).ok_or_else(|| CoreError::NotFound(id.chars().take(64).collect()))
+}
+
+async fn send(h: &Handle, msg: ActorMsg) -> Result<(), CoreError> {
+    h.tx.send(msg).await.map_err(|_| ended())
+}
+
+fn ended() -> CoreError {
+    CoreError::conflict("session_not_active", "the session ended")
+}

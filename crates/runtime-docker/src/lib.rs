@@ -1,0 +1,12 @@
+//! Docker runtime backend (bollard over the local Engine API).
+//!
+//! - [`DockerRuntime`]: one internal network, one workspace volume and one
+//!   container per session, all named `<prefix><session-id>` and labelled
+//!   with the session, so create is idempotent and a test run (own prefix)
+//!   never touches resources it did not create.
+//! - [`image`]: builds the worker image without a registry.
+
+pub mod image;
+mod runtime;
+
+pub use runtime::{DockerRuntime, DEFAULT_PREFIX, LABEL_PREFIX};

@@ -1,0 +1,367 @@
+//! Session containers on Docker.
+//!
+//! Each session gets an `--internal` bridge network of its own (no route
+//! out; the orchestrator reaches sessiond directly, and the session reaches
+//! the orchestrator's gateway on the bridge's host address), a named
+//! workspace volume, and a hardened container: non-root, read-only root
+//! filesystem with tmpfs scratch, all capabilities dropped,
+//! no-new-privileges, memory/CPU/pids limits, tini as PID 1.
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountTypeEnum, NetworkCreateRequest,
+    VolumeCreateOptions,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, InspectNetworkOptions, ListContainersOptions,
+    ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    StartContainerOptions,
+};
+use bollard::Docker;
+use cc_core::{
+    ContainerStatus, Placement, Runtime, RuntimeError, SessionId, SessionSpec, LABEL_MANAGED,
+    LABEL_SESSION,
+};
+use cc_wire::sessiond::{DEFAULT_PORT, WORKSPACE_DIR};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Resource name prefix of a default deployment.
+pub const DEFAULT_PREFIX: &str = "cc-";
+/// Label carrying the deployment's prefix, so `list` sees only ours.
+pub const LABEL_PREFIX: &str = "io.claudecluster.prefix";
+/// Processes a session may run; bounds fork storms.
+const PIDS_LIMIT: i64 = 1024;
+/// The image's unprivileged user.
+const SESSION_USER: &str = "1000:1000";
+
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    prefix: String,
+}
+
+impl DockerRuntime {
+    /// Connects to the local Engine (`DOCKER_HOST` or the default socket)
+    /// and agrees on an API version with it.
+    pub async fn connect(prefix: impl Into<String>) -> Result<Self, RuntimeError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| RuntimeError::Unavailable(format!("cannot connect to Docker: {e}")))?
+            .negotiate_version()
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("Docker is not answering: {e}")))?;
+        let prefix = prefix.into();
+        let valid = !prefix.is_empty()
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !valid {
+            return Err(RuntimeError::Invalid(format!(
+                "resource prefix {prefix:?} must be letters, digits, '-', '_' or '.'"
+            )));
+        }
+        Ok(Self { docker, prefix })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn name(&self, id: &SessionId) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    fn volume_name(&self, id: &SessionId) -> String {
+        format!("{}{id}-workspace", self.prefix)
+    }
+
+    fn labels(&self, id: &SessionId) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_SESSION.to_owned(), id.to_string()),
+            (LABEL_PREFIX.to_owned(), self.prefix.clone()),
+        ])
+    }
+
+    fn prefix_filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_PREFIX}={}", self.prefix)],
+        )])
+    }
+
+    /// Fails with a fix-it message when the worker image is missing.
+    pub async fn check_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Err(RuntimeError::Invalid(format!(
+                "the worker image {image} is not present on this Docker host: build it with `claudecluster image build`"
+            ))),
+            Err(e) => Err(classify(e, "inspecting the worker image")),
+        }
+    }
+
+    async fn create_network(&self, id: &SessionId) -> Result<(), RuntimeError> {
+        let req = NetworkCreateRequest {
+            name: self.name(id),
+            driver: Some("bridge".into()),
+            internal: Some(true),
+            labels: Some(self.labels(id)),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(409) => Ok(()),
+            Err(e) => Err(classify(e, "creating the session network")),
+        }
+    }
+
+    async fn create_container(&self, spec: &SessionSpec) -> Result<(), RuntimeError> {
+        let id = &spec.id;
+        let host_config = HostConfig {
+            memory: Some(spec.limits.memory_bytes as i64),
+            // Same as memory: no swap on top of the limit.
+            memory_swap: Some(spec.limits.memory_bytes as i64),
+            nano_cpus: Some((spec.limits.cpu * 1e9) as i64),
+            pids_limit: Some(PIDS_LIMIT),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([
+                ("/tmp".to_owned(), "rw,nosuid,nodev,size=1g".to_owned()),
+                (
+                    "/home/claude".to_owned(),
+                    "rw,nosuid,nodev,size=512m,uid=1000,gid=1000,mode=0700".to_owned(),
+                ),
+            ])),
+            mounts: Some(vec![Mount {
+                target: Some(WORKSPACE_DIR.into()),
+                source: Some(self.volume_name(id)),
+                typ: Some(MountTypeEnum::VOLUME),
+                read_only: Some(false),
+                ..Default::default()
+            }]),
+            init: Some(true),
+            network_mode: Some(self.name(id)),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            user: Some(SESSION_USER.into()),
+            env: Some(vec![format!(
+                "SESSIOND_TOKEN={}",
+                spec.agent_token.expose()
+            )]),
+            labels: Some(self.labels(id)),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions {
+            name: Some(self.name(id)),
+            ..Default::default()
+        };
+        match self.docker.create_container(Some(opts), body).await {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(409) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Err(RuntimeError::Invalid(format!(
+                "the worker image {} is not present on this Docker host: build it with `claudecluster image build`",
+                spec.image
+            ))),
+            Err(e) => Err(classify(e, "creating the session container")),
+        }
+    }
+
+    async fn placement(&self, id: &SessionId) -> Result<Placement, RuntimeError> {
+        let name = self.name(id);
+        let c = self
+            .docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| classify(e, "inspecting the session container"))?;
+        let ip = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut nets| nets.remove(&name))
+            .and_then(|ep| ep.ip_address)
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| RuntimeError::Internal("session container has no address".into()))?;
+        let net = self
+            .docker
+            .inspect_network(&name, None::<InspectNetworkOptions>)
+            .await
+            .map_err(|e| classify(e, "inspecting the session network"))?;
+        let gateway: IpAddr = net
+            .ipam
+            .and_then(|i| i.config)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.gateway)
+            .find_map(|g| g.parse().ok())
+            .ok_or_else(|| RuntimeError::Internal("session network has no gateway".into()))?;
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip
+        };
+        Ok(Placement {
+            container_id: c.id.unwrap_or_default(),
+            agent_url: format!("http://{host}:{DEFAULT_PORT}"),
+            gateway_ip: gateway,
+        })
+    }
+}
+
+impl Runtime for DockerRuntime {
+    async fn create(&self, spec: &SessionSpec) -> Result<Placement, RuntimeError> {
+        self.create_network(&spec.id).await?;
+        let vol = VolumeCreateOptions {
+            name: Some(self.volume_name(&spec.id)),
+            labels: Some(self.labels(&spec.id)),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(vol)
+            .await
+            .map_err(|e| classify(e, "creating the workspace volume"))?;
+        self.create_container(spec).await?;
+        match self
+            .docker
+            .start_container(&self.name(&spec.id), None::<StartContainerOptions>)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if status(&e) == Some(304) => {} // already running
+            Err(e) => return Err(classify(e, "starting the session container")),
+        }
+        self.placement(&spec.id).await
+    }
+
+    async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {
+        let name = self.name(id);
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        ignore_missing(
+            self.docker.remove_container(&name, Some(opts)).await,
+            "removing the session container",
+        )?;
+        ignore_missing(
+            self.docker.remove_network(&name).await,
+            "removing the session network",
+        )?;
+        ignore_missing(
+            self.docker
+                .remove_volume(
+                    &self.volume_name(id),
+                    Some(RemoveVolumeOptions { force: true }),
+                )
+                .await,
+            "removing the workspace volume",
+        )
+    }
+
+    async fn inspect(&self, id: &SessionId) -> Result<Option<ContainerStatus>, RuntimeError> {
+        match self
+            .docker
+            .inspect_container(&self.name(id), None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => {
+                let st = c.state.unwrap_or_default();
+                Ok(Some(ContainerStatus {
+                    running: st.running.unwrap_or(false),
+                    exit_code: st.exit_code,
+                    oom_killed: st.oom_killed.unwrap_or(false),
+                }))
+            }
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(classify(e, "inspecting the session container")),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<SessionId>, RuntimeError> {
+        let mut ids = std::collections::BTreeSet::new();
+        let session_of = |labels: Option<&HashMap<String, String>>| {
+            labels
+                .and_then(|l| l.get(LABEL_SESSION))
+                .and_then(|s| SessionId::parse(s))
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(self.prefix_filter()),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| classify(e, "listing containers"))?;
+        ids.extend(
+            containers
+                .iter()
+                .filter_map(|c| session_of(c.labels.as_ref())),
+        );
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(self.prefix_filter()),
+            }))
+            .await
+            .map_err(|e| classify(e, "listing networks"))?;
+        ids.extend(
+            networks
+                .iter()
+                .filter_map(|n| session_of(n.labels.as_ref())),
+        );
+        let volumes = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(self.prefix_filter()),
+            }))
+            .await
+            .map_err(|e| classify(e, "listing volumes"))?;
+        ids.extend(
+            volumes
+                .volumes
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| session_of(Some(&v.labels))),
+        );
+        Ok(ids.into_iter().collect())
+    }
+}
+
+fn status(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn ignore_missing(r: Result<(), BollardError>, what: &str) -> Result<(), RuntimeError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if status(&e) == Some(404) => Ok(()),
+        Err(e) => Err(classify(e, what)),
+    }
+}
+
+/// Classifies an Engine error at the seam.
+fn classify(e: BollardError, what: &str) -> RuntimeError {
+    match &e {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => match status_code {
+            404 => RuntimeError::NotFound(format!("{what}: {message}")),
+            409 => RuntimeError::Conflict(format!("{what}: {message}")),
+            400 => RuntimeError::Invalid(format!("{what}: {message}")),
+            _ => RuntimeError::Internal(format!("{what}: {message}")),
+        },
+        BollardError::HyperResponseError { .. }
+        | BollardError::IOError { .. }
+        | BollardError::RequestTimeoutError => RuntimeError::Unavailable(format!("{what}: {e}")),
+        _ => RuntimeError::Internal(format!("{what}: {e}")),
+    }
+}

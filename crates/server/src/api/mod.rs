@@ -1,0 +1,102 @@
+//! The public API under `/api/v1` (see `cc_wire::api` for the types).
+//!
+//! Handlers parse and validate the request, call the session core, and map
+//! its answer; every error is `{code, message}` JSON.
+
+mod error;
+mod sessions;
+mod stream;
+
+pub use error::ApiError;
+
+use crate::{AppManager, ServerConfig};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use cc_core::{Runtime, Store};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// Largest request body accepted (a command is at most 100 kB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub struct AppState<R, S> {
+    pub manager: AppManager<R, S>,
+    pub config: Arc<ServerConfig>,
+}
+
+impl<R, S> Clone for AppState<R, S> {
+    fn clone(&self) -> Self {
+        Self {
+            manager: self.manager.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+pub fn router<R: Runtime, S: Store>(
+    manager: AppManager<R, S>,
+    config: Arc<ServerConfig>,
+) -> Router {
+    let state = AppState { manager, config };
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/sessions", get(sessions::list::<R, S>))
+        .route("/api/v1/sessions/create", post(sessions::create::<R, S>))
+        .route("/api/v1/sessions/{id}", get(sessions::status::<R, S>))
+        .route("/api/v1/sessions/{id}", delete(sessions::delete::<R, S>))
+        .route(
+            "/api/v1/sessions/{id}/status",
+            get(sessions::status::<R, S>),
+        )
+        .route(
+            "/api/v1/sessions/{id}/command",
+            post(sessions::command::<R, S>),
+        )
+        .route(
+            "/api/v1/sessions/{id}/interrupt",
+            post(sessions::interrupt::<R, S>),
+        )
+        .route("/api/v1/sessions/{id}/logs", get(sessions::logs::<R, S>))
+        .route("/api/v1/sessions/{id}/stream", get(stream::upgrade::<R, S>))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not accept that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// `Json` whose rejections are our `{code, message}` errors.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &St) -> Result<Self, Self::Rejection> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| Self(v))
+            .map_err(ApiError::from)
+    }
+}
+
+/// Base URL clients use for this server: configured, or from `Host`.
+fn public_base(config: &ServerConfig, headers: &HeaderMap) -> String {
+    if let Some(url) = &config.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}

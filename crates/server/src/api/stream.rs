@@ -1,0 +1,110 @@
+//! The session WebSocket: every event after `?since=N` (default 0, the
+//! whole log), then live events until the session ends; `command`,
+//! `interrupt` and `keepalive` in.
+
+use super::AppState;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use cc_core::{now, rfc3339, Runtime, Store};
+use cc_wire::api::{ClientMessage, ServerMessage};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub(super) struct StreamQuery {
+    #[serde(default)]
+    since: u64,
+}
+
+pub(super) async fn upgrade<R: Runtime, S: Store>(
+    State(st): State<AppState<R, S>>,
+    Path(id): Path<String>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, super::ApiError> {
+    let Query(q) = query?;
+    // Fail before upgrading so an unknown session is a plain 404.
+    let sub = st.manager.subscribe(&id, q.since).await?;
+    Ok(ws.on_upgrade(move |socket| run(socket, st, id, sub)))
+}
+
+async fn run<R: Runtime, S: Store>(
+    mut socket: WebSocket,
+    st: AppState<R, S>,
+    id: String,
+    mut sub: cc_core::Subscription<S>,
+) {
+    loop {
+        tokio::select! {
+            event = sub.next() => match event {
+                Ok(Some(msg)) => {
+                    if send(&mut socket, &msg).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(session = %id, error = %e, "reading events");
+                    let _ = send(&mut socket, &error_msg("internal", "reading the session's events failed".into())).await;
+                    break;
+                }
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(reply) = handle(&st, &id, text.as_str()).await {
+                        if send(&mut socket, &reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {} // pings are answered by axum; binary is ignored
+            },
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+/// Handles one client message; the reply, if any, is not logged.
+async fn handle<R: Runtime, S: Store>(
+    st: &AppState<R, S>,
+    id: &str,
+    text: &str,
+) -> Option<ServerMessage> {
+    let msg: ClientMessage = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => {
+            return Some(error_msg(
+                "invalid_message",
+                format!("expected {{\"type\":\"command\",\"command\":\"…\"}}, {{\"type\":\"interrupt\"}} or {{\"type\":\"keepalive\"}}: {e}"),
+            ))
+        }
+    };
+    let result = match msg {
+        ClientMessage::Keepalive => {
+            return Some(ServerMessage::Keepalive {
+                timestamp: rfc3339(now()),
+            })
+        }
+        ClientMessage::Command { command } => st.manager.command(id, command).await.map(|_| ()),
+        ClientMessage::Interrupt => st.manager.interrupt(id).await.map(|_| ()),
+    };
+    result.err().map(|e| {
+        let e = super::ApiError::from(e);
+        error_msg(e.code, e.message)
+    })
+}
+
+fn error_msg(code: &str, message: String) -> ServerMessage {
+    ServerMessage::Error {
+        seq: 0,
+        message,
+        timestamp: rfc3339(now()),
+        code: Some(code.to_owned()),
+    }
+}
+
+async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(msg).unwrap_or_default();
+    socket.send(Message::Text(text.into())).await
+}

@@ -1,0 +1,125 @@
+//! The gateway: what a session container may reach on the orchestrator.
+//!
+//! Served on its own listener, which sessions reach on their network's
+//! gateway address. Every request must carry the session's token; the
+//! gateway adds the real credentials on the way out, so they never enter
+//! the container.
+//! - `/anthropic/{session}/v1/...`: relay to the Anthropic API
+//!   ([`anthropic`]);
+//! - `/git/{session}/{info/refs | git-upload-pack}`: relay to the session's
+//!   repository ([`git`]).
+
+mod anthropic;
+mod git;
+
+use crate::{AppManager, ServerConfig};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, Response, StatusCode};
+use axum::routing::any;
+use axum::Router;
+use cc_core::{Runtime, Store};
+use futures_util::TryStreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct GatewayState<R, S> {
+    pub manager: AppManager<R, S>,
+    pub config: Arc<ServerConfig>,
+    pub client: reqwest::Client,
+}
+
+impl<R, S> Clone for GatewayState<R, S> {
+    fn clone(&self) -> Self {
+        Self {
+            manager: self.manager.clone(),
+            config: self.config.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// Upstream connection setup; long responses (streamed turns, big clones)
+/// are not bounded, only connecting is.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn router<R: Runtime, S: Store>(
+    manager: AppManager<R, S>,
+    config: Arc<ServerConfig>,
+) -> Router {
+    let client = reqwest::Client::builder()
+        .connect_timeout(UPSTREAM_CONNECT_TIMEOUT)
+        // A redirect could lead the relay somewhere the policy never checked.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("building the gateway's HTTP client");
+    let state = GatewayState {
+        manager,
+        config,
+        client,
+    };
+    Router::new()
+        .route(
+            "/anthropic/{session}/{*rest}",
+            any(anthropic::relay::<R, S>),
+        )
+        .route("/git/{session}/{*rest}", any(git::relay::<R, S>))
+        .fallback(|| async { refuse(StatusCode::NOT_FOUND, "not a gateway route") })
+        .with_state(state)
+}
+
+/// Hop-by-hop and framing headers are never forwarded.
+fn is_hop_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// Turns an upstream response into ours, streaming the body.
+fn relay_response(resp: reqwest::Response) -> Response<Body> {
+    let mut out = Response::builder().status(resp.status().as_u16());
+    if let Some(h) = out.headers_mut() {
+        for (k, v) in resp.headers() {
+            if !is_hop_header(k) {
+                h.append(k.clone(), v.clone());
+            }
+        }
+    }
+    let body = Body::from_stream(resp.bytes_stream().map_err(std::io::Error::other));
+    out.body(body)
+        .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "bad upstream response"))
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "type": "error",
+        "error": { "type": "gateway_error", "message": message },
+    });
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_default()
+}
+
+/// The bearer token of a request, from `x-api-key` or `Authorization`.
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+}

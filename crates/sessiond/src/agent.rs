@@ -1,0 +1,511 @@
+//! The session's state machine and its one long-lived Claude Code process.
+//!
+//! `claude -p --input-format stream-json --output-format stream-json
+//! --verbose <args…>` runs in the checkout. Turns are written to its stdin as
+//! stream-json `user` messages, one at a time: a message written while a
+//! turn runs would be folded into that turn ("the user sent a new message
+//! while you were working") instead of becoming a turn of its own, so later
+//! commands wait in [`Core::queued`] until the running turn's `result`.
+//! Every stdout line is journaled, and each `result` line ends one turn. When the process exits, the next
+//! command starts a new one with `--resume=<session id>` so the
+//! conversation continues.
+//!
+//! All state lives in one mutex ([`Core`]) that is never held across an
+//! `.await`; state changes are journaled while it is held, so the journal's
+//! order always matches the order of the changes. Writing to Claude Code's
+//! stdin happens in a separate task fed by a channel, so a slow reader can
+//! never block the API or the stdout reader.
+
+use crate::journal::Journal;
+use crate::{setup, Config};
+use cc_wire::sessiond::{AgentEvent, AgentState, Health, InitRequest, PROTOCOL_VERSION};
+use serde_json::{json, Value};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long Claude Code gets to exit after its stdin closes on shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long to wait for a killed process to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// After the process exits, how long its output pipes may stay open (held by
+/// a grandchild) before the readers are abandoned.
+const PIPE_DRAIN: Duration = Duration::from_secs(2);
+
+/// Why `/v1/init` was refused.
+#[derive(Debug)]
+pub enum InitError {
+    /// A different request was already accepted.
+    AlreadyInitialized,
+    /// The request is malformed.
+    Invalid(String),
+    /// The daemon is stopping.
+    ShuttingDown,
+}
+
+/// Why `/v1/command` was refused (the message names the state).
+#[derive(Debug)]
+pub struct NotReady {
+    pub message: String,
+}
+
+/// The session: lifecycle state, the Claude Code process and the journal.
+pub struct Session {
+    config: Arc<Config>,
+    journal: Arc<Journal>,
+    core: Mutex<Core>,
+}
+
+struct Core {
+    state: AgentState,
+    /// Why the state is `Error`.
+    error: Option<String>,
+    /// The accepted init request (compared against repeated ones).
+    init: Option<InitRequest>,
+    /// Accepted turns whose `result` has not arrived yet (the running one
+    /// and the queued ones).
+    pending: u32,
+    /// Turns accepted while another runs, written after its `result`.
+    queued: std::collections::VecDeque<String>,
+    /// Claude Code's session id, for `--resume` after the process exits.
+    session_id: Option<String>,
+    /// The running process, if any.
+    proc: Option<Proc>,
+    next_generation: u64,
+    next_interrupt: u64,
+    shutting_down: bool,
+}
+
+/// A running Claude Code process.
+struct Proc {
+    /// Tells output and exit of this process from those of a later one.
+    generation: u64,
+    /// Lines for stdin; dropping it closes stdin (Claude Code then exits).
+    stdin: Option<mpsc::UnboundedSender<String>>,
+    /// Asks the supervisor to kill the process.
+    kill: Option<oneshot::Sender<()>>,
+    /// Fires once the exit has been journaled.
+    exited: Option<oneshot::Receiver<()>>,
+    /// Whether its `system/init` event was seen (the session id comes from
+    /// the first one).
+    saw_init: bool,
+}
+
+impl Session {
+    pub fn new(config: Arc<Config>, journal: Arc<Journal>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            journal,
+            core: Mutex::new(Core {
+                state: AgentState::Idle,
+                error: None,
+                init: None,
+                pending: 0,
+                queued: std::collections::VecDeque::new(),
+                session_id: None,
+                proc: None,
+                next_generation: 1,
+                next_interrupt: 1,
+                shutting_down: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // Every critical section leaves `Core` consistent at each step that
+        // could panic, so a poisoned lock is still usable.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn health_of(&self, core: &Core) -> Health {
+        Health {
+            protocol_version: PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            state: core.state,
+            error: core.error.clone(),
+            last_seq: self.journal.last_seq(),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        self.health_of(&self.lock())
+    }
+
+    /// Changes the state and journals the change.
+    fn set_state(&self, core: &mut Core, state: AgentState, message: Option<String>) {
+        core.state = state;
+        core.error = if state == AgentState::Error {
+            message.clone()
+        } else {
+            None
+        };
+        if let Some(m) = &message {
+            if state == AgentState::Error {
+                tracing::error!("state error: {m}");
+            }
+        }
+        tracing::info!(?state, "state changed");
+        self.journal.append(AgentEvent::State { state, message });
+    }
+
+    /// `/v1/init`: accepts the first request and starts the setup; an equal
+    /// request later is a no-op, a different one a conflict.
+    pub fn init(self: &Arc<Self>, req: InitRequest) -> Result<Health, InitError> {
+        let mut core = self.lock();
+        if let Some(previous) = &core.init {
+            return if *previous == req {
+                Ok(self.health_of(&core))
+            } else {
+                Err(InitError::AlreadyInitialized)
+            };
+        }
+        if core.shutting_down {
+            return Err(InitError::ShuttingDown);
+        }
+        setup::validate(&req).map_err(InitError::Invalid)?;
+        core.init = Some(req.clone());
+        self.set_state(&mut core, AgentState::Cloning, None);
+        let health = self.health_of(&core);
+        drop(core);
+        tokio::spawn(Arc::clone(self).run_setup(req));
+        Ok(health)
+    }
+
+    async fn run_setup(self: Arc<Self>, req: InitRequest) {
+        let prepared = setup::prepare_repo(&self.config, &req, &self.journal).await;
+        let mut core = self.lock();
+        if let Err(reason) = prepared {
+            self.set_state(&mut core, AgentState::Error, Some(reason));
+            return;
+        }
+        if core.shutting_down {
+            return;
+        }
+        match self.spawn_claude(&mut core) {
+            Ok(()) => self.set_state(&mut core, AgentState::Ready, None),
+            Err(reason) => self.set_state(&mut core, AgentState::Error, Some(reason)),
+        }
+    }
+
+    /// `/v1/command`: hands a turn to Claude Code (starting it again with
+    /// `--resume` when it exited) and returns the `seq` of the `command`
+    /// entry.
+    pub fn command(self: &Arc<Self>, text: String) -> Result<u64, NotReady> {
+        let mut core = self.lock();
+        if core.shutting_down {
+            return Err(NotReady {
+                message: "sessiond is shutting down".into(),
+            });
+        }
+        if !matches!(core.state, AgentState::Ready | AgentState::Busy) {
+            let state = core.state;
+            let mut message = format!("session is {}", state_name(state));
+            if let Some(e) = &core.error {
+                message.push_str(": ");
+                message.push_str(e);
+            }
+            return Err(NotReady { message });
+        }
+        if core.proc.is_none() {
+            if let Err(reason) = self.spawn_claude(&mut core) {
+                self.set_state(&mut core, AgentState::Error, Some(reason.clone()));
+                return Err(NotReady { message: reason });
+            }
+        }
+        let line = json!({
+            "type": "user",
+            "message": {"role": "user", "content": text},
+            "parent_tool_use_id": null,
+            "session_id": "default",
+        })
+        .to_string();
+        // The stdout reader needs the lock to count `result`s, so even an
+        // instant answer is counted after the increment below.
+        if core.pending > 0 {
+            core.queued.push_back(line);
+        } else if !send_line(&core, line) {
+            return Err(NotReady {
+                message: "Claude Code is exiting; retry in a moment".into(),
+            });
+        }
+        let seq = self.journal.append(AgentEvent::Command { text });
+        core.pending += 1;
+        if core.state == AgentState::Ready {
+            self.set_state(&mut core, AgentState::Busy, None);
+        }
+        Ok(seq)
+    }
+
+    /// `/v1/interrupt`: asks Claude Code to abort the running turn. Returns
+    /// whether a turn was running (and the request was sent).
+    pub fn interrupt(&self) -> bool {
+        let mut core = self.lock();
+        if core.pending == 0 || core.state != AgentState::Busy {
+            return false;
+        }
+        let n = core.next_interrupt;
+        let line = json!({
+            "type": "control_request",
+            "request_id": format!("int-{n}"),
+            "request": {"subtype": "interrupt"},
+        })
+        .to_string();
+        if !send_line(&core, line) {
+            return false;
+        }
+        core.next_interrupt += 1;
+        true
+    }
+
+    /// Stops Claude Code: closes its stdin, waits up to [`STOP_GRACE`] for
+    /// it to exit, then kills it. Later commands and inits are refused.
+    pub async fn shutdown(&self) {
+        let (exited, kill) = {
+            let mut core = self.lock();
+            core.shutting_down = true;
+            match core.proc.as_mut() {
+                Some(p) => {
+                    p.stdin = None;
+                    (p.exited.take(), p.kill.take())
+                }
+                None => (None, None),
+            }
+        };
+        let Some(mut exited) = exited else { return };
+        tracing::info!("closed Claude Code's stdin; waiting for it to exit");
+        if tokio::time::timeout(STOP_GRACE, &mut exited).await.is_ok() {
+            return;
+        }
+        tracing::warn!("Claude Code did not exit within {STOP_GRACE:?}; killing it");
+        if let Some(kill) = kill {
+            let _ = kill.send(());
+        }
+        let _ = tokio::time::timeout(KILL_WAIT, exited).await;
+    }
+
+    /// Starts Claude Code (with `--resume` once a session id is known).
+    fn spawn_claude(self: &Arc<Self>, core: &mut Core) -> Result<(), String> {
+        let init = core
+            .init
+            .as_ref()
+            .ok_or_else(|| "cannot start Claude Code before init".to_owned())?;
+        let mut cmd = Command::new(&self.config.claude_bin);
+        cmd.args([
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+        ]);
+        if let Some(id) = &core.session_id {
+            cmd.arg(format!("--resume={id}"));
+        }
+        cmd.args(&init.claude.args)
+            .current_dir(&self.config.repo_dir)
+            .env_clear()
+            .envs(self.config.child_env(&init.claude.env))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start Claude Code ({}): {e}", self.config.claude_bin))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err("Claude Code started without its pipes".into());
+        };
+
+        let generation = core.next_generation;
+        core.next_generation += 1;
+        tracing::info!(
+            generation,
+            pid = child.id(),
+            resume = core.session_id.is_some(),
+            "started Claude Code"
+        );
+        let (line_tx, line_rx) = mpsc::unbounded_channel();
+        let (kill_tx, kill_rx) = oneshot::channel();
+        let (exited_tx, exited_rx) = oneshot::channel();
+        tokio::spawn(write_stdin(stdin, line_rx));
+
+        let me = Arc::clone(self);
+        let out = tokio::spawn(read_lines(stdout, move |line| {
+            me.on_stdout_line(generation, line)
+        }));
+        let me = Arc::clone(self);
+        let err = tokio::spawn(read_lines(stderr, move |line| {
+            me.journal.append(AgentEvent::Stderr { line });
+        }));
+        tokio::spawn(Arc::clone(self).supervise(generation, child, [out, err], kill_rx, exited_tx));
+
+        core.proc = Some(Proc {
+            generation,
+            stdin: Some(line_tx),
+            kill: Some(kill_tx),
+            exited: Some(exited_rx),
+            saw_init: false,
+        });
+        Ok(())
+    }
+
+    /// Waits for the process to end (or kills it on request), lets the
+    /// readers finish journaling its output, then journals the exit.
+    async fn supervise(
+        self: Arc<Self>,
+        generation: u64,
+        mut child: Child,
+        readers: [tokio::task::JoinHandle<()>; 2],
+        kill: oneshot::Receiver<()>,
+        exited: oneshot::Sender<()>,
+    ) {
+        let status = tokio::select! {
+            status = child.wait() => status,
+            // A dropped sender does not match `Ok` and disables this branch.
+            Ok(()) = kill => {
+                let _ = child.start_kill();
+                child.wait().await
+            }
+        };
+        let code = match status {
+            Ok(s) => s.code(),
+            Err(e) => {
+                tracing::error!("waiting for Claude Code failed: {e}");
+                None
+            }
+        };
+        for mut reader in readers {
+            if tokio::time::timeout(PIPE_DRAIN, &mut reader).await.is_err() {
+                tracing::warn!("Claude Code's output stayed open after it exited");
+                reader.abort();
+            }
+        }
+        self.on_exit(generation, code);
+        let _ = exited.send(());
+    }
+
+    fn on_stdout_line(&self, generation: u64, line: String) {
+        if line.trim().is_empty() {
+            return;
+        }
+        let data: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => {
+                self.journal.append(AgentEvent::Stderr { line });
+                return;
+            }
+        };
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        let kind = data.get("type").and_then(Value::as_str);
+        if kind == Some("system") && data.get("subtype").and_then(Value::as_str) == Some("init") {
+            if let Some(p) = core.proc.as_mut().filter(|p| p.generation == generation) {
+                if !p.saw_init {
+                    p.saw_init = true;
+                    if let Some(id) = data.get("session_id").and_then(Value::as_str) {
+                        core.session_id = Some(id.to_owned());
+                    }
+                }
+            }
+        }
+        let is_result = kind == Some("result");
+        self.journal.append(AgentEvent::Claude { data });
+        if is_result {
+            core.pending = core.pending.saturating_sub(1);
+            if let Some(next) = core.queued.pop_front() {
+                if !send_line(core, next) {
+                    tracing::warn!("a queued turn was lost: Claude Code is exiting");
+                }
+            }
+            if core.pending == 0 && core.state == AgentState::Busy {
+                self.set_state(core, AgentState::Ready, None);
+            }
+        }
+    }
+
+    fn on_exit(&self, generation: u64, code: Option<i32>) {
+        let mut core = self.lock();
+        if core
+            .proc
+            .as_ref()
+            .is_some_and(|p| p.generation == generation)
+        {
+            core.proc = None;
+        }
+        tracing::info!(generation, ?code, "Claude Code exited");
+        self.journal.append(AgentEvent::Exited { code });
+        if !core.queued.is_empty() {
+            tracing::warn!(
+                dropped = core.queued.len(),
+                "queued turns dropped: Claude Code exited"
+            );
+        }
+        core.pending = 0;
+        core.queued.clear();
+        if core.state == AgentState::Busy {
+            self.set_state(&mut core, AgentState::Ready, None);
+        }
+    }
+}
+
+/// Queues a line for the running process's stdin; false when there is none.
+fn send_line(core: &Core, line: String) -> bool {
+    core.proc
+        .as_ref()
+        .and_then(|p| p.stdin.as_ref())
+        .is_some_and(|tx| tx.send(line).is_ok())
+}
+
+fn state_name(state: AgentState) -> &'static str {
+    match state {
+        AgentState::Idle => "idle (waiting for init)",
+        AgentState::Cloning => "cloning",
+        AgentState::Ready => "ready",
+        AgentState::Busy => "busy",
+        AgentState::Error => "in error",
+    }
+}
+
+/// Feeds queued lines to Claude Code's stdin; closes it when the sender is
+/// dropped.
+async fn write_stdin(mut stdin: ChildStdin, mut lines: mpsc::UnboundedReceiver<String>) {
+    while let Some(mut line) = lines.recv().await {
+        line.push('\n');
+        if let Err(e) = stdin.write_all(line.as_bytes()).await {
+            tracing::warn!("writing to Claude Code's stdin failed: {e}");
+            return;
+        }
+        if let Err(e) = stdin.flush().await {
+            tracing::warn!("flushing Claude Code's stdin failed: {e}");
+            return;
+        }
+    }
+}
+
+/// Calls `on_line` for each line (without its line ending; invalid UTF-8
+/// replaced) until end of file.
+async fn read_lines(pipe: impl AsyncRead + Unpin, mut on_line: impl FnMut(String)) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) => return,
+            Ok(_) => {
+                while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                    buf.pop();
+                }
+                on_line(String::from_utf8_lossy(&buf).into_owned());
+            }
+            Err(e) => {
+                tracing::warn!("reading Claude Code's output failed: {e}");
+                return;
+            }
+        }
+    }
+}

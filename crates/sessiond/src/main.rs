@@ -1,0 +1,266 @@
+//! `claudecluster-sessiond`: the daemon inside every session container.
+//!
+//! It clones the session's repository, runs one long-lived Claude Code
+//! process in it, journals everything that happens and serves the
+//! orchestrator the contract in [`cc_wire::sessiond`].
+//!
+//! This module reads the configuration from the environment, starts the
+//! HTTP server and handles SIGTERM/SIGINT (stop Claude Code gracefully,
+//! end the event streams, exit 0).
+
+mod agent;
+mod api;
+mod journal;
+mod setup;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Environment variable holding the bearer token every request must carry.
+const TOKEN_VAR: &str = "SESSIOND_TOKEN";
+/// How long to wait for open HTTP connections to finish after shutdown.
+const SERVER_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// PATH handed to children when the daemon itself has none.
+const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// HOME handed to children when the daemon itself has none.
+const FALLBACK_HOME: &str = "/home/claude";
+
+/// The daemon's configuration, read once at startup.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub token: String,
+    pub listen: SocketAddr,
+    /// Claude Code executable (a bare name is looked up on PATH).
+    pub claude_bin: String,
+    /// Where the repository is (or gets) checked out.
+    pub repo_dir: PathBuf,
+    /// PATH and HOME handed on to children.
+    pub path: String,
+    pub home: String,
+}
+
+impl Config {
+    /// Reads the configuration through `get` (the process environment in
+    /// production, a map in tests).
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let token = get(TOKEN_VAR)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| format!("{TOKEN_VAR} is not set; refusing to start without it"))?;
+        let listen = match get("SESSIOND_LISTEN").filter(|v| !v.is_empty()) {
+            Some(v) => v
+                .parse()
+                .map_err(|e| format!("SESSIOND_LISTEN={v:?} is not an address:port: {e}"))?,
+            None => SocketAddr::from(([0, 0, 0, 0], cc_wire::sessiond::DEFAULT_PORT)),
+        };
+        let claude_bin = get("SESSIOND_CLAUDE_BIN")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "claude".to_owned());
+        let repo_dir = get("SESSIOND_REPO_DIR")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| cc_wire::sessiond::REPO_DIR.to_owned())
+            .into();
+        Ok(Self {
+            token,
+            listen,
+            claude_bin,
+            repo_dir,
+            path: get("PATH")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| FALLBACK_PATH.to_owned()),
+            home: get("HOME")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| FALLBACK_HOME.to_owned()),
+        })
+    }
+
+    /// The complete environment of a child process: a clean base plus
+    /// `extra` (which may override the base). Nothing else of the daemon's
+    /// environment — in particular not its token — is inherited.
+    pub fn child_env(&self, extra: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        let mut env: BTreeMap<String, String> = [
+            ("PATH", self.path.as_str()),
+            ("HOME", self.home.as_str()),
+            ("LANG", "C.UTF-8"),
+            ("TERM", "dumb"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        env.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.into_iter().collect()
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let config = match Config::from_lookup(|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("claudecluster-sessiond: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Children get an explicit clean environment anyway; dropping the token
+    // here as well (still single-threaded) keeps it out of anything that
+    // might read the daemon's own environment later.
+    std::env::remove_var(TOKEN_VAR);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("claudecluster-sessiond: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(config.listen);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        protocol = cc_wire::sessiond::PROTOCOL_VERSION,
+        "listening on {local}"
+    );
+
+    let config = Arc::new(config);
+    let journal = Arc::new(journal::Journal::new());
+    let session = agent::Session::new(Arc::clone(&config), Arc::clone(&journal));
+    let app = api::router(api::AppState::new(
+        &config.token,
+        Arc::clone(&session),
+        Arc::clone(&journal),
+    ));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+
+    tokio::select! {
+        signal = shutdown_signal() => tracing::info!("received {signal}, shutting down"),
+        result = &mut server => {
+            // The server only ends on its own when something broke.
+            tracing::error!("HTTP server stopped unexpectedly: {result:?}");
+            session.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    }
+
+    session.shutdown().await;
+    // Ends the following event streams so the server can drain.
+    journal.close();
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(SERVER_DRAIN_TIMEOUT, server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("open connections did not close in time; exiting anyway");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGTERM (what `docker stop` sends) or SIGINT.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install the SIGTERM handler: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn token_is_required() {
+        let err = config(&[]).unwrap_err();
+        assert!(err.contains("SESSIOND_TOKEN"), "{err}");
+        assert!(config(&[("SESSIOND_TOKEN", "")]).is_err());
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = config(&[("SESSIOND_TOKEN", "t")]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:7700".parse().unwrap());
+        assert_eq!(c.claude_bin, "claude");
+        assert_eq!(c.repo_dir, PathBuf::from(cc_wire::sessiond::REPO_DIR));
+        let c = config(&[
+            ("SESSIOND_TOKEN", "t"),
+            ("SESSIOND_LISTEN", "127.0.0.1:1234"),
+            ("SESSIOND_CLAUDE_BIN", "/x/claude"),
+            ("SESSIOND_REPO_DIR", "/tmp/r"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1234".parse().unwrap());
+        assert_eq!(c.claude_bin, "/x/claude");
+        assert_eq!(c.repo_dir, PathBuf::from("/tmp/r"));
+        assert!(config(&[("SESSIOND_TOKEN", "t"), ("SESSIOND_LISTEN", "nope")]).is_err());
+    }
+
+    #[test]
+    fn child_env_is_clean_plus_extra() {
+        let c = config(&[
+            ("SESSIOND_TOKEN", "secret"),
+            ("PATH", "/bin"),
+            ("HOME", "/h"),
+        ])
+        .unwrap();
+        let extra = BTreeMap::from([
+            ("ANTHROPIC_BASE_URL".to_owned(), "http://gw".to_owned()),
+            ("TERM".to_owned(), "xterm".to_owned()),
+        ]);
+        let env: HashMap<_, _> = c.child_env(&extra).into_iter().collect();
+        assert_eq!(env.len(), 5);
+        assert_eq!(env["PATH"], "/bin");
+        assert_eq!(env["HOME"], "/h");
+        assert_eq!(env["LANG"], "C.UTF-8");
+        assert_eq!(env["TERM"], "xterm");
+        assert_eq!(env["ANTHROPIC_BASE_URL"], "http://gw");
+        assert!(!env.values().any(|v| v == "secret"));
+    }
+}

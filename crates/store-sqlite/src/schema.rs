@@ -1,0 +1,87 @@
+//! The database schema and its migrations.
+//!
+//! `schema_version` holds one row per applied migration; migration `n`
+//! (1-based) is `MIGRATIONS[n - 1]`. Migrations only ever get appended, and
+//! all pending ones run in a single transaction, so a database is always at
+//! exactly one known version. A database from a newer build is refused
+//! rather than guessed at.
+
+use crate::backend;
+use cc_core::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Layout version of a `sessions` row (its `record_version` column). Bumped
+/// when the meaning of the columns changes; rows of other versions are
+/// refused as corrupt rather than misread.
+pub(crate) const RECORD_VERSION: i64 = 1;
+
+const V1: &str = "
+CREATE TABLE sessions (
+    id             TEXT PRIMARY KEY,
+    record_version INTEGER NOT NULL,
+    container_id   TEXT,
+    state          TEXT NOT NULL,
+    reason         TEXT,
+    repo_url       TEXT NOT NULL,
+    branch         TEXT,
+    memory_bytes   INTEGER NOT NULL,
+    cpu            REAL NOT NULL,
+    timeout_secs   INTEGER NOT NULL,
+    created_at_ms  INTEGER NOT NULL,
+    updated_at_ms  INTEGER NOT NULL,
+    expires_at_ms  INTEGER NOT NULL,
+    last_seq       INTEGER NOT NULL,
+    agent_seq      INTEGER NOT NULL
+);
+CREATE INDEX sessions_state ON sessions(state);
+CREATE TABLE events (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq        INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Brings the database up to [`SCHEMA_VERSION`].
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend("begin migration"))?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY NOT NULL)",
+    )
+    .map_err(backend("create schema_version"))?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(backend("read schema version"))?;
+    let current = usize::try_from(current).map_err(|_| {
+        StoreError::Corrupt(format!("schema_version holds a negative version {current}"))
+    })?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "the database is at schema version {current}, newer than this build \
+             supports ({SCHEMA_VERSION}); upgrade ClaudeCluster"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let version = index + 1;
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Backend(format!("migration to version {version}: {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [version as i64],
+        )
+        .map_err(backend("record schema version"))?;
+    }
+    tx.commit().map_err(backend("commit migration"))
+}

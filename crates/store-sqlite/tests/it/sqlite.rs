@@ -1,0 +1,269 @@
+//! SQLite-specific tests, and the conformance suite wired to this store.
+
+use cc_core::{SessionId, SessionRecord, Store, StoreError};
+use cc_store_sqlite::{SqliteStore, DB_FILE};
+use cc_wire::api::{ServerMessage, SessionLimits, SessionState};
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+use tempfile::TempDir;
+
+mod in_memory {
+    async fn fresh() -> ((), cc_store_sqlite::SqliteStore) {
+        (
+            (),
+            cc_store_sqlite::SqliteStore::in_memory().expect("in-memory store"),
+        )
+    }
+    crate::suite::conformance!(fresh);
+}
+
+mod file_backed {
+    async fn fresh() -> (tempfile::TempDir, cc_store_sqlite::SqliteStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = cc_store_sqlite::SqliteStore::open(dir.path()).expect("open store");
+        (dir, store)
+    }
+    crate::suite::conformance!(fresh);
+}
+
+fn record() -> SessionRecord {
+    SessionRecord {
+        id: SessionId::generate(),
+        container_id: Some("abc123".into()),
+        state: SessionState::Ready,
+        reason: None,
+        repo_url: "https://example.test/repo.git".into(),
+        branch: Some("dev".into()),
+        limits: SessionLimits {
+            memory_bytes: 1 << 30,
+            cpu: 2.0,
+            timeout_secs: 600,
+        },
+        created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+        updated_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_500),
+        expires_at: UNIX_EPOCH + Duration::from_millis(1_700_000_600_000),
+        last_seq: 0,
+        agent_seq: 0,
+    }
+}
+
+fn output(seq: u64) -> ServerMessage {
+    ServerMessage::Output {
+        seq,
+        text: format!("line {seq}\n"),
+        timestamp: "2024-05-01T12:00:00.000Z".into(),
+        event: None,
+    }
+}
+
+fn raw(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join(DB_FILE)).expect("raw connection")
+}
+
+/// A data dir holding one session with events 1..=3.
+async fn seeded() -> (TempDir, SessionRecord) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let rec = record();
+    store.insert_session(&rec).await.expect("insert");
+    store
+        .append_events(&rec.id, &[output(1), output(2), output(3)], Some(3))
+        .await
+        .expect("append");
+    (dir, rec)
+}
+
+#[tokio::test]
+async fn data_survives_reopening() {
+    let (dir, rec) = seeded().await;
+
+    let store = SqliteStore::open(dir.path()).expect("reopen");
+    let back = store
+        .get_session(&rec.id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!((back.last_seq, back.agent_seq), (3, 3));
+    assert_eq!(
+        SessionRecord {
+            last_seq: 0,
+            agent_seq: 0,
+            ..back
+        },
+        rec
+    );
+    let evs = store.events(&rec.id, 0, 100).await.expect("events");
+    assert_eq!(evs, [output(1), output(2), output(3)]);
+    // The log continues where it stopped.
+    assert!(store
+        .append_events(&rec.id, &[output(3)], None)
+        .await
+        .is_err());
+    store
+        .append_events(&rec.id, &[output(4)], None)
+        .await
+        .expect("continue");
+    drop(store);
+
+    let store = SqliteStore::open(dir.path()).expect("reopen again");
+    let evs = store.events(&rec.id, 3, 100).await.expect("events");
+    assert_eq!(evs, [output(4)]);
+}
+
+#[tokio::test]
+async fn open_creates_a_private_data_dir_in_wal_mode() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("nested").join("data");
+    let _store = SqliteStore::open(&dir).expect("open");
+    assert!(dir.join(DB_FILE).is_file());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+    let mode: String = raw(&dir)
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal_mode");
+    assert_eq!(mode, "wal");
+    let version: i64 = raw(&dir)
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+        .expect("schema version");
+    assert_eq!(version, 1);
+}
+
+#[tokio::test]
+async fn two_stores_on_one_dir_see_each_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = SqliteStore::open(dir.path()).expect("open a");
+    let b = SqliteStore::open(dir.path()).expect("open b");
+    let rec = record();
+    a.insert_session(&rec).await.expect("insert");
+    b.append_events(&rec.id, &[output(1)], Some(1))
+        .await
+        .expect("append via b");
+    assert!(a.append_events(&rec.id, &[output(1)], None).await.is_err());
+    assert_eq!(a.events(&rec.id, 0, 10).await.expect("events"), [output(1)]);
+}
+
+#[tokio::test]
+async fn events_are_stored_with_their_kind() {
+    let (dir, rec) = seeded().await;
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let status = ServerMessage::Status {
+        seq: 4,
+        state: SessionState::Busy,
+        timestamp: "2024-05-01T12:00:00.000Z".into(),
+        reason: Some("turn".into()),
+    };
+    store
+        .append_events(&rec.id, &[status], None)
+        .await
+        .expect("append");
+    let conn = raw(dir.path());
+    let mut st = conn
+        .prepare("SELECT seq, kind FROM events WHERE session_id = ?1 ORDER BY seq")
+        .expect("prepare");
+    let kinds: Vec<(i64, String)> = st
+        .query_map([rec.id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        kinds,
+        [
+            (1, "output".to_owned()),
+            (2, "output".to_owned()),
+            (3, "output".to_owned()),
+            (4, "status".to_owned())
+        ]
+    );
+}
+
+fn assert_corrupt<T: std::fmt::Debug>(res: Result<T, StoreError>, mentions: &[&str]) {
+    match res {
+        Err(StoreError::Corrupt(msg)) => {
+            for m in mentions {
+                assert!(msg.contains(m), "{msg:?} should mention {m:?}");
+            }
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unknown_state_is_corrupt() {
+    let (dir, rec) = seeded().await;
+    raw(dir.path())
+        .execute(
+            "UPDATE sessions SET state = 'sleeping' WHERE id = ?1",
+            [rec.id.as_str()],
+        )
+        .expect("tamper");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    assert_corrupt(
+        store.get_session(&rec.id).await,
+        &[rec.id.as_str(), "sleeping"],
+    );
+    assert_corrupt(store.list_sessions(false).await, &["sleeping"]);
+}
+
+#[tokio::test]
+async fn foreign_record_version_or_negative_counter_is_corrupt() {
+    let (dir, rec) = seeded().await;
+    let store = SqliteStore::open(dir.path()).expect("open");
+    raw(dir.path())
+        .execute(
+            "UPDATE sessions SET record_version = 2 WHERE id = ?1",
+            [rec.id.as_str()],
+        )
+        .expect("tamper");
+    assert_corrupt(store.get_session(&rec.id).await, &["record version"]);
+    raw(dir.path())
+        .execute(
+            "UPDATE sessions SET record_version = 1, memory_bytes = -1 WHERE id = ?1",
+            [rec.id.as_str()],
+        )
+        .expect("tamper");
+    assert_corrupt(store.get_session(&rec.id).await, &["memory_bytes"]);
+}
+
+#[tokio::test]
+async fn unparsable_event_is_corrupt_naming_session_and_seq() {
+    let (dir, rec) = seeded().await;
+    raw(dir.path())
+        .execute(
+            "UPDATE events SET payload = '{\"type\":\"nonsense\"}' \
+             WHERE session_id = ?1 AND seq = 2",
+            [rec.id.as_str()],
+        )
+        .expect("tamper");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    assert_corrupt(store.events(&rec.id, 0, 10).await, &[rec.id.as_str(), "2"]);
+    // Rows before the bad one are still readable.
+    assert_eq!(
+        store.events(&rec.id, 0, 1).await.expect("first"),
+        [output(1)]
+    );
+    // A payload whose seq disagrees with its row is corrupt as well.
+    raw(dir.path())
+        .execute(
+            "UPDATE events SET payload = ?2 WHERE session_id = ?1 AND seq = 3",
+            rusqlite::params![
+                rec.id.as_str(),
+                serde_json::to_string(&output(9)).expect("json")
+            ],
+        )
+        .expect("tamper");
+    assert_corrupt(store.events(&rec.id, 2, 10).await, &["event 3"]);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let (dir, _) = seeded().await;
+    raw(dir.path())
+        .execute("INSERT INTO schema_version (version) VALUES (2)", [])
+        .expect("tamper");
+    let err = SqliteStore::open(dir.path()).expect_err("newer schema");
+    assert!(err.to_string().contains("schema version 2"), "{err}");
+}

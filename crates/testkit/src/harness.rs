@@ -1,0 +1,212 @@
+//! A whole ClaudeCluster on this machine's Docker, for end-to-end tests,
+//! benchmarks and the demo: the orchestrator (in-process, real listeners),
+//! a model double as the Anthropic upstream, and a smart-HTTP git server.
+//! Everything is reached through the public API with [`cc_client`].
+
+use crate::docker::PrefixGuard;
+use crate::git_server::GitServer;
+use anyhow::{bail, Context};
+use cc_client::{Client, EventStream};
+use cc_core::{Manager, ManagerConfig};
+use cc_model_double::{ModelDouble, ModelDoubleConfig};
+use cc_runtime_docker::DockerRuntime;
+use cc_server::{HttpAgent, ServerConfig};
+use cc_store_sqlite::SqliteStore;
+use cc_wire::api::{CreateSessionRequest, ServerMessage, SessionConfigRequest, SessionState};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Image the tests run unless `CLAUDECLUSTER_TEST_IMAGE` names another.
+pub const DEFAULT_TEST_IMAGE: &str = "claudecluster-worker:latest";
+
+pub struct Harness {
+    pub client: Client,
+    pub git: GitServer,
+    pub model: ModelDouble,
+    /// The "user's" Claude API key; the model double accepts only this.
+    pub api_key: String,
+    pub manager: Manager<DockerRuntime, HttpAgent, SqliteStore>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    _data: tempfile::TempDir,
+    // Dropped last: removes whatever the run left behind.
+    pub docker: PrefixGuard,
+}
+
+pub struct HarnessOptions {
+    pub upstream: Option<String>,
+    pub api_key: Option<String>,
+}
+
+impl Harness {
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(HarnessOptions {
+            upstream: None,
+            api_key: None,
+        })
+        .await
+    }
+
+    /// With `upstream`, sessions talk to that Anthropic API instead of the
+    /// model double (the demo with a real key).
+    pub async fn start_with(opts: HarnessOptions) -> anyhow::Result<Self> {
+        let docker = PrefixGuard::new();
+        let image =
+            std::env::var("CLAUDECLUSTER_TEST_IMAGE").unwrap_or_else(|_| DEFAULT_TEST_IMAGE.into());
+        let runtime = DockerRuntime::connect(docker.prefix.clone()).await?;
+        runtime.check_image(&image).await.context(
+            "the end-to-end tests need the worker image: run `scripts/test.sh`, or `cargo build --workspace && target/debug/claudecluster image build`",
+        )?;
+        let api_key = opts.api_key.unwrap_or_else(|| {
+            format!(
+                "sk-ant-test-{}",
+                crate::docker::unique_prefix().trim_matches('-')
+            )
+        });
+        let model = cc_model_double::spawn(ModelDoubleConfig {
+            api_key: Some(api_key.clone()),
+            latency_ms: 0,
+        })
+        .await?;
+        let git = GitServer::start().await?;
+        let data = tempfile::tempdir()?;
+        let store = SqliteStore::open(data.path())?;
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // Sessions reach the gateway on their bridge's host address.
+        let gateway = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+        let mut config = ManagerConfig::new(image, gateway.local_addr()?.port());
+        config.allowed_repo_hosts = vec![git.addr().to_string()];
+        let manager = Manager::new(runtime, HttpAgent::new()?, store, config);
+        let base = format!("http://{}", api.local_addr()?);
+        let server_config = ServerConfig {
+            public_url: None,
+            anthropic_upstream: opts.upstream.unwrap_or_else(|| model.base_url()),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(cc_server::serve(
+            api,
+            gateway,
+            manager.clone(),
+            server_config,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Self {
+            client: Client::new(base)?,
+            git,
+            model,
+            api_key,
+            manager,
+            stop: Some(stop),
+            server: Some(server),
+            _data: data,
+            docker,
+        })
+    }
+
+    /// A create request for `repo_url` with the harness's key.
+    pub fn create_request(&self, repo_url: &str, branch: Option<&str>) -> CreateSessionRequest {
+        CreateSessionRequest {
+            repo_url: repo_url.into(),
+            branch: branch.map(Into::into),
+            claude_api_key: self.api_key.clone(),
+            config: Some(SessionConfigRequest {
+                memory: None,
+                cpu: None,
+                timeout: Some(600),
+            }),
+        }
+    }
+
+    /// Ends every session and stops the server.
+    pub async fn shutdown(mut self) {
+        self.manager.terminate_all().await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Reads a stream until a message matches, collecting everything read.
+pub async fn read_until(
+    stream: &mut EventStream,
+    timeout: Duration,
+    mut done: impl FnMut(&ServerMessage) -> bool,
+) -> anyhow::Result<Vec<ServerMessage>> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .with_context(|| {
+                format!(
+                    "timed out after {timeout:?}; read so far: {}",
+                    summary(&seen)
+                )
+            })??;
+        let Some(msg) = next else {
+            bail!("stream closed; read so far: {}", summary(&seen));
+        };
+        let stop = done(&msg);
+        seen.push(msg);
+        if stop {
+            return Ok(seen);
+        }
+    }
+}
+
+/// True for a `status` message with this state.
+pub fn is_state(msg: &ServerMessage, state: SessionState) -> bool {
+    matches!(msg, ServerMessage::Status { state: s, .. } if *s == state)
+}
+
+/// The concatenated `output` text of messages.
+pub fn output_text(msgs: &[ServerMessage]) -> String {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ServerMessage::Output { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A compact rendering of messages for failure messages.
+pub fn summary(msgs: &[ServerMessage]) -> String {
+    msgs.iter()
+        .map(|m| match m {
+            ServerMessage::Output { seq, text, .. } => format!("#{seq} output {text:?}"),
+            ServerMessage::Status {
+                seq, state, reason, ..
+            } => {
+                format!(
+                    "#{seq} status {} {}",
+                    state.as_str(),
+                    reason.clone().unwrap_or_default()
+                )
+            }
+            ServerMessage::Error { seq, message, .. } => format!("#{seq} error {message}"),
+            ServerMessage::Command { seq, text, .. } => format!("#{seq} command {text:?}"),
+            ServerMessage::Claude { seq, event, .. } => {
+                format!(
+                    "#{seq} claude {}",
+                    event.get("type").and_then(|t| t.as_str()).unwrap_or("?")
+                )
+            }
+            ServerMessage::Keepalive { .. } => "keepalive".into(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

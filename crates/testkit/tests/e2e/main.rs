@@ -1,0 +1,57 @@
+//! End to end, through the public API only: real Docker containers built
+//! from the worker image, the real Claude Code inside them, a model double
+//! as the Anthropic API, and a real smart-HTTP git server.
+//!
+//! Needs the worker image (`scripts/test.sh` builds it).
+
+mod bad_input;
+mod session;
+
+use cc_testkit::harness::{is_state, read_until};
+use cc_testkit::Harness;
+use cc_wire::api::{ServerMessage, SessionState};
+use std::time::Duration;
+
+/// Generous: a loaded 2-core CI machine starts containers slowly.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+const TURN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Creates a session on a fresh one-file repository and waits for `ready`.
+async fn ready_session(
+    h: &Harness,
+    repo: &str,
+) -> anyhow::Result<(String, cc_client::EventStream, Vec<ServerMessage>)> {
+    let url = h.git.create_repo(repo, &[("README.md", "# Sample\n")])?;
+    let created = h.client.create(&h.create_request(&url, None)).await?;
+    let mut ws = cc_client::EventStream::connect(&created.endpoints.websocket).await?;
+    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    anyhow::ensure!(
+        is_state(
+            seen.last().expect("read_until returns the match"),
+            SessionState::Ready
+        ),
+        "session failed: {}",
+        cc_testkit::harness::summary(&seen)
+    );
+    Ok((created.session_id, ws, seen))
+}
+
+/// Sends a command over the WebSocket and reads until the turn's final
+/// `ready` status.
+async fn run_turn(
+    ws: &mut cc_client::EventStream,
+    command: &str,
+) -> anyhow::Result<Vec<ServerMessage>> {
+    ws.command(command).await?;
+    let mut busy = false;
+    read_until(ws, TURN_TIMEOUT, |m| {
+        if is_state(m, SessionState::Busy) {
+            busy = true;
+        }
+        (busy && is_state(m, SessionState::Ready)) || is_state(m, SessionState::Error)
+    })
+    .await
+}

@@ -1,0 +1,47 @@
+# Shared by scripts/*.sh: prerequisites, the build, the worker image.
+# shellcheck shell=bash
+
+# cargo from rustup when the PATH lacks it.
+command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
+
+# Reuse a target directory outside the clone when there is one (CI clones
+# afresh; the build takes minutes on 2 cores).
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d /var/tmp/cc-target ]; then
+    export CARGO_TARGET_DIR=/var/tmp/cc-target
+fi
+TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Debian packages the image build and the tests need.
+ensure_packages() {
+    local missing=()
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v git >/dev/null || missing+=(git)
+    command -v docker >/dev/null || missing+=(docker.io)
+    command -v pip3 >/dev/null || command -v pip >/dev/null || missing+=(python3-pip)
+    if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "missing packages: ${missing[*]} — install them (apt-get install ${missing[*]}) and run again" >&2
+            exit 1
+        fi
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! docker info >/dev/null 2>&1; then
+        echo "Docker is not running or not reachable: start the Docker daemon and run again" >&2
+        exit 1
+    fi
+}
+
+build_workspace() {
+    log "building the workspace"
+    cargo build --workspace --bins --quiet
+}
+
+# Builds (or finds, in seconds) the worker image; prints its content tag.
+build_image() {
+    log "building the worker image"
+    "$TARGET_DIR/debug/claudecluster" image build
+}
