@@ -18,8 +18,11 @@ ensure_packages() {
     local missing=()
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v git >/dev/null || missing+=(git)
+    command -v openssl >/dev/null || missing+=(openssl)  # the TLS test's certificate
     command -v docker >/dev/null || missing+=(docker.io)
     command -v pip3 >/dev/null || command -v pip >/dev/null || missing+=(python3-pip)
+    command -v tmux >/dev/null || missing+=(tmux)  # the CLI's attach test
+    command -v iptables >/dev/null || missing+=(iptables)  # sessions' host firewall
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" -ne 0 ]; then
             echo "missing packages: ${missing[*]} — install them (apt-get install ${missing[*]}) and run again" >&2

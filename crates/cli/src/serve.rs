@@ -2,6 +2,8 @@
 //! sessiond client into the session core and serves the API and gateway.
 
 use anyhow::{bail, Context};
+use cc_core::secrets::SealKey;
+use cc_core::session::Recovery;
 use cc_core::{LimitsPolicy, Manager, ManagerConfig};
 use cc_runtime_docker::DockerRuntime;
 use cc_server::{HttpAgent, ServerConfig, DEFAULT_ANTHROPIC_UPSTREAM};
@@ -10,6 +12,7 @@ use cc_wire::api::Quantity;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 #[derive(Args)]
@@ -29,11 +32,13 @@ pub struct ServeArgs {
     data_dir: PathBuf,
     /// Address of the gateway sessions reach (Anthropic and git relays).
     /// Sessions reach it through their network's gateway address, so it
-    /// must listen on the Docker bridges; port 0 picks a free port.
+    /// must listen on the Docker bridges. Keep the port fixed: running
+    /// sessions know it, so after a restart on another port (0 picks a
+    /// free one) they cannot be adopted.
     #[arg(
         long,
         env = "CLAUDECLUSTER_GATEWAY_LISTEN",
-        default_value = "0.0.0.0:0"
+        default_value = "0.0.0.0:8081"
     )]
     gateway_listen: SocketAddr,
     /// Where the Anthropic relay forwards the sessions' API traffic.
@@ -47,6 +52,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     allow_repo_hosts: Vec<String>,
+    /// A host sessions may reach through the gateway's CONNECT proxy
+    /// (`host`, `host:port` or `*.domain`; e.g. a package registry).
+    /// Repeatable. Without any, sessions reach only the Anthropic and git
+    /// relays.
+    #[arg(
+        long = "egress-allow",
+        env = "CLAUDECLUSTER_EGRESS_ALLOW",
+        value_delimiter = ','
+    )]
+    egress_allow: Vec<String>,
     /// Worker image sessions run.
     #[arg(
         long,
@@ -79,9 +94,107 @@ pub struct ServeArgs {
     /// Longest lifetime (seconds) a session may ask for.
     #[arg(long, default_value_t = 86400)]
     max_timeout: u64,
+    /// A session nobody used (no command, API call or WebSocket keepalive,
+    /// no running turn) for this many seconds ends; 0 never idles out.
+    #[arg(long, env = "CLAUDECLUSTER_IDLE_TIMEOUT", default_value_t = 1800)]
+    idle_timeout: u64,
+    /// Seconds between reconciler passes (orphaned resources, stopped
+    /// containers whose event was missed).
+    #[arg(long, env = "CLAUDECLUSTER_RECONCILE_INTERVAL", default_value_t = 60)]
+    reconcile_interval: u64,
+    /// End every live session on SIGTERM/Ctrl-C instead of leaving them
+    /// running for the next orchestrator to adopt.
+    #[arg(long, env = "CLAUDECLUSTER_END_SESSIONS_ON_SHUTDOWN")]
+    end_sessions_on_shutdown: bool,
+    /// Containers kept started for sessions with the default memory and
+    /// CPU limits (0: every create starts its own).
+    #[arg(long, env = "CLAUDECLUSTER_WARM_POOL", default_value_t = 0)]
+    warm_pool: usize,
+    /// Models sessions may choose, comma-separated (default: any).
+    #[arg(long, env = "CLAUDECLUSTER_ALLOWED_MODELS", value_delimiter = ',')]
+    allowed_models: Vec<String>,
+    /// Model of sessions that choose none (default: Claude Code's).
+    #[arg(long, env = "CLAUDECLUSTER_DEFAULT_MODEL")]
+    default_model: Option<String>,
+    /// Highest `maxBudgetUsd` per session, and the budget of sessions that
+    /// set none (default: no limit).
+    #[arg(long, env = "CLAUDECLUSTER_MAX_BUDGET_USD")]
+    max_budget_usd: Option<f64>,
+    /// What all sessions of one user may spend in USD (default: no limit).
+    #[arg(long, env = "CLAUDECLUSTER_MAX_USER_BUDGET_USD")]
+    max_user_budget_usd: Option<f64>,
+    /// Tools no session may use, comma-separated (e.g. `WebFetch,WebSearch`).
+    #[arg(long, env = "CLAUDECLUSTER_FORBIDDEN_TOOLS", value_delimiter = ',')]
+    forbidden_tools: Vec<String>,
+    /// Close the host to sessions except the gateway port (iptables INPUT
+    /// rules per session bridge; needs root). `false` leaves every host
+    /// port bound to 0.0.0.0 reachable from sessions.
+    #[arg(long, env = "CLAUDECLUSTER_HOST_FIREWALL", default_value_t = true, action = clap::ArgAction::Set)]
+    host_firewall: bool,
+    /// Bootstrap administrator token (any secret string, ≥ 16 characters).
+    /// Without it and without any API token the API only listens on loopback.
+    #[arg(long, env = "CLAUDECLUSTER_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Clients allowed to use the API (CIDR or address; repeatable).
+    /// Default: any.
+    #[arg(long = "allow-ip", env = "CLAUDECLUSTER_ALLOW_IPS", value_delimiter = ',', value_parser = cc_server::auth::ip::Cidr::parse)]
+    allow_ips: Vec<cc_server::auth::ip::Cidr>,
+    /// Requests per minute per client IP and per token: `N` or `N/BURST`.
+    #[arg(long, env = "CLAUDECLUSTER_RATE_LIMIT", default_value = "600/120", value_parser = cc_server::auth::rate_limit::RateLimit::parse)]
+    rate_limit: cc_server::auth::rate_limit::RateLimit,
+    /// Live sessions one user may have (0: no limit).
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_MAX_SESSIONS_PER_USER",
+        default_value_t = 10
+    )]
+    max_sessions_per_user: usize,
+    /// Serve the API over TLS with this certificate chain (PEM); needs
+    /// --tls-key.
+    #[arg(long, env = "CLAUDECLUSTER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM) of --tls-cert.
+    #[arg(long, env = "CLAUDECLUSTER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Delete the event logs of sessions ended more than this many days
+    /// ago (0: keep forever). Checked hourly.
+    #[arg(long, env = "CLAUDECLUSTER_LOG_RETENTION_DAYS", default_value_t = 0)]
+    log_retention_days: u64,
     /// Log format.
     #[arg(long, env = "CLAUDECLUSTER_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+}
+
+/// The admin's policy over what sessions tell Claude Code.
+fn agent_policy(args: &ServeArgs) -> anyhow::Result<cc_core::options::AgentPolicy> {
+    let trimmed = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let allowed_models = trimmed(&args.allowed_models);
+    for (flag, v) in [
+        ("--max-budget-usd", args.max_budget_usd),
+        ("--max-user-budget-usd", args.max_user_budget_usd),
+    ] {
+        if let Some(b) = v {
+            anyhow::ensure!(b.is_finite() && b > 0.0, "{flag} must be a positive amount");
+        }
+    }
+    if let Some(m) = &args.default_model {
+        anyhow::ensure!(
+            allowed_models.is_empty() || allowed_models.contains(m),
+            "--default-model {m} is not among --allowed-models"
+        );
+    }
+    Ok(cc_core::options::AgentPolicy {
+        allowed_models,
+        default_model: args.default_model.clone(),
+        max_budget_usd: args.max_budget_usd,
+        max_user_budget_usd: args.max_user_budget_usd,
+        forbidden_tools: trimmed(&args.forbidden_tools),
+    })
 }
 
 fn limits(args: &ServeArgs) -> anyhow::Result<LimitsPolicy> {
@@ -130,35 +243,156 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let api = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the API to {}", args.listen))?;
+    if args.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+        bail!("--admin-token must be at least 16 characters");
+    }
+    // Before anything is announced: no open API beyond loopback.
+    let exposure = cc_server::AccessConfig {
+        admin_token: args.admin_token.clone(),
+        ..Default::default()
+    };
+    cc_server::check_exposure(api.local_addr()?, &exposure, &store).await?;
     let gateway = TcpListener::bind(args.gateway_listen)
         .await
         .with_context(|| format!("binding the gateway to {}", args.gateway_listen))?;
     let gateway_port = gateway.local_addr()?.port();
+    let runtime = if args.host_firewall {
+        runtime.with_host_firewall(gateway_port).await?
+    } else {
+        tracing::warn!("--host-firewall off: sessions can reach every host port bound to 0.0.0.0");
+        runtime
+    };
 
     let mut config = ManagerConfig::new(args.image.clone(), gateway_port);
     config.limits = limits;
     config.allowed_repo_hosts = args.allow_repo_hosts.clone();
+    config.egress_allow = args.egress_allow.clone();
+    config.agent = agent_policy(&args)?;
+    config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
+    if args.reconcile_interval == 0 {
+        bail!("--reconcile-interval must be at least 1 second");
+    }
+    config.reconcile_interval = Duration::from_secs(args.reconcile_interval);
+    config.warm_pool = args.warm_pool;
+    config.seal_key =
+        Some(SealKey::load_or_create(&args.data_dir).context("loading the server's sealing key")?);
     let manager = Manager::new(runtime, HttpAgent::new()?, store, config);
-    let cleaned = manager
+    let recovery = manager
         .recover()
         .await
-        .context("cleaning up after the previous run")?;
-    if cleaned > 0 {
-        tracing::info!(cleaned, "cleaned up sessions left by a previous run");
+        .context("taking over sessions left by the previous run")?;
+    if recovery != Recovery::default() {
+        tracing::info!(
+            adopted = recovery.adopted,
+            failed = recovery.failed,
+            orphans = recovery.orphans,
+            "took over from the previous run"
+        );
     }
+    let background = cc_core::reconciler::start(&manager);
 
     let api_addr = api.local_addr()?;
     // The one line scripts wait for.
-    println!("listening on http://{api_addr}");
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("listening on {scheme}://{api_addr}");
     tracing::info!(%api_addr, gateway_port, image = %args.image, "claudecluster serving");
+    if args.log_retention_days > 0 {
+        spawn_retention(manager.store().clone(), args.log_retention_days);
+    }
     let server = ServerConfig {
         public_url: args.public_url.clone(),
         anthropic_upstream: args.anthropic_base_url.clone(),
+        access: cc_server::AccessConfig {
+            admin_token: args.admin_token.clone(),
+            allow_ips: args.allow_ips.clone(),
+            rate_limit: Some(args.rate_limit),
+            max_sessions_per_user: (args.max_sessions_per_user > 0)
+                .then_some(args.max_sessions_per_user),
+            audit_jsonl: Some(args.data_dir.join("audit.jsonl")),
+            session_token_key: Some(session_token_key(&args.data_dir)?),
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(cc_server::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            ..Default::default()
+        },
     };
+    // Stops accepting, lets in-flight requests finish, then returns.
     cc_server::serve(api, gateway, manager.clone(), server, shutdown_signal()).await?;
-    tracing::info!("shutting down: ending live sessions");
-    manager.terminate_all().await;
+    // Pool containers hold nothing worth keeping; the next start would
+    // remove them as orphans anyway.
+    drop(background);
+    manager.drain_pool().await;
+    if args.end_sessions_on_shutdown {
+        tracing::info!("shutting down: ending live sessions");
+        manager.terminate_all().await;
+    } else {
+        tracing::info!(
+            live = manager.live_records().len(),
+            "shutting down: live sessions keep running for the next orchestrator"
+        );
+    }
     Ok(())
+}
+
+/// The key of session access tokens, kept in the data directory (mode
+/// 0600) so the tokens in `endpoints` survive a restart of the server.
+fn session_token_key(data_dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    use std::io::{Read, Write};
+    let path = data_dir.join("session-token.key");
+    let mut key = [0u8; 32];
+    match std::fs::File::open(&path) {
+        Ok(mut f) => {
+            f.read_exact(&mut key)
+                .with_context(|| format!("reading {}", path.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            random_key(&mut key);
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            o.open(&path)
+                .and_then(|mut f| f.write_all(&key))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    }
+    Ok(key)
+}
+
+fn random_key(key: &mut [u8; 32]) {
+    // A token is 32 bytes of OS randomness, hex-encoded.
+    let hex = cc_core::Token::generate();
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex.expose()[i * 2..i * 2 + 2], 16).unwrap_or(0);
+    }
+}
+
+/// Deletes the logs of sessions ended more than `days` ago, hourly.
+fn spawn_retention(store: SqliteStore, days: u64) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+    let keep = std::time::Duration::from_secs(days * 86_400);
+    tokio::spawn(async move {
+        loop {
+            let cutoff = cc_core::now()
+                .checked_sub(keep)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            match store.purge_logs_before(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "retention: deleted old session logs"),
+                Err(e) => tracing::error!(error = %e, "retention: purging session logs"),
+            }
+            tokio::time::sleep(EVERY).await;
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -43,6 +43,8 @@ impl ClientError {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` on every request and WebSocket.
+    token: Option<String>,
 }
 
 /// Most requests answer at once; create waits for a container to start.
@@ -51,14 +53,51 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 impl Client {
     /// `base` is the server's URL, e.g. `http://127.0.0.1:8080`.
     pub fn new(base: impl Into<String>) -> Result<Self, ClientError> {
+        Self::with_token(base, None)
+    }
+
+    /// A client that authenticates with `token` (`Authorization: Bearer`).
+    pub fn with_token(base: impl Into<String>, token: Option<String>) -> Result<Self, ClientError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| {
+                    ClientError::Protocol("the token is not a valid header value".into())
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            .default_headers(headers)
             .build()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+            .map_err(|e| ClientError::Transport(root_cause(&e)))?;
         Ok(Self {
             base: base.into().trim_end_matches('/').to_owned(),
             http,
+            token,
         })
+    }
+
+    /// `GET /healthz`: whether the server answers at all.
+    pub async fn healthz(&self) -> Result<(), ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(root_cause(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(ClientError::Api {
+                status: status.as_u16(),
+                code: format!("http_{}", status.as_u16()),
+                message: status.canonical_reason().unwrap_or("error").to_owned(),
+            })
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -85,9 +124,23 @@ impl Client {
     }
 
     pub async fn command(&self, id: &str, command: &str) -> Result<CommandResponse, ClientError> {
-        let body = CommandRequest {
-            command: command.into(),
-        };
+        self.command_with(
+            id,
+            &CommandRequest {
+                command: command.into(),
+                model: None,
+                permission_mode: None,
+            },
+        )
+        .await
+    }
+
+    /// A turn with per-turn overrides (`model`, `permissionMode`).
+    pub async fn command_with(
+        &self,
+        id: &str,
+        body: &CommandRequest,
+    ) -> Result<CommandResponse, ClientError> {
         send(
             self.http
                 .post(self.url(&format!("/sessions/{id}/command")))
@@ -129,37 +182,59 @@ impl Client {
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1);
         let url = format!("{ws_base}/api/v1/sessions/{id}/stream?since={since}");
-        EventStream::connect(&url).await
+        EventStream::connect_with_token(&url, self.token.as_deref()).await
     }
+}
+
+/// The innermost cause of an error ("connection refused"), which is what a
+/// person needs; reqwest's own message only names the request.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 async fn send<T: DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<T, ClientError> {
     let resp = req
         .send()
         .await
-        .map_err(|e| ClientError::Transport(e.to_string()))?;
+        .map_err(|e| ClientError::Transport(root_cause(&e)))?;
     let status = resp.status();
     let bytes = resp
         .bytes()
         .await
-        .map_err(|e| ClientError::Transport(e.to_string()))?;
+        .map_err(|e| ClientError::Transport(root_cause(&e)))?;
     if status.is_success() {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     } else {
-        let body: ApiErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
-            ClientError::Protocol(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-            ))
-        })?;
+        // An answer without the JSON error body (a proxy, another server)
+        // still carries its status, which is what the caller acts on.
+        let body: ApiErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ApiErrorBody {
+            code: format!("http_{}", status.as_u16()),
+            message: non_json_message(status, &bytes),
+        });
         Err(ClientError::Api {
             status: status.as_u16(),
             code: body.code,
             message: body.message,
         })
+    }
+}
+
+fn non_json_message(status: reqwest::StatusCode, body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(body)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect();
+    if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
     }
 }
 
@@ -171,7 +246,22 @@ pub struct EventStream {
 impl EventStream {
     /// Connects to a full WebSocket URL (e.g. `endpoints.websocket`).
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        match tokio_tungstenite::connect_async(url).await {
+        Self::connect_with_token(url, None).await
+    }
+
+    /// Connects sending `Authorization: Bearer <token>` when there is one.
+    pub async fn connect_with_token(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = url
+            .into_client_request()
+            .map_err(|e| ClientError::Protocol(format!("bad WebSocket URL {url}: {e}")))?;
+        if let Some(t) = token {
+            let value = format!("Bearer {t}").parse().map_err(|_| {
+                ClientError::Protocol("the token is not a valid header value".into())
+            })?;
+            req.headers_mut().insert("authorization", value);
+        }
+        match tokio_tungstenite::connect_async(req).await {
             Ok((ws, _)) => Ok(Self { ws }),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
@@ -182,12 +272,14 @@ impl EventStream {
                         code: b.code,
                         message: b.message,
                     }),
-                    Err(_) => Err(ClientError::Protocol(format!(
-                        "WebSocket refused: HTTP {status}"
-                    ))),
+                    Err(_) => Err(ClientError::Api {
+                        status,
+                        code: format!("http_{status}"),
+                        message: format!("WebSocket refused: HTTP {status}"),
+                    }),
                 }
             }
-            Err(e) => Err(ClientError::Transport(e.to_string())),
+            Err(e) => Err(ClientError::Transport(root_cause(&e))),
         }
     }
 
@@ -195,7 +287,7 @@ impl EventStream {
     /// session ended and everything was delivered).
     pub async fn next(&mut self) -> Result<Option<ServerMessage>, ClientError> {
         while let Some(msg) = self.ws.next().await {
-            match msg.map_err(|e| ClientError::Transport(e.to_string()))? {
+            match msg.map_err(|e| ClientError::Transport(root_cause(&e)))? {
                 Message::Text(t) => {
                     return serde_json::from_str(t.as_str())
                         .map(Some)
@@ -219,6 +311,8 @@ impl EventStream {
     pub async fn command(&mut self, command: &str) -> Result<(), ClientError> {
         self.send(&ClientMessage::Command {
             command: command.into(),
+            model: None,
+            permission_mode: None,
         })
         .await
     }

@@ -155,6 +155,21 @@ pub struct ManagerConfig {
     pub agent_ready_timeout: Duration,
     /// Extra Claude Code arguments for every session.
     pub claude_args: Vec<String>,
+    /// What sessions may tell Claude Code (models, budget, tools).
+    pub agent: crate::options::AgentPolicy,
+    /// A session nobody used for this long ends (`None`: never idle out).
+    pub idle_timeout: Option<Duration>,
+    /// Pause between reconciler passes (orphans, vanished containers).
+    pub reconcile_interval: Duration,
+    /// Seals session secrets at rest so a restarted orchestrator can adopt
+    /// running sessions; without it they are ended at restart.
+    pub seal_key: Option<crate::secrets::SealKey>,
+    /// Containers kept started for sessions with the default limits.
+    pub warm_pool: usize,
+    /// Hosts sessions may reach through the gateway's CONNECT proxy
+    /// (`host`, `host:port`, `*.domain`); empty: no egress beyond the
+    /// Anthropic and git relays. See [`crate::policy::egress_allowed`].
+    pub egress_allow: Vec<String>,
 }
 
 impl ManagerConfig {
@@ -172,6 +187,12 @@ impl ManagerConfig {
                 "--permission-mode".into(),
                 "bypassPermissions".into(),
             ],
+            agent: crate::options::AgentPolicy::default(),
+            idle_timeout: Some(Duration::from_secs(30 * 60)),
+            reconcile_interval: Duration::from_secs(60),
+            seal_key: None,
+            warm_pool: 0,
+            egress_allow: Vec::new(),
         }
     }
 }

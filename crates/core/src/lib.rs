@@ -11,22 +11,32 @@
 //!
 //! No HTTP framework, container SDK or database driver is used here.
 
+pub mod audit;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod identity;
 pub mod ids;
+pub mod metrics;
+pub mod options;
 pub mod policy;
+pub mod reconciler;
 pub mod seams;
+pub mod secrets;
 pub mod session;
 mod time;
 
+pub use audit::{AuditEvent, AuditFilter, AuditRecord, AuditStore};
 pub use config::{LimitsPolicy, ManagerConfig};
 pub use credentials::{CredentialRegistry, SessionCredentials};
 pub use error::{AgentError, CoreError, RuntimeError, StoreError};
+pub use identity::{IdentityStore, Principal, Role};
 pub use ids::{SessionId, Token};
 pub use seams::{
-    Agent, AgentEndpoint, ContainerStatus, EventStream, Placement, Runtime, SessionRecord,
-    SessionSpec, Store, LABEL_MANAGED, LABEL_SESSION,
+    Agent, AgentEndpoint, ContainerStatus, EventStream, Placement, ResourceUsage, Runtime,
+    RuntimeEvent, RuntimeEventKind, RuntimeEventStream, SessionRecord, SessionSpec, Store,
+    LABEL_MANAGED, LABEL_SESSION,
 };
+pub use session::SessionUsage;
 pub use session::{CreateSession, Manager, Subscription};
 pub use time::{now, rfc3339};

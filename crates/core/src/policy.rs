@@ -126,6 +126,36 @@ pub async fn check_repo_host(repo: &RepoUrl, allowed: &[String]) -> Result<(), C
     Ok(())
 }
 
+/// Whether the egress allowlist lets a session open `host:port`.
+/// Entries: `host` (port 443 or 80), `host:port`, or `*.domain` (any
+/// subdomain, ports 443 and 80). Matching is case-insensitive.
+pub fn egress_allowed(host: &str, port: u16, allow: &[String]) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    allow.iter().any(|entry| {
+        let entry = entry.trim().to_ascii_lowercase();
+        let (pattern, ports): (&str, Vec<u16>) = match entry.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => match p.parse() {
+                Ok(p) => (h, vec![p]),
+                Err(_) => return false,
+            },
+            _ => (entry.as_str(), vec![443, 80]),
+        };
+        let pattern = pattern.trim_start_matches('[').trim_end_matches(']');
+        let host_ok = match pattern.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => host == pattern,
+        };
+        host_ok && ports.contains(&port)
+    })
+}
+
+/// Whether the allowlist names exactly this `host:port`, which is what
+/// lets a session reach a loopback or private address.
+pub fn egress_names_exactly(host: &str, port: u16, allow: &[String]) -> bool {
+    let wanted = format!("{}:{port}", host.to_ascii_lowercase());
+    allow.iter().any(|e| e.trim().eq_ignore_ascii_case(&wanted))
+}
+
 /// Why an address is not public, or `None` when it is.
 pub fn non_public(addr: IpAddr) -> Option<&'static str> {
     match addr {
@@ -224,6 +254,26 @@ mod tests {
         ] {
             assert_eq!(non_public(a.parse().unwrap()).is_none(), public, "{a}");
         }
+    }
+
+    #[test]
+    fn egress_allowlist_matches_hosts_ports_and_subdomains() {
+        let allow = vec![
+            "pypi.org".to_string(),
+            "*.crates.io".to_string(),
+            "127.0.0.1:8443".to_string(),
+        ];
+        assert!(egress_allowed("pypi.org", 443, &allow));
+        assert!(egress_allowed("PyPI.org.", 80, &allow));
+        assert!(!egress_allowed("pypi.org", 22, &allow));
+        assert!(!egress_allowed("evilpypi.org", 443, &allow));
+        assert!(egress_allowed("static.crates.io", 443, &allow));
+        assert!(!egress_allowed("crates.io.evil.com", 443, &allow));
+        assert!(egress_allowed("127.0.0.1", 8443, &allow));
+        assert!(!egress_allowed("127.0.0.1", 443, &allow));
+        assert!(egress_names_exactly("127.0.0.1", 8443, &allow));
+        assert!(!egress_names_exactly("pypi.org", 443, &allow));
+        assert!(!egress_allowed("anything", 443, &[]));
     }
 
     #[tokio::test]

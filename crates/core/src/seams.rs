@@ -45,6 +45,35 @@ pub struct ContainerStatus {
     pub oom_killed: bool,
 }
 
+/// Something the runtime saw happen to a session's container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeEvent {
+    pub session: SessionId,
+    pub kind: RuntimeEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeEventKind {
+    /// The container's main process ended (`oom`: the kernel killed it
+    /// for exceeding its memory limit).
+    Exited { code: Option<i64>, oom: bool },
+}
+
+/// A session container's resource use at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceUsage {
+    /// Share of one core used since the previous sample (100.0 = one core).
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub pids: u64,
+}
+
+/// Runtime events as they happen; ends when the runtime's feed breaks.
+pub type RuntimeEventStream = BoxStream<'static, Result<RuntimeEvent, RuntimeError>>;
+
 /// Where session containers run.
 pub trait Runtime: Send + Sync + 'static {
     /// Creates and starts everything the session needs (its network,
@@ -62,6 +91,20 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<ContainerStatus>, RuntimeError>> + Send;
     /// Sessions that have any resource in this runtime (found by label).
     fn list(&self) -> impl Future<Output = Result<Vec<SessionId>, RuntimeError>> + Send;
+    /// Where a running session container is (to adopt it after a
+    /// restart); `None` when it does not exist or does not run.
+    fn locate(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<Placement>, RuntimeError>> + Send;
+    /// Container exits of this deployment's sessions, from now on.
+    fn events(&self) -> impl Future<Output = Result<RuntimeEventStream, RuntimeError>> + Send;
+    /// The session container's current resource use; `None` when it does
+    /// not run.
+    fn stats(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<ResourceUsage>, RuntimeError>> + Send;
 }
 
 /// How to reach one session's sessiond.
@@ -82,10 +125,11 @@ pub trait Agent: Send + Sync + 'static {
         ep: &AgentEndpoint,
         req: &InitRequest,
     ) -> impl Future<Output = Result<Health, AgentError>> + Send;
+    /// One turn (its text and per-turn overrides).
     fn command(
         &self,
         ep: &AgentEndpoint,
-        text: &str,
+        req: &cc_wire::sessiond::CommandRequest,
     ) -> impl Future<Output = Result<CommandAccepted, AgentError>> + Send;
     fn interrupt(&self, ep: &AgentEndpoint) -> impl Future<Output = Result<(), AgentError>> + Send;
     /// Journal entries after `since`, then new ones as they happen.
@@ -106,6 +150,8 @@ pub struct SessionRecord {
     pub repo_url: String,
     pub branch: Option<String>,
     pub limits: SessionLimits,
+    /// The user who created it; only they (and administrators) see it.
+    pub owner: String,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
     pub expires_at: SystemTime,
@@ -114,6 +160,9 @@ pub struct SessionRecord {
     /// Newest sessiond journal entry reflected in the log, so a follower
     /// resumes exactly after it.
     pub agent_seq: u64,
+    /// Cost and token totals of the session's turns, plus what is needed to
+    /// price the next turn (see `session::usage`).
+    pub usage: crate::session::usage::SessionUsage,
 }
 
 /// Persistence for sessions and their event logs.
@@ -154,4 +203,20 @@ pub trait Store: Send + Sync + 'static {
         since: u64,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ServerMessage>, StoreError>> + Send;
+    /// Stores a live session's sealed secrets (see `crate::secrets`),
+    /// replacing earlier ones. The store never sees them in clear.
+    fn put_sealed_secrets(
+        &self,
+        id: &SessionId,
+        sealed: &[u8],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn sealed_secrets(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    /// Forgets the session's secrets; missing ones are fine.
+    fn delete_sealed_secrets(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -4,9 +4,13 @@
 //!   container per session, all named `<prefix><session-id>` and labelled
 //!   with the session, so create is idempotent and a test run (own prefix)
 //!   never touches resources it did not create.
+//! - [`firewall`]: host INPUT rules so a session reaches only the gateway
+//!   port on the host.
 //! - [`image`]: builds the worker image without a registry.
 
+pub mod firewall;
 pub mod image;
+mod observe;
 mod runtime;
 
 pub use runtime::{DockerRuntime, DEFAULT_PREFIX, LABEL_PREFIX};

@@ -7,22 +7,24 @@
 //! filesystem with tmpfs scratch, all capabilities dropped,
 //! no-new-privileges, memory/CPU/pids limits, tini as PID 1.
 
+use crate::firewall::{bridge_name, Firewall};
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, HostConfig, Mount, MountTypeEnum, NetworkCreateRequest,
     VolumeCreateOptions,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, InspectNetworkOptions, ListContainersOptions,
-    ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
-    StartContainerOptions,
+    CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions,
+    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, StartContainerOptions, StatsOptions,
 };
 use bollard::Docker;
 use cc_core::{
-    ContainerStatus, Placement, Runtime, RuntimeError, SessionId, SessionSpec, LABEL_MANAGED,
-    LABEL_SESSION,
+    ContainerStatus, Placement, ResourceUsage, Runtime, RuntimeError, RuntimeEventStream,
+    SessionId, SessionSpec, LABEL_MANAGED, LABEL_SESSION,
 };
 use cc_wire::sessiond::{DEFAULT_PORT, WORKSPACE_DIR};
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -39,6 +41,11 @@ const SESSION_USER: &str = "1000:1000";
 pub struct DockerRuntime {
     docker: Docker,
     prefix: String,
+    /// Host INPUT rules per session bridge; `None` leaves the host open.
+    firewall: Option<Firewall>,
+    /// Each session's previous CPU sample, so one-shot stats (fast) still
+    /// give a CPU share: the one since the previous call.
+    cpu_samples: crate::observe::CpuSamples,
 }
 
 impl DockerRuntime {
@@ -60,7 +67,20 @@ impl DockerRuntime {
                 "resource prefix {prefix:?} must be letters, digits, '-', '_' or '.'"
             )));
         }
-        Ok(Self { docker, prefix })
+        Ok(Self {
+            docker,
+            prefix,
+            firewall: None,
+            cpu_samples: Default::default(),
+        })
+    }
+
+    /// Closes the host to sessions except for the gateway port (see
+    /// [`crate::firewall`]); fails when iptables cannot be used.
+    pub async fn with_host_firewall(mut self, gateway_port: u16) -> Result<Self, RuntimeError> {
+        Firewall::check().await?;
+        self.firewall = Some(Firewall::new(gateway_port));
+        Ok(self)
     }
 
     pub fn prefix(&self) -> &str {
@@ -107,6 +127,11 @@ impl DockerRuntime {
             driver: Some("bridge".into()),
             internal: Some(true),
             labels: Some(self.labels(id)),
+            // Our own bridge name, so the host firewall rules can name it.
+            options: Some(HashMap::from([(
+                "com.docker.network.bridge.name".to_owned(),
+                bridge_name(id),
+            )])),
             ..Default::default()
         };
         match self.docker.create_network(req).await {
@@ -214,6 +239,9 @@ impl DockerRuntime {
 impl Runtime for DockerRuntime {
     async fn create(&self, spec: &SessionSpec) -> Result<Placement, RuntimeError> {
         self.create_network(&spec.id).await?;
+        if let Some(fw) = &self.firewall {
+            fw.install(&spec.id).await?;
+        }
         let vol = VolumeCreateOptions {
             name: Some(self.volume_name(&spec.id)),
             labels: Some(self.labels(&spec.id)),
@@ -237,6 +265,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {
+        self.cpu_samples.forget(id);
         let name = self.name(id);
         let opts = RemoveContainerOptions {
             force: true,
@@ -251,6 +280,9 @@ impl Runtime for DockerRuntime {
             self.docker.remove_network(&name).await,
             "removing the session network",
         )?;
+        if let Some(fw) = &self.firewall {
+            fw.uninstall(id).await;
+        }
         ignore_missing(
             self.docker
                 .remove_volume(
@@ -329,6 +361,63 @@ impl Runtime for DockerRuntime {
                 .filter_map(|v| session_of(Some(&v.labels))),
         );
         Ok(ids.into_iter().collect())
+    }
+
+    async fn locate(&self, id: &SessionId) -> Result<Option<Placement>, RuntimeError> {
+        match self.inspect(id).await? {
+            Some(st) if st.running => self.placement(id).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn events(&self) -> Result<RuntimeEventStream, RuntimeError> {
+        let mut filters = self.prefix_filter();
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert("event".into(), vec!["die".into()]);
+        let feed = self.docker.events(Some(EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }));
+        let this = self.clone();
+        Ok(feed
+            .filter_map(move |msg| {
+                let this = this.clone();
+                async move {
+                    let (session, code) = match msg {
+                        Ok(msg) => crate::observe::exit_event(&msg)?,
+                        Err(e) => return Some(Err(classify(e, "reading Docker events"))),
+                    };
+                    // The die event does not say whether the kernel's OOM
+                    // killer did it; the container's state does.
+                    let oom = matches!(
+                        this.inspect(&session).await,
+                        Ok(Some(ContainerStatus {
+                            oom_killed: true,
+                            ..
+                        }))
+                    );
+                    Some(Ok(crate::observe::exited(session, code, oom)))
+                }
+            })
+            .boxed())
+    }
+
+    async fn stats(&self, id: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {
+        // One-shot: answers at once instead of waiting a second for a
+        // second sample; the CPU share is taken against our last sample.
+        let opts = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut feed = self.docker.stats(&self.name(id), Some(opts));
+        match feed.next().await {
+            Some(Ok(s)) if s.pids_stats.as_ref().and_then(|p| p.current).is_some() => {
+                Ok(Some(crate::observe::usage(&s, id, &self.cpu_samples)))
+            }
+            Some(Ok(_)) | None => Ok(None),
+            Some(Err(e)) if status(&e) == Some(404) => Ok(None),
+            Some(Err(e)) => Err(classify(e, "reading container stats")),
+        }
     }
 }
 

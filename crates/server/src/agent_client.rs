@@ -99,12 +99,15 @@ impl Agent for HttpAgent {
         .await
     }
 
-    async fn command(&self, ep: &AgentEndpoint, text: &str) -> Result<CommandAccepted, AgentError> {
-        let body = CommandRequest { text: text.into() };
+    async fn command(
+        &self,
+        ep: &AgentEndpoint,
+        body: &CommandRequest,
+    ) -> Result<CommandAccepted, AgentError> {
         self.call(
             self.calls
                 .post(format!("{}/v1/command", ep.base_url))
-                .json(&body),
+                .json(body),
             ep,
         )
         .await

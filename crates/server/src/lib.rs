@@ -12,11 +12,15 @@
 
 pub mod agent_client;
 pub mod api;
+pub mod auth;
 pub mod gateway;
+pub mod metrics;
+pub mod tls;
 
 pub use agent_client::HttpAgent;
 
-use cc_core::{Manager, Runtime, Store};
+pub use auth::{AccessConfig, ServerStore};
+use cc_core::{Manager, Runtime};
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -32,19 +36,53 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Where the Anthropic relay forwards (`https://api.anthropic.com`).
     pub anthropic_upstream: String,
+    /// Tokens, limits, allowlist and audit (see [`auth`]).
+    pub access: auth::AccessConfig,
 }
 
 pub const DEFAULT_ANTHROPIC_UPSTREAM: &str = "https://api.anthropic.com";
 
+/// Refuses an API address beyond loopback while no token is configured at
+/// all (no admin token, no API token): such a server would be open.
+pub async fn check_exposure<S: cc_core::IdentityStore>(
+    addr: std::net::SocketAddr,
+    access: &AccessConfig,
+    store: &S,
+) -> std::io::Result<()> {
+    if addr.ip().to_canonical().is_loopback() || access.admin_token.is_some() {
+        return Ok(());
+    }
+    if store.active_tokens().await.map_err(std::io::Error::other)? > 0 {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "refusing to serve the API on {addr} without any API token: set \
+             --admin-token (CLAUDECLUSTER_ADMIN_TOKEN) or create one with \
+             `claudecluster admin token create`, or listen on loopback"
+        ),
+    ))
+}
+
 /// Serves the API and the gateway until `shutdown` resolves; in-flight
 /// requests finish first.
-pub async fn serve<R: Runtime, S: Store>(
+///
+/// Refuses (before serving anything) an API listener beyond loopback while
+/// no token is configured at all: no admin token and no API token.
+pub async fn serve<R: Runtime, S: ServerStore>(
     api_listener: TcpListener,
     gateway_listener: TcpListener,
     manager: AppManager<R, S>,
-    config: ServerConfig,
+    mut config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let addr = api_listener.local_addr()?;
+    check_exposure(addr, &config.access, manager.store()).await?;
+    config.access.open_when_no_tokens = addr.ip().to_canonical().is_loopback();
+    if let Some(path) = &config.access.audit_jsonl {
+        auth::open_append(path)?;
+    }
     let config = Arc::new(config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -54,14 +92,37 @@ pub async fn serve<R: Runtime, S: Store>(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let api = axum::serve(
-        api_listener,
-        api::router(manager.clone(), config.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    let access = Arc::new(auth::Access::new(config.access.clone()));
+    tokio::spawn(auth::container_audit::follow(
+        manager.clone(),
+        access.clone(),
+        stop_rx.clone(),
+    ));
+    let app = api::router_with_access(manager.clone(), config.clone(), access)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let api: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+        match &config.access.tls {
+            Some(files) => {
+                use axum::serve::ListenerExt;
+                let tls = tls::TlsListener::new(api_listener, tls::acceptor(files)?)?;
+                // `tap_io` makes the peer address available as ConnectInfo.
+                Box::pin(
+                    axum::serve(tls.tap_io(|_| {}), app)
+                        .with_graceful_shutdown(stopped(stop_rx.clone()))
+                        .into_future(),
+                )
+            }
+            None => Box::pin(
+                axum::serve(api_listener, app)
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .into_future(),
+            ),
+        };
+    let gateway = axum::serve(
+        gateway_listener,
+        gateway::router(manager, config).layer(axum::middleware::from_fn(metrics::count_gateway)),
     )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let gateway = axum::serve(gateway_listener, gateway::router(manager, config))
-        .with_graceful_shutdown(stopped(stop_rx));
-    tokio::try_join!(api.into_future(), gateway.into_future())?;
+    .with_graceful_shutdown(stopped(stop_rx));
+    tokio::try_join!(api, gateway.into_future())?;
     Ok(())
 }

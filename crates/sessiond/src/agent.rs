@@ -18,7 +18,9 @@
 
 use crate::journal::Journal;
 use crate::{setup, Config};
-use cc_wire::sessiond::{AgentEvent, AgentState, Health, InitRequest, PROTOCOL_VERSION};
+use cc_wire::sessiond::{
+    AgentEvent, AgentState, CommandRequest, Health, InitRequest, PROTOCOL_VERSION,
+};
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,6 +74,11 @@ struct Core {
     queued: std::collections::VecDeque<String>,
     /// Claude Code's session id, for `--resume` after the process exits.
     session_id: Option<String>,
+    /// Per-turn overrides in force in the running process (`None`: as it
+    /// was started). Later turns without one switch back.
+    turn_model: Option<String>,
+    turn_permission_mode: Option<String>,
+    next_control: u64,
     /// The running process, if any.
     proc: Option<Proc>,
     next_generation: u64,
@@ -106,6 +113,9 @@ impl Session {
                 pending: 0,
                 queued: std::collections::VecDeque::new(),
                 session_id: None,
+                turn_model: None,
+                turn_permission_mode: None,
+                next_control: 1,
                 proc: None,
                 next_generation: 1,
                 next_interrupt: 1,
@@ -192,8 +202,14 @@ impl Session {
 
     /// `/v1/command`: hands a turn to Claude Code (starting it again with
     /// `--resume` when it exited) and returns the `seq` of the `command`
-    /// entry.
-    pub fn command(self: &Arc<Self>, text: String) -> Result<u64, NotReady> {
+    /// entry. Per-turn overrides become control requests written right
+    /// before the turn's user message.
+    pub fn command(self: &Arc<Self>, req: CommandRequest) -> Result<u64, NotReady> {
+        let CommandRequest {
+            text,
+            model,
+            permission_mode,
+        } = req;
         let mut core = self.lock();
         if core.shutting_down {
             return Err(NotReady {
@@ -215,13 +231,16 @@ impl Session {
                 return Err(NotReady { message: reason });
             }
         }
-        let line = json!({
-            "type": "user",
-            "message": {"role": "user", "content": text},
-            "parent_tool_use_id": null,
-            "session_id": "default",
-        })
-        .to_string();
+        let mut line = self.override_lines(&mut core, model, permission_mode);
+        line.push_str(
+            &json!({
+                "type": "user",
+                "message": {"role": "user", "content": text},
+                "parent_tool_use_id": null,
+                "session_id": "default",
+            })
+            .to_string(),
+        );
         // The stdout reader needs the lock to count `result`s, so even an
         // instant answer is counted after the increment below.
         if core.pending > 0 {
@@ -237,6 +256,56 @@ impl Session {
             self.set_state(&mut core, AgentState::Busy, None);
         }
         Ok(seq)
+    }
+
+    /// Control requests (each followed by a newline) that switch the
+    /// process to this turn's model and permission mode, or back to the
+    /// session's after a turn that overrode them. Claude Code handles stdin
+    /// in order, so they apply to the user message written after them.
+    fn override_lines(
+        &self,
+        core: &mut Core,
+        model: Option<String>,
+        mode: Option<String>,
+    ) -> String {
+        let init_args = core
+            .init
+            .as_ref()
+            .map(|i| i.claude.args.clone())
+            .unwrap_or_default();
+        let mut out = String::new();
+        let mut control = |core: &mut Core, request: Value| {
+            let n = core.next_control;
+            core.next_control += 1;
+            out.push_str(
+                &json!({"type": "control_request", "request_id": format!("turn-{n}"), "request": request})
+                    .to_string(),
+            );
+            out.push('\n');
+        };
+        if model != core.turn_model {
+            // Without a model, `set_model` means Claude Code's default, not
+            // the session's `--model`: name the session's explicitly.
+            let target = model.clone().or_else(|| last_arg(&init_args, "--model"));
+            let mut request = json!({"subtype": "set_model"});
+            if let Some(m) = target {
+                request["model"] = Value::String(m);
+            }
+            control(core, request);
+            core.turn_model = model;
+        }
+        if mode != core.turn_permission_mode {
+            let target = mode
+                .clone()
+                .or_else(|| last_arg(&init_args, "--permission-mode"))
+                .unwrap_or_else(|| "default".into());
+            control(
+                core,
+                json!({"subtype": "set_permission_mode", "mode": target}),
+            );
+            core.turn_permission_mode = mode;
+        }
+        out
     }
 
     /// `/v1/interrupt`: asks Claude Code to abort the running turn. Returns
@@ -323,6 +392,9 @@ impl Session {
 
         let generation = core.next_generation;
         core.next_generation += 1;
+        // A new process starts with the session's own settings.
+        core.turn_model = None;
+        core.turn_permission_mode = None;
         tracing::info!(
             generation,
             pid = child.id(),
@@ -451,6 +523,20 @@ impl Session {
             self.set_state(&mut core, AgentState::Ready, None);
         }
     }
+}
+
+/// The value of the last `--flag value` (or `--flag=value`) in `args`.
+fn last_arg(args: &[String], flag: &str) -> Option<String> {
+    let mut found = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == flag {
+            found = it.next().cloned();
+        } else if let Some(v) = a.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+            found = Some(v.to_owned());
+        }
+    }
+    found
 }
 
 /// Queues a line for the running process's stdin; false when there is none.

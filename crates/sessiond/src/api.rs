@@ -186,7 +186,7 @@ async fn command(
             ),
         ));
     }
-    match state.session.command(request.text) {
+    match state.session.command(request) {
         Ok(seq) => Ok((StatusCode::ACCEPTED, Json(CommandAccepted { seq })).into_response()),
         Err(not_ready) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -373,6 +373,8 @@ mod tests {
         .await;
         let big = serde_json::to_string(&CommandRequest {
             text: "x".repeat(MAX_COMMAND_BYTES + 1),
+            model: None,
+            permission_mode: None,
         })
         .unwrap();
         check(post("/v1/command", &big).await.unwrap(), 413, "too_large").await;

@@ -64,9 +64,58 @@ pub async fn prepare_repo(
         tracing::info!(repo = %repo.display(), "checkout already present, skipping clone");
     } else {
         clone(config, req, journal).await?;
+        // Only after a fresh clone: a restarted container has them already.
+        if let Some(text) = &req.instructions {
+            add_instructions(repo, text).await?;
+        }
     }
     store_headers(config, req, repo).await?;
     ensure_identity(config, req, repo).await?;
+    Ok(())
+}
+
+/// Appends the session's instructions to the checkout's `CLAUDE.md`, which
+/// Claude Code reads at start. A file created here is listed in
+/// `.git/info/exclude` so the agent's commits do not pick it up.
+async fn add_instructions(repo: &Path, text: &str) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let path = repo.join("CLAUDE.md");
+    let existed = tokio::fs::try_exists(&path).await.unwrap_or(false);
+    let mut body = String::new();
+    if existed {
+        body.push_str("\n\n");
+    }
+    body.push_str(text);
+    if !text.ends_with('\n') {
+        body.push('\n');
+    }
+    let fail = |e: std::io::Error| format!("writing the session's instructions to CLAUDE.md: {e}");
+    let mut f = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await
+        .map_err(fail)?;
+    f.write_all(body.as_bytes()).await.map_err(fail)?;
+    f.flush().await.map_err(fail)?;
+    if !existed {
+        let exclude = repo.join(".git/info/exclude");
+        if let Some(dir) = exclude.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(fail)?;
+        }
+        let mut f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&exclude)
+            .await
+            .map_err(fail)?;
+        f.write_all(b"\n/CLAUDE.md\n").await.map_err(fail)?;
+    }
+    tracing::info!(
+        appended = existed,
+        bytes = text.len(),
+        "wrote the session's instructions to CLAUDE.md"
+    );
     Ok(())
 }
 
@@ -223,6 +272,7 @@ mod tests {
             git_headers: vec!["Authorization: Bearer x".into()],
             branch: Some("main".into()),
             claude: ClaudeSettings::default(),
+            instructions: None,
         }
     }
 

@@ -25,7 +25,11 @@
 //! every operation runs on tokio's blocking pool holding it, so no async
 //! task ever blocks on SQLite and the mutex is never held across an await.
 
+mod audit;
+mod identity;
 mod schema;
+
+pub use identity::EraseReport;
 
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
 use cc_wire::api::{ServerMessage, SessionLimits, SessionState};
@@ -146,6 +150,8 @@ struct SessionRow {
     expires_at_ms: i64,
     last_seq: i64,
     agent_seq: i64,
+    owner: String,
+    usage: String,
 }
 
 impl SessionRow {
@@ -164,8 +170,28 @@ impl SessionRow {
             expires_at_ms: to_ms("expires_at", rec.expires_at)?,
             last_seq: to_i64("last_seq", rec.last_seq)?,
             agent_seq: to_i64("agent_seq", rec.agent_seq)?,
+            owner: rec.owner.clone(),
+            usage: encode_usage(&rec.usage)?,
         })
     }
+}
+
+/// A session's usage as the `usage` column holds it.
+fn encode_usage(u: &cc_core::SessionUsage) -> Result<String, StoreError> {
+    let totals = serde_json::to_value(u.totals)
+        .map_err(|e| StoreError::Backend(format!("encode usage: {e}")))?;
+    Ok(serde_json::json!({"totals": totals, "processCostUsd": u.process_cost_usd}).to_string())
+}
+
+fn decode_usage(s: &str) -> Result<cc_core::SessionUsage, String> {
+    if s.is_empty() {
+        return Ok(cc_core::SessionUsage::default());
+    }
+    let v: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("usage: {e}"))?;
+    Ok(cc_core::SessionUsage {
+        totals: serde_json::from_value(v["totals"].clone()).map_err(|e| format!("usage: {e}"))?,
+        process_cost_usd: v["processCostUsd"].as_f64().unwrap_or(0.0),
+    })
 }
 
 fn to_i64(field: &str, v: u64) -> Result<i64, StoreError> {
@@ -212,11 +238,13 @@ struct RawSession {
     expires_at_ms: i64,
     last_seq: i64,
     agent_seq: i64,
+    owner: String,
+    usage: String,
 }
 
 const SESSION_COLUMNS: &str = "id, record_version, container_id, state, reason, repo_url, \
      branch, memory_bytes, cpu, timeout_secs, created_at_ms, updated_at_ms, expires_at_ms, \
-     last_seq, agent_seq";
+     last_seq, agent_seq, owner, usage";
 
 impl RawSession {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
@@ -236,6 +264,8 @@ impl RawSession {
             expires_at_ms: r.get(12)?,
             last_seq: r.get(13)?,
             agent_seq: r.get(14)?,
+            owner: r.get(15)?,
+            usage: r.get(16)?,
         })
     }
 
@@ -275,6 +305,8 @@ impl RawSession {
             expires_at: time("expires_at", self.expires_at_ms)?,
             last_seq: count("last_seq", self.last_seq)?,
             agent_seq: count("agent_seq", self.agent_seq)?,
+            owner: self.owner,
+            usage: decode_usage(&self.usage).map_err(corrupt)?,
         })
     }
 }
@@ -325,7 +357,7 @@ impl Store for SqliteStore {
         self.run("insert session", move |conn| {
             let sql = format!(
                 "INSERT INTO sessions ({SESSION_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
             );
             conn.prepare_cached(&sql)
                 .and_then(|mut st| {
@@ -345,6 +377,8 @@ impl Store for SqliteStore {
                         row.expires_at_ms,
                         row.last_seq,
                         row.agent_seq,
+                        row.owner,
+                        row.usage,
                     ])
                 })
                 .map_err(|e| StoreError::Backend(format!("insert session {id}: {e}")))?;
@@ -363,7 +397,7 @@ impl Store for SqliteStore {
                     "UPDATE sessions SET record_version = ?2, container_id = ?3, state = ?4, \
                      reason = ?5, repo_url = ?6, branch = ?7, memory_bytes = ?8, cpu = ?9, \
                      timeout_secs = ?10, created_at_ms = ?11, updated_at_ms = ?12, \
-                     expires_at_ms = ?13 \
+                     expires_at_ms = ?13, owner = ?14, usage = ?15 \
                      WHERE id = ?1",
                 )
                 .and_then(|mut st| {
@@ -381,6 +415,8 @@ impl Store for SqliteStore {
                         row.created_at_ms,
                         row.updated_at_ms,
                         row.expires_at_ms,
+                        row.owner,
+                        row.usage,
                     ])
                 })
                 .map_err(|e| StoreError::Backend(format!("update session {id}: {e}")))?;
@@ -528,6 +564,48 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|(seq, payload)| decode_event(id, *seq, payload))
             .collect()
+    }
+
+    async fn put_sealed_secrets(&self, id: &SessionId, sealed: &[u8]) -> Result<(), StoreError> {
+        let key = id.clone();
+        let sealed = sealed.to_vec();
+        self.run("store sealed secrets", move |conn| {
+            conn.execute(
+                "INSERT INTO session_secrets (session_id, sealed) VALUES (?1, ?2) \
+                 ON CONFLICT(session_id) DO UPDATE SET sealed = excluded.sealed",
+                params![key.as_str(), sealed],
+            )
+            .map(drop)
+            .map_err(|e| StoreError::Backend(format!("store sealed secrets of {key}: {e}")))
+        })
+        .await
+    }
+
+    async fn sealed_secrets(&self, id: &SessionId) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = id.clone();
+        self.run("read sealed secrets", move |conn| {
+            conn.query_row(
+                "SELECT sealed FROM session_secrets WHERE session_id = ?1",
+                [key.as_str()],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()
+            .map_err(|e| StoreError::Backend(format!("read sealed secrets of {key}: {e}")))
+        })
+        .await
+    }
+
+    async fn delete_sealed_secrets(&self, id: &SessionId) -> Result<(), StoreError> {
+        let key = id.clone();
+        self.run("delete sealed secrets", move |conn| {
+            conn.execute(
+                "DELETE FROM session_secrets WHERE session_id = ?1",
+                [key.as_str()],
+            )
+            .map(drop)
+            .map_err(|e| StoreError::Backend(format!("delete sealed secrets of {key}: {e}")))
+        })
+        .await
     }
 }
 

@@ -43,7 +43,62 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: &[&str] = &[V1];
+/// Access control and audit (issue 4): session owners, API tokens (hashes
+/// only) and the hash-chained, append-only audit log.
+const V2: &str = "
+ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+CREATE INDEX sessions_owner ON sessions(owner);
+CREATE TABLE api_tokens (
+    id             TEXT PRIMARY KEY,
+    user           TEXT NOT NULL,
+    role           TEXT NOT NULL,
+    hash           TEXT NOT NULL UNIQUE,
+    label          TEXT,
+    created_at_ms  INTEGER NOT NULL,
+    revoked_at_ms  INTEGER
+);
+CREATE TABLE audit_log (
+    seq             INTEGER PRIMARY KEY,
+    time            TEXT NOT NULL,
+    actor           TEXT NOT NULL,
+    source_ip       TEXT,
+    action          TEXT NOT NULL,
+    session_id      TEXT,
+    outcome         TEXT NOT NULL,
+    detail          TEXT,
+    nonce           TEXT,
+    personal_digest TEXT NOT NULL,
+    prev_hash       TEXT NOT NULL,
+    hash            TEXT NOT NULL
+);
+CREATE INDEX audit_actor ON audit_log(actor);
+CREATE INDEX audit_session ON audit_log(session_id);
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_log_no_rewrite
+BEFORE UPDATE OF seq, time, action, session_id, outcome, detail, personal_digest, prev_hash, hash
+ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+";
+
+/// The agent's control surface (issue 8): each session's cost and token
+/// totals, as JSON (`{"totals": UsageTotals, "processCostUsd": f64}`; empty
+/// for rows written before it).
+const V3: &str = "
+ALTER TABLE sessions ADD COLUMN usage TEXT NOT NULL DEFAULT '';
+";
+
+/// Session lifecycle (issue 5): a live session's secrets, sealed by the
+/// core (ChaCha20-Poly1305 under the server key), so a restarted
+/// orchestrator can adopt it; deleted when the session ends.
+const V4: &str = "
+CREATE TABLE session_secrets (
+    session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+    sealed     BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

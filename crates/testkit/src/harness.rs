@@ -17,11 +17,20 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The user the harness's `client` acts as.
+pub const HARNESS_USER: &str = "tester";
+
 /// Image the tests run unless `CLAUDECLUSTER_TEST_IMAGE` names another.
 pub const DEFAULT_TEST_IMAGE: &str = "claudecluster-worker:latest";
 
 pub struct Harness {
+    /// Authenticated as [`HARNESS_USER`] with [`Harness::user_token`].
     pub client: Client,
+    /// Authenticated with the bootstrap admin token.
+    pub admin: Client,
+    pub admin_token: String,
+    /// An API token of the user [`HARNESS_USER`].
+    pub user_token: String,
     pub git: GitServer,
     pub model: ModelDouble,
     /// The "user's" Claude API key; the model double accepts only this.
@@ -29,7 +38,10 @@ pub struct Harness {
     pub manager: Manager<DockerRuntime, HttpAgent, SqliteStore>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
-    _data: tempfile::TempDir,
+    /// The server's data directory (database, `audit.jsonl`).
+    pub data: tempfile::TempDir,
+    /// Reconciler loops (container events, orphan sweep).
+    _background: cc_core::reconciler::Background,
     // Dropped last: removes whatever the run left behind.
     pub docker: PrefixGuard,
 }
@@ -51,6 +63,15 @@ impl Harness {
     /// With `upstream`, sessions talk to that Anthropic API instead of the
     /// model double (the demo with a real key).
     pub async fn start_with(opts: HarnessOptions) -> anyhow::Result<Self> {
+        Self::start_configured(opts, |_| {}).await
+    }
+
+    /// Like [`Self::start_with`], letting the test adjust the deployment's
+    /// configuration (e.g. the admin's agent policy) before the server starts.
+    pub async fn start_configured(
+        opts: HarnessOptions,
+        configure: impl FnOnce(&mut ManagerConfig),
+    ) -> anyhow::Result<Self> {
         let docker = PrefixGuard::new();
         let image =
             std::env::var("CLAUDECLUSTER_TEST_IMAGE").unwrap_or_else(|_| DEFAULT_TEST_IMAGE.into());
@@ -75,13 +96,31 @@ impl Harness {
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         // Sessions reach the gateway on their bridge's host address.
         let gateway = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+        let runtime = runtime
+            .with_host_firewall(gateway.local_addr()?.port())
+            .await?;
         let mut config = ManagerConfig::new(image, gateway.local_addr()?.port());
         config.allowed_repo_hosts = vec![git.addr().to_string()];
+        configure(&mut config);
         let manager = Manager::new(runtime, HttpAgent::new()?, store, config);
+        let background = cc_core::reconciler::start(&manager);
         let base = format!("http://{}", api.local_addr()?);
+        let admin_token = format!("harness-admin-{}", cc_core::Token::generate().expose());
+        let user = cc_core::identity::NewToken::generate(
+            HARNESS_USER,
+            cc_core::Role::User,
+            Some("harness".into()),
+            cc_core::now(),
+        );
+        cc_core::IdentityStore::insert_token(manager.store(), &user.record).await?;
         let server_config = ServerConfig {
             public_url: None,
             anthropic_upstream: opts.upstream.unwrap_or_else(|| model.base_url()),
+            access: cc_server::AccessConfig {
+                admin_token: Some(admin_token.clone()),
+                audit_jsonl: Some(data.path().join("audit.jsonl")),
+                ..Default::default()
+            },
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(cc_server::serve(
@@ -94,14 +133,18 @@ impl Harness {
             },
         ));
         Ok(Self {
-            client: Client::new(base)?,
+            client: Client::with_token(base.clone(), Some(user.token.clone()))?,
+            admin: Client::with_token(base, Some(admin_token.clone()))?,
+            admin_token,
+            user_token: user.token,
             git,
             model,
             api_key,
             manager,
             stop: Some(stop),
             server: Some(server),
-            _data: data,
+            data,
+            _background: background,
             docker,
         })
     }
@@ -117,6 +160,7 @@ impl Harness {
                 cpu: None,
                 timeout: Some(600),
             }),
+            options: None,
         }
     }
 
@@ -205,6 +249,11 @@ pub fn summary(msgs: &[ServerMessage]) -> String {
                     event.get("type").and_then(|t| t.as_str()).unwrap_or("?")
                 )
             }
+            ServerMessage::TurnResult { seq, turn, .. } => format!(
+                "#{seq} turnResult {} {}",
+                turn.subtype,
+                turn.error.clone().unwrap_or_default()
+            ),
             ServerMessage::Keepalive { .. } => "keepalive".into(),
         })
         .collect::<Vec<_>>()

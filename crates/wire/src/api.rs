@@ -16,6 +16,124 @@ pub struct CreateSessionRequest {
     pub claude_api_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<SessionConfigRequest>,
+    /// What Claude Code is told (extension; see [`SessionOptions`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<SessionOptions>,
+}
+
+/// Claude Code's settings for one session, all optional; the server applies
+/// the admin's defaults and refuses what its policy forbids, naming the
+/// option (`options.model`, …).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Tried when the main model is overloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_model: Option<String>,
+    /// `acceptEdits | bypassPermissions | default | dontAsk | plan`
+    /// (default `bypassPermissions`: the container is the sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// Tools allowed without asking (Claude Code's `--allowedTools` rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_tools: Option<Vec<String>>,
+    /// Tools removed from the model's tool list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disallowed_tools: Option<Vec<String>>,
+    /// Model calls per turn before the turn stops (`error_max_turns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// Spend limit of the session's Claude Code process in USD
+    /// (`error_max_budget_usd` once reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget_usd: Option<f64>,
+    /// Appended to Claude Code's system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append_system_prompt: Option<String>,
+    /// MCP servers by name, in Claude Code's `mcpServers` format:
+    /// `{"command": "...", "args": [...]}` (stdio, present in the image) or
+    /// `{"type": "http", "url": "..."}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// Extra environment for Claude Code and its tools. Values are never
+    /// logged or echoed; names that would override ClaudeCluster's own
+    /// (`ANTHROPIC_*`, `CLAUDE_CODE_*`, `PATH`, `HOME`, …) are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// Repository instructions: appended to the checkout's `CLAUDE.md`
+    /// (created when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+}
+
+/// Overrides for one turn, where Claude Code can change them mid-session.
+/// The session's own setting applies again to later turns without one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TurnOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+}
+
+impl TurnOverrides {
+    pub fn is_empty(&self) -> bool {
+        self.model.is_none() && self.permission_mode.is_none()
+    }
+}
+
+/// Token counts as Claude Code reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+}
+
+/// One turn's outcome, from Claude Code's `result` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnSummary {
+    /// Claude Code's `subtype`: `success`, `error_max_turns`,
+    /// `error_max_budget_usd`, `error_during_execution`, …
+    pub subtype: String,
+    pub is_error: bool,
+    /// Why the turn ended (`completed`, `max_turns`, `budget_exhausted`,
+    /// `aborted_streaming`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_reason: Option<String>,
+    /// For errors: Claude Code's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// HTTP status of a failed model API call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_error_status: Option<u16>,
+    pub duration_ms: u64,
+    /// What this turn cost (Claude Code's own pricing), in USD.
+    pub cost_usd: f64,
+    /// Model calls in this turn (Claude Code's `num_turns`).
+    pub num_turns: u64,
+    pub usage: TokenUsage,
+}
+
+/// Sums over a session's turns (status `usage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageTotals {
+    /// Turns that ended with a `result`.
+    pub turns: u64,
+    pub errored_turns: u64,
+    pub cost_usd: f64,
+    pub duration_ms: u64,
+    /// Model calls.
+    pub num_turns: u64,
+    #[serde(flatten)]
+    pub tokens: TokenUsage,
 }
 
 /// Resource limits asked for at create; the server applies defaults and
@@ -162,6 +280,27 @@ pub struct SessionStatus {
     /// Sequence number of the newest event.
     pub last_seq: u64,
     pub endpoints: Endpoints,
+    /// Cost and token totals of the session's turns (extension).
+    #[serde(default)]
+    pub usage: UsageTotals,
+    /// The live session container's resource use at the time of the
+    /// request (extension; absent when no container runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ContainerResources>,
+}
+
+/// A session container's resource use at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerResources {
+    /// CPU use since the previous sample; 100 is one full core.
+    pub cpu_percent: f64,
+    /// Memory in use, page cache excluded.
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
+    pub pids: u64,
 }
 
 /// `POST /api/v1/sessions/{id}/command` body, and the WebSocket `command`.
@@ -169,6 +308,22 @@ pub struct SessionStatus {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommandRequest {
     pub command: String,
+    /// This turn's model (extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// This turn's permission mode (extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+}
+
+impl CommandRequest {
+    /// The per-turn overrides it carries.
+    pub fn overrides(&self) -> TurnOverrides {
+        TurnOverrides {
+            model: self.model.clone(),
+            permission_mode: self.permission_mode.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +388,14 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A turn ended (extension): its cost, usage and outcome, and the
+    /// session's totals so far.
+    TurnResult {
+        seq: u64,
+        timestamp: String,
+        turn: TurnSummary,
+        totals: UsageTotals,
+    },
     Error {
         /// 0 for errors about the connection itself, which are not logged.
         seq: u64,
@@ -254,6 +417,7 @@ impl ServerMessage {
             | Self::Claude { seq, .. }
             | Self::Command { seq, .. }
             | Self::Status { seq, .. }
+            | Self::TurnResult { seq, .. }
             | Self::Error { seq, .. } => *seq = new,
             Self::Keepalive { .. } => {}
         }
@@ -267,6 +431,7 @@ impl ServerMessage {
             | Self::Claude { seq, .. }
             | Self::Command { seq, .. }
             | Self::Status { seq, .. }
+            | Self::TurnResult { seq, .. }
             | Self::Error { seq, .. } => *seq,
             Self::Keepalive { .. } => 0,
         }
@@ -279,6 +444,16 @@ impl ServerMessage {
 pub enum ClientMessage {
     Command {
         command: String,
+        /// This turn's model (extension).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        /// This turn's permission mode (extension).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            rename = "permissionMode"
+        )]
+        permission_mode: Option<String>,
     },
     Keepalive,
     /// Stop the running turn; the session stays usable.

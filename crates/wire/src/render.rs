@@ -172,19 +172,45 @@ fn render_result(event: &Value) -> Rendered {
         .get("duration_ms")
         .and_then(Value::as_f64)
         .map(|ms| format!("{:.1}s", ms / 1000.0));
-    let cost = event
-        .get("total_cost_usd")
-        .and_then(Value::as_f64)
+    // `total_cost_usd` adds up over the process's turns; this turn's share
+    // is in `model_usage_since_last_result` when Claude Code sends it.
+    let turn_cost = event
+        .get("model_usage_since_last_result")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.values()
+                .filter_map(|u| u.get("costUSD").and_then(Value::as_f64))
+                .sum::<f64>()
+        });
+    let cost = turn_cost
+        .or_else(|| event.get("total_cost_usd").and_then(Value::as_f64))
         .map(|c| format!("${c:.4}"));
     let turns = event
         .get("num_turns")
         .and_then(Value::as_u64)
         .map(|n| format!("{n} turn{}", if n == 1 { "" } else { "s" }));
     let facts: Vec<String> = [secs, cost, turns].into_iter().flatten().collect();
-    let mut out = if is_error {
+    let aborted = event
+        .get("terminal_reason")
+        .and_then(Value::as_str)
+        .is_some_and(|r| r.starts_with("aborted"));
+    let mut out = if aborted {
+        // An interrupt: Claude Code's `result` then holds an internal
+        // diagnostic, not words for a person.
+        "\n✗ interrupted".to_owned()
+    } else if is_error {
+        // `error_max_turns` and `error_max_budget_usd` carry no `result`,
+        // only `errors` ("Reached maximum number of turns (1)").
         let why = event
             .get("result")
             .and_then(Value::as_str)
+            .or_else(|| {
+                event
+                    .get("errors")
+                    .and_then(Value::as_array)
+                    .and_then(|e| e.first())
+                    .and_then(Value::as_str)
+            })
             .or_else(|| event.get("terminal_reason").and_then(Value::as_str))
             .unwrap_or("turn failed");
         format!("\n✗ {}", truncate_line(why, PREVIEW_LINE_CHARS))
@@ -255,6 +281,13 @@ mod tests {
             panic!()
         };
         assert_eq!(text, "  ⎿ error: denied\n");
+    }
+
+    #[test]
+    fn interrupted_turns_say_so() {
+        let ev = json!({"type":"result","is_error":true,"subtype":"error_during_execution",
+            "result":"[ede_diagnostic] result_type=user","terminal_reason":"aborted_streaming","duration_ms":900});
+        assert_eq!(render(&ev), text("\n✗ interrupted (0.9s)\n".into(), true));
     }
 
     #[test]

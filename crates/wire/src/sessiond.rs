@@ -72,6 +72,10 @@ pub struct InitRequest {
     #[serde(default)]
     pub branch: Option<String>,
     pub claude: ClaudeSettings,
+    /// Repository instructions appended to the checkout's `CLAUDE.md`
+    /// (created, and excluded from git, when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -89,6 +93,13 @@ pub struct ClaudeSettings {
 #[serde(rename_all = "camelCase")]
 pub struct CommandRequest {
     pub text: String,
+    /// Model for this turn (a `set_model` control request before it); later
+    /// turns without one go back to the session's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Permission mode for this turn (`set_permission_mode`), likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

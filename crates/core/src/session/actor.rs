@@ -5,8 +5,10 @@
 //! log, serves commands, and ends the session — on request, at the end of
 //! its lifetime, or when the container or the clone fails.
 
+use super::reaper::{self, Activity, Verdict};
 use super::Inner;
 use crate::error::{AgentError, CoreError};
+use crate::metrics::CoreMetrics;
 use crate::seams::{Agent, AgentEndpoint, EventStream, Runtime, SessionRecord, Store};
 use crate::time::{now, rfc3339};
 use cc_wire::api::{ServerMessage, SessionState};
@@ -30,7 +32,7 @@ const REFOLLOW_BACKOFF: Duration = Duration::from_millis(500);
 
 pub(crate) enum ActorMsg {
     Command {
-        text: String,
+        turn: cc_wire::sessiond::CommandRequest,
         reply: oneshot::Sender<Result<SessionState, CoreError>>,
     },
     Interrupt {
@@ -40,6 +42,8 @@ pub(crate) enum ActorMsg {
         reason: String,
         reply: oneshot::Sender<SessionRecord>,
     },
+    /// The runtime saw the container end (see `crate::reconciler`).
+    ContainerExited { reason: String },
 }
 
 pub(crate) struct Actor<R, A, S> {
@@ -49,7 +53,14 @@ pub(crate) struct Actor<R, A, S> {
     events: broadcast::Sender<ServerMessage>,
     endpoint: AgentEndpoint,
     init: InitRequest,
-    queued: VecDeque<String>,
+    queued: VecDeque<cc_wire::sessiond::CommandRequest>,
+    /// Last use, shared with the manager (see `reaper`).
+    activity: Arc<Activity>,
+    /// When the create request came in; `None` once `ready` was reached
+    /// (or for an adopted session), so the spawn is measured once.
+    spawn_started: Option<Instant>,
+    /// When the running turn's command was accepted.
+    turn_started: Option<Instant>,
 }
 
 /// Why the actor's loop ended.
@@ -75,7 +86,22 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             endpoint,
             init,
             queued: VecDeque::new(),
+            activity: Arc::new(Activity::new()),
+            spawn_started: None,
+            turn_started: None,
         }
+    }
+
+    /// Shares the session's activity clock and, for a new session, when
+    /// its create request arrived (for the spawn latency metric).
+    pub(crate) fn with_lifecycle(
+        mut self,
+        activity: Arc<Activity>,
+        spawn_started: Option<Instant>,
+    ) -> Self {
+        self.activity = activity;
+        self.spawn_started = spawn_started;
+        self
     }
 
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<ActorMsg>) {
@@ -109,16 +135,19 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
     }
 
     async fn serve(&mut self, rx: &mut mpsc::Receiver<ActorMsg>) -> Result<Exit, CoreError> {
-        let expires = Instant::now()
-            + self
-                .record
-                .expires_at
-                .duration_since(now())
-                .unwrap_or(Duration::ZERO);
+        self.activity.touch();
         let mut journal: Option<EventStream> = None;
         let mut boot_deadline = Instant::now() + self.inner.config.agent_ready_timeout;
         loop {
             let booting = journal.is_none();
+            let check_at =
+                match reaper::judge(&self.record, &self.activity, self.inner.config.idle_timeout) {
+                    Verdict::Expired(reason) => {
+                        CoreMetrics::inc(&self.inner.metrics.reaped_total);
+                        return Ok(Exit::Terminated(reason, None));
+                    }
+                    Verdict::CheckAt(at) => at,
+                };
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else {
@@ -128,12 +157,8 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                         return Ok(exit);
                     }
                 }
-                _ = tokio::time::sleep_until(expires) => {
-                    return Ok(Exit::Terminated(format!(
-                        "the session reached its maximum lifetime of {} s",
-                        self.record.limits.timeout_secs
-                    ), None));
-                }
+                // Loops to judge the session's lifetime again.
+                _ = tokio::time::sleep_until(check_at) => {}
                 booted = boot(
                     self.inner.clone(),
                     self.endpoint.clone(),
@@ -156,6 +181,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                         Some(Err(e)) => {
                             tracing::warn!(session = %self.record.id, error = %e, "journal stream broke");
                             if let Some(reason) = self.container_gone().await {
+                                CoreMetrics::inc(&self.inner.metrics.container_failures_total);
                                 return Ok(Exit::Failed(reason));
                             }
                             journal = None;
@@ -164,6 +190,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                         }
                         None => {
                             if let Some(reason) = self.container_gone().await {
+                                CoreMetrics::inc(&self.inner.metrics.container_failures_total);
                                 return Ok(Exit::Failed(reason));
                             }
                             journal = None;
@@ -178,8 +205,8 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
 
     async fn handle(&mut self, msg: ActorMsg) -> Option<Exit> {
         match msg {
-            ActorMsg::Command { text, reply } => {
-                let r = self.command(text).await;
+            ActorMsg::Command { turn, reply } => {
+                let r = self.command(turn).await;
                 let _ = reply.send(r);
             }
             ActorMsg::Interrupt { reply } => {
@@ -198,16 +225,28 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             ActorMsg::Terminate { reason, reply } => {
                 return Some(Exit::Terminated(reason, Some(reply)))
             }
+            ActorMsg::ContainerExited { reason } => {
+                CoreMetrics::inc(&self.inner.metrics.container_failures_total);
+                return Some(Exit::Failed(reason));
+            }
         }
         None
     }
 
-    async fn command(&mut self, text: String) -> Result<SessionState, CoreError> {
+    async fn command(
+        &mut self,
+        turn: cc_wire::sessiond::CommandRequest,
+    ) -> Result<SessionState, CoreError> {
+        super::usage::check_budget(&self.init, &self.record.usage)?;
+        self.activity.touch();
+        if self.turn_started.is_none() {
+            self.turn_started = Some(Instant::now());
+        }
         match self.record.state {
             SessionState::Ready | SessionState::Busy => {
                 self.inner
                     .agent
-                    .command(&self.endpoint, &text)
+                    .command(&self.endpoint, &turn)
                     .await
                     .map_err(agent_unavailable)?;
                 Ok(self.record.state)
@@ -221,7 +260,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                         ),
                     ));
                 }
-                self.queued.push_back(text);
+                self.queued.push_back(turn);
                 Ok(self.record.state)
             }
             other => Err(CoreError::conflict(
@@ -252,7 +291,10 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     }
                 };
                 match next {
-                    Some(s) if s != self.record.state => self.set_state(s, None, seq).await?,
+                    Some(s) if s != self.record.state => {
+                        self.observe_transition(s);
+                        self.set_state(s, None, seq).await?
+                    }
                     _ => self.emit(Vec::new(), seq).await?,
                 }
                 if self.record.state == SessionState::Ready {
@@ -268,6 +310,12 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 self.emit(vec![msg], seq).await?;
             }
             AgentEvent::Claude { data } => {
+                let turn = super::usage::on_claude_event(
+                    &self.record.id,
+                    &mut self.record.usage,
+                    &data,
+                    &ts,
+                );
                 let msg = match render(&data) {
                     Rendered::Text { text, keep_event } => Some(ServerMessage::Output {
                         seq: 0,
@@ -282,7 +330,8 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     }),
                     Rendered::Drop => None,
                 };
-                self.emit(msg.into_iter().collect(), seq).await?;
+                self.emit(msg.into_iter().chain(turn).collect(), seq)
+                    .await?;
             }
             AgentEvent::Stderr { line } => {
                 tracing::debug!(session = %self.record.id, %line, "agent stderr");
@@ -304,10 +353,27 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         Ok(None)
     }
 
+    /// Feeds the spawn and command latency metrics; every transition is
+    /// also activity (a finished turn restarts the idle clock).
+    fn observe_transition(&mut self, next: SessionState) {
+        self.activity.touch();
+        if next != SessionState::Ready {
+            return;
+        }
+        let metrics = &self.inner.metrics;
+        if let Some(t) = self.spawn_started.take() {
+            metrics.spawn_seconds.observe(t.elapsed());
+        } else if self.record.state == SessionState::Busy {
+            if let Some(t) = self.turn_started.take() {
+                metrics.command_seconds.observe(t.elapsed());
+            }
+        }
+    }
+
     /// Sends commands that arrived while the session was starting.
     async fn flush_queue(&mut self) {
-        while let Some(text) = self.queued.pop_front() {
-            if let Err(e) = self.inner.agent.command(&self.endpoint, &text).await {
+        while let Some(turn) = self.queued.pop_front() {
+            if let Err(e) = self.inner.agent.command(&self.endpoint, &turn).await {
                 tracing::warn!(session = %self.record.id, error = %e, "queued command not delivered");
                 let msg = ServerMessage::Error {
                     seq: 0,
@@ -387,6 +453,11 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 .await?;
         }
         self.inner.credentials.remove(&id);
+        if self.inner.config.seal_key.is_some() {
+            if let Err(e) = self.inner.store.delete_sealed_secrets(&id).await {
+                tracing::error!(session = %id, error = %e, "deleting sealed secrets");
+            }
+        }
         let removed = self.inner.runtime.remove(&id).await;
         if let Some(message) = error {
             let msg = ServerMessage::Error {
@@ -445,6 +516,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             ActorMsg::Command { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Interrupt { reply } => drop(reply.send(Err(err()))),
             ActorMsg::Terminate { reply, .. } => drop(reply.send(self.record.clone())),
+            ActorMsg::ContainerExited { .. } => {}
         }
     }
 }
@@ -472,11 +544,13 @@ async fn boot<R: Runtime, A: Agent, S: Store>(
             Err(_) => tokio::time::sleep(HEALTH_POLL).await,
         }
     }
-    inner
-        .agent
-        .init(&ep, &init)
-        .await
-        .map_err(|e| format!("the session agent refused its setup: {e}"))?;
+    match inner.agent.init(&ep, &init).await {
+        Ok(_) => {}
+        // An adopted session whose first request was not kept: sessiond
+        // is set up already, which is all that matters.
+        Err(AgentError::Refused { code, .. }) if code == "already_initialized" => {}
+        Err(e) => return Err(format!("the session agent refused its setup: {e}")),
+    }
     inner
         .agent
         .follow(&ep, since)

@@ -1,26 +1,23 @@
 //! Creating a session: validate, record, start the container, hand the
 //! rest (waiting for sessiond, clone, Claude Code) to the session's actor.
 
-use super::actor::{Actor, ACTOR_QUEUE};
-use super::{Handle, Manager};
+use super::adopt::spawn_actor;
+use super::Manager;
 use crate::credentials::SessionCredentials;
 use crate::error::CoreError;
 use crate::ids::{SessionId, Token};
 use crate::policy;
 use crate::seams::{Agent, AgentEndpoint, Placement, Runtime, SessionRecord, SessionSpec, Store};
+use crate::secrets::SessionSecrets;
 use crate::time::{now, rfc3339};
 use cc_wire::api::{ServerMessage, SessionConfigRequest, SessionState};
 use cc_wire::sessiond::{ClaudeSettings, InitRequest};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, watch};
 
 /// Longest Claude API key accepted (real ones are ~108 characters).
 const MAX_API_KEY_LEN: usize = 512;
-/// Events buffered per session for slow WebSocket readers before they fall
-/// back to reading the store.
-const BROADCAST_CAPACITY: usize = 1024;
 
 /// A validated-on-use request to create a session.
 pub struct CreateSession {
@@ -28,6 +25,10 @@ pub struct CreateSession {
     pub branch: Option<String>,
     pub claude_api_key: String,
     pub config: Option<SessionConfigRequest>,
+    /// What Claude Code is told (validated against the admin's policy).
+    pub options: Option<cc_wire::api::SessionOptions>,
+    /// The user creating it (see [`crate::identity`]).
+    pub owner: String,
 }
 
 impl std::fmt::Debug for CreateSession {
@@ -36,6 +37,18 @@ impl std::fmt::Debug for CreateSession {
             .field("repo_url", &self.repo_url)
             .field("branch", &self.branch)
             .field("config", &self.config)
+            .field(
+                "options",
+                &self.options.as_ref().map(|o| {
+                    // Environment values may be secrets: names only.
+                    let mut o = o.clone();
+                    if let Some(env) = &mut o.env {
+                        env.values_mut().for_each(|v| *v = "<redacted>".into());
+                    }
+                    o
+                }),
+            )
+            .field("owner", &self.owner)
             .finish_non_exhaustive()
     }
 }
@@ -45,6 +58,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
     /// container runs (state `starting`); cloning and Claude Code's start
     /// continue in the background and show up as `status` events.
     pub async fn create(&self, req: CreateSession) -> Result<SessionRecord, CoreError> {
+        let started = tokio::time::Instant::now();
         let inner = &self.inner;
         let repo = policy::parse_repo_url(&req.repo_url)?;
         if let Some(b) = &req.branch {
@@ -52,9 +66,22 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         }
         check_api_key(&req.claude_api_key)?;
         let limits = inner.config.limits.resolve(req.config.as_ref())?;
+        let spent = match inner.config.agent.max_user_budget_usd {
+            Some(_) => super::usage::spent_by(inner.store(), &req.owner).await?,
+            None => 0.0,
+        };
+        let options = inner
+            .config
+            .agent
+            .resolve_for_user(req.options.as_ref(), spent)?;
         policy::check_repo_host(&repo, &inner.config.allowed_repo_hosts).await?;
 
-        let id = SessionId::generate();
+        // A warm container brings its ID (its resources are named by it)
+        // and sessiond's token; everything of the user comes with init.
+        let warm = inner.pool.claim(&limits);
+        let id = warm
+            .as_ref()
+            .map_or_else(SessionId::generate, |w| w.id.clone());
         let created = now();
         let mut record = SessionRecord {
             id: id.clone(),
@@ -64,21 +91,44 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             repo_url: repo.url.clone(),
             branch: req.branch.clone(),
             limits,
+            owner: req.owner.clone(),
             created_at: created,
             updated_at: created,
             expires_at: created + Duration::from_secs(limits.timeout_secs),
             last_seq: 0,
             agent_seq: 0,
+            usage: Default::default(),
         };
-        inner.store.insert_session(&record).await?;
+        let inserted = inner.store.insert_session(&record).await;
+        if warm.is_some() {
+            // From here the store (or, on failure, nobody) owns it.
+            inner.pool.settled(&id);
+        }
+        if let Err(e) = inserted {
+            if let Some(w) = &warm {
+                let _ = inner.runtime.remove(&w.id).await;
+            }
+            return Err(e.into());
+        }
         append_status(inner.store(), &mut record).await?;
 
         let session_token = Token::generate();
-        let agent_token = Token::generate();
+        let agent_token = warm
+            .as_ref()
+            .map_or_else(Token::generate, |w| w.agent_token.clone());
+        // Sealed before the container exists, so a crash from here on
+        // leaves a session the next orchestrator can adopt.
+        let mut secrets = SessionSecrets {
+            session_token: session_token.clone(),
+            agent_token: agent_token.clone(),
+            claude_api_key: req.claude_api_key.clone(),
+            init: None,
+        };
+        keep_secrets(inner, &id, &secrets).await?;
         inner.credentials.insert(SessionCredentials {
             session_id: id.clone(),
             token: session_token.clone(),
-            claude_api_key: req.claude_api_key,
+            claude_api_key: req.claude_api_key.clone(),
             repo_url: repo.url.clone(),
         });
         let spec = SessionSpec {
@@ -87,11 +137,20 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             limits,
             agent_token: agent_token.clone(),
         };
-        let placement = match inner.runtime.create(&spec).await {
+        let placed = match warm {
+            Some(w) => Ok(w.placement),
+            None => inner.runtime.create(&spec).await,
+        };
+        let placement = match placed {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(session = %id, error = %e, "container start failed");
                 inner.credentials.remove(&id);
+                if inner.config.seal_key.is_some() {
+                    if let Err(rm) = inner.store.delete_sealed_secrets(&id).await {
+                        tracing::warn!(session = %id, error = %rm, "forgetting secrets after failed start");
+                    }
+                }
                 if let Err(rm) = inner.runtime.remove(&id).await {
                     tracing::warn!(session = %id, error = %rm, "cleanup after failed start");
                 }
@@ -114,34 +173,32 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             &placement,
             &session_token,
             record.branch.clone(),
+            options,
         );
+        // Again with the exact init, so an adopter's re-init matches it.
+        secrets.init = Some(init.clone());
+        keep_secrets(inner, &id, &secrets).await?;
         let endpoint = AgentEndpoint {
             base_url: placement.agent_url.clone(),
             token: agent_token,
         };
-        let (tx, rx) = mpsc::channel(ACTOR_QUEUE);
-        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let (record_tx, record_rx) = watch::channel(record.clone());
-        inner.insert_handle(
-            id.clone(),
-            Handle {
-                tx,
-                events: events.clone(),
-                record: record_rx,
-            },
-        );
-        let actor = Actor::new(
-            self.inner.clone(),
-            record.clone(),
-            record_tx,
-            events,
-            endpoint,
-            init,
-        );
-        tokio::spawn(actor.run(rx));
+        spawn_actor(&self.inner, record.clone(), endpoint, init, Some(started));
         tracing::info!(session = %id, container = %placement.container_id, "session started");
         Ok(record)
     }
+}
+
+/// Stores the session's secrets sealed, when the deployment keeps them.
+async fn keep_secrets<R, A, S: Store>(
+    inner: &super::Inner<R, A, S>,
+    id: &SessionId,
+    secrets: &SessionSecrets,
+) -> Result<(), CoreError> {
+    if let Some(key) = &inner.config.seal_key {
+        let sealed = crate::secrets::seal(key, id, secrets);
+        inner.store.put_sealed_secrets(id, &sealed).await?;
+    }
+    Ok(())
 }
 
 fn check_api_key(key: &str) -> Result<(), CoreError> {
@@ -177,19 +234,22 @@ pub(crate) async fn append_status<S: Store>(
     Ok(())
 }
 
-fn init_request(
+pub(crate) fn init_request(
     config: &crate::config::ManagerConfig,
     id: &SessionId,
     placement: &Placement,
     token: &Token,
     branch: Option<String>,
+    options: crate::options::ResolvedOptions,
 ) -> InitRequest {
     let gw = match placement.gateway_ip {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
     };
     let base = format!("http://{gw}:{}", config.gateway_port);
-    let mut env = BTreeMap::new();
+    // The session's own variables first: ours below always win (the
+    // policy already refuses names that collide).
+    let mut env: BTreeMap<String, String> = options.env;
     env.insert(
         "ANTHROPIC_BASE_URL".into(),
         format!("{base}/anthropic/{id}"),
@@ -203,13 +263,36 @@ fn init_request(
         "1".into(),
     );
     env.insert("DISABLE_AUTOUPDATER".into(), "1".into());
+    if !config.egress_allow.is_empty() {
+        // The gateway's CONNECT proxy, for the admin's allowlisted hosts;
+        // the relays on the gateway itself are reached directly.
+        let proxy = format!(
+            "http://{id}:{}@{gw}:{}",
+            token.expose(),
+            config.gateway_port
+        );
+        for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+            env.insert(name.into(), proxy.clone());
+        }
+        let bare_gw = gw.trim_start_matches('[').trim_end_matches(']').to_owned();
+        env.insert("NO_PROXY".into(), bare_gw.clone());
+        env.insert("no_proxy".into(), bare_gw);
+    }
     InitRequest {
         clone_url: format!("{base}/git/{id}"),
         git_headers: vec![format!("Authorization: Bearer {}", token.expose())],
         branch,
         claude: ClaudeSettings {
-            args: config.claude_args.clone(),
+            // Claude Code takes the last of a repeated option, so the
+            // session's (e.g. `--permission-mode`) override the defaults.
+            args: config
+                .claude_args
+                .iter()
+                .cloned()
+                .chain(options.args)
+                .collect(),
             env,
         },
+        instructions: options.instructions,
     }
 }

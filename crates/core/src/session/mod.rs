@@ -10,20 +10,28 @@
 //!   resources and no credentials any more.
 
 mod actor;
+mod adopt;
 mod create;
+mod pool;
+pub(crate) mod reaper;
 mod subscription;
 mod terminate;
+pub(crate) mod usage;
 
+pub use adopt::Recovery;
 pub use create::CreateSession;
 pub use subscription::Subscription;
+pub use usage::SessionUsage;
 
 use crate::config::ManagerConfig;
 use crate::credentials::CredentialRegistry;
 use crate::error::CoreError;
 use crate::ids::SessionId;
+use crate::metrics::CoreMetrics;
 use crate::seams::{Agent, Runtime, SessionRecord, Store};
 use actor::ActorMsg;
 use cc_wire::api::{ServerMessage, SessionState};
+use reaper::Activity;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -53,6 +61,8 @@ pub(crate) struct Inner<R, A, S> {
     pub(crate) store: S,
     pub(crate) config: ManagerConfig,
     pub(crate) credentials: CredentialRegistry,
+    pub(crate) metrics: CoreMetrics,
+    pub(crate) pool: pool::WarmPool,
     live: Mutex<HashMap<SessionId, Handle>>,
 }
 
@@ -62,6 +72,7 @@ pub(crate) struct Handle {
     tx: mpsc::Sender<ActorMsg>,
     events: broadcast::Sender<ServerMessage>,
     record: watch::Receiver<SessionRecord>,
+    activity: Arc<Activity>,
 }
 
 impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
@@ -73,6 +84,8 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 store,
                 config,
                 credentials: CredentialRegistry::default(),
+                metrics: CoreMetrics::default(),
+                pool: Default::default(),
                 live: Mutex::new(HashMap::new()),
             }),
         }
@@ -91,10 +104,53 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         &self.inner.runtime
     }
 
+    pub fn metrics(&self) -> &CoreMetrics {
+        &self.inner.metrics
+    }
+
+    /// Records of the live sessions (those with an actor), unordered.
+    pub fn live_records(&self) -> Vec<SessionRecord> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|h| h.record.borrow().clone())
+            .collect()
+    }
+
+    /// Counts a sign of use (an API call, a WebSocket keepalive) against
+    /// the session's idle timeout. Unknown or ended sessions are ignored.
+    pub fn touch(&self, id: &str) {
+        if let Some(h) = SessionId::parse(id).and_then(|id| self.inner.handle(&id)) {
+            h.activity.touch();
+        }
+    }
+
+    /// The live session's container resource use; `None` when it has no
+    /// running container.
+    pub async fn usage(&self, id: &str) -> Result<Option<crate::seams::ResourceUsage>, CoreError> {
+        let id = parse_id(id)?;
+        if self.inner.handle(&id).is_none() {
+            return Ok(None);
+        }
+        self.inner
+            .runtime
+            .stats(&id)
+            .await
+            .map_err(|e| CoreError::Unavailable(format!("reading resource use: {e}")))
+    }
+
+    /// The store, for the server's identity and audit tables.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
     /// The session's current record.
     pub async fn get(&self, id: &str) -> Result<SessionRecord, CoreError> {
         let id = parse_id(id)?;
         if let Some(h) = self.inner.handle(&id) {
+            h.activity.touch();
             return Ok(h.record.borrow().clone());
         }
         self.inner
@@ -117,6 +173,19 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
 
     /// Hands one user turn to the session; queued while it is starting.
     pub async fn command(&self, id: &str, text: String) -> Result<SessionState, CoreError> {
+        self.command_with(id, text, cc_wire::api::TurnOverrides::default())
+            .await
+    }
+
+    /// [`Self::command`] with this turn's model or permission mode (checked
+    /// against the admin's policy).
+    pub async fn command_with(
+        &self,
+        id: &str,
+        text: String,
+        overrides: cc_wire::api::TurnOverrides,
+    ) -> Result<SessionState, CoreError> {
+        self.inner.config.agent.check_overrides(&overrides)?;
         if text.trim().is_empty() {
             return Err(CoreError::invalid(
                 "invalid_command",
@@ -131,7 +200,12 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         }
         let handle = self.live_handle(id).await?;
         let (reply, rx) = oneshot::channel();
-        send(&handle, ActorMsg::Command { text, reply }).await?;
+        let turn = cc_wire::sessiond::CommandRequest {
+            text,
+            model: overrides.model,
+            permission_mode: overrides.permission_mode,
+        };
+        send(&handle, ActorMsg::Command { turn, reply }).await?;
         rx.await.map_err(|_| ended())?
     }
 
@@ -200,7 +274,7 @@ impl<R, A, S> Inner<R, A, S> {
             .remove(id);
     }
 
-    fn live_ids(&self) -> Vec<SessionId> {
+    pub(crate) fn live_ids(&self) -> Vec<SessionId> {
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -1,12 +1,10 @@
-//! Ending sessions: on request, at the end of their lifetime, and at
-//! startup for sessions a previous orchestrator left behind.
+//! Ending sessions on request (the actor ends them at the end of their
+//! lifetime; `adopt` handles those a previous orchestrator left behind).
 
 use super::actor::ActorMsg;
-use super::create::append_status;
 use super::{send, Manager};
 use crate::error::CoreError;
 use crate::seams::{Agent, Runtime, SessionRecord, Store};
-use cc_wire::api::SessionState;
 use tokio::sync::oneshot;
 
 /// Reason recorded when a client deletes a session.
@@ -47,34 +45,5 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 tracing::warn!(session = %id, error = %e, "terminate failed");
             }
         }
-    }
-
-    /// Run once at startup: sessions a previous orchestrator left live
-    /// cannot be adopted yet (their credentials lived in its memory), so
-    /// they are marked `error` and their resources removed; resources of
-    /// sessions we do not know are removed too. Returns how many sessions
-    /// were cleaned up.
-    pub async fn recover(&self) -> Result<usize, CoreError> {
-        let inner = &self.inner;
-        let mut cleaned = 0;
-        for mut rec in inner.store.list_sessions(true).await? {
-            if inner.handle(&rec.id).is_some() {
-                continue;
-            }
-            inner.runtime.remove(&rec.id).await?;
-            rec.state = SessionState::Error;
-            rec.reason = Some("the orchestrator restarted and could not adopt this session".into());
-            append_status(inner.store(), &mut rec).await?;
-            inner.store.update_session(&rec).await?;
-            cleaned += 1;
-        }
-        for id in inner.runtime.list().await? {
-            if inner.handle(&id).is_none() {
-                tracing::info!(session = %id, "removing orphaned session resources");
-                inner.runtime.remove(&id).await?;
-                cleaned += 1;
-            }
-        }
-        Ok(cleaned)
     }
 }

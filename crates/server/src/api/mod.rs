@@ -3,18 +3,24 @@
 //! Handlers parse and validate the request, call the session core, and map
 //! its answer; every error is `{code, message}` JSON.
 
+mod admin;
+mod audit;
 mod error;
+mod health;
+pub mod openapi;
+pub mod request_log;
 mod sessions;
 mod stream;
 
 pub use error::ApiError;
 
+use crate::auth::{Access, ServerStore};
 use crate::{AppManager, ServerConfig};
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use cc_core::{Runtime, Store};
+use cc_core::Runtime;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
@@ -24,6 +30,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState<R, S> {
     pub manager: AppManager<R, S>,
     pub config: Arc<ServerConfig>,
+    pub access: Arc<Access>,
 }
 
 impl<R, S> Clone for AppState<R, S> {
@@ -31,17 +38,32 @@ impl<R, S> Clone for AppState<R, S> {
         Self {
             manager: self.manager.clone(),
             config: self.config.clone(),
+            access: self.access.clone(),
         }
     }
 }
 
-pub fn router<R: Runtime, S: Store>(
+pub fn router<R: Runtime, S: ServerStore>(
     manager: AppManager<R, S>,
     config: Arc<ServerConfig>,
 ) -> Router {
-    let state = AppState { manager, config };
+    let access = Arc::new(Access::new(config.access.clone()));
+    router_with_access(manager, config, access)
+}
+
+/// [`router`] sharing its access-control state (limiters, audit writer)
+/// with the caller.
+pub fn router_with_access<R: Runtime, S: ServerStore>(
+    manager: AppManager<R, S>,
+    config: Arc<ServerConfig>,
+    access: Arc<Access>,
+) -> Router {
+    let state = AppState {
+        manager,
+        config,
+        access,
+    };
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/sessions", get(sessions::list::<R, S>))
         .route("/api/v1/sessions/create", post(sessions::create::<R, S>))
         .route("/api/v1/sessions/{id}", get(sessions::status::<R, S>))
@@ -60,6 +82,19 @@ pub fn router<R: Runtime, S: Store>(
         )
         .route("/api/v1/sessions/{id}/logs", get(sessions::logs::<R, S>))
         .route("/api/v1/sessions/{id}/stream", get(stream::upgrade::<R, S>))
+        .route("/api/v1/audit", get(audit::list::<R, S>))
+        .route(
+            openapi::OPENAPI_PATH,
+            get(|| async { Json(openapi::document()) }),
+        )
+        .route(
+            "/api/v1/admin/tokens",
+            get(admin::list_tokens::<R, S>).post(admin::create_token::<R, S>),
+        )
+        .route(
+            "/api/v1/admin/tokens/{id}",
+            delete(admin::revoke_token::<R, S>),
+        )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -71,7 +106,15 @@ pub fn router<R: Runtime, S: Store>(
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::middleware::<R, S>,
+        ))
+        // Outermost: refusals by the layers above are logged too.
+        .layer(axum::middleware::from_fn(request_log::middleware))
+        .with_state(state.clone())
+        // Probes and metrics bypass authentication (see `health`).
+        .merge(health::router(state))
 }
 
 /// `Json` whose rejections are our `{code, message}` errors.

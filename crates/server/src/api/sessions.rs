@@ -1,9 +1,12 @@
 //! REST handlers for sessions.
 
 use super::{public_base, ApiError, ApiJson, AppState};
+use crate::auth::{audit, error_code, require_user_token, Audit, ClientIp, ServerStore};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::Extension;
 use axum::Json;
+use cc_core::{now, CoreError, Principal};
 use cc_core::{rfc3339, CreateSession, Runtime, SessionRecord, Store};
 use cc_wire::api::{
     CommandRequest, CommandResponse, CreateSessionRequest, CreateSessionResponse, DeleteResponse,
@@ -13,6 +16,33 @@ use serde::Deserialize;
 
 /// Default page of `logs`.
 const DEFAULT_LOGS_LIMIT: usize = 500;
+
+/// The session's record if `p` may see it; another user's session is a
+/// 404, exactly like one that does not exist.
+pub(super) async fn owned<R: Runtime, S: Store>(
+    st: &AppState<R, S>,
+    p: &Principal,
+    id: &str,
+) -> Result<SessionRecord, ApiError> {
+    let rec = st.manager.get(id).await?;
+    if !p.may_access(rec.id.as_str(), &rec.owner) {
+        return Err(CoreError::NotFound(id.chars().take(64).collect()).into());
+    }
+    Ok(rec)
+}
+
+/// The endpoints of a session, each carrying a fresh session access token
+/// (valid until the session expires, at most the configured TTL).
+fn endpoints_for<R, S>(st: &AppState<R, S>, base: &str, rec: &SessionRecord) -> Endpoints {
+    let expires = rec
+        .expires_at
+        .min(now() + st.access.config.session_token_ttl);
+    let token = st.access.session_key.issue(rec.id.as_str(), expires);
+    let mut e = endpoints(base, rec.id.as_str());
+    e.websocket = format!("{}?token={token}", e.websocket);
+    e.http = format!("{}?token={token}", e.http);
+    e
+}
 
 pub(super) fn endpoints(base: &str, id: &str) -> Endpoints {
     let ws_base = if let Some(rest) = base.strip_prefix("https://") {
@@ -28,7 +58,7 @@ pub(super) fn endpoints(base: &str, id: &str) -> Endpoints {
     }
 }
 
-fn status_of(rec: &SessionRecord, base: &str) -> SessionStatus {
+fn status_of<R, S>(st: &AppState<R, S>, rec: &SessionRecord, base: &str) -> SessionStatus {
     SessionStatus {
         session_id: rec.id.to_string(),
         container_id: rec.container_id.clone(),
@@ -42,24 +72,85 @@ fn status_of(rec: &SessionRecord, base: &str) -> SessionStatus {
         updated_at: rfc3339(rec.updated_at),
         expires_at: rfc3339(rec.expires_at),
         last_seq: rec.last_seq,
-        endpoints: endpoints(base, rec.id.as_str()),
+        endpoints: endpoints_for(st, base, rec),
+        usage: rec.usage.totals,
+        resources: None,
     }
 }
 
-pub(super) async fn create<R: Runtime, S: Store>(
+pub(super) async fn create<R: Runtime, S: ServerStore>(
     State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<CreateSessionResponse>), ApiError> {
-    let rec = st
+    require_user_token(&p)?;
+    // Held across the create so concurrent creates cannot both pass the
+    // per-user limit.
+    let lock = st.access.create_lock(&p.user);
+    let _held = lock.lock().await;
+    if let Some(max) = st.access.config.max_sessions_per_user {
+        let live = st.manager.list(true).await?;
+        if live.iter().filter(|r| r.owner == p.user).count() >= max {
+            let a = Audit {
+                actor: &p.user,
+                ip,
+                action: "limit.hit",
+                session_id: None,
+                outcome: "too_many_sessions",
+                detail: Some(format!("limit {max}")),
+            };
+            audit(&st, a).await;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_sessions",
+                format!("you already have {max} live sessions; delete one first"),
+            ));
+        }
+    }
+    let created = st
         .manager
         .create(CreateSession {
             repo_url: req.repo_url,
             branch: req.branch,
             claude_api_key: req.claude_api_key,
             config: req.config,
+            options: req.options,
+            owner: p.user.clone(),
         })
-        .await?;
+        .await;
+    let rec = match created {
+        Ok(rec) => rec,
+        Err(e) => {
+            let e = ApiError::from(e);
+            let a = Audit {
+                actor: &p.user,
+                ip,
+                action: "session.create",
+                session_id: None,
+                outcome: e.code,
+                detail: None,
+            };
+            audit(&st, a).await;
+            return Err(e);
+        }
+    };
+    let sid = rec.id.to_string();
+    for (action, detail) in [
+        ("session.create", None),
+        ("container.start", rec.container_id.clone()),
+    ] {
+        let a = Audit {
+            actor: &p.user,
+            ip,
+            action,
+            session_id: Some(&sid),
+            outcome: "ok",
+            detail,
+        };
+        audit(&st, a).await;
+    }
     let base = public_base(&st.config, &headers);
     Ok((
         StatusCode::CREATED,
@@ -67,7 +158,7 @@ pub(super) async fn create<R: Runtime, S: Store>(
             session_id: rec.id.to_string(),
             container_id: rec.container_id.clone().unwrap_or_default(),
             status: rec.state.seed_status(),
-            endpoints: endpoints(&base, rec.id.as_str()),
+            endpoints: endpoints_for(&st, &base, &rec),
             state: rec.state,
         }),
     ))
@@ -82,29 +173,74 @@ pub(super) struct ListQuery {
 
 pub(super) async fn list<R: Runtime, S: Store>(
     State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<SessionStatus>>, ApiError> {
     let Query(q) = query?;
     let base = public_base(&st.config, &headers);
+    require_user_token(&p)?;
     let records = st.manager.list(!q.all).await?;
-    Ok(Json(records.iter().map(|r| status_of(r, &base)).collect()))
+    Ok(Json(
+        records
+            .iter()
+            .filter(|r| p.may_access(r.id.as_str(), &r.owner))
+            .map(|r| status_of(&st, r, &base))
+            .collect(),
+    ))
 }
 
 pub(super) async fn status<R: Runtime, S: Store>(
     State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<SessionStatus>, ApiError> {
-    let rec = st.manager.get(&id).await?;
-    Ok(Json(status_of(&rec, &public_base(&st.config, &headers))))
+    let rec = owned(&st, &p, &id).await?;
+    let mut status = status_of(&st, &rec, &public_base(&st.config, &headers));
+    // Best effort: a slow or failing runtime must not fail the status.
+    let usage = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        st.manager.usage(rec.id.as_str()),
+    )
+    .await;
+    if let Ok(Ok(Some(u))) = usage {
+        status.resources = Some(cc_wire::api::ContainerResources {
+            cpu_percent: u.cpu_percent,
+            memory_bytes: u.memory_bytes,
+            memory_limit_bytes: u.memory_limit_bytes,
+            network_rx_bytes: u.net_rx_bytes,
+            network_tx_bytes: u.net_tx_bytes,
+            pids: u.pids,
+        });
+    }
+    Ok(Json(status))
 }
 
-pub(super) async fn delete<R: Runtime, S: Store>(
+pub(super) async fn delete<R: Runtime, S: ServerStore>(
     State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
     Path(id): Path<String>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
-    let rec = st.manager.terminate(&id).await?;
+    owned(&st, &p, &id).await?;
+    let result = st.manager.terminate(&id).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => error_code(e),
+    };
+    for action in ["session.delete", "container.stop"] {
+        let a = Audit {
+            actor: &p.user,
+            ip,
+            action,
+            session_id: Some(&id),
+            outcome,
+            detail: None,
+        };
+        audit(&st, a).await;
+    }
+    let rec = result?;
     Ok(Json(DeleteResponse {
         session_id: rec.id.to_string(),
         status: rec.state.seed_status(),
@@ -112,12 +248,19 @@ pub(super) async fn delete<R: Runtime, S: Store>(
     }))
 }
 
-pub(super) async fn command<R: Runtime, S: Store>(
+pub(super) async fn command<R: Runtime, S: ServerStore>(
     State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<CommandRequest>,
 ) -> Result<(StatusCode, Json<CommandResponse>), ApiError> {
-    let state = st.manager.command(&id, req.command).await?;
+    owned(&st, &p, &id).await?;
+    let bytes = req.command.len();
+    let overrides = req.overrides();
+    let state = st.manager.command_with(&id, req.command, overrides).await;
+    audit_command(&st, &p, ip, &id, bytes, state.as_ref().err()).await;
+    let state = state?;
     Ok((
         StatusCode::ACCEPTED,
         Json(CommandResponse {
@@ -128,10 +271,33 @@ pub(super) async fn command<R: Runtime, S: Store>(
     ))
 }
 
+/// Audits a command by its length only: its text may hold anything the
+/// user typed (see `cc_core::audit`).
+pub(super) async fn audit_command<R: Runtime, S: ServerStore>(
+    st: &AppState<R, S>,
+    p: &Principal,
+    ip: ClientIp,
+    id: &str,
+    bytes: usize,
+    err: Option<&CoreError>,
+) {
+    let a = Audit {
+        actor: &p.user,
+        ip,
+        action: "session.command",
+        session_id: Some(id),
+        outcome: err.map_or("ok", error_code),
+        detail: Some(format!("{bytes} bytes")),
+    };
+    audit(st, a).await;
+}
+
 pub(super) async fn interrupt<R: Runtime, S: Store>(
     State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    owned(&st, &p, &id).await?;
     let interrupted = st.manager.interrupt(&id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -150,10 +316,12 @@ pub(super) struct LogsQuery {
 
 pub(super) async fn logs<R: Runtime, S: Store>(
     State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
     Path(id): Path<String>,
     query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<LogsResponse>, ApiError> {
     let Query(q) = query?;
+    owned(&st, &p, &id).await?;
     let events = st
         .manager
         .logs(&id, q.since, q.limit.unwrap_or(DEFAULT_LOGS_LIMIT))

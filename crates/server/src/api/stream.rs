@@ -3,9 +3,12 @@
 //! `interrupt` and `keepalive` in.
 
 use super::AppState;
+use crate::auth::{ClientIp, ServerStore};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use axum::Extension;
+use cc_core::Principal;
 use cc_core::{now, rfc3339, Runtime, Store};
 use cc_wire::api::{ClientMessage, ServerMessage};
 use serde::Deserialize;
@@ -16,23 +19,28 @@ pub(super) struct StreamQuery {
     since: u64,
 }
 
-pub(super) async fn upgrade<R: Runtime, S: Store>(
+pub(super) async fn upgrade<R: Runtime, S: ServerStore>(
     State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
     Path(id): Path<String>,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, super::ApiError> {
     let Query(q) = query?;
-    // Fail before upgrading so an unknown session is a plain 404.
+    // Fail before upgrading so an unknown (or another user's) session is a
+    // plain 404.
+    super::sessions::owned(&st, &p, &id).await?;
     let sub = st.manager.subscribe(&id, q.since).await?;
-    Ok(ws.on_upgrade(move |socket| run(socket, st, id, sub)))
+    Ok(ws.on_upgrade(move |socket| run(socket, st, id, sub, (p, ip))))
 }
 
-async fn run<R: Runtime, S: Store>(
+async fn run<R: Runtime, S: ServerStore>(
     mut socket: WebSocket,
     st: AppState<R, S>,
     id: String,
     mut sub: cc_core::Subscription<S>,
+    who: (Principal, ClientIp),
 ) {
     loop {
         tokio::select! {
@@ -51,6 +59,7 @@ async fn run<R: Runtime, S: Store>(
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
+                    audit_ws_command(&st, &who, &id, text.as_str()).await;
                     if let Some(reply) = handle(&st, &id, text.as_str()).await {
                         if send(&mut socket, &reply).await.is_err() {
                             return;
@@ -63,6 +72,22 @@ async fn run<R: Runtime, S: Store>(
         }
     }
     let _ = socket.send(Message::Close(None)).await;
+}
+
+/// Audits a command sent over the WebSocket (by its length only).
+async fn audit_ws_command<R: Runtime, S: ServerStore>(
+    st: &AppState<R, S>,
+    (p, ip): &(Principal, ClientIp),
+    id: &str,
+    text: &str,
+) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return;
+    };
+    if v["type"] == "command" {
+        let bytes = v["command"].as_str().map_or(0, str::len);
+        super::sessions::audit_command(st, p, *ip, id, bytes, None).await;
+    }
 }
 
 /// Handles one client message; the reply, if any, is not logged.
@@ -82,11 +107,28 @@ async fn handle<R: Runtime, S: Store>(
     };
     let result = match msg {
         ClientMessage::Keepalive => {
+            // A client that keeps the stream alive is using the session.
+            st.manager.touch(id);
             return Some(ServerMessage::Keepalive {
                 timestamp: rfc3339(now()),
-            })
+            });
         }
-        ClientMessage::Command { command } => st.manager.command(id, command).await.map(|_| ()),
+        ClientMessage::Command {
+            command,
+            model,
+            permission_mode,
+        } => st
+            .manager
+            .command_with(
+                id,
+                command,
+                cc_wire::api::TurnOverrides {
+                    model,
+                    permission_mode,
+                },
+            )
+            .await
+            .map(|_| ()),
         ClientMessage::Interrupt => st.manager.interrupt(id).await.map(|_| ()),
     };
     result.err().map(|e| {

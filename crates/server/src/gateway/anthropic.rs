@@ -2,25 +2,20 @@
 //! request to the configured upstream with the user's real key, and
 //! streams the answer back (SSE included).
 
-use super::{is_hop_header, presented_token, refuse, relay_response, GatewayState};
+use super::{authenticate, is_hop_header, refuse, relay_response, streamed_body, GatewayState};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{Response, StatusCode};
-use cc_core::{Runtime, SessionId, Store};
-use futures_util::TryStreamExt;
+use cc_core::{Runtime, Store};
 
 pub(super) async fn relay<R: Runtime, S: Store>(
     State(st): State<GatewayState<R, S>>,
     Path((session, rest)): Path<(String, String)>,
     req: Request,
 ) -> Response<Body> {
-    let Some(session) = SessionId::parse(&session) else {
-        return refuse(StatusCode::UNAUTHORIZED, "unknown session");
-    };
-    let Some(creds) = presented_token(req.headers())
-        .and_then(|t| st.manager.credentials().authenticate(&session, t))
-    else {
-        return refuse(StatusCode::UNAUTHORIZED, "invalid session token");
+    let (session, creds) = match authenticate(&st, &session, req.headers()) {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
     };
     if !rest.starts_with("v1/") {
         return refuse(StatusCode::NOT_FOUND, "only the /v1 API is relayed");
@@ -41,11 +36,7 @@ pub(super) async fn relay<R: Runtime, S: Store>(
         }
     }
     upstream = upstream.header("x-api-key", &creds.claude_api_key);
-    let body = reqwest::Body::wrap_stream(
-        req.into_body()
-            .into_data_stream()
-            .map_err(std::io::Error::other),
-    );
+    let body = streamed_body(req);
     match upstream.body(body).send().await {
         Ok(resp) => relay_response(resp),
         Err(e) => {

@@ -3,12 +3,11 @@
 //! session token and forwards to the repository the session was created
 //! for. Pushes are refused until the push policy exists.
 
-use super::{presented_token, refuse, relay_response, GatewayState};
+use super::{authenticate, refuse, relay_response, streamed_body, GatewayState};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{Method, Response, StatusCode};
-use cc_core::{Runtime, SessionId, Store};
-use futures_util::TryStreamExt;
+use cc_core::{Runtime, Store};
 
 /// Request headers git's smart protocol needs upstream.
 const FORWARDED: &[&str] = &[
@@ -25,13 +24,9 @@ pub(super) async fn relay<R: Runtime, S: Store>(
     Path((session, rest)): Path<(String, String)>,
     req: Request,
 ) -> Response<Body> {
-    let Some(session) = SessionId::parse(&session) else {
-        return refuse(StatusCode::UNAUTHORIZED, "unknown session");
-    };
-    let Some(creds) = presented_token(req.headers())
-        .and_then(|t| st.manager.credentials().authenticate(&session, t))
-    else {
-        return refuse(StatusCode::UNAUTHORIZED, "invalid session token");
+    let (session, creds) = match authenticate(&st, &session, req.headers()) {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
     };
     let query = req.uri().query().unwrap_or("");
     let allowed = match (req.method(), rest.as_str()) {
@@ -56,11 +51,7 @@ pub(super) async fn relay<R: Runtime, S: Store>(
             upstream = upstream.header(*name, v);
         }
     }
-    let body = reqwest::Body::wrap_stream(
-        req.into_body()
-            .into_data_stream()
-            .map_err(std::io::Error::other),
-    );
+    let body = streamed_body(req);
     match upstream.body(body).send().await {
         Ok(resp) => relay_response(resp),
         Err(e) => {

@@ -7,17 +7,19 @@
 //! - `/anthropic/{session}/v1/...`: relay to the Anthropic API
 //!   ([`anthropic`]);
 //! - `/git/{session}/{info/refs | git-upload-pack}`: relay to the session's
-//!   repository ([`git`]).
+//!   repository ([`git`]);
+//! - `CONNECT host:port`: tunnels to allowlisted hosts ([`proxy`]).
 
 mod anthropic;
 mod git;
+mod proxy;
 
 use crate::{AppManager, ServerConfig};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, Response, StatusCode};
 use axum::routing::any;
 use axum::Router;
-use cc_core::{Runtime, Store};
+use cc_core::{Runtime, SessionCredentials, SessionId, Store};
 use futures_util::TryStreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +65,7 @@ pub fn router<R: Runtime, S: Store>(
             any(anthropic::relay::<R, S>),
         )
         .route("/git/{session}/{*rest}", any(git::relay::<R, S>))
-        .fallback(|| async { refuse(StatusCode::NOT_FOUND, "not a gateway route") })
+        .fallback(proxy::connect_or_not_found::<R, S>)
         .with_state(state)
 }
 
@@ -109,6 +111,32 @@ fn refuse(status: StatusCode, message: &str) -> Response<Body> {
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap_or_default()
+}
+
+/// The session named in the path, if the request carries its token.
+#[allow(clippy::result_large_err)] // the refusal is the handler's answer
+fn authenticate<R: Runtime, S: Store>(
+    st: &GatewayState<R, S>,
+    session: &str,
+    headers: &HeaderMap,
+) -> Result<(SessionId, Arc<SessionCredentials>), Response<Body>> {
+    let Some(session) = SessionId::parse(session) else {
+        return Err(refuse(StatusCode::UNAUTHORIZED, "unknown session"));
+    };
+    match presented_token(headers).and_then(|t| st.manager.credentials().authenticate(&session, t))
+    {
+        Some(creds) => Ok((session, creds)),
+        None => Err(refuse(StatusCode::UNAUTHORIZED, "invalid session token")),
+    }
+}
+
+/// The request's body, streamed to the upstream as it arrives.
+fn streamed_body(req: axum::extract::Request) -> reqwest::Body {
+    reqwest::Body::wrap_stream(
+        req.into_body()
+            .into_data_stream()
+            .map_err(std::io::Error::other),
+    )
 }
 
 /// The bearer token of a request, from `x-api-key` or `Authorization`.

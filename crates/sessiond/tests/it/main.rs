@@ -78,6 +78,7 @@ impl Fixture {
                 args: vec!["--model".into(), "fake-model".into()],
                 env: BTreeMap::from([("FAKE_EXTRA".to_owned(), "extra-value".to_owned())]),
             },
+            instructions: None,
         }
     }
 }

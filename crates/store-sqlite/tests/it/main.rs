@@ -2,5 +2,6 @@
 //! against the SQLite store (in memory and file-backed), plus what is
 //! specific to SQLite (files, persistence, corruption detection).
 
+mod audit;
 mod sqlite;
 mod suite;

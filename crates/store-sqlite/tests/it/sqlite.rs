@@ -42,8 +42,10 @@ fn record() -> SessionRecord {
         created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
         updated_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_500),
         expires_at: UNIX_EPOCH + Duration::from_millis(1_700_000_600_000),
+        owner: "alice".into(),
         last_seq: 0,
         agent_seq: 0,
+        usage: Default::default(),
     }
 }
 
@@ -88,6 +90,7 @@ async fn data_survives_reopening() {
         SessionRecord {
             last_seq: 0,
             agent_seq: 0,
+            usage: Default::default(),
             ..back
         },
         rec
@@ -129,7 +132,8 @@ async fn open_creates_a_private_data_dir_in_wal_mode() {
     let version: i64 = raw(&dir)
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .expect("schema version");
-    assert_eq!(version, 1);
+    // Every migration ran (later issues append more).
+    assert!(version >= 2, "schema version {version}");
 }
 
 #[tokio::test]
@@ -262,8 +266,11 @@ async fn unparsable_event_is_corrupt_naming_session_and_seq() {
 async fn a_newer_schema_is_refused() {
     let (dir, _) = seeded().await;
     raw(dir.path())
-        .execute("INSERT INTO schema_version (version) VALUES (2)", [])
+        .execute(
+            "INSERT INTO schema_version (version) SELECT MAX(version) + 1 FROM schema_version",
+            [],
+        )
         .expect("tamper");
     let err = SqliteStore::open(dir.path()).expect_err("newer schema");
-    assert!(err.to_string().contains("schema version 2"), "{err}");
+    assert!(err.to_string().contains("newer than this build"), "{err}");
 }

@@ -25,6 +25,7 @@ macro_rules! conformance {
             bad_batches_are_refused_and_write_nothing,
             append_to_unknown_session_is_refused,
             concurrent_appends_stay_contiguous,
+            sealed_secrets_are_kept_replaced_and_deleted,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -73,8 +74,10 @@ fn record(state: SessionState, created_ms: u64) -> SessionRecord {
         created_at: at(created_ms),
         updated_at: at(created_ms + 10),
         expires_at: at(created_ms + 3_600_000),
+        owner: "alice".into(),
         last_seq: 0,
         agent_seq: 0,
+        usage: Default::default(),
     }
 }
 
@@ -201,6 +204,11 @@ pub async fn update_overwrites_fields_but_not_the_cursor<S: Store>(store: S) {
     changed.created_at = at(1_600_000_000_000);
     changed.updated_at = at(1_700_000_123_456);
     changed.expires_at = at(1_700_000_999_999);
+    changed.usage.totals.turns = 3;
+    changed.usage.totals.errored_turns = 1;
+    changed.usage.totals.cost_usd = 0.125;
+    changed.usage.totals.tokens.input_tokens = 40_000;
+    changed.usage.process_cost_usd = 0.0625;
     // A stale cursor in the record must not move the log's cursor.
     changed.last_seq = 0;
     changed.agent_seq = 0;
@@ -489,4 +497,28 @@ pub async fn concurrent_appends_stay_contiguous<S: Store>(store: S) {
         let rec = get(&*store, id).await;
         assert_eq!((rec.last_seq, rec.agent_seq), (PER_TASK * 2, PER_TASK * 2));
     }
+}
+
+pub async fn sealed_secrets_are_kept_replaced_and_deleted<S: Store>(store: S) {
+    let rec = record(SessionState::Ready, 1_000);
+    store.insert_session(&rec).await.expect("insert");
+    assert_eq!(store.sealed_secrets(&rec.id).await.expect("read"), None);
+    store
+        .put_sealed_secrets(&rec.id, &[1, 2, 3])
+        .await
+        .expect("put");
+    store
+        .put_sealed_secrets(&rec.id, &[4, 5])
+        .await
+        .expect("replace");
+    assert_eq!(
+        store.sealed_secrets(&rec.id).await.expect("read"),
+        Some(vec![4, 5])
+    );
+    store.delete_sealed_secrets(&rec.id).await.expect("delete");
+    store
+        .delete_sealed_secrets(&rec.id)
+        .await
+        .expect("deleting twice is fine");
+    assert_eq!(store.sealed_secrets(&rec.id).await.expect("read"), None);
 }

@@ -12,6 +12,7 @@ async fn post_raw(
 ) -> anyhow::Result<(u16, serde_json::Value)> {
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v1/sessions/create", h.client.base_url()))
+        .bearer_auth(&h.user_token)
         .header("content-type", content_type)
         .body(body.to_owned())
         .send()

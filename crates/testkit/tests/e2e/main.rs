@@ -4,7 +4,11 @@
 //!
 //! Needs the worker image (`scripts/test.sh` builds it).
 
+mod access;
 mod bad_input;
+mod control;
+mod isolation;
+mod lifecycle;
 mod session;
 
 use cc_testkit::harness::{is_state, read_until};

@@ -1,0 +1,222 @@
+//! `cc-bench`: the benchmark engine behind `claudecluster bench`.
+//!
+//! It starts a whole ClaudeCluster on this machine with the testkit
+//! [`Harness`] (the orchestrator in-process on real Docker, a model double
+//! as the Anthropic upstream, a smart-HTTP git server) and drives it only
+//! through the public API with the typed client, measuring each figure
+//! beside the baseline a user would otherwise have:
+//!
+//! | phase | ours | baseline |
+//! |---|---|---|
+//! | [`spawn`] | create → first `status ready` | `docker run` → sessiond healthy |
+//! | [`command`] | command → first `output` | Claude Code's stdin → first text delta |
+//! | [`concurrency`] | N sessions at once: errors, CPU, memory | — |
+//! | [`fanout`] | delivery lag to many watchers | — |
+//! | [`api`] | `GET status` requests per second | — |
+//!
+//! plus quality figures: a RustSec scan of `Cargo.lock` ([`audit`]), the
+//! worker image's size ([`image`]) and test coverage ([`coverage`]).
+//!
+//! Invariants: figures are printed, never asserted (the run fails only on
+//! real errors: a session that does not start, a turn that errors, a
+//! watcher that misses events); every Docker resource carries the run's
+//! prefix and is removed at the end.
+
+pub mod api;
+pub mod audit;
+pub mod command;
+pub mod concurrency;
+pub mod coverage;
+pub mod fanout;
+pub mod image;
+pub mod report;
+pub mod session;
+pub mod spawn;
+pub mod stats;
+pub mod system;
+
+pub use report::Report;
+
+use cc_testkit::Harness;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The environment could not start (Docker, the image, listeners).
+    #[error("cannot start the benchmark environment: {0}")]
+    Setup(String),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to measure and how much.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The worker image (a content tag, never a moving `:latest`).
+    pub image: String,
+    /// `quick` or `full`.
+    pub profile: &'static str,
+    /// Sessions started one after another for the spawn figures (and as
+    /// many `docker run`s).
+    pub spawn_samples: usize,
+    /// Turns timed through ClaudeCluster and directly.
+    pub command_samples: usize,
+    /// Sessions started at once.
+    pub sessions: usize,
+    /// WebSocket watchers on one session.
+    pub watchers: usize,
+    pub api_clients: usize,
+    pub api_duration: Duration,
+    /// `Cargo.lock` to scan; `None` skips the scan.
+    pub lockfile: Option<PathBuf>,
+    /// RustSec advisory database; `None` skips the scan.
+    pub advisory_db: Option<PathBuf>,
+    /// A `cargo llvm-cov --json --summary-only` output to report.
+    pub coverage: Option<PathBuf>,
+}
+
+impl BenchOptions {
+    /// The whole suite: well under 15 minutes on a 2-core machine.
+    pub fn full(image: String) -> Self {
+        Self {
+            image,
+            profile: "full",
+            spawn_samples: 10,
+            command_samples: 20,
+            sessions: 100,
+            watchers: 50,
+            api_clients: 32,
+            api_duration: Duration::from_secs(5),
+            lockfile: None,
+            advisory_db: None,
+            coverage: None,
+        }
+    }
+
+    /// The CI profile: every phase, small counts, under two minutes.
+    pub fn quick(image: String) -> Self {
+        Self {
+            profile: "quick",
+            spawn_samples: 3,
+            command_samples: 5,
+            sessions: 4,
+            watchers: 10,
+            api_clients: 16,
+            api_duration: Duration::from_secs(2),
+            ..Self::full(image)
+        }
+    }
+}
+
+/// Runs every phase; `progress` hears what is being measured. Phase errors
+/// are collected in the report's `failures`, not returned.
+pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report, BenchError> {
+    let started = Instant::now();
+    let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let machine = system::machine().await;
+    // The harness takes its image from the variable the e2e tests use; set
+    // before any session exists.
+    std::env::set_var("CLAUDECLUSTER_TEST_IMAGE", &opts.image);
+    progress("starting the orchestrator, the model double and the git server");
+    let h = Harness::start()
+        .await
+        .map_err(|e| BenchError::Setup(format!("{e:#}")))?;
+    let repo = h
+        .git
+        .create_repo("bench", &[("README.md", "# bench\n")])
+        .map_err(|e| BenchError::Setup(format!("{e:#}")))?;
+    let mut report = Report::new(opts, machine, started_at);
+
+    progress(&format!(
+        "spawn: {} cold sessions, then {} docker runs",
+        opts.spawn_samples, opts.spawn_samples
+    ));
+    let spawn = spawn::measure(&h, &repo, &opts.image, opts.spawn_samples).await;
+    report.failures.extend(prefixed("spawn", &spawn.errors));
+    report.spawn = Some(spawn);
+
+    progress(&format!(
+        "command latency: {} turns through ClaudeCluster, {} direct",
+        opts.command_samples, opts.command_samples
+    ));
+    let cmd = command::measure(&h, &repo, &opts.image, opts.command_samples).await;
+    report.failures.extend(prefixed("command", &cmd.errors));
+    if cmd.failed_turns > 0 {
+        report
+            .failures
+            .push(format!("command: {} turns failed", cmd.failed_turns));
+    }
+    report.command = Some(cmd);
+
+    progress(&format!("concurrency: {} sessions at once", opts.sessions));
+    let conc = concurrency::measure(&h, &repo, opts.sessions).await;
+    report
+        .failures
+        .extend(prefixed("concurrency", &conc.error_samples));
+    if conc.errors > conc.error_samples.len() {
+        report.failures.push(format!(
+            "concurrency: {} more errors",
+            conc.errors - conc.error_samples.len()
+        ));
+    }
+    if conc
+        .error_samples
+        .iter()
+        .any(|e| e.contains("address pool"))
+    {
+        report.failures.push(POOL_HINT.into());
+    }
+    report.concurrency = Some(conc);
+
+    progress(&format!("stream fan-out: {} watchers", opts.watchers));
+    let fan = fanout::measure(&h, &repo, opts.watchers).await;
+    report.failures.extend(prefixed("fan-out", &fan.errors));
+    if fan.incomplete_watchers > 0 && fan.errors.is_empty() {
+        report.failures.push(format!(
+            "fan-out: {} watchers missed events",
+            fan.incomplete_watchers
+        ));
+    }
+    report.fanout = Some(fan);
+
+    progress(&format!(
+        "API: {} clients for {:?}",
+        opts.api_clients, opts.api_duration
+    ));
+    match api::measure(&h, &repo, opts.api_clients, opts.api_duration).await {
+        Ok(a) => {
+            report.failures.extend(prefixed("api", &a.error_samples));
+            report.api = Some(a);
+        }
+        Err(e) => report.failures.push(format!("api: {e}")),
+    }
+    h.shutdown().await;
+
+    progress("quality: vulnerability scan, image size, coverage");
+    if let (Some(lock), Some(db)) = (&opts.lockfile, &opts.advisory_db) {
+        match audit::scan(lock, db) {
+            Ok(a) => report.audit = Some(a),
+            Err(e) => report.failures.push(format!("audit: {e}")),
+        }
+    }
+    match image::measure(&opts.image).await {
+        Ok(i) => report.image_report = Some(i),
+        Err(e) => report.failures.push(format!("image: {e}")),
+    }
+    report.coverage = coverage::read(opts.coverage.as_deref());
+    report.duration_secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Each session has its own Docker network, and a default Docker Engine has
+/// address pools for about 30 of them.
+const POOL_HINT: &str = "concurrency: Docker ran out of network address pools (one network per session; about 30 with Docker's defaults): add default-address-pools to /etc/docker/daemon.json, e.g. [{\"base\": \"10.210.0.0/16\", \"size\": 24}]";
+
+fn prefixed(phase: &str, errors: &[String]) -> Vec<String> {
+    errors.iter().map(|e| format!("{phase}: {e}")).collect()
+}

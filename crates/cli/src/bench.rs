@@ -1,0 +1,132 @@
+//! `claudecluster bench`: the benchmark suite beside its baselines (see the
+//! `cc-bench` crate), a table on stdout and JSON in `--out`. Fails only on
+//! real errors, never on slow figures.
+
+use anyhow::Context;
+use cc_bench::BenchOptions;
+use cc_runtime_docker::image::{build_worker_image, ImageBuildOptions, Progress};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+#[command(
+    after_help = "Examples:\n  claudecluster bench --quick\n  claudecluster bench --out bench.json\n  claudecluster bench --sessions 150 --image claudecluster-worker:<tag>"
+)]
+pub struct BenchArgs {
+    /// The small profile CI runs (every phase, small counts, < 2 minutes).
+    #[arg(long)]
+    quick: bool,
+    /// The worker image; by default the one `claudecluster image build`
+    /// makes (built or found in seconds).
+    #[arg(long, env = "CLAUDECLUSTER_TEST_IMAGE")]
+    image: Option<String>,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench.json")]
+    out: PathBuf,
+    /// Sessions started at once (full profile: 100).
+    #[arg(long)]
+    sessions: Option<usize>,
+    /// Sessions started one by one for the spawn figures.
+    #[arg(long)]
+    spawn_samples: Option<usize>,
+    /// Turns timed for the command latency.
+    #[arg(long)]
+    command_samples: Option<usize>,
+    /// WebSocket watchers on one session.
+    #[arg(long)]
+    watchers: Option<usize>,
+    /// The RustSec advisory database (default: ../shared/advisory-db next
+    /// to the workspace).
+    #[arg(long, env = "CLAUDECLUSTER_ADVISORY_DB")]
+    advisory_db: Option<PathBuf>,
+    /// The Cargo.lock to scan (default: the workspace's).
+    #[arg(long)]
+    lockfile: Option<PathBuf>,
+    /// A `cargo llvm-cov --json --summary-only` output to report (see
+    /// scripts/coverage.sh).
+    #[arg(long)]
+    coverage: Option<PathBuf>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let image = match args.image {
+        Some(i) => i,
+        None => worker_image().await?,
+    };
+    let mut opts = if args.quick {
+        BenchOptions::quick(image)
+    } else {
+        BenchOptions::full(image)
+    };
+    if let Some(n) = args.sessions {
+        opts.sessions = n;
+    }
+    if let Some(n) = args.spawn_samples {
+        opts.spawn_samples = n;
+    }
+    if let Some(n) = args.command_samples {
+        opts.command_samples = n;
+    }
+    if let Some(n) = args.watchers {
+        opts.watchers = n;
+    }
+    let root = workspace_root();
+    opts.lockfile = args
+        .lockfile
+        .or_else(|| root.as_ref().map(|r| r.join("Cargo.lock")))
+        .filter(|p| p.is_file());
+    opts.advisory_db = args
+        .advisory_db
+        .or_else(|| {
+            root.as_ref()
+                .and_then(|r| r.parent())
+                .map(|p| p.join("shared/advisory-db"))
+        })
+        .filter(|p| p.is_dir());
+    opts.coverage = args.coverage;
+
+    let report = cc_bench::run(&opts, &|step| eprintln!("▸ {step}")).await?;
+    report.write_json(&args.out)?;
+    println!("{}", report.table());
+    eprintln!("wrote {}", args.out.display());
+    if !report.failures.is_empty() {
+        anyhow::bail!(
+            "{} real errors during the benchmark (listed above)",
+            report.failures.len()
+        );
+    }
+    Ok(())
+}
+
+/// The workspace holding Cargo.lock: from the current directory up, else
+/// where this binary was built from.
+fn workspace_root() -> Option<PathBuf> {
+    let from_cwd = std::env::current_dir().ok().and_then(|d| {
+        d.ancestors()
+            .find(|a| a.join("Cargo.lock").is_file())
+            .map(Path::to_path_buf)
+    });
+    from_cwd.or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .find(|a| a.join("Cargo.lock").is_file())
+            .map(Path::to_path_buf)
+    })
+}
+
+/// Builds or finds the worker image as `claudecluster image build` does.
+async fn worker_image() -> anyhow::Result<String> {
+    let sessiond = std::env::current_exe()
+        .context("locating this executable")?
+        .with_file_name("claudecluster-sessiond");
+    let opts = ImageBuildOptions::new(sessiond);
+    let mut show = |p: Progress| {
+        if let Progress::Step { name, detail } = p {
+            eprintln!("▸ image {name}: {detail}");
+        }
+    };
+    let built = build_worker_image(&opts, &mut show)
+        .await
+        .context("building the worker image (or pass --image)")?;
+    Ok(built.tag)
+}

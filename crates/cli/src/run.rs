@@ -1,0 +1,192 @@
+//! `claudecluster run`: one task in a fresh session — create, wait until
+//! ready, send the task, stream the work, summarise, delete (unless
+//! `--keep`).
+
+use crate::config::ConnArgs;
+use crate::follow::{run_turn, summary_lines, wait_ready, Follower};
+use crate::ui::{exit, Exit, Mode, Renderer, Show, Spinner, Style};
+use cc_client::Client;
+use cc_wire::api::{CreateSessionRequest, Quantity, SessionConfigRequest};
+use clap::Args;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  claudecluster run --repo https://github.com/me/app \"add a --verbose flag\"
+  claudecluster run --repo https://github.com/me/app --branch dev --keep \"fix the failing test\"
+  claudecluster run --repo https://github.com/me/app --json \"list the TODOs\" | jq -c .type
+
+Exit codes: 0 success, 1 the turn or the session failed, 2 usage,
+3 not found, 4 token refused, 5 server unreachable.")]
+pub struct RunArgs {
+    /// Git repository the session clones.
+    #[arg(long)]
+    pub repo: String,
+    /// Branch to check out (default: the repository's default branch).
+    #[arg(long)]
+    pub branch: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Keep the session after the task (print its ID and how to attach).
+    #[arg(long)]
+    pub keep: bool,
+    /// Print the server messages as NDJSON (one JSON object per line).
+    #[arg(long)]
+    pub json: bool,
+    /// Claude API key the session uses [env: ANTHROPIC_API_KEY].
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The task for Claude.
+    pub task: String,
+}
+
+/// Resource limits asked for at create.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LimitArgs {
+    /// Memory limit, e.g. 2g or 512m (default: the server's).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// CPU limit in cores, e.g. 1 or 0.5 (default: the server's).
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Lifetime of the session in seconds (default: the server's).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+}
+
+impl LimitArgs {
+    pub fn request(&self) -> Option<SessionConfigRequest> {
+        if self.memory.is_none() && self.cpu.is_none() && self.timeout.is_none() {
+            return None;
+        }
+        Some(SessionConfigRequest {
+            memory: self.memory.clone().map(Quantity::Text),
+            cpu: self.cpu.map(Quantity::Number),
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// Builds the create request; the API key is required.
+pub fn create_request(
+    repo: &str,
+    branch: Option<&str>,
+    api_key: Option<String>,
+    limits: &LimitArgs,
+) -> Result<CreateSessionRequest, Exit> {
+    let key = api_key.ok_or_else(|| {
+        Exit::usage(
+            "a Claude API key is needed: pass --api-key, set ANTHROPIC_API_KEY, or add api_key to the config file",
+        )
+    })?;
+    Ok(CreateSessionRequest {
+        repo_url: repo.to_owned(),
+        branch: branch.map(str::to_owned),
+        claude_api_key: key,
+        config: limits.request(),
+        options: None,
+    })
+}
+
+/// Creates a session and waits until it is ready; deletes it when it
+/// fails to start or the user presses Ctrl-C. Returns the ID and a
+/// follower positioned after the `ready` event.
+pub async fn create_ready(
+    client: &Client,
+    req: &CreateSessionRequest,
+    renderer: &mut Renderer,
+) -> Result<(String, Follower), Exit> {
+    let spinner = Spinner::start("creating the session…", renderer.mode == Mode::Human);
+    let created = match client.create(req).await {
+        Ok(c) => c,
+        Err(e) => {
+            spinner.stop().await;
+            return Err(Exit::from_client(e, client.base_url()));
+        }
+    };
+    let id = created.session_id;
+    spinner.set(&format!("starting the session {id}…"));
+    let ready = async {
+        let mut follower = Follower::open(client, &id, 0).await?;
+        wait_ready(&mut follower, renderer, &spinner).await?;
+        Ok::<_, Exit>(follower)
+    };
+    let outcome = tokio::select! {
+        r = ready => r,
+        _ = tokio::signal::ctrl_c() => Err(Exit::new(130, "interrupted while the session started; deleting it")),
+    };
+    spinner.stop().await;
+    match outcome {
+        Ok(f) => Ok((id, f)),
+        Err(e) => {
+            let _ = client.delete(&id).await;
+            Err(e)
+        }
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (settings, client) = args.conn.client(args.api_key.as_deref())?;
+    let req = create_request(
+        &args.repo,
+        args.branch.as_deref(),
+        settings.api_key,
+        &args.limits,
+    )?;
+    let mode = if args.json { Mode::Json } else { Mode::Human };
+    let mut renderer = Renderer::new(
+        mode,
+        Show {
+            all_states: false,
+            commands: false,
+        },
+    );
+    let (id, mut follower) = create_ready(&client, &req, &mut renderer).await?;
+    let err = Style::stderr();
+    if mode == Mode::Human {
+        eprintln!("{}", err.dim(&format!("· session {id} ready")));
+    }
+    let outcome = run_turn(&client, &id, &mut follower, &args.task, &mut renderer).await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            if !args.keep {
+                let _ = client.delete(&id).await;
+            }
+            return Err(e.into());
+        }
+    };
+    if mode == Mode::Human {
+        println!();
+        for line in summary_lines(&outcome, Style::stdout()) {
+            println!("{line}");
+        }
+    }
+    if args.keep {
+        if outcome.session_ended.is_none() {
+            eprintln!(
+                "{}",
+                err.dim(&format!(
+                    "· kept session {id}: `claudecluster session attach {id}` to continue, `claudecluster session delete {id}` to end it"
+                ))
+            );
+        }
+        if mode == Mode::Json {
+            // Scripts find the kept session's ID on stderr.
+            eprintln!("{id}");
+        }
+    } else if outcome.session_ended.is_none() {
+        client
+            .delete(&id)
+            .await
+            .map_err(|e| Exit::from_client(e, client.base_url()))?;
+        if mode == Mode::Human {
+            eprintln!("{}", err.dim(&format!("· session {id} deleted")));
+        }
+    }
+    if outcome.failed() || outcome.interrupted {
+        return Err(Exit::silent(exit::FAILURE).into());
+    }
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! `claudecluster session …`: manage sessions one step at a time.
+
+use crate::config::ConnArgs;
+use crate::follow::{run_turn, Follower};
+use crate::run::{create_ready, create_request, LimitArgs};
+use crate::ui::{exit, Exit, Mode, Renderer, Show, Style};
+use cc_client::Client;
+use cc_wire::api::SessionStatus;
+use clap::{Args, Subcommand};
+
+#[derive(Args, Debug)]
+#[command(after_help = crate::ui::EXIT_CODES_HELP)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub command: SessionCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SessionCommand {
+    /// Create a session and wait until it is ready; prints its ID.
+    #[command(after_help = "Examples:
+  claudecluster session create --repo https://github.com/me/app
+  id=$(claudecluster session create --repo https://github.com/me/app --branch dev)")]
+    Create(CreateArgs),
+    /// List sessions (live ones unless --all).
+    #[command(
+        after_help = "Examples:\n  claudecluster session list\n  claudecluster session list --all --json"
+    )]
+    List(ListArgs),
+    /// Show a session's state, limits and endpoints.
+    #[command(after_help = "Example:\n  claudecluster session status 01JD3…")]
+    Status(IdArgs),
+    /// Send a task; waits for the turn and streams it unless --no-wait.
+    #[command(after_help = "Examples:
+  claudecluster session send 01JD3… \"run the tests and fix what fails\"
+  claudecluster session send --no-wait 01JD3… \"write a changelog entry\"")]
+    Send(SendArgs),
+    /// Interactive prompt against a live session.
+    #[command(
+        after_help = "Each line you type is sent as a task and its work is streamed.
+Ctrl-C interrupts the running turn; Ctrl-D detaches (the session keeps
+running). A lost connection is re-established without losing events.
+
+Example:\n  claudecluster session attach 01JD3…"
+    )]
+    Attach(IdArgs),
+    /// Print a session's log; --follow keeps streaming new events.
+    #[command(after_help = "Examples:
+  claudecluster session logs 01JD3…
+  claudecluster session logs --follow --json 01JD3… | jq -r 'select(.type==\"output\").text'")]
+    Logs(LogsArgs),
+    /// End a session and remove its container.
+    #[command(after_help = "Example:\n  claudecluster session delete 01JD3…")]
+    Delete(IdArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Git repository the session clones.
+    #[arg(long)]
+    pub repo: String,
+    /// Branch to check out.
+    #[arg(long)]
+    pub branch: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Claude API key the session uses [env: ANTHROPIC_API_KEY].
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Return as soon as the session is created, without waiting for ready.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print the session's status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Include ended sessions.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct IdArgs {
+    /// Session ID.
+    pub id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// Session ID.
+    pub id: String,
+    /// The task.
+    pub task: String,
+    /// Only queue the task; do not wait for the turn.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print the server messages as NDJSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Session ID.
+    pub id: String,
+    /// Keep streaming new events until the session ends (Ctrl-C stops).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Start after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    pub since: u64,
+    /// Print the server messages as NDJSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn api(client: &Client) -> impl Fn(cc_client::ClientError) -> Exit + '_ {
+    move |e| Exit::from_client(e, client.base_url())
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
+    );
+}
+
+pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
+    let api_key_flag = match &args.command {
+        SessionCommand::Create(c) => c.api_key.clone(),
+        _ => None,
+    };
+    let (settings, client) = args.conn.client(api_key_flag.as_deref())?;
+    let e = api(&client);
+    match args.command {
+        SessionCommand::Create(c) => {
+            let req = create_request(&c.repo, c.branch.as_deref(), settings.api_key, &c.limits)?;
+            let id = if c.no_wait {
+                client.create(&req).await.map_err(&e)?.session_id
+            } else {
+                // Events are not printed while waiting (a spinner is): only the ID is.
+                let mut silent = Renderer::new(
+                    Mode::Human,
+                    Show {
+                        all_states: false,
+                        commands: false,
+                    },
+                );
+                create_ready(&client, &req, &mut silent).await?.0
+            };
+            if c.json {
+                print_json(&client.status(&id).await.map_err(&e)?);
+            } else {
+                println!("{id}");
+            }
+        }
+        SessionCommand::List(l) => {
+            let sessions = client.list(l.all).await.map_err(&e)?;
+            if l.json {
+                print_json(&sessions);
+            } else {
+                print_table(&sessions);
+            }
+        }
+        SessionCommand::Status(s) => {
+            let st = client.status(&s.id).await.map_err(&e)?;
+            if s.json {
+                print_json(&st);
+            } else {
+                print_status(&st);
+            }
+        }
+        SessionCommand::Send(s) => {
+            if s.no_wait {
+                let r = client.command(&s.id, &s.task).await.map_err(&e)?;
+                if s.json {
+                    print_json(&r);
+                } else {
+                    eprintln!(
+                        "{}",
+                        Style::stderr().dim(&format!(
+                            "· queued (session {}); follow it with `claudecluster session logs --follow {}`",
+                            r.state.as_str(),
+                            s.id
+                        ))
+                    );
+                }
+                return Ok(());
+            }
+            let st = client.status(&s.id).await.map_err(&e)?;
+            if !st.state.is_live() {
+                return Err(Exit::new(
+                    exit::FAILURE,
+                    format!("session {} is {}", s.id, st.state.as_str()),
+                )
+                .into());
+            }
+            let mut follower = Follower::open(&client, &s.id, st.last_seq).await?;
+            let mode = if s.json { Mode::Json } else { Mode::Human };
+            let mut renderer = Renderer::new(
+                mode,
+                Show {
+                    all_states: false,
+                    commands: false,
+                },
+            );
+            let out = run_turn(&client, &s.id, &mut follower, &s.task, &mut renderer).await?;
+            if out.failed() || out.interrupted {
+                return Err(Exit::silent(exit::FAILURE).into());
+            }
+        }
+        SessionCommand::Attach(a) => crate::attach::run(&client, &a.id).await?,
+        SessionCommand::Logs(l) => logs(&client, l).await?,
+        SessionCommand::Delete(d) => {
+            let r = client.delete(&d.id).await.map_err(&e)?;
+            if d.json {
+                print_json(&r);
+            } else {
+                println!("{} {}", r.session_id, r.state.as_str());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn logs(client: &Client, l: LogsArgs) -> Result<(), Exit> {
+    let mode = if l.json { Mode::Json } else { Mode::Human };
+    let mut renderer = Renderer::new(
+        mode,
+        Show {
+            all_states: true,
+            commands: true,
+        },
+    );
+    let mut since = l.since;
+    loop {
+        let page = client
+            .logs(&l.id, since, 500)
+            .await
+            .map_err(|e| Exit::from_client(e, client.base_url()))?;
+        for ev in &page.events {
+            renderer.print(ev);
+        }
+        if page.events.is_empty() || page.next_since <= since {
+            break;
+        }
+        since = page.next_since;
+    }
+    if l.follow {
+        let mut follower = Follower::open(client, &l.id, since).await?;
+        loop {
+            tokio::select! {
+                m = follower.next() => match m? {
+                    Some(m) => renderer.print(&m),
+                    None => break,
+                },
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+    }
+    renderer.finish_line();
+    Ok(())
+}
+
+fn print_table(sessions: &[SessionStatus]) {
+    let style = Style::stdout();
+    if sessions.is_empty() {
+        eprintln!("{}", Style::stderr().dim("no sessions"));
+        return;
+    }
+    println!(
+        "{}",
+        style.bold(&format!(
+            "{:<28} {:<11} {:<20} {}",
+            "ID", "STATE", "CREATED", "REPOSITORY"
+        ))
+    );
+    for s in sessions {
+        let state = format!("{:<11}", s.state.as_str());
+        let state = match s.state {
+            cc_wire::api::SessionState::Error => style.red(&state),
+            cc_wire::api::SessionState::Ready | cc_wire::api::SessionState::Busy => {
+                style.green(&state)
+            }
+            _ => style.dim(&state),
+        };
+        let created: String = s.created_at.chars().take(19).collect();
+        let repo = match &s.branch {
+            Some(b) => format!("{} ({b})", s.repo_url),
+            None => s.repo_url.clone(),
+        };
+        println!("{:<28} {state} {:<20} {repo}", s.session_id, created);
+    }
+}
+
+fn print_status(s: &SessionStatus) {
+    let style = Style::stdout();
+    let row = |k: &str, v: &str| println!("{} {v}", style.dim(&format!("{k:<10}")));
+    row("session", &s.session_id);
+    let state = match &s.reason {
+        Some(r) => format!("{} ({r})", s.state.as_str()),
+        None => s.state.as_str().to_owned(),
+    };
+    row("state", &state);
+    row("repo", &s.repo_url);
+    if let Some(b) = &s.branch {
+        row("branch", b);
+    }
+    row(
+        "limits",
+        &format!(
+            "{} MiB · {} CPU · {} s",
+            s.limits.memory_bytes / (1024 * 1024),
+            s.limits.cpu,
+            s.limits.timeout_secs
+        ),
+    );
+    if let Some(c) = &s.container_id {
+        row("container", c);
+    }
+    row("created", &s.created_at);
+    row("expires", &s.expires_at);
+    row("events", &s.last_seq.to_string());
+    row("websocket", &s.endpoints.websocket);
+}

@@ -1,0 +1,85 @@
+//! Acceptance tests of the `claudecluster` client commands: the real binary
+//! against a live server (the testkit harness: real Docker, the model
+//! double, a git server), plus the error cases against no server and a
+//! fake one.
+//!
+//! The end-to-end tests need the worker image (`CLAUDECLUSTER_TEST_IMAGE`);
+//! the attach test needs tmux.
+
+mod admin;
+mod attach;
+mod errors;
+mod reconnect;
+mod session;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+use tokio::process::Command;
+
+/// A whole CLI invocation never takes this long, even on a loaded machine.
+const CLI_TIMEOUT: Duration = Duration::from_secs(240);
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_claudecluster");
+
+/// The binary with a clean environment: no user config, no ambient
+/// ClaudeCluster or Anthropic settings.
+pub fn cli(config_home: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in [
+        "CLAUDECLUSTER_URL",
+        "CLAUDECLUSTER_TOKEN",
+        "ANTHROPIC_API_KEY",
+        "NO_COLOR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("XDG_CONFIG_HOME", config_home)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// Runs to completion (bounded by [`CLI_TIMEOUT`]).
+pub async fn output(cmd: &mut Command) -> anyhow::Result<Output> {
+    Ok(tokio::time::timeout(CLI_TIMEOUT, cmd.output()).await??)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Creates a session on a one-file repository through the API and waits
+/// until it is ready.
+pub async fn ready_session(h: &cc_testkit::Harness, repo: &str) -> anyhow::Result<String> {
+    use cc_testkit::harness::{is_state, read_until, summary};
+    use cc_wire::api::SessionState;
+    let url = h.git.create_repo(repo, &[("README.md", "# Sample\n")])?;
+    let created = h.client.create(&h.create_request(&url, None)).await?;
+    let mut ws = h.client.stream(&created.session_id, 0).await?;
+    let seen = read_until(&mut ws, Duration::from_secs(90), |m| {
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    anyhow::ensure!(
+        seen.last()
+            .is_some_and(|m| is_state(m, SessionState::Ready)),
+        "session failed: {}",
+        summary(&seen)
+    );
+    Ok(created.session_id)
+}
+
+/// Everything about an invocation, for assertion messages.
+pub fn describe(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    )
+}

@@ -1,0 +1,25 @@
+//! Every interval: removes containers, networks and volumes of sessions
+//! that are unknown or ended, and ends live sessions whose container
+//! stopped or vanished without an event reaching us.
+
+use crate::seams::{Agent, Runtime, Store};
+use crate::session::Manager;
+use std::time::Duration;
+
+pub async fn run<R: Runtime, A: Agent, S: Store>(manager: Manager<R, A, S>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; recover() just ran
+    loop {
+        tick.tick().await;
+        match manager.remove_orphans().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed orphaned session resources"),
+            Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+        }
+        let stopped = manager.check_live_containers().await;
+        if stopped > 0 {
+            tracing::info!(stopped, "found stopped session containers");
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Starting a session's actor, and taking over the sessions a previous
+//! orchestrator left running (after a crash, `kill -9`, or a SIGTERM that
+//! deliberately left them for us).
+//!
+//! Adoption needs what the previous orchestrator held in memory: the
+//! session token, sessiond's token and the user's Claude key, kept sealed
+//! in the store (see `crate::secrets`), and the container's address, which
+//! the runtime re-derives. The actor then re-follows sessiond's journal
+//! from the session's stored `agent_seq`, so no event is lost or repeated.
+
+use super::actor::{Actor, ActorMsg, ACTOR_QUEUE};
+use super::create::{append_status, init_request};
+use super::reaper::Activity;
+use super::{Handle, Inner, Manager};
+use crate::credentials::SessionCredentials;
+use crate::error::CoreError;
+use crate::ids::SessionId;
+use crate::metrics::CoreMetrics;
+use crate::seams::{
+    Agent, AgentEndpoint, ContainerStatus, Runtime, RuntimeEvent, RuntimeEventKind, SessionRecord,
+    Store,
+};
+use cc_wire::api::{ServerMessage, SessionState};
+use cc_wire::sessiond::InitRequest;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+
+/// Events buffered per session for slow WebSocket readers before they fall
+/// back to reading the store.
+const BROADCAST_CAPACITY: usize = 1024;
+
+/// What [`Manager::recover`] did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Recovery {
+    /// Live sessions taken over with their running containers.
+    pub adopted: usize,
+    /// Live sessions that could not be taken over (now `error`).
+    pub failed: usize,
+    /// Resources of unknown or ended sessions removed.
+    pub orphans: usize,
+}
+
+/// Registers the session's handle and starts its actor.
+pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
+    inner: &Arc<Inner<R, A, S>>,
+    record: SessionRecord,
+    endpoint: AgentEndpoint,
+    init: InitRequest,
+    spawn_started: Option<Instant>,
+) {
+    let (tx, rx) = mpsc::channel(ACTOR_QUEUE);
+    let (events, _) = broadcast::channel::<ServerMessage>(BROADCAST_CAPACITY);
+    let (record_tx, record_rx) = watch::channel(record.clone());
+    let activity = Arc::new(Activity::new());
+    inner.insert_handle(
+        record.id.clone(),
+        Handle {
+            tx,
+            events: events.clone(),
+            record: record_rx,
+            activity: activity.clone(),
+        },
+    );
+    let actor = Actor::new(inner.clone(), record, record_tx, events, endpoint, init)
+        .with_lifecycle(activity, spawn_started);
+    tokio::spawn(actor.run(rx));
+}
+
+/// Why a stopped container stopped, in words for the session's reason.
+pub(crate) fn exit_reason(code: Option<i64>, oom: bool) -> String {
+    if oom {
+        "the session container was killed: out of memory".into()
+    } else {
+        format!(
+            "the session container exited (code {})",
+            code.map_or_else(|| "unknown".into(), |c| c.to_string())
+        )
+    }
+}
+
+impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
+    /// Run once at startup, before serving: adopts the live sessions a
+    /// previous orchestrator left whose containers still run (when a seal
+    /// key is configured), ends the others with the reason, and removes
+    /// resources of sessions that are unknown or already ended.
+    pub async fn recover(&self) -> Result<Recovery, CoreError> {
+        let inner = &self.inner;
+        let mut out = Recovery::default();
+        for rec in inner.store.list_sessions(true).await? {
+            if inner.handle(&rec.id).is_some() {
+                continue;
+            }
+            let id = rec.id.clone();
+            match self.adopt(rec.clone()).await {
+                Ok(()) => {
+                    tracing::info!(session = %id, state = rec.state.as_str(), "adopted session");
+                    CoreMetrics::inc(&inner.metrics.adopted_total);
+                    out.adopted += 1;
+                }
+                Err(reason) => {
+                    tracing::warn!(session = %id, %reason, "could not adopt session");
+                    self.end_unadopted(rec, reason).await?;
+                    out.failed += 1;
+                }
+            }
+        }
+        out.orphans = self.remove_orphans().await?;
+        Ok(out)
+    }
+
+    async fn adopt(&self, rec: SessionRecord) -> Result<(), String> {
+        let inner = &self.inner;
+        if rec.state == SessionState::Terminating {
+            return Err("the orchestrator restarted while ending this session".into());
+        }
+        let key = inner
+            .config
+            .seal_key
+            .as_ref()
+            .ok_or("the orchestrator restarted and has no key to adopt this session")?;
+        let sealed = inner
+            .store
+            .sealed_secrets(&rec.id)
+            .await
+            .map_err(|e| format!("reading its secrets failed: {e}"))?
+            .ok_or("the orchestrator restarted and this session's secrets were not kept")?;
+        let secrets = crate::secrets::open(key, &rec.id, &sealed)
+            .map_err(|e| format!("the orchestrator restarted: {e}"))?;
+        let port = format!(":{}/", inner.config.gateway_port);
+        if secrets
+            .init
+            .as_ref()
+            .is_some_and(|i| !i.clone_url.contains(&port))
+        {
+            // Claude Code inside has the old gateway address baked in.
+            return Err("the orchestrator restarted on another gateway port; \
+                        give --gateway-listen a fixed port to keep sessions across restarts"
+                .into());
+        }
+        let placement = match inner.runtime.locate(&rec.id).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(self.gone_reason(&rec.id).await),
+            Err(e) => return Err(format!("the session container cannot be found: {e}")),
+        };
+        inner.credentials.insert(SessionCredentials {
+            session_id: rec.id.clone(),
+            token: secrets.session_token.clone(),
+            claude_api_key: secrets.claude_api_key,
+            repo_url: rec.repo_url.clone(),
+        });
+        // The exact first request when it was kept; otherwise sessiond
+        // was never set up, and a default setup is the best there is.
+        let init = secrets.init.unwrap_or_else(|| {
+            init_request(
+                &inner.config,
+                &rec.id,
+                &placement,
+                &secrets.session_token,
+                rec.branch.clone(),
+                Default::default(),
+            )
+        });
+        let endpoint = AgentEndpoint {
+            base_url: placement.agent_url,
+            token: secrets.agent_token,
+        };
+        spawn_actor(inner, rec, endpoint, init, None);
+        Ok(())
+    }
+
+    /// A session that cannot go on: resources and secrets gone, `error`.
+    async fn end_unadopted(&self, mut rec: SessionRecord, reason: String) -> Result<(), CoreError> {
+        let inner = &self.inner;
+        inner.runtime.remove(&rec.id).await?;
+        if inner.config.seal_key.is_some() {
+            inner.store.delete_sealed_secrets(&rec.id).await?;
+        }
+        inner.credentials.remove(&rec.id);
+        rec.state = if rec.state == SessionState::Terminating {
+            SessionState::Terminated
+        } else {
+            SessionState::Error
+        };
+        rec.reason = Some(reason);
+        append_status(inner.store(), &mut rec).await?;
+        inner.store.update_session(&rec).await?;
+        Ok(())
+    }
+
+    async fn gone_reason(&self, id: &SessionId) -> String {
+        match self.inner.runtime.inspect(id).await {
+            Ok(Some(ContainerStatus {
+                running: false,
+                exit_code,
+                oom_killed,
+            })) => exit_reason(exit_code, oom_killed),
+            _ => "the session container disappeared".into(),
+        }
+    }
+
+    /// Removes resources of sessions that are unknown or ended (a crash
+    /// between a create and its record, or during a removal). Sessions
+    /// being created are live in the store and left alone.
+    pub async fn remove_orphans(&self) -> Result<usize, CoreError> {
+        let inner = &self.inner;
+        let mut removed = 0;
+        for id in inner.runtime.list().await? {
+            if inner.handle(&id).is_some() || inner.pool.owns(&id) {
+                continue;
+            }
+            let live_in_store = inner
+                .store
+                .get_session(&id)
+                .await?
+                .is_some_and(|r| r.state.is_live());
+            if live_in_store {
+                continue;
+            }
+            tracing::info!(session = %id, "removing orphaned session resources");
+            inner.runtime.remove(&id).await?;
+            if inner.config.seal_key.is_some() {
+                if let Err(e) = inner.store.delete_sealed_secrets(&id).await {
+                    tracing::warn!(session = %id, error = %e, "deleting sealed secrets");
+                }
+            }
+            CoreMetrics::inc(&inner.metrics.orphans_removed_total);
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Routes a runtime event to the session's actor.
+    pub async fn on_runtime_event(&self, ev: RuntimeEvent) {
+        if self.inner.pool.forget(&ev.session) {
+            tracing::warn!(container = %ev.session, "a warm pool container stopped");
+            if let Err(e) = self.inner.runtime.remove(&ev.session).await {
+                tracing::warn!(error = %e, "removing a stopped warm pool container");
+            }
+            self.inner.pool.claimed.notify_one();
+            return;
+        }
+        let Some(h) = self.inner.handle(&ev.session) else {
+            return;
+        };
+        let reason = match ev.kind {
+            RuntimeEventKind::Exited { code, oom } => exit_reason(code, oom),
+        };
+        tracing::warn!(session = %ev.session, %reason, "session container stopped");
+        let _ = h.tx.send(ActorMsg::ContainerExited { reason }).await;
+    }
+
+    /// Checks every live session's container (events may have been missed
+    /// while the runtime's feed was down); returns how many were stopped.
+    pub async fn check_live_containers(&self) -> usize {
+        let mut stopped = 0;
+        for id in self.inner.live_ids() {
+            let kind = match self.inner.runtime.inspect(&id).await {
+                Ok(Some(st)) if st.running => continue,
+                Ok(Some(st)) => RuntimeEventKind::Exited {
+                    code: st.exit_code,
+                    oom: st.oom_killed,
+                },
+                Ok(None) => {
+                    if let Some(h) = self.inner.handle(&id) {
+                        let reason = "the session container disappeared".to_owned();
+                        let _ = h.tx.send(ActorMsg::ContainerExited { reason }).await;
+                        stopped += 1;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "inspecting container");
+                    continue;
+                }
+            };
+            self.on_runtime_event(RuntimeEvent { session: id, kind })
+                .await;
+            stopped += 1;
+        }
+        stopped
+    }
+}

@@ -1,0 +1,159 @@
+//! When a live session ends on its own: its idle timeout (moved forward by
+//! every sign of use) or its maximum lifetime, whichever comes first.
+//!
+//! Activity is recorded without going through the actor ([`Activity`] is a
+//! shared atomic), so an API read never waits behind a running command;
+//! the actor sleeps until the next possible expiry and checks again.
+
+use crate::seams::SessionRecord;
+use crate::time::now;
+use cc_wire::api::SessionState;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The last time anyone used a session. Cheap to touch from any task.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    origin: Instant,
+    /// Milliseconds after `origin` of the last touch.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Why the session must end now, or when to look again.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Verdict {
+    Expired(String),
+    CheckAt(Instant),
+}
+
+/// Judges a session's lifetime. The idle clock only runs while the session
+/// waits for its user (`ready`): a running turn, a clone or a start is use.
+pub(crate) fn judge(
+    record: &SessionRecord,
+    activity: &Activity,
+    idle_timeout: Option<Duration>,
+) -> Verdict {
+    let now_i = Instant::now();
+    let lifetime_end = now_i
+        + record
+            .expires_at
+            .duration_since(now())
+            .unwrap_or(Duration::ZERO);
+    if lifetime_end <= now_i {
+        return Verdict::Expired(format!(
+            "the session reached its maximum lifetime of {} s",
+            record.limits.timeout_secs
+        ));
+    }
+    let Some(idle) = idle_timeout else {
+        return Verdict::CheckAt(lifetime_end);
+    };
+    if record.state != SessionState::Ready {
+        // Look again soon: reaching `ready` starts the idle clock.
+        activity.touch();
+        return Verdict::CheckAt(lifetime_end.min(now_i + idle));
+    }
+    let idle_end = activity.last() + idle;
+    if idle_end <= now_i {
+        return Verdict::Expired(format!(
+            "the session was idle for {} s (idle timeout)",
+            idle.as_secs()
+        ));
+    }
+    Verdict::CheckAt(lifetime_end.min(idle_end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SessionId;
+    use cc_wire::api::SessionLimits;
+
+    fn record(state: SessionState, lifetime: Duration) -> SessionRecord {
+        let t = now();
+        SessionRecord {
+            id: SessionId::generate(),
+            container_id: None,
+            state,
+            reason: None,
+            repo_url: "https://example.com/r.git".into(),
+            branch: None,
+            limits: SessionLimits {
+                memory_bytes: 1,
+                cpu: 1.0,
+                timeout_secs: lifetime.as_secs(),
+            },
+            created_at: t,
+            updated_at: t,
+            expires_at: t + lifetime,
+            last_seq: 0,
+            agent_seq: 0,
+            usage: Default::default(),
+            owner: String::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_moves_the_idle_deadline() {
+        let rec = record(SessionState::Ready, Duration::from_secs(3600));
+        let act = Activity::new();
+        act.touch();
+        let idle = Some(Duration::from_secs(10));
+        let Verdict::CheckAt(first) = judge(&rec, &act, idle) else {
+            panic!("not expired yet")
+        };
+        tokio::time::advance(Duration::from_secs(6)).await;
+        act.touch();
+        let Verdict::CheckAt(second) = judge(&rec, &act, idle) else {
+            panic!("touched 0 s ago")
+        };
+        assert!(second >= first + Duration::from_secs(5), "moved forward");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let v = judge(&rec, &act, idle);
+        assert!(
+            matches!(&v, Verdict::Expired(r) if r.contains("idle")),
+            "{v:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_turn_is_not_idle() {
+        let rec = record(SessionState::Busy, Duration::from_secs(3600));
+        let act = Activity::new();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let v = judge(&rec, &act, Some(Duration::from_secs(10)));
+        assert!(matches!(v, Verdict::CheckAt(_)), "{v:?}");
+    }
+
+    #[test]
+    fn the_maximum_lifetime_wins_over_activity() {
+        let mut rec = record(SessionState::Ready, Duration::from_secs(5));
+        rec.expires_at = now() - Duration::from_secs(1);
+        let act = Activity::new();
+        act.touch();
+        let v = judge(&rec, &act, Some(Duration::from_secs(600)));
+        assert!(
+            matches!(&v, Verdict::Expired(r) if r.contains("maximum lifetime")),
+            "{v:?}"
+        );
+    }
+}

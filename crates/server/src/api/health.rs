@@ -1,0 +1,55 @@
+//! Probes and metrics, outside authentication (probes and Prometheus carry
+//! no tokens; keep the API port off untrusted networks or scrape through
+//! a proxy):
+//! - `GET /healthz`: the process answers (liveness);
+//! - `GET /readyz`: the store and the container runtime answer (readiness);
+//! - `GET /metrics`: Prometheus text (see [`crate::metrics`]).
+
+use super::{ApiError, AppState};
+use crate::AppManager;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use cc_core::{Runtime, Store};
+use std::time::Duration;
+
+/// Longest a readiness dependency may take to answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) fn router<R: Runtime, S: Store>(state: AppState<R, S>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<R, S>))
+        .route("/metrics", get(metrics::<R, S>))
+        .with_state(state)
+}
+
+async fn readyz<R: Runtime, S: Store>(State(st): State<AppState<R, S>>) -> Response {
+    match check(&st.manager).await {
+        Ok(()) => "ready".into_response(),
+        Err(why) => {
+            tracing::warn!(%why, "not ready");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).into_response()
+        }
+    }
+}
+
+async fn check<R: Runtime, S: Store>(m: &AppManager<R, S>) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, m.store().list_sessions(true)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Err("the session store is failing".into()),
+        Err(_) => return Err("the session store does not answer".into()),
+    }
+    match tokio::time::timeout(PROBE_TIMEOUT, m.runtime().list()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err("the container runtime is failing".into()),
+        Err(_) => Err("the container runtime does not answer".into()),
+    }
+}
+
+async fn metrics<R: Runtime, S: Store>(State(st): State<AppState<R, S>>) -> Response {
+    let body = crate::metrics::render(&st.manager).await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
+}

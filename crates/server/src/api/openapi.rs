@@ -1,0 +1,216 @@
+//! The OpenAPI 3.1 description of the public API, built here in code next
+//! to the router and served at `GET /api/v1/openapi.json`.
+//!
+//! `docs/openapi.json` is this document checked in; the server's tests fail
+//! when the two differ (regenerate with `UPDATE_OPENAPI=1 cargo test -p
+//! cc-server --test access openapi`) or when a route in the router source
+//! is not documented. Schemas list the fields every response carries and
+//! allow additional ones, so additive extensions stay compatible.
+
+use serde_json::{json, Map, Value};
+
+/// Path of the document itself.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+fn r(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn body(schema: Value, description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+}
+
+fn error(description: &str) -> Value {
+    body(r("ApiError"), description)
+}
+
+fn nullable(ty: &str) -> Value {
+    json!({ "type": [ty, "null"] })
+}
+
+fn object(required: &[&str], props: Value) -> Value {
+    json!({ "type": "object", "required": required, "properties": props })
+}
+
+/// An operation: summary, parameters, optional JSON request body, and
+/// responses (every one also gets the `{code, message}` default).
+fn op(summary: &str, params: Value, request: Option<Value>, responses: Value) -> Value {
+    let mut o = Map::new();
+    o.insert("summary".into(), summary.into());
+    if params.as_array().is_some_and(|p| !p.is_empty()) {
+        o.insert("parameters".into(), params);
+    }
+    if let Some(schema) = request {
+        o.insert(
+            "requestBody".into(),
+            json!({ "required": true, "content": { "application/json": { "schema": schema } } }),
+        );
+    }
+    let mut resp = responses.as_object().cloned().unwrap_or_default();
+    resp.insert("default".into(), error("an error: `{code, message}`"));
+    o.insert("responses".into(), Value::Object(resp));
+    Value::Object(o)
+}
+
+fn path_id(what: &str) -> Value {
+    json!({ "name": "id", "in": "path", "required": true, "description": what, "schema": { "type": "string" } })
+}
+
+fn query(name: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "schema": schema })
+}
+
+fn schemas() -> Value {
+    let state = json!({ "type": "string", "enum": ["creating", "starting", "cloning", "ready", "busy", "terminating", "terminated", "error"] });
+    let seed = json!({ "type": "string", "enum": ["starting", "ready", "error", "terminated"] });
+    let quantity = json!({ "type": ["number", "string"] });
+    json!({
+        "ApiError": object(&["code", "message"], json!({
+            "code": { "type": "string" }, "message": { "type": "string" }
+        })),
+        "SessionState": state,
+        "SeedStatus": seed,
+        "Endpoints": object(&["websocket", "http"], json!({
+            "websocket": { "type": "string", "description": "carries a session token (`?token=`)" },
+            "http": { "type": "string" }
+        })),
+        "SessionLimits": object(&["memoryBytes", "cpu", "timeoutSecs"], json!({
+            "memoryBytes": { "type": "integer" }, "cpu": { "type": "number" }, "timeoutSecs": { "type": "integer" }
+        })),
+        "CreateSessionRequest": {
+            "type": "object",
+            "required": ["repoUrl", "claudeApiKey"],
+            "additionalProperties": false,
+            "properties": {
+                "repoUrl": { "type": "string" },
+                "branch": { "type": "string" },
+                "claudeApiKey": { "type": "string" },
+                "config": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": { "memory": quantity, "cpu": quantity, "timeout": { "type": "integer", "minimum": 0 } }
+                },
+                "options": { "type": "object" }
+            }
+        },
+        "CreateSessionResponse": object(&["sessionId", "containerId", "status", "endpoints", "state"], json!({
+            "sessionId": { "type": "string" }, "containerId": { "type": "string" },
+            "status": r("SeedStatus"), "endpoints": r("Endpoints"), "state": r("SessionState")
+        })),
+        "SessionStatus": object(&["sessionId", "containerId", "status", "state", "repoUrl", "limits", "createdAt", "updatedAt", "expiresAt", "lastSeq", "endpoints"], json!({
+            "sessionId": { "type": "string" }, "containerId": nullable("string"),
+            "status": r("SeedStatus"), "state": r("SessionState"), "reason": { "type": "string" },
+            "repoUrl": { "type": "string" }, "branch": { "type": "string" }, "limits": r("SessionLimits"),
+            "createdAt": { "type": "string" }, "updatedAt": { "type": "string" }, "expiresAt": { "type": "string" },
+            "lastSeq": { "type": "integer", "minimum": 0 }, "endpoints": r("Endpoints")
+        })),
+        "CommandRequest": {
+            "type": "object", "required": ["command"], "additionalProperties": false,
+            "properties": { "command": { "type": "string" }, "model": { "type": "string" }, "permissionMode": { "type": "string" } }
+        },
+        "CommandResponse": object(&["sessionId", "accepted", "state"], json!({
+            "sessionId": { "type": "string" }, "accepted": { "type": "boolean" }, "state": r("SessionState")
+        })),
+        "InterruptResponse": object(&["sessionId", "interrupted"], json!({
+            "sessionId": { "type": "string" }, "interrupted": { "type": "boolean" }
+        })),
+        "DeleteResponse": object(&["sessionId", "status", "state"], json!({
+            "sessionId": { "type": "string" }, "status": r("SeedStatus"), "state": r("SessionState")
+        })),
+        "ServerMessage": object(&["type"], json!({ "type": { "type": "string" }, "seq": { "type": "integer" } })),
+        "LogsResponse": object(&["sessionId", "events", "nextSince"], json!({
+            "sessionId": { "type": "string" },
+            "events": { "type": "array", "items": r("ServerMessage") },
+            "nextSince": { "type": "integer", "minimum": 0 }
+        })),
+        "CreateTokenRequest": {
+            "type": "object", "required": ["user"], "additionalProperties": false,
+            "properties": {
+                "user": { "type": "string" },
+                "role": { "type": "string", "enum": ["admin", "user"] },
+                "label": { "type": "string" }
+            }
+        },
+        "TokenInfo": object(&["id", "user", "role", "label", "createdAt", "revokedAt"], json!({
+            "id": { "type": "string" }, "user": { "type": "string" },
+            "role": { "type": "string", "enum": ["admin", "user"] },
+            "label": nullable("string"), "createdAt": { "type": "string" }, "revokedAt": nullable("string")
+        })),
+        "CreatedToken": {
+            "allOf": [r("TokenInfo"), object(&["token"], json!({ "token": { "type": "string", "description": "shown once" } }))]
+        },
+        "RevokedToken": object(&["id", "revoked"], json!({ "id": { "type": "string" }, "revoked": { "type": "boolean" } })),
+        "AuditRecord": object(&["seq", "time", "actor", "sourceIp", "action", "sessionId", "outcome", "detail", "personalDigest", "prevHash", "hash"], json!({
+            "seq": { "type": "integer", "minimum": 1 }, "time": { "type": "string" },
+            "actor": { "type": "string" }, "sourceIp": nullable("string"), "action": { "type": "string" },
+            "sessionId": nullable("string"), "outcome": { "type": "string" }, "detail": nullable("string"),
+            "nonce": { "type": "string" }, "personalDigest": { "type": "string" },
+            "prevHash": { "type": "string" }, "hash": { "type": "string" }
+        })),
+        "AuditPage": object(&["records", "nextSince"], json!({
+            "records": { "type": "array", "items": r("AuditRecord") },
+            "nextSince": { "type": "integer", "minimum": 0 }
+        }))
+    })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let sid = || path_id("the session's ID");
+    let count = || json!({ "type": "integer", "minimum": 0 });
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ClaudeCluster API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Isolated, ephemeral Claude Code sessions, one container each. Every error is `{code, message}`. Authenticate with `Authorization: Bearer <API token>`; a session's `endpoints` carry a session token (`?token=`) that opens that session only until it expires."
+        },
+        "security": [{ "bearer": [] }],
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas()
+        },
+        "paths": {
+            "/api/v1/sessions": { "get": op("Sessions you may see, newest first (live ones unless `all`)",
+                json!([query("all", json!({ "type": "boolean" }))]), None,
+                json!({ "200": body(json!({ "type": "array", "items": r("SessionStatus") }), "the sessions") })) },
+            "/api/v1/sessions/create": { "post": op("Create a session and start its container",
+                json!([]), Some(r("CreateSessionRequest")),
+                json!({ "201": body(r("CreateSessionResponse"), "created; cloning continues in the background") })) },
+            "/api/v1/sessions/{id}": {
+                "get": op("A session's status", json!([sid()]), None, json!({ "200": body(r("SessionStatus"), "the session") })),
+                "delete": op("End a session and remove its container", json!([sid()]), None, json!({ "200": body(r("DeleteResponse"), "ended") }))
+            },
+            "/api/v1/sessions/{id}/status": { "get": op("A session's status", json!([sid()]), None,
+                json!({ "200": body(r("SessionStatus"), "the session") })) },
+            "/api/v1/sessions/{id}/command": { "post": op("Hand one turn to Claude Code", json!([sid()]),
+                Some(r("CommandRequest")), json!({ "202": body(r("CommandResponse"), "accepted") })) },
+            "/api/v1/sessions/{id}/interrupt": { "post": op("Stop the running turn", json!([sid()]), None,
+                json!({ "202": body(r("InterruptResponse"), "done") })) },
+            "/api/v1/sessions/{id}/logs": { "get": op("Stored events after `since`", json!([sid(), query("since", count()), query("limit", count())]), None,
+                json!({ "200": body(r("LogsResponse"), "a page of events") })) },
+            "/api/v1/sessions/{id}/stream": { "get": op("The session's WebSocket: every event after `since`, then live ones",
+                json!([sid(), query("since", count())]), None,
+                json!({
+                    "101": { "description": "switching to the WebSocket protocol" },
+                    "400": { "description": "not a WebSocket upgrade request" },
+                    "426": { "description": "the connection cannot be upgraded" }
+                })) },
+            "/api/v1/audit": { "get": op("The audit log, oldest first (administrators)",
+                json!([query("actor", json!({ "type": "string" })), query("action", json!({ "type": "string" })),
+                       query("sessionId", json!({ "type": "string" })), query("since", count()), query("limit", count())]), None,
+                json!({ "200": body(r("AuditPage"), "a page of records") })) },
+            "/api/v1/admin/tokens": {
+                "get": op("API tokens, never the tokens themselves (administrators)", json!([]), None,
+                    json!({ "200": body(json!({ "type": "array", "items": r("TokenInfo") }), "the tokens") })),
+                "post": op("Create an API token; shown once (administrators)", json!([]), Some(r("CreateTokenRequest")),
+                    json!({ "201": body(r("CreatedToken"), "created") }))
+            },
+            "/api/v1/admin/tokens/{id}": { "delete": op("Revoke an API token (administrators)", json!([path_id("the token's id")]), None,
+                json!({ "200": body(r("RevokedToken"), "revoked") })) },
+            "/api/v1/openapi.json": { "get": {
+                "summary": "This document", "security": [],
+                "responses": { "200": { "description": "the OpenAPI document", "content": { "application/json": { "schema": { "type": "object" } } } } }
+            } }
+        }
+    })
+}

@@ -1,0 +1,70 @@
+//! Audits container exits the runtime reports (a session that ended on its
+//! own: finished, crashed, OOM-killed, removed), so lifecycle events that no
+//! API call caused are in the audit log too.
+
+use super::{audit_to, Access, Audit, ClientIp};
+use crate::AppManager;
+use crate::ServerStore;
+use cc_core::{Runtime, RuntimeEventKind};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pause before following the runtime's events again after the feed broke.
+const RETRY: Duration = Duration::from_secs(5);
+/// Actor of records the server writes on its own.
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// Follows the runtime's container exits until `stop` resolves.
+pub async fn follow<R: Runtime, S: ServerStore>(
+    manager: AppManager<R, S>,
+    access: Arc<Access>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let mut feed = match manager.runtime().events().await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "following container events for the audit log");
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => continue,
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                n = feed.next() => n,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let ev = match next {
+                Some(Ok(ev)) => ev,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "container events for the audit log");
+                    break;
+                }
+                None => break,
+            };
+            let RuntimeEventKind::Exited { code, oom } = ev.kind;
+            let owner = manager
+                .get(ev.session.as_str())
+                .await
+                .map(|r| r.owner)
+                .ok()
+                .filter(|o| !o.is_empty());
+            let a = Audit {
+                actor: owner.as_deref().unwrap_or(SYSTEM_ACTOR),
+                ip: ClientIp(None),
+                action: "container.exit",
+                session_id: Some(ev.session.as_str()),
+                outcome: if oom { "oom_killed" } else { "exited" },
+                detail: code.map(|c| format!("exit code {c}")),
+            };
+            audit_to(manager.store(), &access, a).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

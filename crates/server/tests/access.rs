@@ -1,0 +1,620 @@
+//! Access control over a real socket, with a fake runtime (no Docker): each
+//! refusal the API makes, and the audit trail it leaves.
+
+use cc_core::audit::{verify, AuditRecord};
+use cc_core::identity::{NewToken, Role, SessionTokenKey};
+use cc_core::{
+    ContainerStatus, IdentityStore, Manager, ManagerConfig, Placement, ResourceUsage, Runtime,
+    RuntimeError, RuntimeEventStream, SessionId, SessionSpec,
+};
+use cc_server::auth::ip::Cidr;
+use cc_server::auth::rate_limit::RateLimit;
+use cc_server::{AccessConfig, HttpAgent, ServerConfig};
+use cc_store_sqlite::SqliteStore;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Starts containers nowhere: sessions stay `starting` while their actor
+/// waits for a sessiond that never answers.
+struct FakeRuntime;
+
+impl Runtime for FakeRuntime {
+    async fn create(&self, spec: &SessionSpec) -> Result<Placement, RuntimeError> {
+        Ok(Placement {
+            container_id: format!("fake-{}", spec.id),
+            agent_url: "http://127.0.0.1:9".into(),
+            gateway_ip: "127.0.0.1".parse().unwrap(),
+        })
+    }
+    async fn remove(&self, _: &SessionId) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    async fn inspect(&self, _: &SessionId) -> Result<Option<ContainerStatus>, RuntimeError> {
+        Ok(None)
+    }
+    async fn list(&self) -> Result<Vec<SessionId>, RuntimeError> {
+        Ok(Vec::new())
+    }
+    async fn locate(&self, _: &SessionId) -> Result<Option<Placement>, RuntimeError> {
+        Ok(None)
+    }
+    async fn events(&self) -> Result<RuntimeEventStream, RuntimeError> {
+        Ok(futures_util::stream::pending().boxed())
+    }
+    async fn stats(&self, _: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {
+        Ok(None)
+    }
+}
+
+const ADMIN: &str = "test-admin-token-0123456789";
+const KEY: [u8; 32] = [7; 32];
+
+struct Api {
+    base: String,
+    store: SqliteStore,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(adjust: impl FnOnce(&mut AccessConfig)) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let mut config = ManagerConfig::new("fake-image", 1);
+    config.allowed_repo_hosts = vec!["127.0.0.1:9".into()];
+    let manager = Manager::new(
+        FakeRuntime,
+        HttpAgent::new().unwrap(),
+        store.clone(),
+        config,
+    );
+    let mut access = AccessConfig {
+        admin_token: Some(ADMIN.into()),
+        audit_jsonl: Some(dir.path().join("audit.jsonl")),
+        session_token_key: Some(KEY),
+        ..Default::default()
+    };
+    adjust(&mut access);
+    let server = ServerConfig {
+        public_url: None,
+        anthropic_upstream: "http://127.0.0.1:9".into(),
+        access,
+    };
+    let app = cc_server::api::router(manager, Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    Api {
+        base: format!("http://{addr}"),
+        store,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl Api {
+    async fn token(&self, user: &str, role: Role) -> (String, String) {
+        let t = NewToken::generate(user, role, None, SystemTime::now());
+        self.store.insert_token(&t.record).await.unwrap();
+        (t.token, t.record.id)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut req = self.http.request(method, url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            headers,
+        )
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let (s, v, _) = self.call(reqwest::Method::GET, path, token, None).await;
+        (s, v)
+    }
+
+    async fn create(&self, token: &str) -> (u16, Value) {
+        let body = json!({"repoUrl": "http://127.0.0.1:9/r.git", "claudeApiKey": "sk-ant-test"});
+        let (s, v, _) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/sessions/create",
+                Some(token),
+                Some(body),
+            )
+            .await;
+        (s, v)
+    }
+
+    async fn audit(&self) -> Vec<AuditRecord> {
+        let (s, v) = self.get("/api/v1/audit?limit=1000", Some(ADMIN)).await;
+        assert_eq!(s, 200, "{v}");
+        serde_json::from_value(v["records"].clone()).unwrap()
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn missing_unknown_and_revoked_tokens_are_401_and_audited() {
+    let api = start(|_| {}).await;
+    let (s, v) = api.get("/api/v1/sessions", None).await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
+    let (s, v) = api.get("/api/v1/sessions", Some("cct_not-a-token")).await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
+
+    let (alice, alice_id) = api.token("alice", Role::User).await;
+    let (s, v) = api.get("/api/v1/sessions", Some(&alice)).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v, _) = api
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/admin/tokens/{alice_id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api.get("/api/v1/sessions", Some(&alice)).await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("revoked"), "{v}");
+
+    let log = api.audit().await;
+    let failures: Vec<_> = log
+        .iter()
+        .filter(|r| r.event.action == "auth.failure")
+        .map(|r| r.event.detail.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            "no token",
+            "unknown token",
+            &format!("revoked token {alice_id}")
+        ],
+        "{log:#?}"
+    );
+    assert!(log.iter().any(|r| r.event.action == "admin.token.revoke"));
+    assert_eq!(verify(&log), Ok(log.len() as u64));
+    // Nothing secret reaches the log.
+    let text = serde_json::to_string(&log).unwrap();
+    assert!(!text.contains(&alice) && !text.contains(ADMIN));
+}
+
+#[tokio::test]
+async fn users_see_only_their_sessions_and_session_tokens_open_one_session() {
+    let api = start(|_| {}).await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    let (bob, _) = api.token("bob", Role::User).await;
+
+    let (s, created) = api.create(&alice).await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    let status = format!("/api/v1/sessions/{id}/status");
+
+    assert_eq!(api.get(&status, Some(&alice)).await.0, 200);
+    assert_eq!(api.get(&status, Some(ADMIN)).await.0, 200);
+    let (s, v) = api.get(&status, Some(&bob)).await;
+    assert_eq!((s, code(&v)), (404, "session_not_found"), "{v}");
+    for (method, path, body) in [
+        (
+            reqwest::Method::DELETE,
+            format!("/api/v1/sessions/{id}"),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/sessions/{id}/command"),
+            Some(json!({"command": "hi"})),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/sessions/{id}/logs"),
+            None,
+        ),
+    ] {
+        let (s, v, _) = api.call(method, &path, Some(&bob), body).await;
+        assert_eq!((s, code(&v)), (404, "session_not_found"), "{path}: {v}");
+    }
+    let (_, bobs) = api.get("/api/v1/sessions?all=true", Some(&bob)).await;
+    assert_eq!(bobs, json!([]));
+    let (_, alices) = api.get("/api/v1/sessions?all=true", Some(&alice)).await;
+    assert_eq!(alices.as_array().unwrap().len(), 1);
+
+    // The endpoint URLs carry a session token that opens this session only.
+    let http = created["endpoints"]["http"].as_str().unwrap();
+    assert!(http.contains("?token=ccs_"), "{http}");
+    assert!(created["endpoints"]["websocket"]
+        .as_str()
+        .unwrap()
+        .contains("?token=ccs_"));
+    let (s, v) = api.get(http, None).await;
+    assert_eq!(s, 200, "{v}");
+    let token = http.split("token=").nth(1).unwrap();
+    let (s, v) = api
+        .get(
+            &format!("/api/v1/sessions/{id}/logs?since=0&token={token}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "the token is taken out of the query: {v}");
+    let (_, other) = api.create(&alice).await;
+    let other_id = other["sessionId"].as_str().unwrap();
+    let (s, v) = api
+        .get(&format!("/api/v1/sessions/{other_id}/status"), Some(token))
+        .await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
+    // A session token cannot list or create.
+    let (s, v) = api.create(token).await;
+    assert_eq!(s, 401, "{v}");
+
+    // Expired: signed with the server's key, but in the past.
+    let expired =
+        SessionTokenKey::from_bytes(KEY).issue(&id, SystemTime::now() - Duration::from_secs(1));
+    let (s, v) = api.get(&status, Some(&expired)).await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("expired"), "{v}");
+    // Forged: signed with another key.
+    let forged = SessionTokenKey::from_bytes([8; 32])
+        .issue(&id, SystemTime::now() + Duration::from_secs(60));
+    assert_eq!(api.get(&status, Some(&forged)).await.0, 401);
+
+    let log = api.audit().await;
+    let actions: Vec<_> = log
+        .iter()
+        .filter(|r| r.event.session_id.as_deref() == Some(id.as_str()))
+        .map(|r| (r.event.actor.as_str(), r.event.action.as_str()))
+        .collect();
+    assert!(
+        actions.contains(&("alice", "session.create")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("alice", "container.start")),
+        "{actions:?}"
+    );
+    assert_eq!(verify(&log), Ok(log.len() as u64));
+}
+
+#[tokio::test]
+async fn a_blocked_ip_is_403() {
+    let api = start(|a| a.allow_ips = vec![Cidr::parse("10.0.0.0/8").unwrap()]).await;
+    let (s, v) = api.get("/api/v1/sessions", Some(ADMIN)).await;
+    assert_eq!((s, code(&v)), (403, "ip_not_allowed"), "{v}");
+
+    let api = start(|a| a.allow_ips = vec![Cidr::parse("127.0.0.1/32").unwrap()]).await;
+    assert_eq!(api.get("/api/v1/sessions", Some(ADMIN)).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_429_with_retry_after() {
+    let api = start(|a| {
+        a.rate_limit = Some(RateLimit {
+            per_minute: 6,
+            burst: 2,
+        })
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(api.get("/api/v1/sessions", Some(ADMIN)).await.0, 200);
+    }
+    let (s, v, headers) = api
+        .call(reqwest::Method::GET, "/api/v1/sessions", Some(ADMIN), None)
+        .await;
+    assert_eq!((s, code(&v)), (429, "rate_limited"), "{v}");
+    assert_eq!(headers.get("retry-after").unwrap(), "10");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413() {
+    let api = start(|_| {}).await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    let body = json!({"repoUrl": "x".repeat(2 * 1024 * 1024), "claudeApiKey": "k"});
+    let (s, v, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/sessions/create",
+            Some(&alice),
+            Some(body),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (413, "payload_too_large"), "{v}");
+}
+
+#[tokio::test]
+async fn too_many_sessions_is_409() {
+    let api = start(|a| a.max_sessions_per_user = Some(1)).await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    let (bob, _) = api.token("bob", Role::User).await;
+    assert_eq!(api.create(&alice).await.0, 201);
+    let (s, v) = api.create(&alice).await;
+    assert_eq!((s, code(&v)), (409, "too_many_sessions"), "{v}");
+    // The limit is per user.
+    assert_eq!(api.create(&bob).await.0, 201);
+    let log = api.audit().await;
+    assert!(log
+        .iter()
+        .any(|r| r.event.action == "limit.hit" && r.event.outcome == "too_many_sessions"));
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_an_admin() {
+    let api = start(|_| {}).await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    assert_eq!(api.get("/api/v1/audit", Some(&alice)).await.0, 403);
+    assert_eq!(api.get("/api/v1/admin/tokens", Some(&alice)).await.0, 403);
+
+    let (s, v, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/admin/tokens",
+            Some(ADMIN),
+            Some(json!({"user": "carol", "label": "ci"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let carol = v["token"].as_str().unwrap();
+    assert!(carol.starts_with("cct_"));
+    assert_eq!(api.get("/api/v1/sessions", Some(carol)).await.0, 200);
+    let (_, list) = api.get("/api/v1/admin/tokens", Some(ADMIN)).await;
+    let text = list.to_string();
+    assert!(text.contains("carol") && !text.contains(carol), "{text}");
+    let (s, v, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/admin/tokens",
+            Some(ADMIN),
+            Some(json!({"user": "Bad Name"})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_user"), "{v}");
+}
+
+#[tokio::test]
+async fn without_tokens_the_api_stays_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let manager = Manager::new(
+        FakeRuntime,
+        HttpAgent::new().unwrap(),
+        store.clone(),
+        ManagerConfig::new("fake-image", 1),
+    );
+    let config = || ServerConfig {
+        public_url: None,
+        anthropic_upstream: "http://127.0.0.1:9".into(),
+        access: AccessConfig::default(),
+    };
+    let api = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = cc_server::serve(api, gw, manager.clone(), config(), async {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("without any API token"), "{err}");
+
+    // With a token in the store the same listener is fine.
+    let t = NewToken::generate("alice", Role::User, None, SystemTime::now());
+    store.insert_token(&t.record).await.unwrap();
+    let api = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    cc_server::serve(api, gw, manager, config(), async {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn audit_jsonl_mirrors_the_table() {
+    let api = start(|_| {}).await;
+    api.get("/api/v1/sessions", None).await;
+    api.get("/api/v1/sessions", Some(ADMIN)).await;
+    let log = api.audit().await;
+    let text = std::fs::read_to_string(api._dir.path().join("audit.jsonl")).unwrap();
+    let lines: Vec<AuditRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, log);
+}
+
+/// A self-signed server certificate for 127.0.0.1 made with the openssl
+/// CLI (`scripts/lib.sh` installs it): `(cert.pem, key.pem)`.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let conf = dir.join("openssl.cnf");
+    std::fs::write(
+        &conf,
+        "[req]\ndistinguished_name=dn\nx509_extensions=ext\nprompt=no\n[dn]\nCN=localhost\n\
+         [ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-config"])
+        .arg(&conf)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl CLI is needed for the TLS test (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[tokio::test]
+async fn tls_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let manager = Manager::new(
+        FakeRuntime,
+        HttpAgent::new().unwrap(),
+        store,
+        ManagerConfig::new("fake-image", 1),
+    );
+    let config = ServerConfig {
+        public_url: None,
+        anthropic_upstream: "http://127.0.0.1:9".into(),
+        access: AccessConfig {
+            admin_token: Some(ADMIN.into()),
+            // Only passes if the peer address reaches the middleware.
+            allow_ips: vec![Cidr::parse("127.0.0.1").unwrap()],
+            tls: Some(cc_server::tls::TlsFiles {
+                cert: cert.clone(),
+                key,
+            }),
+            ..Default::default()
+        },
+    };
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = api.local_addr().unwrap().port();
+    let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cc_server::serve(api, gw, manager, config, async {
+        let _ = stopped.await;
+    }));
+
+    let pem = std::fs::read(&cert).unwrap();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let resp = https
+        .get(format!("https://127.0.0.1:{port}/api/v1/sessions"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("HTTPS request");
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = https
+        .get(format!("https://127.0.0.1:{port}/api/v1/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    // Plain HTTP on the TLS port gets no answer, and an untrusting client
+    // refuses the certificate.
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/api/v1/sessions"))
+            .await
+            .is_err()
+    );
+    assert!(
+        reqwest::get(format!("https://127.0.0.1:{port}/api/v1/sessions"))
+            .await
+            .is_err()
+    );
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+#[test]
+fn tls_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = self_signed(dir.path());
+    let missing = dir.path().join("nope.pem");
+    let err = cc_server::tls::acceptor(&cc_server::tls::TlsFiles {
+        cert,
+        key: missing.clone(),
+    })
+    .err()
+    .expect("no key file");
+    assert!(err.to_string().contains("nope.pem"), "{err}");
+}
+
+/// `docs/openapi.json` is the document the code builds (regenerate with
+/// `UPDATE_OPENAPI=1`), every route in the router's source is documented,
+/// and every documented operation is routed.
+#[tokio::test]
+async fn openapi_matches_the_code_and_the_router() {
+    let doc = cc_server::api::openapi::document();
+    let text = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&file, &text).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        checked_in == text,
+        "docs/openapi.json is out of date: run `UPDATE_OPENAPI=1 cargo test -p cc-server --test access openapi`"
+    );
+
+    // Every `.route("/api/…"` in the router's source is a documented path.
+    let source = include_str!("../src/api/mod.rs");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut routed = Vec::new();
+    for chunk in source.split(".route(").skip(1) {
+        let lit = chunk.trim_start();
+        if let Some(rest) = lit.strip_prefix('"') {
+            let path = &rest[..rest.find('"').unwrap()];
+            if path.starts_with("/api/") {
+                assert!(
+                    paths.contains_key(path),
+                    "route {path} is not in the OpenAPI document"
+                );
+                routed.push(path.to_owned());
+            }
+        }
+    }
+    assert!(routed.len() >= 10, "{routed:?}");
+
+    // Every documented operation reaches a handler (not the fallbacks).
+    let api = start(|_| {}).await;
+    for (path, ops) in paths {
+        let concrete = path.replace("{id}", "0123456789abcdef01234567");
+        for method in ops.as_object().unwrap().keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (s, v, _) = api.call(m, &concrete, Some(ADMIN), None).await;
+            assert!(
+                !(s == 404 && code(&v) == "not_found") && s != 405,
+                "{method} {path}: {s} {v}"
+            );
+        }
+    }
+    let (s, served) = api.get(cc_server::api::openapi::OPENAPI_PATH, None).await;
+    assert_eq!((s, served), (200, doc));
+}

@@ -1,0 +1,131 @@
+//! Isolation, proven from inside a real session: the real Claude Code runs
+//! a probe script through its Bash tool (scripted by the model double).
+
+use super::{ready_session, run_turn};
+use cc_testkit::harness::{output_text, summary};
+use cc_testkit::Harness;
+use std::process::Command;
+
+fn container_ip(container: &str) -> String {
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            container,
+        ])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// One line of `key=value` facts, measured inside the container.
+fn probe_script(peer_ip: &str, host_port: u16, key: &str) -> String {
+    // The key travels in two halves so the command text itself (kept in
+    // Claude Code's transcript) never contains it whole.
+    let (a, b) = key.split_at(key.len() / 2);
+    format!(
+        r#"bash: p() {{ timeout 3 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && echo open || echo closed; }}; gwhp=${{ANTHROPIC_BASE_URL#http://}}; gwhp=${{gwhp%%/*}}; gw=${{gwhp%:*}}; gwport=${{gwhp#*:}}; K1='{a}'; K2='{b}'; K="$K1$K2"; uid=$(id -u); cap=$(awk '/CapEff/{{print $2}}' /proc/self/status); seccomp=$(awk '/^Seccomp:/{{print $2}}' /proc/self/status); nnp=$(awk '/^NoNewPrivs:/{{print $2}}' /proc/self/status); usr=$( (touch /usr/probe 2>/dev/null && echo rw) || echo ro); ws=$( (touch /workspace/repo/.probe && rm /workspace/repo/.probe && echo rw) || echo ro); secret=$( (grep -rqsF "$K" /proc/[0-9]*/environ /proc/[0-9]*/cmdline /home /workspace /tmp /etc && echo present) || echo absent); echo "PROBES uid=$uid capeff=$cap seccomp=$seccomp nnp=$nnp usr=$usr ws=$ws gateway=$(p $gw $gwport) hostsvc=$(p $gw {host_port}) peer=$(p {peer_ip} 7700) metadata=$(p 169.254.169.254 80) secret=$secret""#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_reaches_only_its_gateway_and_holds_no_secrets() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    // A "host service" on every interface: sessions must not reach it.
+    let host_service = std::net::TcpListener::bind("0.0.0.0:0")?;
+    let host_port = host_service.local_addr()?.port();
+
+    let (a, mut ws_a, _) = ready_session(&h, "a").await?;
+    let (b, _ws_b, _) = ready_session(&h, "b").await?;
+    let peer = container_ip(&h.client.status(&b).await?.container_id.unwrap_or_default());
+    assert!(!peer.is_empty());
+
+    let turn = run_turn(&mut ws_a, &probe_script(&peer, host_port, &h.api_key)).await?;
+    let text = output_text(&turn);
+    let line = text
+        .lines()
+        .find(|l| l.contains("PROBES uid="))
+        .unwrap_or_else(|| panic!("no probe line: {}", summary(&turn)));
+    for fact in [
+        "uid=1000",
+        "capeff=0000000000000000",
+        // 2: a seccomp filter is active (Docker's default profile).
+        "seccomp=2",
+        "nnp=1",
+        "usr=ro",
+        "ws=rw",
+        "gateway=open",
+        "hostsvc=closed",
+        "peer=closed",
+        "metadata=closed",
+        "secret=absent",
+    ] {
+        assert!(line.contains(fact), "{fact} not in {line}");
+    }
+    drop(host_service);
+    h.client.delete(&a).await?;
+    h.client.delete(&b).await?;
+    // The firewall rules went with the sessions.
+    let rules = Command::new("iptables")
+        .args(["-w", "-S", "INPUT"])
+        .output()?;
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(!rules.contains(&format!("claudecluster:{a}")), "{rules}");
+    assert!(!rules.contains(&format!("claudecluster:{b}")), "{rules}");
+    h.shutdown().await;
+    Ok(())
+}
+
+/// A tiny HTTP server on the host that answers every request with `body`.
+fn http_server(body: &'static str) -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut stream = stream;
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_goes_only_to_allowlisted_hosts_through_the_proxy() -> anyhow::Result<()> {
+    let allowed = http_server("allowed-upstream")?;
+    let denied = http_server("denied-upstream")?;
+    let h = Harness::start_configured(
+        cc_testkit::harness::HarnessOptions {
+            upstream: None,
+            api_key: None,
+        },
+        |c| c.egress_allow = vec![format!("127.0.0.1:{allowed}")],
+    )
+    .await?;
+    let (_id, mut ws, _) = ready_session(&h, "egress").await?;
+    // Speak HTTP CONNECT through $HTTPS_PROXY with bash alone (the image
+    // has no curl): one tunnel per target, then a GET inside it.
+    let probe = format!(
+        r#"bash: t() {{ hp=${{HTTPS_PROXY#http://}}; cred=${{hp%@*}}; gwhp=${{hp#*@}}; exec 3<>/dev/tcp/${{gwhp%:*}}/${{gwhp#*:}}; printf 'CONNECT 127.0.0.1:%s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nProxy-Authorization: Basic %s\r\n\r\n' $1 $1 $(printf %s "$cred" | base64 -w0) >&3; read -t 5 -r status <&3; case "$status" in *" 200"*) while read -t 5 -r l <&3 && [ "$l" != $'\r' ]; do :; done; printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' >&3; timeout 5 cat <&3 | tail -c 40 | tr -d '\r\n'; echo;; *) echo "refused: $status";; esac; exec 3>&-; }}; echo "EGRESS allowed=[$(t {allowed})] denied=[$(t {denied})]""#
+    );
+    let turn = run_turn(&mut ws, &probe).await?;
+    let text = output_text(&turn);
+    let line = text
+        .lines()
+        .find(|l| l.contains("EGRESS allowed="))
+        .unwrap_or_else(|| panic!("no probe line: {}", summary(&turn)));
+    assert!(
+        line.contains("allowed=[") && line.contains("allowed-upstream"),
+        "{line}"
+    );
+    assert!(line.contains("denied=[refused: HTTP/1.1 403"), "{line}");
+    h.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,643 @@
+//! Session lifecycle on real Docker: container death seen through Docker
+//! events, idle and maximum timeouts, probes and metrics, and an
+//! orchestrator that is killed (`kill -9`) or stopped (SIGTERM) and
+//! started again — the real `claudecluster serve` binary, so a crash is a
+//! real process death.
+//!
+//! The binary is found next to the test executable's target directory:
+//! build it first (`cargo build --workspace --bins`).
+
+use super::{ready_session, run_turn, READY_TIMEOUT, TURN_TIMEOUT};
+use anyhow::{bail, ensure, Context};
+use cc_client::Client;
+use cc_model_double::{ModelDouble, ModelDoubleConfig};
+use cc_testkit::docker::PrefixGuard;
+use cc_testkit::git_server::GitServer;
+use cc_testkit::harness::{is_state, read_until, summary, HarnessOptions};
+use cc_testkit::Harness;
+use cc_wire::api::{
+    ClientMessage, CreateSessionRequest, ServerMessage, SessionConfigRequest, SessionState,
+};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("docker").args(args).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn exists(kind: &str, name: &str) -> bool {
+    Command::new("docker")
+        .args([kind, "inspect", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_container_ends_its_session_with_the_reason() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let (id, mut ws, _) = ready_session(&h, "killed").await?;
+    let name = format!("{}{id}", h.docker.prefix);
+    let killed = Instant::now();
+    docker(&["kill", &name])?;
+    let seen = read_until(&mut ws, Duration::from_secs(30), |m| {
+        is_state(m, SessionState::Error)
+    })
+    .await?;
+    let elapsed = killed.elapsed();
+    println!("docker kill -> session error in {elapsed:?}");
+    let reason = match seen.last() {
+        Some(ServerMessage::Status { reason, .. }) => reason.clone().unwrap_or_default(),
+        _ => unreachable!("read_until returns the match"),
+    };
+    assert!(reason.contains("exited (code 137)"), "{reason}");
+    let status = h.client.status(&id).await?;
+    assert_eq!(status.state, SessionState::Error);
+    assert!(!exists("container", &name), "container removed");
+    assert!(!exists("network", &name), "network removed");
+    assert!(
+        !exists("volume", &format!("{name}-workspace")),
+        "volume removed"
+    );
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_maximum_timeouts_end_sessions() -> anyhow::Result<()> {
+    let idle = Duration::from_secs(4);
+    let h = Harness::start_configured(
+        HarnessOptions {
+            upstream: None,
+            api_key: None,
+        },
+        |c| c.idle_timeout = Some(idle),
+    )
+    .await?;
+
+    // Kept alive by keepalives well past the idle timeout, then left alone.
+    let (id, mut ws, _) = ready_session(&h, "idle").await?;
+    let start = Instant::now();
+    while start.elapsed() < idle * 2 {
+        ws.send(&ClientMessage::Keepalive).await?;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    // The status call is the last use.
+    assert_eq!(h.client.status(&id).await?.state, SessionState::Ready);
+    let left = Instant::now();
+    let seen = read_until(&mut ws, Duration::from_secs(30), |m| {
+        is_state(m, SessionState::Terminated)
+    })
+    .await?;
+    println!("idle session ended {:?} after its last use", left.elapsed());
+    assert!(
+        left.elapsed() >= idle - Duration::from_millis(100),
+        "not before the idle timeout: {:?}",
+        left.elapsed()
+    );
+    let status = h.client.status(&id).await?;
+    let reason = status.reason.unwrap_or_default();
+    assert!(reason.contains("idle"), "{reason}\n{}", summary(&seen));
+
+    // The maximum lifetime ends a session that is in use.
+    let url = h.git.create_repo("lifetime", &[("README.md", "# x\n")])?;
+    let mut req = h.create_request(&url, None);
+    req.config = Some(SessionConfigRequest {
+        timeout: Some(6),
+        ..Default::default()
+    });
+    let created = h.client.create(&req).await?;
+    let mut ws = h.client.stream(&created.session_id, 0).await?;
+    let begun = Instant::now();
+    let mut last_keepalive = Instant::now();
+    let seen = read_until(&mut ws, Duration::from_secs(60), |m| {
+        is_state(m, SessionState::Terminated) || is_state(m, SessionState::Error)
+    });
+    tokio::pin!(seen);
+    let seen = loop {
+        tokio::select! {
+            r = &mut seen => break r?,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if last_keepalive.elapsed() > Duration::from_millis(500) {
+                    // API calls are use too; they must not extend the lifetime.
+                    let _ = h.client.status(&created.session_id).await;
+                    last_keepalive = Instant::now();
+                }
+            }
+        }
+    };
+    println!("6 s session ended after {:?}", begun.elapsed());
+    let reason = match seen.last() {
+        Some(ServerMessage::Status { reason, .. }) => reason.clone().unwrap_or_default(),
+        _ => String::new(),
+    };
+    assert!(
+        reason.contains("maximum lifetime"),
+        "{reason}\n{}",
+        summary(&seen)
+    );
+    assert!(h.docker.all_leftovers().is_empty(), "resources removed");
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_metrics_describe_the_server() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let (id, mut ws, _) = ready_session(&h, "metrics").await?;
+    run_turn(&mut ws, "say: measured").await?;
+    let base = h.client.base_url().to_owned();
+    let http = reqwest::Client::new();
+    for probe in ["/healthz", "/readyz"] {
+        let r = http.get(format!("{base}{probe}")).send().await?;
+        assert_eq!(r.status(), 200, "{probe}");
+    }
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for needle in [
+        "claudecluster_sessions{state=\"ready\"} 1",
+        "claudecluster_session_spawn_seconds_count 1",
+        "claudecluster_command_seconds_count 1",
+        &format!("claudecluster_session_memory_bytes{{session=\"{id}\"}}"),
+        &format!("claudecluster_session_pids{{session=\"{id}\"}}"),
+        "claudecluster_gateway_requests_total{relay=\"git\",decision=\"allow\"}",
+    ] {
+        assert!(text.contains(needle), "{needle} missing in\n{text}");
+    }
+    // Debian's prometheus package has promtool; check the format with it
+    // when it is installed.
+    if let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(text.as_bytes())?;
+        let out = child.wait_with_output()?;
+        let report = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "promtool: {report}{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        println!("promtool check metrics: ok {report}");
+    }
+    let status = h.client.status(&id).await?;
+    let usage = serde_json::to_value(&status)?;
+    println!("status resources: {}", usage["resources"]);
+    h.shutdown().await;
+    Ok(())
+}
+
+/// One `claudecluster serve` process.
+struct Orchestrator {
+    child: tokio::process::Child,
+    client: Client,
+}
+
+/// What every orchestrator process of a test shares.
+struct Deployment {
+    docker: PrefixGuard,
+    data: tempfile::TempDir,
+    git: GitServer,
+    model: ModelDouble,
+    api_key: String,
+    gateway_port: u16,
+    image: String,
+}
+
+fn serve_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/debug/deps/e2e-… -> target/debug/claudecluster
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("claudecluster"))
+        .context("locating the target directory")?;
+    ensure!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+impl Deployment {
+    async fn new() -> anyhow::Result<Self> {
+        let api_key = format!(
+            "sk-ant-test-{}",
+            cc_testkit::docker::unique_prefix().trim_matches('-')
+        );
+        let model = cc_model_double::spawn(ModelDoubleConfig {
+            api_key: Some(api_key.clone()),
+            latency_ms: 0,
+        })
+        .await?;
+        let free = std::net::TcpListener::bind("0.0.0.0:0")?;
+        let gateway_port = free.local_addr()?.port();
+        drop(free);
+        Ok(Self {
+            docker: PrefixGuard::new(),
+            data: tempfile::tempdir()?,
+            git: GitServer::start().await?,
+            model,
+            api_key,
+            gateway_port,
+            image: std::env::var("CLAUDECLUSTER_TEST_IMAGE")
+                .unwrap_or_else(|_| cc_testkit::harness::DEFAULT_TEST_IMAGE.into()),
+        })
+    }
+
+    /// Starts an orchestrator on the shared data directory, prefix and
+    /// gateway port, and waits for it to listen.
+    async fn start(&self) -> anyhow::Result<Orchestrator> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("serve.log"))?;
+        let mut child = tokio::process::Command::new(serve_binary()?)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--host-firewall",
+                "false",
+            ])
+            .arg("--gateway-listen")
+            .arg(format!("0.0.0.0:{}", self.gateway_port))
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .args(["--resource-prefix", &self.docker.prefix])
+            .args(["--image", &self.image])
+            .args(["--anthropic-base-url", &self.model.base_url()])
+            .args(["--allow-repo-host", &self.git.addr().to_string()])
+            .args(["--reconcile-interval", "2"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("the orchestrator did not start listening")??;
+        let Some(base) = line
+            .as_deref()
+            .and_then(|l| l.strip_prefix("listening on "))
+        else {
+            bail!(
+                "the orchestrator did not start: {line:?}\n{}",
+                self.log_tail()
+            );
+        };
+        Ok(Orchestrator {
+            client: Client::new(base.to_owned())?,
+            child,
+        })
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.data.path().join("serve.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn request(&self, url: &str) -> CreateSessionRequest {
+        CreateSessionRequest {
+            repo_url: url.into(),
+            branch: None,
+            claude_api_key: self.api_key.clone(),
+            config: Some(SessionConfigRequest {
+                memory: None,
+                cpu: None,
+                timeout: Some(600),
+            }),
+            options: None,
+        }
+    }
+}
+
+impl Orchestrator {
+    fn kill9(&mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().context("already exited")?;
+        let ok = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()?;
+        ensure!(ok.success(), "kill -9 failed");
+        Ok(())
+    }
+
+    async fn sigterm(mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().context("already exited")?;
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        ensure!(ok.success(), "kill -TERM failed");
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .context("the orchestrator did not stop on SIGTERM")??;
+        ensure!(status.success(), "exit status {status}");
+        Ok(())
+    }
+}
+
+/// Seqs must be exactly 1..=n: every event once, none missing.
+fn check_exactly_once(events: &[ServerMessage]) -> anyhow::Result<()> {
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(ServerMessage::seq)
+        .filter(|s| *s > 0)
+        .collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    ensure!(
+        seqs == expected,
+        "seqs are not 1..=n: {seqs:?}\n{}",
+        summary(events)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_kill_9_and_sigterm_of_the_orchestrator() -> anyhow::Result<()> {
+    let d = Deployment::new().await?;
+    let mut orch = d.start().await?;
+    let url = d.git.create_repo("survivor", &[("README.md", "# s\n")])?;
+    let created = orch.client.create(&d.request(&url)).await?;
+    let id = created.session_id.clone();
+    let mut ws = orch.client.stream(&id, 0).await?;
+    let mut before = read_until(&mut ws, READY_TIMEOUT, |m| {
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    ensure!(
+        is_state(before.last().expect("match"), SessionState::Ready),
+        "{}",
+        summary(&before)
+    );
+    // A turn long enough to kill the orchestrator in the middle of it.
+    ws.command("slow: 6000 one two three four five six seven eight nine ten")
+        .await?;
+    before.extend(read_until(&mut ws, TURN_TIMEOUT, |m| is_state(m, SessionState::Busy)).await?);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    orch.kill9()?;
+    let _ = orch.child.wait().await;
+    // Whatever the dead server still delivered counts as received.
+    while let Ok(Ok(Some(m))) = tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+        before.push(m);
+    }
+    let last_seen = before.iter().map(ServerMessage::seq).max().unwrap_or(0);
+
+    let restarted = Instant::now();
+    let orch2 = d.start().await?;
+    let status = orch2.client.status(&id).await?;
+    println!(
+        "restarted in {:?}; session is {}",
+        restarted.elapsed(),
+        status.state.as_str()
+    );
+    ensure!(
+        matches!(status.state, SessionState::Busy | SessionState::Ready),
+        "after kill -9 the session is {} ({:?})\n{}",
+        status.state.as_str(),
+        status.reason,
+        d.log_tail()
+    );
+    let mut ws = orch2.client.stream(&id, last_seen).await?;
+    let after = read_until(&mut ws, TURN_TIMEOUT, |m| {
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    ensure!(
+        is_state(after.last().expect("match"), SessionState::Ready),
+        "{}\n{}",
+        summary(&after),
+        d.log_tail()
+    );
+    let mut all = before.clone();
+    all.extend(after);
+    check_exactly_once(&all)?;
+    let results = all
+        .iter()
+        .filter(
+            |m| matches!(m, ServerMessage::Output { event: Some(e), .. } if e["type"] == "result"),
+        )
+        .count();
+    let commands = all
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Command { .. }))
+        .count();
+    assert_eq!((commands, results), (1, 1), "{}", summary(&all));
+
+    // SIGTERM leaves the session running; the next orchestrator adopts it
+    // and it takes commands.
+    orch2.sigterm().await?;
+    let name = format!("{}{id}", d.docker.prefix);
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &name])?,
+        "true"
+    );
+    let orch3 = d.start().await?;
+    let mut ws = orch3.client.stream(&id, all.len() as u64).await?;
+    let turn = run_turn(&mut ws, "say: still here").await?;
+    assert!(
+        cc_testkit::harness::output_text(&turn).contains("still here"),
+        "{}",
+        summary(&turn)
+    );
+    let log = orch3.client.logs(&id, 0, 1000).await?;
+    check_exactly_once(&log.events)?;
+
+    orch3.client.delete(&id).await?;
+    let status = orch3.client.status(&id).await?;
+    assert_eq!(status.state, SessionState::Terminated);
+    assert!(
+        d.docker.all_leftovers().is_empty(),
+        "{:?}",
+        d.docker.all_leftovers()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_delete_cycles_with_a_crash_leave_nothing_behind() -> anyhow::Result<()> {
+    let cycles: usize = std::env::var("CLAUDECLUSTER_LIFECYCLE_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let d = Deployment::new().await?;
+    let url = d.git.create_repo("cycles", &[("README.md", "# c\n")])?;
+    let mut orch = d.start().await?;
+    let started = Instant::now();
+    for i in 0..cycles {
+        if i == cycles / 2 {
+            // Crash with a create in flight.
+            let client = orch.client.clone();
+            let req = d.request(&url);
+            let inflight = tokio::spawn(async move { client.create(&req).await });
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            orch.kill9()?;
+            let _ = orch.child.wait().await;
+            let _ = inflight.await;
+            orch = d.start().await?;
+            continue;
+        }
+        let created = orch.client.create(&d.request(&url)).await?;
+        orch.client.delete(&created.session_id).await?;
+    }
+    // Whatever the crash left live (adopted, or created just before it).
+    for s in orch.client.list(false).await? {
+        orch.client.delete(&s.session_id).await?;
+    }
+    println!(
+        "{cycles} create/delete cycles with a crash: {:?}",
+        started.elapsed()
+    );
+    // Give the reconciler one pass for anything unknown to the store.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d.docker.all_leftovers().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let left = d.docker.all_leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}\n{}", d.log_tail());
+    orch.sigterm().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_reports_an_oom_kill_as_such() -> anyhow::Result<()> {
+    use cc_core::{Runtime, RuntimeEvent, RuntimeEventKind, SessionId};
+    use futures_util::StreamExt;
+    let guard = PrefixGuard::new();
+    let runtime = cc_runtime_docker::DockerRuntime::connect(guard.prefix.clone()).await?;
+    let image = std::env::var("CLAUDECLUSTER_TEST_IMAGE")
+        .unwrap_or_else(|_| cc_testkit::harness::DEFAULT_TEST_IMAGE.into());
+    let mut events = runtime.events().await?;
+    let id = SessionId::generate();
+    // A container of this deployment whose main process outgrows its
+    // memory limit: `tail` buffers /dev/zero's endless first line.
+    let name = format!("{}{id}", guard.prefix);
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "64m",
+        ])
+        .args(["--label", &format!("{}={}", cc_core::LABEL_SESSION, id)])
+        .args([
+            "--label",
+            &format!("{}={}", cc_runtime_docker::LABEL_PREFIX, guard.prefix),
+        ])
+        .args(["--entrypoint", "tail", &image, "/dev/zero"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "docker run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = tokio::time::timeout(Duration::from_secs(60), events.next())
+        .await
+        .context("no event")?
+        .context("feed ended")??;
+    assert_eq!(
+        ev,
+        RuntimeEvent {
+            session: id,
+            kind: RuntimeEventKind::Exited {
+                code: Some(137),
+                oom: true
+            }
+        }
+    );
+    Ok(())
+}
+
+/// Create → `ready` for a small repository, from the create request.
+async fn time_to_ready(
+    h: &Harness,
+    req: &CreateSessionRequest,
+) -> anyhow::Result<(String, Duration)> {
+    let t = Instant::now();
+    let created = h.client.create(req).await?;
+    let mut ws = h.client.stream(&created.session_id, 0).await?;
+    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    ensure!(
+        is_state(seen.last().expect("match"), SessionState::Ready),
+        "{}",
+        summary(&seen)
+    );
+    Ok((created.session_id, t.elapsed()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_pool_hands_out_started_containers() -> anyhow::Result<()> {
+    let h = Harness::start_configured(
+        HarnessOptions {
+            upstream: None,
+            api_key: None,
+        },
+        |c| c.warm_pool = 1,
+    )
+    .await?;
+    let url = h.git.create_repo("pooled", &[("README.md", "# p\n")])?;
+    let warm_req = h.create_request(&url, None);
+    let mut cold_req = h.create_request(&url, None);
+    // Other limits than the pool's: always a cold start.
+    cold_req.config.as_mut().expect("set").memory = Some(cc_wire::api::Quantity::Text("1g".into()));
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while h.manager.pool_size() != (1, 0) {
+            ensure!(Instant::now() < deadline, "the pool did not fill");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (id, t) = time_to_ready(&h, &cold_req).await?;
+        cold.push(t);
+        h.client.delete(&id).await?;
+        let pooled = h.docker.leftovers("container");
+        ensure!(pooled.len() == 1, "one pool container: {pooled:?}");
+        let (id, t) = time_to_ready(&h, &warm_req).await?;
+        warm.push(t);
+        assert_eq!(
+            pooled[0],
+            format!("{}{id}", h.docker.prefix),
+            "the session got the pool's container"
+        );
+        h.client.delete(&id).await?;
+    }
+    let ms = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{}", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "create->ready, small repository: cold [{}] ms, warm [{}] ms",
+        ms(&cold),
+        ms(&warm)
+    );
+    h.shutdown().await;
+    Ok(())
+}
