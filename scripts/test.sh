@@ -19,7 +19,14 @@ log "benchmark smoke run (claudecluster bench --quick)"
 "$TARGET_DIR/debug/claudecluster" bench --quick --image "$CLAUDECLUSTER_TEST_IMAGE" \
     --out "$TARGET_DIR/bench-quick.json"
 log "running the tests against $CLAUDECLUSTER_TEST_IMAGE"
-cargo test --workspace --no-fail-fast
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+# --all-targets: the crates have no doc tests, and their empty runs would
+# otherwise close the output.
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$results"
 # The API contract: docs/openapi.json drift is a cargo test (cc-server);
 # here Schemathesis fuzzes a live server from that document.
 scripts/schemathesis.sh
+# One closing line for the whole run (pipefail already failed the script
+# if any test failed).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

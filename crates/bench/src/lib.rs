@@ -136,7 +136,33 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
         "spawn: {} cold sessions, then {} docker runs",
         opts.spawn_samples, opts.spawn_samples
     ));
-    let spawn = spawn::measure(&h, &repo, &opts.image, opts.spawn_samples).await;
+    let mut spawn = spawn::measure(&h, &repo, &opts.image, opts.spawn_samples).await;
+    progress(&format!(
+        "spawn: {} sessions from a warm pool of one",
+        opts.spawn_samples
+    ));
+    match Harness::start_configured(
+        cc_testkit::harness::HarnessOptions {
+            upstream: None,
+            api_key: None,
+        },
+        |c| c.warm_pool = 1,
+    )
+    .await
+    {
+        Ok(warm_h) => match warm_h
+            .git
+            .create_repo("bench", &[("README.md", "# bench\n")])
+        {
+            Ok(warm_repo) => {
+                spawn::measure_warm(&warm_h, &warm_repo, opts.spawn_samples, &mut spawn).await;
+                warm_h.manager.drain_pool().await;
+                warm_h.shutdown().await;
+            }
+            Err(e) => spawn.errors.push(format!("warm: {e:#}")),
+        },
+        Err(e) => spawn.errors.push(format!("warm: {e:#}")),
+    }
     report.failures.extend(prefixed("spawn", &spawn.errors));
     report.spawn = Some(spawn);
 

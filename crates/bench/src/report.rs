@@ -119,7 +119,15 @@ impl Report {
                 );
             }
             match &s.warm_ms {
-                Some(w) => row(&mut t, "spawn warm (pool)", Some(w), None, None),
+                Some(w) => row(
+                    &mut t,
+                    "spawn warm: create → ready (pool)",
+                    Some(w),
+                    s.docker_run_ms
+                        .as_ref()
+                        .map(|b| format!("docker run → healthy {}", ms(b.p50))),
+                    crate::spawn::ratio(Some(w), s.docker_run_ms.as_ref()),
+                ),
                 None => {
                     let _ = writeln!(t, "{:<34} {}", "spawn warm (pool)", s.warm_note);
                 }

@@ -41,9 +41,18 @@ pub struct RunArgs {
     pub task: String,
 }
 
-/// Resource limits asked for at create.
+/// Resource limits (and the repository token) asked for at create.
 #[derive(Args, Debug, Clone, Default)]
 pub struct LimitArgs {
+    /// Token for a private repository; the server's git relay presents it
+    /// to the repository's host, it never enters the container.
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_REPO_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub repo_token: Option<String>,
     /// Memory limit, e.g. 2g or 512m (default: the server's).
     #[arg(long)]
     pub memory: Option<String>,
@@ -84,6 +93,7 @@ pub fn create_request(
         repo_url: repo.to_owned(),
         branch: branch.map(str::to_owned),
         claude_api_key: key,
+        repo_token: limits.repo_token.clone(),
         config: limits.request(),
         options: None,
     })

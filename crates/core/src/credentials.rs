@@ -15,6 +15,8 @@ pub struct SessionCredentials {
     pub token: Token,
     /// The user's real Claude API key.
     pub claude_api_key: String,
+    /// Token the git relay presents to the repository's host.
+    pub repo_token: Option<String>,
     /// The repository the git relay forwards to.
     pub repo_url: String,
 }
@@ -79,6 +81,7 @@ mod tests {
             session_id: a.clone(),
             token: ta.clone(),
             claude_api_key: "sk-real".into(),
+            repo_token: None,
             repo_url: "http://h/r".into(),
         });
         assert!(reg.authenticate(&a, ta.expose()).is_some());

@@ -100,6 +100,7 @@ pub struct SessionSecrets {
     pub session_token: Token,
     pub agent_token: Token,
     pub claude_api_key: String,
+    pub repo_token: Option<String>,
     /// The exact setup sent to sessiond (it carries the session token), so
     /// the adopter's idempotent re-init matches; absent when the
     /// orchestrator died before the container ran.
@@ -118,6 +119,8 @@ struct Plain {
     agent_token: String,
     claude_api_key: String,
     #[serde(default)]
+    repo_token: Option<String>,
+    #[serde(default)]
     init: Option<InitRequest>,
 }
 
@@ -126,6 +129,7 @@ pub fn seal(key: &SealKey, id: &SessionId, secrets: &SessionSecrets) -> Vec<u8> 
         session_token: secrets.session_token.expose().to_owned(),
         agent_token: secrets.agent_token.expose().to_owned(),
         claude_api_key: secrets.claude_api_key.clone(),
+        repo_token: secrets.repo_token.clone(),
         init: secrets.init.clone(),
     })
     .expect("plain strings serialise");
@@ -168,6 +172,7 @@ pub fn open(key: &SealKey, id: &SessionId, sealed: &[u8]) -> Result<SessionSecre
         session_token: Token::from_string(p.session_token),
         agent_token: Token::from_string(p.agent_token),
         claude_api_key: p.claude_api_key,
+        repo_token: p.repo_token,
         init: p.init,
     })
 }
@@ -181,6 +186,7 @@ mod tests {
             session_token: Token::generate(),
             agent_token: Token::generate(),
             claude_api_key: "sk-ant-secret-key".into(),
+            repo_token: Some("ghp_secret".into()),
             init: None,
         }
     }

@@ -73,6 +73,8 @@ struct Shared {
     root: PathBuf,
     total: AtomicU64,
     by_path: Mutex<HashMap<String, u64>>,
+    /// The `Authorization` value every request must carry, when set.
+    required_auth: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -133,6 +135,7 @@ impl GitServer {
             root: root.path().to_path_buf(),
             total: AtomicU64::new(0),
             by_path: Mutex::new(HashMap::new()),
+            required_auth: Mutex::new(None),
         });
         let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<SocketAddr>>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -160,6 +163,19 @@ impl GitServer {
             thread: Some(thread),
             root,
         })
+    }
+
+    /// From now on, every request must authenticate with HTTP Basic as
+    /// `user:password` (a private repository's token); others get 401.
+    pub fn require_basic_auth(&self, user: &str, password: &str) {
+        use base64::Engine;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        *self
+            .shared
+            .required_auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(format!("Basic {encoded}"));
     }
 
     /// The bound address.
@@ -360,6 +376,25 @@ async fn handle(
 ) -> Response {
     let raw_path = req.uri().path().to_owned();
     shared.record(&raw_path);
+    let required = shared
+        .required_auth
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(expected) = required {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"git\"")],
+                "authentication required\n",
+            )
+                .into_response();
+        }
+    }
     let method = req.method().clone();
     let span = tracing::debug_span!("git_http", %method, path = %raw_path);
     let _enter = span.enter();

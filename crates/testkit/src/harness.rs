@@ -155,6 +155,7 @@ impl Harness {
             repo_url: repo_url.into(),
             branch: branch.map(Into::into),
             claude_api_key: self.api_key.clone(),
+            repo_token: None,
             config: Some(SessionConfigRequest {
                 memory: None,
                 cpu: None,

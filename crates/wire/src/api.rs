@@ -14,6 +14,11 @@ pub struct CreateSessionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     pub claude_api_key: String,
+    /// Token for a private repository (extension). The git relay adds it
+    /// on the way out (HTTP Basic, user `x-access-token`, which GitHub and
+    /// GitLab accept); it never enters the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<SessionConfigRequest>,
     /// What Claude Code is told (extension; see [`SessionOptions`]).

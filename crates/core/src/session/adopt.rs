@@ -147,6 +147,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             session_id: rec.id.clone(),
             token: secrets.session_token.clone(),
             claude_api_key: secrets.claude_api_key,
+            repo_token: secrets.repo_token,
             repo_url: rec.repo_url.clone(),
         });
         // The exact first request when it was kept; otherwise sessiond

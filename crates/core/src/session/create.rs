@@ -24,6 +24,8 @@ pub struct CreateSession {
     pub repo_url: String,
     pub branch: Option<String>,
     pub claude_api_key: String,
+    /// Token the git relay presents to the repository's host.
+    pub repo_token: Option<String>,
     pub config: Option<SessionConfigRequest>,
     /// What Claude Code is told (validated against the admin's policy).
     pub options: Option<cc_wire::api::SessionOptions>,
@@ -65,6 +67,9 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             policy::check_branch(b)?;
         }
         check_api_key(&req.claude_api_key)?;
+        if let Some(t) = &req.repo_token {
+            check_repo_token(t)?;
+        }
         let limits = inner.config.limits.resolve(req.config.as_ref())?;
         let spent = match inner.config.agent.max_user_budget_usd {
             Some(_) => super::usage::spent_by(inner.store(), &req.owner).await?,
@@ -122,6 +127,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             session_token: session_token.clone(),
             agent_token: agent_token.clone(),
             claude_api_key: req.claude_api_key.clone(),
+            repo_token: req.repo_token.clone(),
             init: None,
         };
         keep_secrets(inner, &id, &secrets).await?;
@@ -129,6 +135,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             session_id: id.clone(),
             token: session_token.clone(),
             claude_api_key: req.claude_api_key.clone(),
+            repo_token: req.repo_token.clone(),
             repo_url: repo.url.clone(),
         });
         let spec = SessionSpec {
@@ -197,6 +204,22 @@ async fn keep_secrets<R, A, S: Store>(
     if let Some(key) = &inner.config.seal_key {
         let sealed = crate::secrets::seal(key, id, secrets);
         inner.store.put_sealed_secrets(id, &sealed).await?;
+    }
+    Ok(())
+}
+
+/// Longest repository token accepted (forge tokens are ~40-100 characters).
+const MAX_REPO_TOKEN_LEN: usize = 1024;
+
+fn check_repo_token(token: &str) -> Result<(), CoreError> {
+    if token.is_empty()
+        || token.len() > MAX_REPO_TOKEN_LEN
+        || token.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(CoreError::invalid(
+            "invalid_repo_token",
+            "repoToken must be 1 to 1024 characters without spaces or control characters",
+        ));
     }
     Ok(())
 }

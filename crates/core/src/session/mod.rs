@@ -64,7 +64,15 @@ pub(crate) struct Inner<R, A, S> {
     pub(crate) metrics: CoreMetrics,
     pub(crate) pool: pool::WarmPool,
     live: Mutex<HashMap<SessionId, Handle>>,
+    /// Recent resource samples, so status polls do not queue on Docker.
+    usage_cache:
+        tokio::sync::Mutex<HashMap<SessionId, (tokio::time::Instant, crate::seams::ResourceUsage)>>,
 }
+
+/// How long a resource sample answers status requests. Docker computes
+/// stats one container at a time (~65 ms each here), so without a cache 16
+/// clients polling one session wait ~1 s each.
+const USAGE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How the manager reaches a live session's actor.
 #[derive(Clone)]
@@ -87,6 +95,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 metrics: CoreMetrics::default(),
                 pool: Default::default(),
                 live: Mutex::new(HashMap::new()),
+                usage_cache: Default::default(),
             }),
         }
     }
@@ -134,11 +143,23 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         if self.inner.handle(&id).is_none() {
             return Ok(None);
         }
-        self.inner
+        // Held across the fetch: concurrent callers wait for one sample
+        // and share it instead of each asking Docker.
+        let mut cache = self.inner.usage_cache.lock().await;
+        cache.retain(|sid, (at, _)| at.elapsed() < USAGE_TTL && self.inner.handle(sid).is_some());
+        if let Some((_, u)) = cache.get(&id) {
+            return Ok(Some(u.clone()));
+        }
+        let fresh = self
+            .inner
             .runtime
             .stats(&id)
             .await
-            .map_err(|e| CoreError::Unavailable(format!("reading resource use: {e}")))
+            .map_err(|e| CoreError::Unavailable(format!("reading resource use: {e}")))?;
+        if let Some(u) = &fresh {
+            cache.insert(id, (tokio::time::Instant::now(), u.clone()));
+        }
+        Ok(fresh)
     }
 
     /// The store, for the server's identity and audit tables.

@@ -85,6 +85,7 @@ fn schemas() -> Value {
                 "repoUrl": { "type": "string" },
                 "branch": { "type": "string" },
                 "claudeApiKey": { "type": "string" },
+                "repoToken": { "type": "string", "description": "Token for a private repository; the git relay presents it upstream, it never enters the container." },
                 "config": {
                     "type": "object", "additionalProperties": false,
                     "properties": { "memory": quantity, "cpu": quantity, "timeout": { "type": "integer", "minimum": 0 } }

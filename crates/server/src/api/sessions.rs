@@ -115,6 +115,7 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
             repo_url: req.repo_url,
             branch: req.branch,
             claude_api_key: req.claude_api_key,
+            repo_token: req.repo_token,
             config: req.config,
             options: req.options,
             owner: p.user.clone(),

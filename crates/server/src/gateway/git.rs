@@ -1,7 +1,8 @@
 //! The git relay: smart-HTTP clone and fetch of the session's own
 //! repository. The container only knows the relay URL; the relay checks the
 //! session token and forwards to the repository the session was created
-//! for. Pushes are refused until the push policy exists.
+//! for, adding the session's repository token (`repoToken`) when it has
+//! one. Pushes are refused until the push policy exists.
 
 use super::{authenticate, refuse, relay_response, streamed_body, GatewayState};
 use axum::body::Body;
@@ -50,6 +51,10 @@ pub(super) async fn relay<R: Runtime, S: Store>(
         if let Some(v) = req.headers().get(*name) {
             upstream = upstream.header(*name, v);
         }
+    }
+    if let Some(token) = &creds.repo_token {
+        // GitHub and GitLab both take a token as the password of any user.
+        upstream = upstream.basic_auth("x-access-token", Some(token));
     }
     let body = streamed_body(req);
     match upstream.body(body).send().await {

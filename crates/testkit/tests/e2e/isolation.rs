@@ -129,3 +129,50 @@ async fn egress_goes_only_to_allowlisted_hosts_through_the_proxy() -> anyhow::Re
     h.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_repository_clones_with_a_token_the_container_never_sees() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let url = h
+        .git
+        .create_repo("private", &[("secret.txt", "only with a token\n")])?;
+    let token = "ghp_testtoken0123456789abcdef";
+    h.git.require_basic_auth("x-access-token", token);
+
+    // Without the token the clone is refused, and the session says so.
+    let created = h.client.create(&h.create_request(&url, None)).await?;
+    let mut ws = h.client.stream(&created.session_id, 0).await?;
+    let seen = cc_testkit::harness::read_until(&mut ws, super::READY_TIMEOUT, |m| {
+        cc_testkit::harness::is_state(m, cc_wire::api::SessionState::Error)
+            || cc_testkit::harness::is_state(m, cc_wire::api::SessionState::Ready)
+    })
+    .await?;
+    assert!(
+        cc_testkit::harness::is_state(
+            seen.last().expect("a status"),
+            cc_wire::api::SessionState::Error
+        ),
+        "{}",
+        summary(&seen)
+    );
+
+    // With it, the relay adds it upstream; the container never holds it.
+    let mut req = h.create_request(&url, None);
+    req.repo_token = Some(token.into());
+    let created = h.client.create(&req).await?;
+    let mut ws = h.client.stream(&created.session_id, 0).await?;
+    cc_testkit::harness::read_until(&mut ws, super::READY_TIMEOUT, |m| {
+        cc_testkit::harness::is_state(m, cc_wire::api::SessionState::Ready)
+    })
+    .await?;
+    let (a, b) = token.split_at(token.len() / 2);
+    let probe = format!(
+        r#"bash: cat secret.txt; K1='{a}'; K2='{b}'; K="$K1$K2"; echo "TOKEN $( (grep -rqsF "$K" /proc/[0-9]*/environ /proc/[0-9]*/cmdline /home /workspace /tmp /etc && echo present) || echo absent)""#
+    );
+    let turn = run_turn(&mut ws, &probe).await?;
+    let text = output_text(&turn);
+    assert!(text.contains("only with a token"), "{text}");
+    assert!(text.contains("TOKEN absent"), "{text}");
+    h.shutdown().await;
+    Ok(())
+}

@@ -322,6 +322,7 @@ impl Deployment {
             repo_url: url.into(),
             branch: None,
             claude_api_key: self.api_key.clone(),
+            repo_token: None,
             config: Some(SessionConfigRequest {
                 memory: None,
                 cpu: None,
