@@ -78,7 +78,18 @@ pub struct BenchOptions {
     pub advisory_db: Option<PathBuf>,
     /// A `cargo llvm-cov --json --summary-only` output to report.
     pub coverage: Option<PathBuf>,
+    /// Session subnet pool, `CIDR[/LEN]` (see `serve --session-subnet-pool`);
+    /// `None` leaves the networks to Docker's default address pools, which
+    /// hold only about 30.
+    pub subnet_pool: Option<String>,
 }
+
+/// The bench's session subnet pool unless told otherwise: 4096 /28s, so
+/// `--sessions 100` and more fit. On by default here (unlike `serve`): the
+/// bench is a short local run that needs more than Docker's ~30 networks,
+/// and 10.213/16 is a range few hosts route; `--session-subnet-pool off`
+/// goes back to Docker's pools.
+pub const DEFAULT_SUBNET_POOL: &str = "10.213.0.0/16/28";
 
 impl BenchOptions {
     /// The whole suite: well under 15 minutes on a 2-core machine.
@@ -95,6 +106,7 @@ impl BenchOptions {
             lockfile: None,
             advisory_db: None,
             coverage: None,
+            subnet_pool: Some(DEFAULT_SUBNET_POOL.into()),
         }
     }
 
@@ -122,6 +134,10 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
     // The harness takes its image from the variable the e2e tests use; set
     // before any session exists.
     std::env::set_var("CLAUDECLUSTER_TEST_IMAGE", &opts.image);
+    match &opts.subnet_pool {
+        Some(pool) => std::env::set_var(cc_testkit::harness::SUBNET_POOL_ENV, pool),
+        None => std::env::remove_var(cc_testkit::harness::SUBNET_POOL_ENV),
+    }
     progress("starting the orchestrator, the model double and the git server");
     let h = Harness::start()
         .await
@@ -241,7 +257,7 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
 
 /// Each session has its own Docker network, and a default Docker Engine has
 /// address pools for about 30 of them.
-const POOL_HINT: &str = "concurrency: Docker ran out of network address pools (one network per session; about 30 with Docker's defaults): add default-address-pools to /etc/docker/daemon.json, e.g. [{\"base\": \"10.210.0.0/16\", \"size\": 24}]";
+const POOL_HINT: &str = "concurrency: Docker ran out of network address pools (one network per session; about 30 with Docker's defaults): run with a session subnet pool, e.g. --session-subnet-pool 10.213.0.0/16/28 (the default unless `off`)";
 
 fn prefixed(phase: &str, errors: &[String]) -> Vec<String> {
     errors.iter().map(|e| format!("{phase}: {e}")).collect()

@@ -46,6 +46,11 @@ pub struct BenchArgs {
     /// scripts/coverage.sh).
     #[arg(long)]
     coverage: Option<PathBuf>,
+    /// Session subnet pool, `CIDR[/LEN]` (as `serve --session-subnet-pool`;
+    /// default 10.213.0.0/16 in /28s, room for 4096 sessions), or `off` for
+    /// Docker's default address pools (about 30 sessions at once).
+    #[arg(long, env = "CLAUDECLUSTER_SESSION_SUBNET_POOL")]
+    session_subnet_pool: Option<String>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -84,6 +89,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         })
         .filter(|p| p.is_dir());
     opts.coverage = args.coverage;
+    match args.session_subnet_pool.as_deref().map(str::trim) {
+        None => {}
+        Some("off") => opts.subnet_pool = None,
+        Some(spec) => {
+            // Checked now rather than after the spawn phase.
+            cc_runtime_docker::SubnetPool::parse(spec, 28).context("--session-subnet-pool")?;
+            opts.subnet_pool = Some(spec.to_owned());
+        }
+    }
 
     let report = cc_bench::run(&opts, &|step| eprintln!("▸ {step}")).await?;
     report.write_json(&args.out)?;

@@ -4,7 +4,7 @@
 
 use crate::ui::{exit, Exit, Renderer, Spinner, Style};
 use cc_client::{Client, ClientError, EventStream};
-use cc_wire::api::{ClientMessage, ServerMessage, SessionState};
+use cc_wire::api::{ClientMessage, CommandRequest, ServerMessage, SessionState};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -182,8 +182,25 @@ pub async fn run_turn(
     command: &str,
     renderer: &mut Renderer,
 ) -> Result<TurnOutcome, Exit> {
+    let req = CommandRequest {
+        command: command.to_owned(),
+        model: None,
+        permission_mode: None,
+    };
+    run_turn_with(client, id, follower, &req, renderer).await
+}
+
+/// [`run_turn`] with per-turn overrides (`model`, `permissionMode`).
+pub async fn run_turn_with(
+    client: &Client,
+    id: &str,
+    follower: &mut Follower,
+    req: &CommandRequest,
+    renderer: &mut Renderer,
+) -> Result<TurnOutcome, Exit> {
+    let command = req.command.as_str();
     client
-        .command(id, command)
+        .command_with(id, req)
         .await
         .map_err(|e| Exit::from_client(e, client.base_url()))?;
     let mut out = TurnOutcome::default();

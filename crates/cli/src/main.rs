@@ -7,6 +7,7 @@ mod config;
 mod doctor;
 mod follow;
 mod image;
+mod options;
 mod run;
 mod serve;
 mod session;

@@ -4,19 +4,24 @@
 
 use crate::config::ConnArgs;
 use crate::follow::{run_turn, summary_lines, wait_ready, Follower};
+use crate::options::{OptionArgs, OPTION_EXAMPLES};
 use crate::ui::{exit, Exit, Mode, Renderer, Show, Spinner, Style};
 use cc_client::Client;
 use cc_wire::api::{CreateSessionRequest, Quantity, SessionConfigRequest};
 use clap::Args;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:
+#[command(after_help = format!("Examples:
   claudecluster run --repo https://github.com/me/app \"add a --verbose flag\"
   claudecluster run --repo https://github.com/me/app --branch dev --keep \"fix the failing test\"
   claudecluster run --repo https://github.com/me/app --json \"list the TODOs\" | jq -c .type
+  claudecluster run --repo https://github.com/me/app --model claude-sonnet-4-5 \\
+      --disallowed-tools Bash,WebFetch --max-budget-usd 0.50 --env LOG_LEVEL=debug \"review the diff\"
+
+{OPTION_EXAMPLES}
 
 Exit codes: 0 success, 1 the turn or the session failed, 2 usage,
-3 not found, 4 token refused, 5 server unreachable.")]
+3 not found, 4 token refused, 5 server unreachable."))]
 pub struct RunArgs {
     /// Git repository the session clones.
     #[arg(long)]
@@ -26,6 +31,8 @@ pub struct RunArgs {
     pub branch: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub options: Box<OptionArgs>,
     /// Keep the session after the task (print its ID and how to attach).
     #[arg(long)]
     pub keep: bool,
@@ -62,17 +69,29 @@ pub struct LimitArgs {
     /// Lifetime of the session in seconds (default: the server's).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// What the session may reach besides the Anthropic and git relays
+    /// (default: the server's).
+    #[arg(long, value_parser = ["none", "allowlist", "open"])]
+    pub egress: Option<String>,
 }
 
 impl LimitArgs {
     pub fn request(&self) -> Option<SessionConfigRequest> {
-        if self.memory.is_none() && self.cpu.is_none() && self.timeout.is_none() {
+        if self.memory.is_none()
+            && self.cpu.is_none()
+            && self.timeout.is_none()
+            && self.egress.is_none()
+        {
             return None;
         }
         Some(SessionConfigRequest {
             memory: self.memory.clone().map(Quantity::Text),
             cpu: self.cpu.map(Quantity::Number),
             timeout: self.timeout,
+            egress: self
+                .egress
+                .as_deref()
+                .and_then(cc_wire::api::EgressMode::parse),
         })
     }
 }
@@ -83,19 +102,21 @@ pub fn create_request(
     branch: Option<&str>,
     api_key: Option<String>,
     limits: &LimitArgs,
+    options: &OptionArgs,
 ) -> Result<CreateSessionRequest, Exit> {
     let key = api_key.ok_or_else(|| {
         Exit::usage(
             "a Claude API key is needed: pass --api-key, set ANTHROPIC_API_KEY, or add api_key to the config file",
         )
     })?;
+    let options = options.request()?;
     Ok(CreateSessionRequest {
         repo_url: repo.to_owned(),
         branch: branch.map(str::to_owned),
         claude_api_key: key,
         repo_token: limits.repo_token.clone(),
         config: limits.request(),
-        options: None,
+        options,
     })
 }
 
@@ -143,6 +164,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.branch.as_deref(),
         settings.api_key,
         &args.limits,
+        &args.options,
     )?;
     let mode = if args.json { Mode::Json } else { Mode::Human };
     let mut renderer = Renderer::new(

@@ -8,7 +8,7 @@ use cc_core::{LimitsPolicy, Manager, ManagerConfig};
 use cc_runtime_docker::DockerRuntime;
 use cc_server::{HttpAgent, ServerConfig, DEFAULT_ANTHROPIC_UPSTREAM};
 use cc_store_sqlite::SqliteStore;
-use cc_wire::api::Quantity;
+use cc_wire::api::{EgressMode, Quantity};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +62,13 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     egress_allow: Vec<String>,
+    /// Egress of a session that asks for none: `none` (the relays only),
+    /// `allowlist` (plus --egress-allow hosts) or `open` (any public host).
+    #[arg(long, env = "CLAUDECLUSTER_DEFAULT_EGRESS", default_value = "allowlist", value_parser = parse_egress)]
+    default_egress: EgressMode,
+    /// Most egress a session may ask for (`config.egress`).
+    #[arg(long, env = "CLAUDECLUSTER_MAX_EGRESS", default_value = "allowlist", value_parser = parse_egress)]
+    max_egress: EgressMode,
     /// Worker image sessions run.
     #[arg(
         long,
@@ -106,6 +113,11 @@ pub struct ServeArgs {
     /// running for the next orchestrator to adopt.
     #[arg(long, env = "CLAUDECLUSTER_END_SESSIONS_ON_SHUTDOWN")]
     end_sessions_on_shutdown: bool,
+    /// At create, ask the Anthropic upstream (--anthropic-base-url) whether
+    /// it accepts the session's Claude API key (a free count_tokens call);
+    /// only a 401/403 refuses the create, anything else lets it through.
+    #[arg(long, env = "CLAUDECLUSTER_CHECK_API_KEY")]
+    check_api_key: bool,
     /// Containers kept started for sessions with the default memory and
     /// CPU limits (0: every create starts its own).
     #[arg(long, env = "CLAUDECLUSTER_WARM_POOL", default_value_t = 0)]
@@ -160,6 +172,22 @@ pub struct ServeArgs {
     /// ago (0: keep forever). Checked hourly.
     #[arg(long, env = "CLAUDECLUSTER_LOG_RETENTION_DAYS", default_value_t = 0)]
     log_retention_days: u64,
+    /// OCI runtime for session containers, registered with Docker (e.g.
+    /// `runsc` for gVisor); Docker's default when unset.
+    #[arg(long, env = "CLAUDECLUSTER_CONTAINER_RUNTIME")]
+    container_runtime: Option<String>,
+    /// Give session networks subnets from this IPv4 pool, `CIDR[/LEN]`
+    /// (e.g. `10.213.0.0/16`, or `10.213.0.0/16/28`), instead of Docker's
+    /// default address pools, which hold only about 30 networks. Off by
+    /// default: Docker does not check an explicit subnet against the
+    /// host's routes, so no fixed range is safe on every host (a LAN or
+    /// VPN route could be shadowed); pick one the host does not use.
+    #[arg(long, env = "CLAUDECLUSTER_SESSION_SUBNET_POOL")]
+    session_subnet_pool: Option<String>,
+    /// Prefix length of each session's subnet in --session-subnet-pool
+    /// (16..=29; a /28 has 14 hosts, a session needs one).
+    #[arg(long, env = "CLAUDECLUSTER_SESSION_SUBNET_SIZE", default_value_t = 28)]
+    session_subnet_size: u8,
     /// Log format.
     #[arg(long, env = "CLAUDECLUSTER_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -256,6 +284,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the gateway to {}", args.gateway_listen))?;
     let gateway_port = gateway.local_addr()?.port();
+    let runtime = match &args.container_runtime {
+        Some(name) => runtime.with_container_runtime(name).await?,
+        None => runtime,
+    };
+    let runtime = match &args.session_subnet_pool {
+        Some(spec) => {
+            let pool = cc_runtime_docker::SubnetPool::parse(spec, args.session_subnet_size)
+                .context("--session-subnet-pool")?;
+            tracing::info!(pool = %pool, subnets = pool.len(), "session subnet pool");
+            runtime.with_subnet_pool(pool.cidr(), pool.subnet_prefix())?
+        }
+        None => runtime,
+    };
     let runtime = if args.host_firewall {
         runtime.with_host_firewall(gateway_port).await?
     } else {
@@ -267,6 +308,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.limits = limits;
     config.allowed_repo_hosts = args.allow_repo_hosts.clone();
     config.egress_allow = args.egress_allow.clone();
+    config.limits.default.egress = args.default_egress;
+    config.limits.max.egress = args.max_egress;
+    if config.limits.default.egress > config.limits.max.egress {
+        anyhow::bail!("--default-egress is above --max-egress");
+    }
     config.agent = agent_policy(&args)?;
     config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
     if args.reconcile_interval == 0 {
@@ -306,6 +352,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server = ServerConfig {
         public_url: args.public_url.clone(),
         anthropic_upstream: args.anthropic_base_url.clone(),
+        check_api_key: args.check_api_key,
         access: cc_server::AccessConfig {
             admin_token: args.admin_token.clone(),
             allow_ips: args.allow_ips.clone(),
@@ -414,4 +461,8 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+fn parse_egress(s: &str) -> Result<EgressMode, String> {
+    EgressMode::parse(s).ok_or_else(|| format!("{s:?} is not one of none, allowlist, open"))
 }

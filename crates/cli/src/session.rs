@@ -1,7 +1,8 @@
 //! `claudecluster session …`: manage sessions one step at a time.
 
 use crate::config::ConnArgs;
-use crate::follow::{run_turn, Follower};
+use crate::follow::{run_turn_with, Follower};
+use crate::options::{OptionArgs, TurnArgs, OPTION_EXAMPLES};
 use crate::run::{create_ready, create_request, LimitArgs};
 use crate::ui::{exit, Exit, Mode, Renderer, Show, Style};
 use cc_client::Client;
@@ -20,9 +21,13 @@ pub struct SessionArgs {
 #[derive(Subcommand, Debug)]
 pub enum SessionCommand {
     /// Create a session and wait until it is ready; prints its ID.
-    #[command(after_help = "Examples:
+    #[command(after_help = format!("Examples:
   claudecluster session create --repo https://github.com/me/app
-  id=$(claudecluster session create --repo https://github.com/me/app --branch dev)")]
+  id=$(claudecluster session create --repo https://github.com/me/app --branch dev)
+  claudecluster session create --repo https://github.com/me/app --model claude-sonnet-4-5 \\
+      --permission-mode plan --append-system-prompt \"answer briefly\" --mcp-config ./mcp.json
+
+{OPTION_EXAMPLES}"))]
     Create(CreateArgs),
     /// List sessions (live ones unless --all).
     #[command(
@@ -35,7 +40,8 @@ pub enum SessionCommand {
     /// Send a task; waits for the turn and streams it unless --no-wait.
     #[command(after_help = "Examples:
   claudecluster session send 01JD3… \"run the tests and fix what fails\"
-  claudecluster session send --no-wait 01JD3… \"write a changelog entry\"")]
+  claudecluster session send --no-wait 01JD3… \"write a changelog entry\"
+  claudecluster session send --model claude-haiku-4-5 --permission-mode plan 01JD3… \"outline a fix\"")]
     Send(SendArgs),
     /// Interactive prompt against a live session.
     #[command(
@@ -66,6 +72,8 @@ pub struct CreateArgs {
     pub branch: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub options: Box<OptionArgs>,
     /// Claude API key the session uses [env: ANTHROPIC_API_KEY].
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
@@ -102,6 +110,8 @@ pub struct SendArgs {
     pub id: String,
     /// The task.
     pub task: String,
+    #[command(flatten)]
+    pub turn: TurnArgs,
     /// Only queue the task; do not wait for the turn.
     #[arg(long)]
     pub no_wait: bool,
@@ -145,7 +155,13 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
     let e = api(&client);
     match args.command {
         SessionCommand::Create(c) => {
-            let req = create_request(&c.repo, c.branch.as_deref(), settings.api_key, &c.limits)?;
+            let req = create_request(
+                &c.repo,
+                c.branch.as_deref(),
+                settings.api_key,
+                &c.limits,
+                &c.options,
+            )?;
             let id = if c.no_wait {
                 client.create(&req).await.map_err(&e)?.session_id
             } else {
@@ -182,8 +198,9 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
             }
         }
         SessionCommand::Send(s) => {
+            let turn = s.turn.request(&s.task);
             if s.no_wait {
-                let r = client.command(&s.id, &s.task).await.map_err(&e)?;
+                let r = client.command_with(&s.id, &turn).await.map_err(&e)?;
                 if s.json {
                     print_json(&r);
                 } else {
@@ -215,7 +232,7 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
                     commands: false,
                 },
             );
-            let out = run_turn(&client, &s.id, &mut follower, &s.task, &mut renderer).await?;
+            let out = run_turn_with(&client, &s.id, &mut follower, &turn, &mut renderer).await?;
             if out.failed() || out.interrupted {
                 return Err(Exit::silent(exit::FAILURE).into());
             }

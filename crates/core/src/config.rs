@@ -2,7 +2,7 @@
 //! request into the limits a session gets.
 
 use crate::error::CoreError;
-use cc_wire::api::{Quantity, SessionConfigRequest, SessionLimits};
+use cc_wire::api::{EgressMode, Quantity, SessionConfigRequest, SessionLimits};
 use std::time::Duration;
 
 const MIB: u64 = 1024 * 1024;
@@ -24,11 +24,14 @@ impl Default for LimitsPolicy {
                 memory_bytes: 2048 * MIB,
                 cpu: 1.0,
                 timeout_secs: 3600,
+                egress: EgressMode::Allowlist,
             },
             max: SessionLimits {
                 memory_bytes: 8192 * MIB,
                 cpu: 4.0,
                 timeout_secs: 24 * 3600,
+                // `open` only when the admin says so.
+                egress: EgressMode::Allowlist,
             },
             min_memory_bytes: 256 * MIB,
             min_cpu: 0.1,
@@ -41,6 +44,19 @@ impl LimitsPolicy {
     pub fn resolve(&self, req: Option<&SessionConfigRequest>) -> Result<SessionLimits, CoreError> {
         let mut limits = self.default;
         let Some(req) = req else { return Ok(limits) };
+        if let Some(e) = req.egress {
+            if e > self.max.egress {
+                return Err(CoreError::forbidden(
+                    "egress_not_allowed",
+                    format!(
+                        "config.egress: {} is above this server's maximum ({})",
+                        e.as_str(),
+                        self.max.egress.as_str()
+                    ),
+                ));
+            }
+            limits.egress = e;
+        }
         if let Some(q) = &req.memory {
             let bytes = parse_memory(q).map_err(|m| invalid("config.memory", m))?;
             if bytes < self.min_memory_bytes || bytes > self.max.memory_bytes {
@@ -232,6 +248,7 @@ mod tests {
             memory: Some(text("512m")),
             cpu: Some(Quantity::Number(0.5)),
             timeout: Some(60),
+            egress: None,
         };
         let l = p.resolve(Some(&req)).unwrap();
         assert_eq!(

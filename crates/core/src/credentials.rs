@@ -17,6 +17,8 @@ pub struct SessionCredentials {
     pub claude_api_key: String,
     /// Token the git relay presents to the repository's host.
     pub repo_token: Option<String>,
+    /// What the egress proxy lets this session reach.
+    pub egress: cc_wire::api::EgressMode,
     /// The repository the git relay forwards to.
     pub repo_url: String,
 }
@@ -82,6 +84,7 @@ mod tests {
             token: ta.clone(),
             claude_api_key: "sk-real".into(),
             repo_token: None,
+            egress: Default::default(),
             repo_url: "http://h/r".into(),
         });
         assert!(reg.authenticate(&a, ta.expose()).is_some());

@@ -7,10 +7,14 @@
 //! - [`firewall`]: host INPUT rules so a session reaches only the gateway
 //!   port on the host.
 //! - [`image`]: builds the worker image without a registry.
+//! - [`subnet`]: an optional pool of session subnets we own, beyond
+//!   Docker's default address pools (about 30 networks).
 
 pub mod firewall;
 pub mod image;
 mod observe;
 mod runtime;
+pub mod subnet;
 
 pub use runtime::{DockerRuntime, DEFAULT_PREFIX, LABEL_PREFIX};
+pub use subnet::{Ipv4Cidr, SubnetPool};

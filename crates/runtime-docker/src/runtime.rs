@@ -8,9 +8,10 @@
 //! no-new-privileges, memory/CPU/pids limits, tini as PID 1.
 
 use crate::firewall::{bridge_name, Firewall};
+use crate::subnet::{is_overlap, Ipv4Cidr, SubnetPool};
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountTypeEnum, NetworkCreateRequest,
+    ContainerCreateBody, HostConfig, Ipam, IpamConfig, Mount, MountTypeEnum, NetworkCreateRequest,
     VolumeCreateOptions,
 };
 use bollard::query_parameters::{
@@ -43,6 +44,12 @@ pub struct DockerRuntime {
     prefix: String,
     /// Host INPUT rules per session bridge; `None` leaves the host open.
     firewall: Option<Firewall>,
+    /// OCI runtime for session containers (e.g. gVisor's `runsc`); Docker's
+    /// default when `None`.
+    container_runtime: Option<String>,
+    /// Session subnets from our own pool; Docker's default address pools
+    /// (about 30 networks) when `None`.
+    subnet_pool: Option<SubnetPool>,
     /// Each session's previous CPU sample, so one-shot stats (fast) still
     /// give a CPU share: the one since the previous call.
     cpu_samples: crate::observe::CpuSamples,
@@ -71,12 +78,54 @@ impl DockerRuntime {
             docker,
             prefix,
             firewall: None,
+            container_runtime: None,
+            subnet_pool: None,
             cpu_samples: Default::default(),
         })
     }
 
     /// Closes the host to sessions except for the gateway port (see
     /// [`crate::firewall`]); fails when iptables cannot be used.
+    /// Runs session containers under another OCI runtime registered with
+    /// Docker, such as gVisor's `runsc` (Debian's `runsc` package; gVisor
+    /// needs `"runtimeArgs": ["--network=host"]` in its daemon.json entry
+    /// here). Fails when Docker does not know the runtime.
+    pub async fn with_container_runtime(mut self, name: &str) -> Result<Self, RuntimeError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| classify(e, "reading Docker's runtimes"))?;
+        let known: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        if !known.iter().any(|k| k == name) {
+            return Err(RuntimeError::Invalid(format!(
+                "Docker has no runtime named {name:?} (it has: {}); for gVisor install Debian's runsc and \
+                 register it under \"runtimes\" in /etc/docker/daemon.json, then restart Docker",
+                known.join(", ")
+            )));
+        }
+        self.container_runtime = Some(name.to_owned());
+        Ok(self)
+    }
+
+    /// Gives each session network a `/prefix_len` subnet of `pool` (and its
+    /// first host as gateway) instead of one from Docker's default address
+    /// pools, which hold only about 30 networks. See [`crate::subnet`].
+    pub fn with_subnet_pool(
+        mut self,
+        pool: Ipv4Cidr,
+        prefix_len: u8,
+    ) -> Result<Self, RuntimeError> {
+        let pool =
+            SubnetPool::new(pool, prefix_len).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        self.subnet_pool = Some(pool);
+        Ok(self)
+    }
+
+    pub fn subnet_pool(&self) -> Option<&SubnetPool> {
+        self.subnet_pool.as_ref()
+    }
+
     pub async fn with_host_firewall(mut self, gateway_port: u16) -> Result<Self, RuntimeError> {
         Firewall::check().await?;
         self.firewall = Some(Firewall::new(gateway_port));
@@ -121,7 +170,46 @@ impl DockerRuntime {
         }
     }
 
-    async fn create_network(&self, id: &SessionId) -> Result<(), RuntimeError> {
+    /// Creates the session's network alone (`create` does it first);
+    /// idempotent. With a subnet pool, in the first free subnet for `id`.
+    pub async fn create_network(&self, id: &SessionId) -> Result<(), RuntimeError> {
+        let Some(pool) = self.subnet_pool else {
+            return self.create_network_in(id, None).await.map(|_| ());
+        };
+        // Already there (a retried create): keep it. Creating again would
+        // find its subnet taken and clash on the bridge name in the next.
+        match self
+            .docker
+            .inspect_network(&self.name(id), None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if status(&e) == Some(404) => {}
+            Err(e) => return Err(classify(e, "inspecting the session network")),
+        }
+        pool.allocate(id.as_str(), |subnet| {
+            self.create_network_in(id, Some(subnet))
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.unwrap_or_else(|| RuntimeError::Unavailable(pool.exhausted_message())))
+    }
+
+    /// Creates the session network, in `subnet` when given: `Ok(false)`
+    /// when Docker says that subnet overlaps one in use.
+    async fn create_network_in(
+        &self,
+        id: &SessionId,
+        subnet: Option<Ipv4Cidr>,
+    ) -> Result<bool, RuntimeError> {
+        let ipam = subnet.map(|s| Ipam {
+            config: Some(vec![IpamConfig {
+                subnet: Some(s.to_string()),
+                gateway: Some(s.first_host().to_string()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
         let req = NetworkCreateRequest {
             name: self.name(id),
             driver: Some("bridge".into()),
@@ -132,11 +220,16 @@ impl DockerRuntime {
                 "com.docker.network.bridge.name".to_owned(),
                 bridge_name(id),
             )])),
+            ipam,
             ..Default::default()
         };
         match self.docker.create_network(req).await {
-            Ok(_) => Ok(()),
-            Err(e) if status(&e) == Some(409) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError {
+                status_code,
+                message,
+            }) if subnet.is_some() && is_overlap(status_code, &message) => Ok(false),
+            Err(e) if status(&e) == Some(409) => Ok(true),
             Err(e) => Err(classify(e, "creating the session network")),
         }
     }
@@ -167,6 +260,7 @@ impl DockerRuntime {
                 ..Default::default()
             }]),
             init: Some(true),
+            runtime: self.container_runtime.clone(),
             network_mode: Some(self.name(id)),
             ..Default::default()
         };

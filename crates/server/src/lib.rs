@@ -16,6 +16,7 @@ pub mod auth;
 pub mod gateway;
 pub mod metrics;
 pub mod tls;
+pub mod upstream_check;
 
 pub use agent_client::HttpAgent;
 
@@ -36,6 +37,9 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Where the Anthropic relay forwards (`https://api.anthropic.com`).
     pub anthropic_upstream: String,
+    /// Ask `anthropic_upstream` whether it accepts a session's Claude API
+    /// key before creating the session (see [`upstream_check`]).
+    pub check_api_key: bool,
     /// Tokens, limits, allowlist and audit (see [`auth`]).
     pub access: auth::AccessConfig,
 }

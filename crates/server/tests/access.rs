@@ -60,6 +60,10 @@ struct Api {
 }
 
 async fn start(adjust: impl FnOnce(&mut AccessConfig)) -> Api {
+    start_server(|server| adjust(&mut server.access)).await
+}
+
+async fn start_server(adjust: impl FnOnce(&mut ServerConfig)) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let mut config = ManagerConfig::new("fake-image", 1);
@@ -70,18 +74,19 @@ async fn start(adjust: impl FnOnce(&mut AccessConfig)) -> Api {
         store.clone(),
         config,
     );
-    let mut access = AccessConfig {
+    let access = AccessConfig {
         admin_token: Some(ADMIN.into()),
         audit_jsonl: Some(dir.path().join("audit.jsonl")),
         session_token_key: Some(KEY),
         ..Default::default()
     };
-    adjust(&mut access);
-    let server = ServerConfig {
+    let mut server = ServerConfig {
         public_url: None,
         anthropic_upstream: "http://127.0.0.1:9".into(),
+        check_api_key: false,
         access,
     };
+    adjust(&mut server);
     let app = cc_server::api::router(manager, Arc::new(server));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -414,6 +419,7 @@ async fn without_tokens_the_api_stays_on_loopback() {
     let config = || ServerConfig {
         public_url: None,
         anthropic_upstream: "http://127.0.0.1:9".into(),
+        check_api_key: false,
         access: AccessConfig::default(),
     };
     let api = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
@@ -498,6 +504,7 @@ async fn tls_end_to_end() {
     let config = ServerConfig {
         public_url: None,
         anthropic_upstream: "http://127.0.0.1:9".into(),
+        check_api_key: false,
         access: AccessConfig {
             admin_token: Some(ADMIN.into()),
             // Only passes if the peer address reaches the middleware.
@@ -617,4 +624,80 @@ async fn openapi_matches_the_code_and_the_router() {
     }
     let (s, served) = api.get(cc_server::api::openapi::OPENAPI_PATH, None).await;
     assert_eq!((s, served), (200, doc));
+}
+
+/// With `--check-api-key`, the model double requiring `sk-ant-right` as the
+/// upstream: creates carrying `key`, answered with (status, body).
+async fn create_checked(check: bool, key: &str) -> (u16, Value, Api, cc_model_double::ModelDouble) {
+    let double = cc_model_double::spawn(cc_model_double::ModelDoubleConfig {
+        api_key: Some("sk-ant-right".into()),
+        latency_ms: 0,
+    })
+    .await
+    .unwrap();
+    let upstream = double.base_url();
+    let api = start_server(|server| {
+        server.anthropic_upstream = upstream;
+        server.check_api_key = check;
+    })
+    .await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    let body = json!({"repoUrl": "http://127.0.0.1:9/r.git", "claudeApiKey": key});
+    let (s, v, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/sessions/create",
+            Some(&alice),
+            Some(body),
+        )
+        .await;
+    (s, v, api, double)
+}
+
+#[tokio::test]
+async fn checked_key_refused_upstream_is_400_without_a_session() {
+    let (s, v, api, _double) = create_checked(true, "sk-ant-wrong").await;
+    assert_eq!((s, code(&v)), (400, "invalid_api_key"), "{v}");
+    assert_eq!(
+        v["message"], "the Anthropic API refused this claudeApiKey (401)",
+        "{v}"
+    );
+    assert!(!v.to_string().contains("sk-ant-wrong"), "key echoed: {v}");
+    // No session, hence no container.
+    let (s, all) = api.get("/api/v1/sessions?all=true", Some(ADMIN)).await;
+    assert_eq!((s, all.as_array().map(Vec::len)), (200, Some(0)), "{all}");
+
+    let log = api.audit().await;
+    let refused = log
+        .iter()
+        .find(|r| r.event.action == "session.create")
+        .expect("the refused create is audited");
+    assert_eq!(
+        (refused.event.actor.as_str(), refused.event.outcome.as_str()),
+        ("alice", "invalid_api_key")
+    );
+    assert!(!format!("{refused:?}").contains("sk-ant-wrong"));
+    assert_eq!(verify(&log), Ok(log.len() as u64));
+}
+
+#[tokio::test]
+async fn checked_key_accepted_upstream_creates() {
+    let (s, v, _api, _double) = create_checked(true, "sk-ant-right").await;
+    assert_eq!(s, 201, "{v}");
+    assert!(v["sessionId"].as_str().is_some(), "{v}");
+}
+
+#[tokio::test]
+async fn unchecked_wrong_key_is_accepted_at_create() {
+    // The refusal only shows later, in the session's first turn.
+    let (s, v, _api, _double) = create_checked(false, "sk-ant-wrong").await;
+    assert_eq!(s, 201, "{v}");
+}
+
+#[tokio::test]
+async fn checked_key_with_unreachable_upstream_creates() {
+    let api = start_server(|server| server.check_api_key = true).await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    let (s, v) = api.create(&alice).await;
+    assert_eq!(s, 201, "a down upstream must not block creates: {v}");
 }

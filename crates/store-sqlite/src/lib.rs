@@ -32,7 +32,7 @@ mod schema;
 pub use identity::EraseReport;
 
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
-use cc_wire::api::{ServerMessage, SessionLimits, SessionState};
+use cc_wire::api::{EgressMode, ServerMessage, SessionLimits, SessionState};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -152,6 +152,7 @@ struct SessionRow {
     agent_seq: i64,
     owner: String,
     usage: String,
+    egress: String,
 }
 
 impl SessionRow {
@@ -172,6 +173,7 @@ impl SessionRow {
             agent_seq: to_i64("agent_seq", rec.agent_seq)?,
             owner: rec.owner.clone(),
             usage: encode_usage(&rec.usage)?,
+            egress: rec.limits.egress.as_str().to_owned(),
         })
     }
 }
@@ -240,11 +242,12 @@ struct RawSession {
     agent_seq: i64,
     owner: String,
     usage: String,
+    egress: String,
 }
 
 const SESSION_COLUMNS: &str = "id, record_version, container_id, state, reason, repo_url, \
      branch, memory_bytes, cpu, timeout_secs, created_at_ms, updated_at_ms, expires_at_ms, \
-     last_seq, agent_seq, owner, usage";
+     last_seq, agent_seq, owner, usage, egress";
 
 impl RawSession {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
@@ -266,6 +269,7 @@ impl RawSession {
             agent_seq: r.get(14)?,
             owner: r.get(15)?,
             usage: r.get(16)?,
+            egress: r.get(17)?,
         })
     }
 
@@ -299,6 +303,8 @@ impl RawSession {
                 memory_bytes: count("memory_bytes", self.memory_bytes)?,
                 cpu: self.cpu,
                 timeout_secs: count("timeout_secs", self.timeout_secs)?,
+                egress: EgressMode::parse(&self.egress)
+                    .ok_or_else(|| corrupt(format!("unknown egress mode {:?}", self.egress)))?,
             },
             created_at: time("created_at", self.created_at_ms)?,
             updated_at: time("updated_at", self.updated_at_ms)?,
@@ -357,7 +363,7 @@ impl Store for SqliteStore {
         self.run("insert session", move |conn| {
             let sql = format!(
                 "INSERT INTO sessions ({SESSION_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             );
             conn.prepare_cached(&sql)
                 .and_then(|mut st| {
@@ -379,6 +385,7 @@ impl Store for SqliteStore {
                         row.agent_seq,
                         row.owner,
                         row.usage,
+                        row.egress,
                     ])
                 })
                 .map_err(|e| StoreError::Backend(format!("insert session {id}: {e}")))?;
@@ -397,7 +404,7 @@ impl Store for SqliteStore {
                     "UPDATE sessions SET record_version = ?2, container_id = ?3, state = ?4, \
                      reason = ?5, repo_url = ?6, branch = ?7, memory_bytes = ?8, cpu = ?9, \
                      timeout_secs = ?10, created_at_ms = ?11, updated_at_ms = ?12, \
-                     expires_at_ms = ?13, owner = ?14, usage = ?15 \
+                     expires_at_ms = ?13, owner = ?14, usage = ?15, egress = ?16 \
                      WHERE id = ?1",
                 )
                 .and_then(|mut st| {
@@ -417,6 +424,7 @@ impl Store for SqliteStore {
                         row.expires_at_ms,
                         row.owner,
                         row.usage,
+                        row.egress,
                     ])
                 })
                 .map_err(|e| StoreError::Backend(format!("update session {id}: {e}")))?;

@@ -98,7 +98,12 @@ CREATE TABLE session_secrets (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// Version 5: each session's egress mode (`none | allowlist | open`).
+const V5: &str = "
+ALTER TABLE sessions ADD COLUMN egress TEXT NOT NULL DEFAULT 'allowlist';
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

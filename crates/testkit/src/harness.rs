@@ -20,6 +20,11 @@ use tokio::task::JoinHandle;
 /// The user the harness's `client` acts as.
 pub const HARNESS_USER: &str = "tester";
 
+/// When set (`CIDR[/LEN]`, e.g. `10.216.0.0/16`; /28 subnets unless LEN
+/// says), session networks take their subnets from this pool instead of
+/// Docker's default address pools (about 30 networks between all runs).
+pub const SUBNET_POOL_ENV: &str = "CLAUDECLUSTER_TEST_SUBNET_POOL";
+
 /// Image the tests run unless `CLAUDECLUSTER_TEST_IMAGE` names another.
 pub const DEFAULT_TEST_IMAGE: &str = "claudecluster-worker:latest";
 
@@ -96,6 +101,14 @@ impl Harness {
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         // Sessions reach the gateway on their bridge's host address.
         let gateway = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+        let runtime = match std::env::var(SUBNET_POOL_ENV) {
+            Ok(spec) if !spec.trim().is_empty() => {
+                let pool = cc_runtime_docker::SubnetPool::parse(&spec, 28)
+                    .with_context(|| format!("{SUBNET_POOL_ENV}={spec}"))?;
+                runtime.with_subnet_pool(pool.cidr(), pool.subnet_prefix())?
+            }
+            _ => runtime,
+        };
         let runtime = runtime
             .with_host_firewall(gateway.local_addr()?.port())
             .await?;
@@ -116,6 +129,7 @@ impl Harness {
         let server_config = ServerConfig {
             public_url: None,
             anthropic_upstream: opts.upstream.unwrap_or_else(|| model.base_url()),
+            check_api_key: false,
             access: cc_server::AccessConfig {
                 admin_token: Some(admin_token.clone()),
                 audit_jsonl: Some(data.path().join("audit.jsonl")),
@@ -160,6 +174,7 @@ impl Harness {
                 memory: None,
                 cpu: None,
                 timeout: Some(600),
+                egress: None,
             }),
             options: None,
         }

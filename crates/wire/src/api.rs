@@ -156,6 +156,42 @@ pub struct SessionConfigRequest {
     /// Maximum lifetime of the session in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// What the session may reach beyond the Anthropic and git relays
+    /// (extension; default and maximum set by the admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressMode>,
+}
+
+/// A session's way out, besides the gateway's Anthropic and git relays:
+/// `none`; `allowlist` — the admin's `--egress-allow` hosts through the
+/// gateway's proxy; `open` — any public host through that proxy (private,
+/// loopback and link-local addresses still need an exact allowlist entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressMode {
+    None,
+    #[default]
+    Allowlist,
+    Open,
+}
+
+impl EgressMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Allowlist => "allowlist",
+            Self::Open => "open",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "none" => Self::None,
+            "allowlist" => Self::Allowlist,
+            "open" => Self::Open,
+            _ => return None,
+        })
+    }
 }
 
 /// A number or a string with a unit, as users naturally write limits.
@@ -262,6 +298,8 @@ pub struct SessionLimits {
     pub memory_bytes: u64,
     pub cpu: f64,
     pub timeout_secs: u64,
+    #[serde(default)]
+    pub egress: EgressMode,
 }
 
 /// `GET /api/v1/sessions/{id}/status`.

@@ -45,7 +45,7 @@ async fn a_tiny_profile_measures_every_phase_beside_its_baseline() -> anyhow::Re
         "{:?}",
         spawn.stages_ms
     );
-    assert!(spawn.warm_ms.is_none());
+    assert_eq!(spawn.warm_ms.as_ref().map(|s| s.n), Some(1));
 
     let cmd = report.command.as_ref().expect("command figures");
     assert_eq!(cmd.ours_ms.as_ref().map(|s| s.n), Some(2));
@@ -86,7 +86,7 @@ async fn a_tiny_profile_measures_every_phase_beside_its_baseline() -> anyhow::Re
         "docker run → healthy",
         "Claude Code direct",
         "our overhead",
-        "spawn warm (pool)",
+        "spawn warm: create → ready (pool)",
         "fan-out lag, 3 watchers",
         "requests/s",
         "RUSTSEC-2099-0001",

@@ -9,6 +9,7 @@
 mod admin;
 mod attach;
 mod errors;
+mod options;
 mod reconnect;
 mod session;
 

@@ -148,6 +148,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             token: secrets.session_token.clone(),
             claude_api_key: secrets.claude_api_key,
             repo_token: secrets.repo_token,
+            egress: rec.limits.egress,
             repo_url: rec.repo_url.clone(),
         });
         // The exact first request when it was kept; otherwise sessiond
@@ -159,6 +160,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 &placement,
                 &secrets.session_token,
                 rec.branch.clone(),
+                rec.limits.egress,
                 Default::default(),
             )
         });

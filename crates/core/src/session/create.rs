@@ -10,7 +10,7 @@ use crate::policy;
 use crate::seams::{Agent, AgentEndpoint, Placement, Runtime, SessionRecord, SessionSpec, Store};
 use crate::secrets::SessionSecrets;
 use crate::time::{now, rfc3339};
-use cc_wire::api::{ServerMessage, SessionConfigRequest, SessionState};
+use cc_wire::api::{EgressMode, ServerMessage, SessionConfigRequest, SessionState};
 use cc_wire::sessiond::{ClaudeSettings, InitRequest};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -137,6 +137,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             claude_api_key: req.claude_api_key.clone(),
             repo_token: req.repo_token.clone(),
             repo_url: repo.url.clone(),
+            egress: limits.egress,
         });
         let spec = SessionSpec {
             id: id.clone(),
@@ -180,6 +181,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             &placement,
             &session_token,
             record.branch.clone(),
+            record.limits.egress,
             options,
         );
         // Again with the exact init, so an adopter's re-init matches it.
@@ -263,6 +265,7 @@ pub(crate) fn init_request(
     placement: &Placement,
     token: &Token,
     branch: Option<String>,
+    egress: EgressMode,
     options: crate::options::ResolvedOptions,
 ) -> InitRequest {
     let gw = match placement.gateway_ip {
@@ -286,7 +289,12 @@ pub(crate) fn init_request(
         "1".into(),
     );
     env.insert("DISABLE_AUTOUPDATER".into(), "1".into());
-    if !config.egress_allow.is_empty() {
+    let proxied = match egress {
+        EgressMode::None => false,
+        EgressMode::Allowlist => !config.egress_allow.is_empty(),
+        EgressMode::Open => true,
+    };
+    if proxied {
         // The gateway's CONNECT proxy, for the admin's allowlisted hosts;
         // the relays on the gateway itself are reached directly.
         let proxy = format!(

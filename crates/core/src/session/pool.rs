@@ -217,6 +217,7 @@ mod tests {
             memory_bytes: mem,
             cpu: 1.0,
             timeout_secs: 60,
+            egress: Default::default(),
         }
     }
 

@@ -101,6 +101,7 @@ mod tests {
                 memory_bytes: 1,
                 cpu: 1.0,
                 timeout_secs: lifetime.as_secs(),
+                egress: Default::default(),
             },
             created_at: t,
             updated_at: t,

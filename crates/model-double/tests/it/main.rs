@@ -208,3 +208,20 @@ async fn slow_reply_is_paced() {
         .collect();
     assert_eq!(deltas, "one two three");
 }
+
+#[tokio::test]
+async fn count_tokens_checks_the_key() {
+    let double = double().await;
+    let url = format!("{}/v1/messages/count_tokens", double.base_url());
+    let ping =
+        json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "ping"}]});
+    let resp = post(&url, "sk-wrong", &ping).await;
+    assert_eq!(resp.status(), 401);
+    let err: Value = resp.json().await.expect("json");
+    assert_eq!(err["error"]["type"], "authentication_error");
+    let resp = post(&url, KEY, &ping).await;
+    assert_eq!(resp.status(), 200);
+    let count: Value = resp.json().await.expect("json");
+    assert!(count["input_tokens"].as_u64().is_some_and(|n| n >= 1));
+    double.shutdown().await.expect("shutdown");
+}

@@ -75,7 +75,8 @@ fn schemas() -> Value {
             "http": { "type": "string" }
         })),
         "SessionLimits": object(&["memoryBytes", "cpu", "timeoutSecs"], json!({
-            "memoryBytes": { "type": "integer" }, "cpu": { "type": "number" }, "timeoutSecs": { "type": "integer" }
+            "memoryBytes": { "type": "integer" }, "cpu": { "type": "number" }, "timeoutSecs": { "type": "integer" },
+            "egress": { "type": "string", "enum": ["none", "allowlist", "open"] }
         })),
         "CreateSessionRequest": {
             "type": "object",
@@ -88,7 +89,10 @@ fn schemas() -> Value {
                 "repoToken": { "type": "string", "description": "Token for a private repository; the git relay presents it upstream, it never enters the container." },
                 "config": {
                     "type": "object", "additionalProperties": false,
-                    "properties": { "memory": quantity, "cpu": quantity, "timeout": { "type": "integer", "minimum": 0 } }
+                    "properties": {
+                        "memory": quantity, "cpu": quantity, "timeout": { "type": "integer", "minimum": 0 },
+                        "egress": { "type": "string", "enum": ["none", "allowlist", "open"] }
+                    }
                 },
                 "options": { "type": "object" }
             }

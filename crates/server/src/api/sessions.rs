@@ -2,6 +2,7 @@
 
 use super::{public_base, ApiError, ApiJson, AppState};
 use crate::auth::{audit, error_code, require_user_token, Audit, ClientIp, ServerStore};
+use crate::upstream_check::{check_api_key, Verdict};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
@@ -86,6 +87,26 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<CreateSessionResponse>), ApiError> {
     require_user_token(&p)?;
+    // Before the per-user lock: the upstream may take up to its timeout.
+    if st.config.check_api_key {
+        let upstream = &st.config.anthropic_upstream;
+        if let Verdict::Refused(status) = check_api_key(upstream, &req.claude_api_key).await {
+            let a = Audit {
+                actor: &p.user,
+                ip,
+                action: "session.create",
+                session_id: None,
+                outcome: "invalid_api_key",
+                detail: Some(format!("upstream answered {status}")),
+            };
+            audit(&st, a).await;
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_api_key",
+                format!("the Anthropic API refused this claudeApiKey ({status})"),
+            ));
+        }
+    }
     // Held across the create so concurrent creates cannot both pass the
     // per-user limit.
     let lock = st.access.create_lock(&p.user);

@@ -2,8 +2,10 @@
 //! admin allowlisted (`--egress-allow`), for package registries and the
 //! like. Sessions authenticate with `Proxy-Authorization: Basic
 //! <session id>:<session token>` (their `HTTPS_PROXY` URL carries it).
-//! Targets that resolve to loopback, private or link-local addresses are
-//! refused unless the allowlist names that exact `host:port`.
+//! What a session may open depends on its egress mode: `none` nothing,
+//! `allowlist` the admin's hosts, `open` any host. Targets that resolve to
+//! loopback, private or link-local addresses are refused unless the
+//! allowlist names that exact `host:port`, whatever the mode.
 
 use super::{refuse, GatewayState};
 use axum::body::Body;
@@ -12,6 +14,7 @@ use axum::http::{Method, Response, StatusCode};
 use base64::Engine;
 use cc_core::policy::{egress_allowed, egress_names_exactly, non_public};
 use cc_core::{Runtime, SessionId, Store};
+use cc_wire::api::EgressMode;
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -27,7 +30,7 @@ pub(super) async fn connect_or_not_found<R: Runtime, S: Store>(
     if req.method() != Method::CONNECT {
         return refuse(StatusCode::NOT_FOUND, "not a gateway route");
     }
-    let Some(session) = proxy_session(&st, &req) else {
+    let Some(creds) = proxy_session(&st, &req) else {
         let mut resp = refuse(
             StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             "proxy authentication required",
@@ -45,16 +48,25 @@ pub(super) async fn connect_or_not_found<R: Runtime, S: Store>(
     else {
         return refuse(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
+    let session = creds.session_id.clone();
     let allow = &st.manager.config().egress_allow;
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    if !egress_allowed(&host, port, allow) {
-        tracing::info!(%session, %host, port, "egress denied");
+    let permitted = match creds.egress {
+        EgressMode::None => false,
+        EgressMode::Allowlist => egress_allowed(&host, port, allow),
+        EgressMode::Open => true,
+    };
+    if !permitted {
+        tracing::info!(%session, %host, port, mode = creds.egress.as_str(), "egress denied");
         return refuse(
             StatusCode::FORBIDDEN,
-            &format!("egress to {host}:{port} is not allowed for this session"),
+            &format!(
+                "egress to {host}:{port} is not allowed for this session (egress {})",
+                creds.egress.as_str()
+            ),
         );
     }
     let addrs: Vec<std::net::SocketAddr> =
@@ -100,11 +112,11 @@ pub(super) async fn connect_or_not_found<R: Runtime, S: Store>(
     Response::new(Body::empty())
 }
 
-/// The session whose credentials the request presents.
+/// The credentials of the session the request authenticates as.
 fn proxy_session<R: Runtime, S: Store>(
     st: &GatewayState<R, S>,
     req: &Request,
-) -> Option<SessionId> {
+) -> Option<std::sync::Arc<cc_core::SessionCredentials>> {
     let value = req.headers().get("proxy-authorization")?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
@@ -113,6 +125,5 @@ fn proxy_session<R: Runtime, S: Store>(
     let decoded = String::from_utf8(decoded).ok()?;
     let (user, token) = decoded.split_once(':')?;
     let session = SessionId::parse(user)?;
-    st.manager.credentials().authenticate(&session, token)?;
-    Some(session)
+    st.manager.credentials().authenticate(&session, token)
 }

@@ -173,6 +173,7 @@ async fn retention_purges_only_old_ended_logs() {
                 memory_bytes: 1 << 30,
                 cpu: 1.0,
                 timeout_secs: 60,
+                egress: Default::default(),
             },
             owner: "alice".into(),
             created_at: at(1),

@@ -38,6 +38,7 @@ fn record() -> SessionRecord {
             memory_bytes: 1 << 30,
             cpu: 2.0,
             timeout_secs: 600,
+            egress: cc_wire::api::EgressMode::None,
         },
         created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
         updated_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_500),

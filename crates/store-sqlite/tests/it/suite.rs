@@ -70,6 +70,7 @@ fn record(state: SessionState, created_ms: u64) -> SessionRecord {
             memory_bytes: 2 * 1024 * 1024 * 1024,
             cpu: 1.5,
             timeout_secs: 3600,
+            egress: cc_wire::api::EgressMode::Allowlist,
         },
         created_at: at(created_ms),
         updated_at: at(created_ms + 10),
@@ -200,6 +201,7 @@ pub async fn update_overwrites_fields_but_not_the_cursor<S: Store>(store: S) {
         memory_bytes: 512 * 1024 * 1024,
         cpu: 0.25,
         timeout_secs: 60,
+        egress: cc_wire::api::EgressMode::Open,
     };
     changed.created_at = at(1_600_000_000_000);
     changed.updated_at = at(1_700_000_123_456);

@@ -126,6 +126,38 @@ async fn egress_goes_only_to_allowlisted_hosts_through_the_proxy() -> anyhow::Re
         "{line}"
     );
     assert!(line.contains("denied=[refused: HTTP/1.1 403"), "{line}");
+
+    // A session created with `egress: none` reaches not even the
+    // allowlisted host: it gets no proxy, and the proxy refuses it anyway.
+    let url = h.git.create_repo("no-egress", &[("a.txt", "a\n")])?;
+    let mut req = h.create_request(&url, None);
+    if let Some(c) = req.config.as_mut() {
+        c.egress = Some(cc_wire::api::EgressMode::None);
+    }
+    let created = h.client.create(&req).await?;
+    let mut ws = h.client.stream(&created.session_id, 0).await?;
+    cc_testkit::harness::read_until(&mut ws, super::READY_TIMEOUT, |m| {
+        cc_testkit::harness::is_state(m, cc_wire::api::SessionState::Ready)
+    })
+    .await?;
+    let turn = run_turn(&mut ws, r#"bash: echo "PROXY=[${HTTPS_PROXY:-unset}]""#).await?;
+    assert!(
+        output_text(&turn).contains("PROXY=[unset]"),
+        "{}",
+        summary(&turn)
+    );
+    assert_eq!(
+        h.client.status(&created.session_id).await?.limits.egress,
+        cc_wire::api::EgressMode::None
+    );
+
+    // `open` is above this server's maximum (the default: allowlist).
+    let mut req = h.create_request(&url, None);
+    if let Some(c) = req.config.as_mut() {
+        c.egress = Some(cc_wire::api::EgressMode::Open);
+    }
+    let err = h.client.create(&req).await.expect_err("refused");
+    assert_eq!(err.code(), Some("egress_not_allowed"), "{err}");
     h.shutdown().await;
     Ok(())
 }

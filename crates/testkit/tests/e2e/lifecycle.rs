@@ -327,6 +327,7 @@ impl Deployment {
                 memory: None,
                 cpu: None,
                 timeout: Some(600),
+                egress: None,
             }),
             options: None,
         }
