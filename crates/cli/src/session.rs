@@ -57,6 +57,13 @@ Example:\n  claudecluster session attach 01JD3…"
   claudecluster session logs 01JD3…
   claudecluster session logs --follow --json 01JD3… | jq -r 'select(.type==\"output\").text'")]
     Logs(LogsArgs),
+    /// Show a session's changes against the commit it started from
+    /// (committed, uncommitted and new files).
+    #[command(after_help = "Examples:
+  claudecluster session diff 01JD3…              # summary, then the unified diff
+  claudecluster session diff --patch 01JD3… | git am   # the session's commits
+  claudecluster session diff --json 01JD3…")]
+    Diff(DiffArgs),
     /// End a session and remove its container.
     #[command(after_help = "Example:\n  claudecluster session delete 01JD3…")]
     Delete(IdArgs),
@@ -99,6 +106,19 @@ pub struct ListArgs {
 pub struct IdArgs {
     /// Session ID.
     pub id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// Session ID.
+    pub id: String,
+    /// Print the session's commits as a patch series (`git format-patch`)
+    /// instead of the summary and unified diff.
+    #[arg(long)]
+    pub patch: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -239,6 +259,35 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
         }
         SessionCommand::Attach(a) => crate::attach::run(&client, &a.id).await?,
         SessionCommand::Logs(l) => logs(&client, l).await?,
+        SessionCommand::Diff(d) => {
+            let diff = client.diff(&d.id).await.map_err(&e)?;
+            if d.json {
+                print_json(&diff);
+            } else if d.patch {
+                print!("{}", diff.patches);
+            } else {
+                for f in &diff.files {
+                    if f.binary {
+                        println!(" {} (binary)", f.path);
+                    } else {
+                        println!(" {} +{} -{}", f.path, f.insertions, f.deletions);
+                    }
+                }
+                println!(
+                    " {} file(s) changed, {} insertion(s), {} deletion(s)\n",
+                    diff.files.len(),
+                    diff.insertions,
+                    diff.deletions
+                );
+                print!("{}", diff.diff);
+            }
+            if diff.truncated {
+                eprintln!(
+                    "note: the diff was cut at {} bytes",
+                    cc_wire::api::MAX_DIFF_BYTES
+                );
+            }
+        }
         SessionCommand::Delete(d) => {
             let r = client.delete(&d.id).await.map_err(&e)?;
             if d.json {

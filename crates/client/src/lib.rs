@@ -157,6 +157,11 @@ impl Client {
         .await
     }
 
+    /// The session's changes against the commit it started from.
+    pub async fn diff(&self, id: &str) -> Result<cc_wire::api::SessionDiff, ClientError> {
+        send(self.http.get(self.url(&format!("/sessions/{id}/diff")))).await
+    }
+
     pub async fn logs(
         &self,
         id: &str,

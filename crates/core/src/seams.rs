@@ -132,6 +132,11 @@ pub trait Agent: Send + Sync + 'static {
         req: &cc_wire::sessiond::CommandRequest,
     ) -> impl Future<Output = Result<CommandAccepted, AgentError>> + Send;
     fn interrupt(&self, ep: &AgentEndpoint) -> impl Future<Output = Result<(), AgentError>> + Send;
+    /// The checkout's changes against the commit it started at.
+    fn diff(
+        &self,
+        ep: &AgentEndpoint,
+    ) -> impl Future<Output = Result<cc_wire::api::SessionDiff, AgentError>> + Send;
     /// Journal entries after `since`, then new ones as they happen.
     fn follow(
         &self,

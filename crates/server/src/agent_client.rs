@@ -120,6 +120,11 @@ impl Agent for HttpAgent {
         Ok(())
     }
 
+    async fn diff(&self, ep: &AgentEndpoint) -> Result<cc_wire::api::SessionDiff, AgentError> {
+        self.call(self.calls.get(format!("{}/v1/diff", ep.base_url)), ep)
+            .await
+    }
+
     async fn follow(&self, ep: &AgentEndpoint, since: u64) -> Result<EventStream, AgentError> {
         let resp = self
             .follows

@@ -140,6 +140,10 @@ impl Session {
         }
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub fn health(&self) -> Health {
         self.health_of(&self.lock())
     }

@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/command", post(command))
         .route("/v1/interrupt", post(interrupt))
         .route("/v1/events", get(events))
+        .route("/v1/diff", get(diff))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Applies to the fallbacks too: nothing answers without the token.
@@ -200,6 +201,25 @@ async fn command(
 #[derive(Serialize)]
 struct Interrupted {
     interrupted: bool,
+}
+
+async fn diff(State(state): State<AppState>) -> Response {
+    use cc_wire::sessiond::AgentState;
+    let health = state.session.health();
+    if !matches!(health.state, AgentState::Ready | AgentState::Busy) {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "not_ready",
+            format!("no checkout yet: session is {:?}", health.state).to_lowercase(),
+        )
+        .into_response();
+    }
+    match crate::diff::diff(state.session.config()).await {
+        Ok(d) => Json(d).into_response(),
+        Err(e) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "diff_failed", e).into_response()
+        }
+    }
 }
 
 async fn interrupt(State(state): State<AppState>) -> Response {

@@ -10,6 +10,7 @@
 
 mod agent;
 mod api;
+mod diff;
 mod journal;
 mod setup;
 

@@ -64,6 +64,16 @@ pub async fn prepare_repo(
         tracing::info!(repo = %repo.display(), "checkout already present, skipping clone");
     } else {
         clone(config, req, journal).await?;
+        // The base of the session's diff, kept in the repository so a
+        // restarted sessiond finds it.
+        expect_success(
+            config,
+            req,
+            repo,
+            &["update-ref", cc_wire::sessiond::BASE_REF, "HEAD"],
+            "recording the session's base commit",
+        )
+        .await?;
         // Only after a fresh clone: a restarted container has them already.
         if let Some(text) = &req.instructions {
             add_instructions(repo, text).await?;

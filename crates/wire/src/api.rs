@@ -509,3 +509,37 @@ pub struct ApiErrorBody {
     pub code: String,
     pub message: String,
 }
+
+/// `GET /api/v1/sessions/{id}/diff`: the session's changes against the
+/// commit it started from — committed and uncommitted work, new files
+/// included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDiff {
+    /// The commit the session's checkout started at.
+    pub base_commit: String,
+    /// The checkout's `HEAD` now.
+    pub head_commit: String,
+    pub files: Vec<FileChange>,
+    pub insertions: u64,
+    pub deletions: u64,
+    /// Unified diff (`git diff`), cut at [`MAX_DIFF_BYTES`].
+    pub diff: String,
+    /// The commits since the base as a patch series (`git format-patch`),
+    /// cut at [`MAX_DIFF_BYTES`].
+    pub patches: String,
+    /// Whether `diff` or `patches` was cut.
+    pub truncated: bool,
+}
+
+/// Largest `diff` / `patches` text returned.
+pub const MAX_DIFF_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileChange {
+    pub path: String,
+    pub insertions: u64,
+    pub deletions: u64,
+    pub binary: bool,
+}

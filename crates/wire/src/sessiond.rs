@@ -11,6 +11,8 @@
 //!   body again is a no-op, a different body is 409.
 //! - `POST /v1/command` [`CommandRequest`] → 202 [`CommandAccepted`]
 //! - `POST /v1/interrupt` → 202
+//! - `GET  /v1/diff` → `crate::api::SessionDiff` (409 before the checkout
+//!   exists)
 //! - `GET  /v1/events?since=N&follow=true` → NDJSON stream of
 //!   [`JournalEntry`] with `seq > N`, in order. With `follow` the response
 //!   stays open and carries new entries as they are journaled; an empty line
@@ -25,6 +27,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const DEFAULT_PORT: u16 = 7700;
 /// Where the repository is checked out inside the container.
 pub const WORKSPACE_DIR: &str = "/workspace";
+/// Ref sessiond sets to the commit the checkout started at, the base of
+/// the session's diff.
+pub const BASE_REF: &str = "refs/claudecluster/base";
 /// Checkout directory (the agent's working directory).
 pub const REPO_DIR: &str = "/workspace/repo";
 

@@ -188,6 +188,12 @@ async fn json_keep_and_the_session_commands() -> anyhow::Result<()> {
     assert!(stdout(&out).contains("⎿ kept"), "{}", describe(&out));
     assert!(stdout(&out).contains("✓ done"), "{}", describe(&out));
 
+    // diff shows the session's work against where it started.
+    let out = output(at(&h, home.path()).args(["session", "diff", &id])).await?;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout(&out).contains(" notes.txt +"), "{}", describe(&out));
+    assert!(stdout(&out).contains("+kept"), "{}", describe(&out));
+
     // send --no-wait only queues; a `logs --follow` started before it
     // streams the turn live (and ends with the session, below).
     let before = h.client.status(&id).await?.last_seq;

@@ -38,6 +38,9 @@ pub(crate) enum ActorMsg {
     Interrupt {
         reply: oneshot::Sender<Result<bool, CoreError>>,
     },
+    Diff {
+        reply: oneshot::Sender<Result<cc_wire::api::SessionDiff, CoreError>>,
+    },
     Terminate {
         reason: String,
         reply: oneshot::Sender<SessionRecord>,
@@ -207,6 +210,25 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         match msg {
             ActorMsg::Command { turn, reply } => {
                 let r = self.command(turn).await;
+                let _ = reply.send(r);
+            }
+            ActorMsg::Diff { reply } => {
+                let r = match self.record.state {
+                    SessionState::Ready | SessionState::Busy => self
+                        .inner
+                        .agent
+                        .diff(&self.endpoint)
+                        .await
+                        .map_err(agent_unavailable),
+                    other => Err(CoreError::conflict(
+                        "session_not_ready",
+                        format!(
+                            "session {} is {}: no checkout yet",
+                            self.record.id,
+                            other.as_str()
+                        ),
+                    )),
+                };
                 let _ = reply.send(r);
             }
             ActorMsg::Interrupt { reply } => {
@@ -515,6 +537,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         match msg {
             ActorMsg::Command { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Interrupt { reply } => drop(reply.send(Err(err()))),
+            ActorMsg::Diff { reply } => drop(reply.send(Err(err()))),
             ActorMsg::Terminate { reply, .. } => drop(reply.send(self.record.clone())),
             ActorMsg::ContainerExited { .. } => {}
         }

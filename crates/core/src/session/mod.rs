@@ -238,6 +238,14 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         rx.await.map_err(|_| ended())?
     }
 
+    /// The session's changes against the commit its checkout started at.
+    pub async fn diff(&self, id: &str) -> Result<cc_wire::api::SessionDiff, CoreError> {
+        let handle = self.live_handle(id).await?;
+        let (reply, rx) = oneshot::channel();
+        send(&handle, ActorMsg::Diff { reply }).await?;
+        rx.await.map_err(|_| ended())?
+    }
+
     /// Stored events after `since`.
     pub async fn logs(
         &self,

@@ -81,6 +81,7 @@ pub fn router_with_access<R: Runtime, S: ServerStore>(
             post(sessions::interrupt::<R, S>),
         )
         .route("/api/v1/sessions/{id}/logs", get(sessions::logs::<R, S>))
+        .route("/api/v1/sessions/{id}/diff", get(sessions::diff::<R, S>))
         .route("/api/v1/sessions/{id}/stream", get(stream::upgrade::<R, S>))
         .route("/api/v1/audit", get(audit::list::<R, S>))
         .route(

@@ -115,6 +115,15 @@ fn schemas() -> Value {
         "CommandResponse": object(&["sessionId", "accepted", "state"], json!({
             "sessionId": { "type": "string" }, "accepted": { "type": "boolean" }, "state": r("SessionState")
         })),
+        "SessionDiff": object(&["baseCommit", "headCommit", "files", "insertions", "deletions", "diff", "patches", "truncated"], json!({
+            "baseCommit": { "type": "string" }, "headCommit": { "type": "string" },
+            "files": { "type": "array", "items": object(&["path", "insertions", "deletions", "binary"], json!({
+                "path": { "type": "string" }, "insertions": { "type": "integer" },
+                "deletions": { "type": "integer" }, "binary": { "type": "boolean" }
+            })) },
+            "insertions": { "type": "integer" }, "deletions": { "type": "integer" },
+            "diff": { "type": "string" }, "patches": { "type": "string" }, "truncated": { "type": "boolean" }
+        })),
         "InterruptResponse": object(&["sessionId", "interrupted"], json!({
             "sessionId": { "type": "string" }, "interrupted": { "type": "boolean" }
         })),
@@ -191,6 +200,8 @@ pub fn document() -> Value {
                 Some(r("CommandRequest")), json!({ "202": body(r("CommandResponse"), "accepted") })) },
             "/api/v1/sessions/{id}/interrupt": { "post": op("Stop the running turn", json!([sid()]), None,
                 json!({ "202": body(r("InterruptResponse"), "done") })) },
+            "/api/v1/sessions/{id}/diff": { "get": op("The session's changes against the commit it started from", json!([sid()]), None,
+                json!({ "200": body(r("SessionDiff"), "the diff") })) },
             "/api/v1/sessions/{id}/logs": { "get": op("Stored events after `since`", json!([sid(), query("since", count()), query("limit", count())]), None,
                 json!({ "200": body(r("LogsResponse"), "a page of events") })) },
             "/api/v1/sessions/{id}/stream": { "get": op("The session's WebSocket: every event after `since`, then live ones",

@@ -327,6 +327,17 @@ pub(super) async fn interrupt<R: Runtime, S: Store>(
     ))
 }
 
+/// The session's changes (committed, uncommitted, new files) against the
+/// commit it started from, with a summary and the commits as patches.
+pub(super) async fn diff<R: Runtime, S: Store>(
+    State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<cc_wire::api::SessionDiff>, ApiError> {
+    owned(&st, &p, &id).await?;
+    Ok(Json(st.manager.diff(&id).await?))
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct LogsQuery {

@@ -10,6 +10,7 @@ mod control;
 mod isolation;
 mod lifecycle;
 mod session;
+mod work;
 
 use cc_testkit::harness::{is_state, read_until};
 use cc_testkit::Harness;
