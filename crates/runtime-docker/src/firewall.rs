@@ -7,7 +7,8 @@
 //! this order: accept replies on connections the host opened (the
 //! orchestrator talking to sessiond), accept new connections to the gateway
 //! port, drop everything else. Every rule carries the comment
-//! `claudecluster:<session id>` so removal is exact and idempotent.
+//! `claudecluster:<resource prefix><session id>` so removal is exact and
+//! idempotent, and a test run can remove every rule of its own prefix.
 
 use cc_core::{RuntimeError, SessionId};
 use tokio::process::Command;
@@ -17,14 +18,23 @@ pub fn bridge_name(id: &SessionId) -> String {
     format!("ccb{}", &id.as_str()[..12])
 }
 
+/// The comment tag on every rule of a deployment with this prefix.
+pub fn tag_prefix(resource_prefix: &str) -> String {
+    format!("claudecluster:{resource_prefix}")
+}
+
 #[derive(Debug, Clone)]
 pub struct Firewall {
     gateway_port: u16,
+    resource_prefix: String,
 }
 
 impl Firewall {
-    pub fn new(gateway_port: u16) -> Self {
-        Self { gateway_port }
+    pub fn new(gateway_port: u16, resource_prefix: &str) -> Self {
+        Self {
+            gateway_port,
+            resource_prefix: resource_prefix.to_owned(),
+        }
     }
 
     /// Fails with a fix-it message when iptables cannot be used here.
@@ -39,7 +49,7 @@ impl Firewall {
 
     fn rules(&self, id: &SessionId) -> Vec<Vec<String>> {
         let br = bridge_name(id);
-        let tag = format!("claudecluster:{id}");
+        let tag = format!("{}{id}", tag_prefix(&self.resource_prefix));
         let port = self.gateway_port.to_string();
         let with = |extra: &[&str]| {
             let mut r: Vec<String> = vec!["-i".into(), br.clone()];
@@ -110,12 +120,12 @@ mod tests {
         let id = SessionId::generate();
         let br = bridge_name(&id);
         assert!(br.len() <= 15, "{br}");
-        let rules = Firewall::new(4242).rules(&id);
+        let rules = Firewall::new(4242, "cc-").rules(&id);
         assert!(rules[0].contains(&"ESTABLISHED,RELATED".to_string()));
         assert!(rules[1].contains(&"4242".to_string()));
         assert_eq!(rules[2][rules[2].len() - 5..][0], "DROP");
         assert!(rules
             .iter()
-            .all(|r| r.contains(&format!("claudecluster:{id}"))));
+            .all(|r| r.contains(&format!("claudecluster:cc-{id}"))));
     }
 }

@@ -128,7 +128,7 @@ impl DockerRuntime {
 
     pub async fn with_host_firewall(mut self, gateway_port: u16) -> Result<Self, RuntimeError> {
         Firewall::check().await?;
-        self.firewall = Some(Firewall::new(gateway_port));
+        self.firewall = Some(Firewall::new(gateway_port, &self.prefix));
         Ok(self)
     }
 

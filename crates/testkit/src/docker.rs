@@ -86,6 +86,7 @@ impl PrefixGuard {
                 .args(&volumes)
                 .output();
         }
+        remove_firewall_rules(&cc_runtime_docker::firewall::tag_prefix(&self.prefix));
     }
 }
 
@@ -102,5 +103,33 @@ impl Drop for PrefixGuard {
             return;
         }
         self.cleanup();
+    }
+}
+
+/// Deletes the host INPUT rules whose comment starts with `tag` (sessions
+/// a test dropped without deleting them through the API).
+fn remove_firewall_rules(tag: &str) {
+    let Ok(out) = Command::new("iptables")
+        .args(["-w", "-S", "INPUT"])
+        .output()
+    else {
+        return;
+    };
+    for rule in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(spec) = rule.strip_prefix("-A INPUT ") else {
+            continue;
+        };
+        // `-S` quotes comments; our tags hold no spaces, so words suffice.
+        let words: Vec<&str> = spec
+            .split_whitespace()
+            .map(|w| w.trim_matches('"'))
+            .collect();
+        if !words.iter().any(|w| w.starts_with(tag)) {
+            continue;
+        }
+        let _ = Command::new("iptables")
+            .args(["-w", "-D", "INPUT"])
+            .args(&words)
+            .output();
     }
 }

@@ -71,8 +71,15 @@ async fn a_session_reaches_only_its_gateway_and_holds_no_secrets() -> anyhow::Re
         .args(["-w", "-S", "INPUT"])
         .output()?;
     let rules = String::from_utf8_lossy(&rules.stdout);
-    assert!(!rules.contains(&format!("claudecluster:{a}")), "{rules}");
-    assert!(!rules.contains(&format!("claudecluster:{b}")), "{rules}");
+    let prefix = &h.docker.prefix;
+    assert!(
+        !rules.contains(&format!("claudecluster:{prefix}{a}")),
+        "{rules}"
+    );
+    assert!(
+        !rules.contains(&format!("claudecluster:{prefix}{b}")),
+        "{rules}"
+    );
     h.shutdown().await;
     Ok(())
 }
