@@ -23,25 +23,14 @@ use clap::Args;
 Exit codes: 0 success, 1 the turn or the session failed, 2 usage,
 3 not found, 4 token refused, 5 server unreachable."))]
 pub struct RunArgs {
-    /// Git repository the session clones.
-    #[arg(long)]
-    pub repo: String,
-    /// Branch to check out (default: the repository's default branch).
-    #[arg(long)]
-    pub branch: Option<String>,
     #[command(flatten)]
-    pub limits: LimitArgs,
-    #[command(flatten)]
-    pub options: Box<OptionArgs>,
+    pub session: NewSessionArgs,
     /// Keep the session after the task (print its ID and how to attach).
     #[arg(long)]
     pub keep: bool,
     /// Print the server messages as NDJSON (one JSON object per line).
     #[arg(long)]
     pub json: bool,
-    /// Claude API key the session uses [env: ANTHROPIC_API_KEY].
-    #[arg(long, value_name = "KEY")]
-    pub api_key: Option<String>,
     #[command(flatten)]
     pub conn: ConnArgs,
     /// The task for Claude.
@@ -96,28 +85,43 @@ impl LimitArgs {
     }
 }
 
-/// Builds the create request; the API key is required.
-pub fn create_request(
-    repo: &str,
-    branch: Option<&str>,
-    api_key: Option<String>,
-    limits: &LimitArgs,
-    options: &OptionArgs,
-) -> Result<CreateSessionRequest, Exit> {
-    let key = api_key.ok_or_else(|| {
-        Exit::usage(
-            "a Claude API key is needed: pass --api-key, set ANTHROPIC_API_KEY, or add api_key to the config file",
-        )
-    })?;
-    let options = options.request()?;
-    Ok(CreateSessionRequest {
-        repo_url: repo.to_owned(),
-        branch: branch.map(str::to_owned),
-        claude_api_key: key,
-        repo_token: limits.repo_token.clone(),
-        config: limits.request(),
-        options,
-    })
+/// What a new session is made of: the flags `run` and `session create`
+/// share.
+#[derive(Args, Debug)]
+pub struct NewSessionArgs {
+    /// Git repository the session clones.
+    #[arg(long)]
+    pub repo: String,
+    /// Branch to check out (default: the repository's default branch).
+    #[arg(long)]
+    pub branch: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub options: Box<OptionArgs>,
+    /// Claude API key the session uses [env: ANTHROPIC_API_KEY].
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+}
+
+impl NewSessionArgs {
+    /// Builds the create request; the API key (the flag's, or from the
+    /// environment or config file) is required.
+    pub fn request(&self, api_key: Option<String>) -> Result<CreateSessionRequest, Exit> {
+        let key = api_key.ok_or_else(|| {
+            Exit::usage(
+                "a Claude API key is needed: pass --api-key, set ANTHROPIC_API_KEY, or add api_key to the config file",
+            )
+        })?;
+        Ok(CreateSessionRequest {
+            repo_url: self.repo.clone(),
+            branch: self.branch.clone(),
+            claude_api_key: key,
+            repo_token: self.limits.repo_token.clone(),
+            config: self.limits.request(),
+            options: self.options.request()?,
+        })
+    }
 }
 
 /// Creates a session and waits until it is ready; deletes it when it
@@ -158,14 +162,8 @@ pub async fn create_ready(
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let (settings, client) = args.conn.client(args.api_key.as_deref())?;
-    let req = create_request(
-        &args.repo,
-        args.branch.as_deref(),
-        settings.api_key,
-        &args.limits,
-        &args.options,
-    )?;
+    let (settings, client) = args.conn.client(args.session.api_key.as_deref())?;
+    let req = args.session.request(settings.api_key)?;
     let mode = if args.json { Mode::Json } else { Mode::Human };
     let mut renderer = Renderer::new(
         mode,

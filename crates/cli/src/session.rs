@@ -2,8 +2,8 @@
 
 use crate::config::ConnArgs;
 use crate::follow::{run_turn_with, Follower};
-use crate::options::{OptionArgs, TurnArgs, OPTION_EXAMPLES};
-use crate::run::{create_ready, create_request, LimitArgs};
+use crate::options::{TurnArgs, OPTION_EXAMPLES};
+use crate::run::{create_ready, NewSessionArgs};
 use crate::ui::{exit, Exit, Mode, Renderer, Show, Style};
 use cc_client::Client;
 use cc_wire::api::SessionStatus;
@@ -71,19 +71,8 @@ Example:\n  claudecluster session attach 01JD3…"
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// Git repository the session clones.
-    #[arg(long)]
-    pub repo: String,
-    /// Branch to check out.
-    #[arg(long)]
-    pub branch: Option<String>,
     #[command(flatten)]
-    pub limits: LimitArgs,
-    #[command(flatten)]
-    pub options: Box<OptionArgs>,
-    /// Claude API key the session uses [env: ANTHROPIC_API_KEY].
-    #[arg(long, value_name = "KEY")]
-    pub api_key: Option<String>,
+    pub session: NewSessionArgs,
     /// Return as soon as the session is created, without waiting for ready.
     #[arg(long)]
     pub no_wait: bool,
@@ -168,20 +157,14 @@ fn print_json<T: serde::Serialize>(v: &T) {
 
 pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
     let api_key_flag = match &args.command {
-        SessionCommand::Create(c) => c.api_key.clone(),
+        SessionCommand::Create(c) => c.session.api_key.clone(),
         _ => None,
     };
     let (settings, client) = args.conn.client(api_key_flag.as_deref())?;
     let e = api(&client);
     match args.command {
         SessionCommand::Create(c) => {
-            let req = create_request(
-                &c.repo,
-                c.branch.as_deref(),
-                settings.api_key,
-                &c.limits,
-                &c.options,
-            )?;
+            let req = c.session.request(settings.api_key)?;
             let id = if c.no_wait {
                 client.create(&req).await.map_err(&e)?.session_id
             } else {
