@@ -506,15 +506,9 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
     async fn container_gone(&self) -> Option<String> {
         match self.inner.runtime.inspect(&self.record.id).await {
             Ok(None) => Some("the session container disappeared".into()),
-            Ok(Some(st)) if !st.running => Some(if st.oom_killed {
-                "the session container was killed: out of memory".into()
-            } else {
-                format!(
-                    "the session container exited (code {})",
-                    st.exit_code
-                        .map_or_else(|| "unknown".into(), |c| c.to_string())
-                )
-            }),
+            Ok(Some(st)) if !st.running => {
+                Some(super::adopt::exit_reason(st.exit_code, st.oom_killed))
+            }
             Ok(Some(_)) => None,
             Err(e) => {
                 tracing::warn!(session = %self.record.id, error = %e, "inspecting container");
