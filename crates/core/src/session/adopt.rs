@@ -91,6 +91,11 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             if inner.handle(&rec.id).is_some() {
                 continue;
             }
+            let rec = self.settle_state(rec).await?;
+            if !rec.state.is_live() {
+                // It had ended; only its record had not been told.
+                continue;
+            }
             let id = rec.id.clone();
             match self.adopt(rec.clone()).await {
                 Ok(()) => {
@@ -107,6 +112,47 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         }
         out.orphans = self.remove_orphans().await?;
         Ok(out)
+    }
+
+    /// The record with the state its event log ends in.
+    ///
+    /// A state change is two store writes: the `status` event, which moves
+    /// the log cursor (`last_seq`, `agent_seq`) in the same transaction,
+    /// then the record (`Actor::set_state`; `append_status` then
+    /// `update_session` in `create` and here). An orchestrator that stopped
+    /// between the two (`kill -9`, or a SIGTERM right after a turn's `ready`
+    /// went out: the shutting-down runtime drops the still-queued record
+    /// write) left the record one state behind its log, e.g. `busy` for an
+    /// idle session. The actor resumes sessiond's journal after the entry
+    /// that caused the change, so nothing else would correct it: the
+    /// session would report `busy` while idle, and its next turn's `busy`
+    /// would look like no change and get no `status busy` event.
+    ///
+    /// Nothing is logged between a status event and its record write, so a
+    /// stale record always has that event last in its log; a log that ends
+    /// in anything else, or in the record's own state, changes nothing.
+    async fn settle_state(&self, mut rec: SessionRecord) -> Result<SessionRecord, CoreError> {
+        let Some(since) = rec.last_seq.checked_sub(1) else {
+            return Ok(rec);
+        };
+        let last = self.inner.store.events(&rec.id, since, 1).await?;
+        let Some(ServerMessage::Status { state, reason, .. }) = last.into_iter().next() else {
+            return Ok(rec);
+        };
+        if state == rec.state {
+            return Ok(rec);
+        }
+        tracing::warn!(
+            session = %rec.id,
+            record = rec.state.as_str(),
+            log = state.as_str(),
+            "the previous orchestrator stopped before saving the session's state; going by its log"
+        );
+        rec.state = state;
+        rec.reason = reason;
+        rec.updated_at = crate::time::now();
+        self.inner.store.update_session(&rec).await?;
+        Ok(rec)
     }
 
     async fn adopt(&self, rec: SessionRecord) -> Result<(), String> {
