@@ -13,6 +13,7 @@
 //! | [`concurrency`] | N sessions at once: errors, CPU, memory | — |
 //! | [`fanout`] | delivery lag to many watchers | — |
 //! | [`api`] | `GET status` requests per second | — |
+//! | [`push`] | `POST push` → response, creating and fast-forwarding the branch | `git push` from a host clone |
 //!
 //! plus quality figures: a RustSec scan of `Cargo.lock` ([`audit`]), the
 //! worker image's size ([`image`]) and test coverage ([`coverage`]).
@@ -29,6 +30,7 @@ pub mod concurrency;
 pub mod coverage;
 pub mod fanout;
 pub mod image;
+pub mod push;
 pub mod report;
 pub mod session;
 pub mod spawn;
@@ -72,6 +74,9 @@ pub struct BenchOptions {
     pub watchers: usize,
     pub api_clients: usize,
     pub api_duration: Duration,
+    /// Fast-forward pushes timed through ClaudeCluster and with plain git
+    /// (after one that creates the branch).
+    pub push_samples: usize,
     /// `Cargo.lock` to scan; `None` skips the scan.
     pub lockfile: Option<PathBuf>,
     /// RustSec advisory database; `None` skips the scan.
@@ -103,6 +108,7 @@ impl BenchOptions {
             watchers: 50,
             api_clients: 32,
             api_duration: Duration::from_secs(5),
+            push_samples: 10,
             lockfile: None,
             advisory_db: None,
             coverage: None,
@@ -120,6 +126,7 @@ impl BenchOptions {
             watchers: 10,
             api_clients: 16,
             api_duration: Duration::from_secs(2),
+            push_samples: 3,
             ..Self::full(image)
         }
     }
@@ -161,6 +168,7 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
         cc_testkit::harness::HarnessOptions {
             upstream: None,
             api_key: None,
+            ..Default::default()
         },
         |c| c.warm_pool = 1,
     )
@@ -237,6 +245,14 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
         }
         Err(e) => report.failures.push(format!("api: {e}")),
     }
+
+    progress(&format!(
+        "push: {} fast-forwards through ClaudeCluster, {} with plain git",
+        opts.push_samples, opts.push_samples
+    ));
+    let push = push::measure(&h, &repo, opts.push_samples).await;
+    report.failures.extend(prefixed("push", &push.errors));
+    report.push = Some(push);
     h.shutdown().await;
 
     progress("quality: vulnerability scan, image size, coverage");

@@ -8,6 +8,7 @@ use crate::concurrency::ConcurrencyResult;
 use crate::coverage::CoverageReport;
 use crate::fanout::FanoutResult;
 use crate::image::ImageReport;
+use crate::push::PushResult;
 use crate::spawn::SpawnResult;
 use crate::stats::Summary;
 use crate::system::Machine;
@@ -34,6 +35,7 @@ pub struct Report {
     pub concurrency: Option<ConcurrencyResult>,
     pub fanout: Option<FanoutResult>,
     pub api: Option<ApiResult>,
+    pub push: Option<PushResult>,
     pub audit: Option<AuditReport>,
     #[serde(rename = "imageSize")]
     pub image_report: Option<ImageReport>,
@@ -60,6 +62,7 @@ impl Report {
             concurrency: None,
             fanout: None,
             api: None,
+            push: None,
             audit: None,
             image_report: None,
             coverage: crate::coverage::read(None),
@@ -187,6 +190,37 @@ impl Report {
                 None,
                 None,
             );
+        }
+        if let Some(p) = &self.push {
+            // One sample each: its p50 is the value.
+            let create = Summary::of_values(&Vec::from_iter(p.create_ms));
+            let git_create = Summary::of_values(&Vec::from_iter(p.git_create_ms));
+            row(
+                &mut t,
+                "push creating the branch",
+                create.as_ref(),
+                p.git_create_ms.map(|g| format!("plain git push {}", ms(g))),
+                crate::spawn::ratio(create.as_ref(), git_create.as_ref()),
+            );
+            row(
+                &mut t,
+                "push fast-forward",
+                p.fast_forward_ms.as_ref(),
+                p.git_fast_forward_ms
+                    .as_ref()
+                    .map(|g| format!("plain git push {}", ms(g.p50))),
+                p.ratio_p50,
+            );
+            if let (Some(p50), Some(p95)) = (p.overhead_p50_ms, p.overhead_p95_ms) {
+                let _ = writeln!(
+                    t,
+                    "{:<34} {:>4} {:>9} {:>9}",
+                    "  our overhead (ours − git push)",
+                    "",
+                    signed_ms(p50),
+                    signed_ms(p95)
+                );
+            }
         }
         let _ = writeln!(t);
         if let Some(c) = &self.concurrency {

@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Turns timed for the command latency.
     #[arg(long)]
     command_samples: Option<usize>,
+    /// Fast-forward pushes timed, ours and plain `git push` (full: 10).
+    #[arg(long)]
+    push_samples: Option<usize>,
     /// WebSocket watchers on one session.
     #[arg(long)]
     watchers: Option<usize>,
@@ -71,6 +74,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.command_samples {
         opts.command_samples = n;
+    }
+    if let Some(n) = args.push_samples {
+        opts.push_samples = n;
     }
     if let Some(n) = args.watchers {
         opts.watchers = n;

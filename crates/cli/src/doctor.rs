@@ -110,6 +110,29 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
         ),
     }
 
+    // git: the git relay checks pushes with it.
+    match tokio::process::Command::new("git")
+        .arg("--version")
+        .output()
+        .await
+    {
+        Ok(out) if out.status.success() => r.ok(&format!(
+            "{} (the git relay checks pushes with it)",
+            String::from_utf8_lossy(&out.stdout).trim()
+        )),
+        Ok(out) => r.fail(
+            &format!(
+                "git --version failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            "reinstall git",
+        ),
+        Err(e) => r.fail(
+            &format!("git is not available: {e}"),
+            "install git (e.g. `apt-get install git`): pushes from sessions are refused without it",
+        ),
+    }
+
     // The upstream: any HTTP answer proves it is reachable.
     let upstream = args.anthropic_base_url.trim_end_matches('/');
     match reqwest::Client::builder()

@@ -8,6 +8,7 @@ mod doctor;
 mod follow;
 mod image;
 mod options;
+mod push;
 mod run;
 mod serve;
 mod session;

@@ -15,6 +15,7 @@ use clap::Args;
   claudecluster run --repo https://github.com/me/app \"add a --verbose flag\"
   claudecluster run --repo https://github.com/me/app --branch dev --keep \"fix the failing test\"
   claudecluster run --repo https://github.com/me/app --json \"list the TODOs\" | jq -c .type
+  claudecluster run --repo https://github.com/me/app --repo-token \"$GH_TOKEN\" --pr \"fix issue #12\"
   claudecluster run --repo https://github.com/me/app --model claude-sonnet-4-5 \\
       --disallowed-tools Bash,WebFetch --max-budget-usd 0.50 --env LOG_LEVEL=debug \"review the diff\"
 
@@ -28,6 +29,16 @@ pub struct RunArgs {
     /// Keep the session after the task (print its ID and how to attach).
     #[arg(long)]
     pub keep: bool,
+    /// After a successful task, push the work to the session's branch
+    /// (`claudecluster/<session-id>` unless --to names another).
+    #[arg(long)]
+    pub push: bool,
+    /// Like --push, then open a pull request (needs --repo-token and a
+    /// forge the server knows).
+    #[arg(long)]
+    pub pr: bool,
+    #[command(flatten)]
+    pub push_args: crate::push::PushArgs,
     /// Print the server messages as NDJSON (one JSON object per line).
     #[arg(long)]
     pub json: bool,
@@ -162,6 +173,13 @@ pub async fn create_ready(
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let push = args.push || args.pr;
+    if !args.pr && args.push_args.has_pr_flags() {
+        return Err(Exit::usage("--pr-title, --pr-body, --pr-base and --draft need --pr").into());
+    }
+    if !push && (args.push_args.to.is_some() || args.push_args.commit_message.is_some()) {
+        return Err(Exit::usage("--to and --commit-message need --push or --pr").into());
+    }
     let (settings, client) = args.conn.client(args.session.api_key.as_deref())?;
     let req = args.session.request(settings.api_key)?;
     let mode = if args.json { Mode::Json } else { Mode::Human };
@@ -191,6 +209,38 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         println!();
         for line in summary_lines(&outcome, Style::stdout()) {
             println!("{line}");
+        }
+    }
+    if push && (outcome.failed() || outcome.interrupted) {
+        eprintln!(
+            "{}",
+            err.dim("· the task did not succeed: nothing was pushed")
+        );
+    } else if push && outcome.session_ended.is_none() {
+        match crate::push::push(&client, &id, &args.push_args.request(args.pr)).await {
+            Ok(r) if mode == Mode::Json => println!("{}", serde_json::to_string(&r)?),
+            Ok(r) => {
+                for line in crate::push::report_lines(&r, Style::stdout()) {
+                    println!("{line}");
+                }
+            }
+            Err(e) => {
+                // The work may be only in the session now: keep it.
+                eprintln!("error: {e}");
+                eprintln!(
+                    "{}",
+                    err.dim(&format!(
+                        "· kept session {id} so its work is not lost: `claudecluster session push {id}` to try again"
+                    ))
+                );
+                if !args.keep {
+                    eprintln!(
+                        "{}",
+                        err.dim(&format!("· `claudecluster session delete {id}` ends it"))
+                    );
+                }
+                return Err(Exit::silent(crate::ui::exit::FAILURE).into());
+            }
         }
     }
     if args.keep {

@@ -41,6 +41,21 @@ pub struct ServeArgs {
         default_value = "0.0.0.0:8081"
     )]
     gateway_listen: SocketAddr,
+    /// A branch prefix (ending in `/`) sessions may push under besides
+    /// their own `claudecluster/<id>` branch. Repeatable; replaces the
+    /// default `claudecluster/`.
+    #[arg(
+        long = "push-prefix",
+        env = "CLAUDECLUSTER_PUSH_PREFIXES",
+        value_delimiter = ',',
+        value_parser = parse_push_prefix
+    )]
+    push_prefixes: Vec<String>,
+    /// A forge whose API opens pull requests, as KIND,HOST,API_URL (e.g.
+    /// `github,github.example.com,https://github.example.com/api/v3`);
+    /// github.com and gitlab.com are known. Repeatable.
+    #[arg(long = "forge", env = "CLAUDECLUSTER_FORGES", value_delimiter = ';')]
+    forges: Vec<cc_server::forge::Forge>,
     /// Where the Anthropic relay forwards the sessions' API traffic.
     #[arg(long, env = "CLAUDECLUSTER_ANTHROPIC_BASE_URL", default_value = DEFAULT_ANTHROPIC_UPSTREAM)]
     anthropic_base_url: String,
@@ -370,6 +385,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             ..Default::default()
         },
+        git: cc_server::GitConfig {
+            push: if args.push_prefixes.is_empty() {
+                cc_core::PushPolicy::default()
+            } else {
+                cc_core::PushPolicy {
+                    prefixes: args.push_prefixes.clone(),
+                }
+            },
+            forges: args.forges.clone(),
+            mirror_dir: Some(args.data_dir.join("git-mirrors")),
+        },
     };
     // Stops accepting, lets in-flight requests finish, then returns.
     cc_server::serve(api, gateway, manager.clone(), server, shutdown_signal()).await?;
@@ -465,4 +491,8 @@ async fn shutdown_signal() {
 
 fn parse_egress(s: &str) -> Result<EgressMode, String> {
     EgressMode::parse(s).ok_or_else(|| format!("{s:?} is not one of none, allowlist, open"))
+}
+
+fn parse_push_prefix(s: &str) -> Result<String, String> {
+    cc_core::PushPolicy::validate_prefix(s).map(|()| s.to_owned())
 }

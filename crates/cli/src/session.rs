@@ -64,6 +64,23 @@ Example:\n  claudecluster session attach 01JD3…"
   claudecluster session diff --patch 01JD3… | git am   # the session's commits
   claudecluster session diff --json 01JD3…")]
     Diff(DiffArgs),
+    /// List a directory of the session's checkout, or print one of its
+    /// files (`.git` is not served).
+    #[command(after_help = "Examples:
+  claudecluster session files 01JD3…                  # the checkout's root
+  claudecluster session files 01JD3… src              # type, size and name per entry
+  claudecluster session files 01JD3… src/main.rs > main.rs   # the file's bytes
+  claudecluster session files --json 01JD3… src/main.rs")]
+    Files(FilesArgs),
+    /// Push a session's work (uncommitted changes are committed first) to
+    /// its branch, `claudecluster/<session-id>`, and optionally open a pull
+    /// request. Never forced, never to the branch it started from.
+    #[command(after_help = "Examples:
+  claudecluster session push 01JD3…                        # to claudecluster/01JD3…
+  claudecluster session push 01JD3… --pr --draft           # and open a draft pull request
+  claudecluster session push 01JD3… --to claudecluster/fix-login --commit-message \"Fix login\"
+  claudecluster session push --json 01JD3…")]
+    Push(SessionPushArgs),
     /// End a session and remove its container.
     #[command(after_help = "Example:\n  claudecluster session delete 01JD3…")]
     Delete(IdArgs),
@@ -101,6 +118,20 @@ pub struct IdArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SessionPushArgs {
+    /// Session ID.
+    pub id: String,
+    #[command(flatten)]
+    pub push: crate::push::PushArgs,
+    /// Open a pull (merge) request from the branch once it is pushed.
+    #[arg(long)]
+    pub pr: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct DiffArgs {
     /// Session ID.
     pub id: String,
@@ -109,6 +140,18 @@ pub struct DiffArgs {
     #[arg(long)]
     pub patch: bool,
     /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FilesArgs {
+    /// Session ID.
+    pub id: String,
+    /// Path relative to the checkout (default: its root).
+    #[arg(default_value = "")]
+    pub path: String,
+    /// Print JSON (a file's content as the API sends it: UTF-8 or base64).
     #[arg(long)]
     pub json: bool,
 }
@@ -153,6 +196,63 @@ fn print_json<T: serde::Serialize>(v: &T) {
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
     );
+}
+
+/// A directory `ls -l`-ish (type, size, name), a file's bytes as they are.
+fn print_path(found: &cc_wire::api::SessionPath) -> anyhow::Result<()> {
+    use base64::Engine;
+    use cc_wire::api::{EntryKind, FileEncoding, SessionPath};
+    use std::io::Write;
+    match found {
+        SessionPath::Dir {
+            entries, truncated, ..
+        } => {
+            for entry in entries {
+                let (kind, suffix) = match entry.kind {
+                    EntryKind::Dir => ('d', "/"),
+                    EntryKind::File => ('-', ""),
+                    EntryKind::Symlink => ('l', "@"),
+                    EntryKind::Other => ('?', ""),
+                };
+                let size = match entry.kind {
+                    EntryKind::File => entry.size.to_string(),
+                    _ => "-".into(),
+                };
+                println!("{kind} {size:>10}  {}{suffix}", entry.name);
+            }
+            if *truncated {
+                eprintln!(
+                    "note: only the first {} entries are listed",
+                    cc_wire::api::MAX_DIR_ENTRIES
+                );
+            }
+        }
+        SessionPath::File {
+            encoding,
+            content,
+            truncated,
+            size,
+            ..
+        } => {
+            let bytes =
+                match encoding {
+                    FileEncoding::Utf8 => content.as_bytes().to_vec(),
+                    FileEncoding::Base64 => base64::engine::general_purpose::STANDARD
+                        .decode(content)
+                        .map_err(|err| anyhow::anyhow!("the server sent bad base64: {err}"))?,
+                };
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)?;
+            out.flush()?;
+            if *truncated {
+                eprintln!(
+                    "note: the first {} of {size} bytes; the rest is not served",
+                    bytes.len()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
@@ -242,6 +342,21 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
         }
         SessionCommand::Attach(a) => crate::attach::run(&client, &a.id).await?,
         SessionCommand::Logs(l) => logs(&client, l).await?,
+        SessionCommand::Push(p) => {
+            if p.push.has_pr_flags() && !p.pr {
+                return Err(
+                    Exit::usage("--pr-title, --pr-body, --pr-base and --draft need --pr").into(),
+                );
+            }
+            let r = crate::push::push(&client, &p.id, &p.push.request(p.pr)).await?;
+            if p.json {
+                print_json(&r);
+            } else {
+                for line in crate::push::report_lines(&r, Style::stdout()) {
+                    println!("{line}");
+                }
+            }
+        }
         SessionCommand::Diff(d) => {
             let diff = client.diff(&d.id).await.map_err(&e)?;
             if d.json {
@@ -269,6 +384,14 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
                     "note: the diff was cut at {} bytes",
                     cc_wire::api::MAX_DIFF_BYTES
                 );
+            }
+        }
+        SessionCommand::Files(f) => {
+            let found = client.files(&f.id, &f.path).await.map_err(&e)?;
+            if f.json {
+                print_json(&found);
+            } else {
+                print_path(&found)?;
             }
         }
         SessionCommand::Delete(d) => {

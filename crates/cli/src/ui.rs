@@ -70,6 +70,15 @@ impl Exit {
                     tidy_cause(&cause)
                 ),
             ),
+            // A refusal of the request itself (a push the rules do not
+            // allow) is not about the token.
+            ClientError::Api {
+                status: 403,
+                message,
+                code,
+            } if code == "push_refused" => {
+                Self::new(exit::FAILURE, format!("{message} ({code})"))
+            }
             ClientError::Api {
                 status: 401 | 403,
                 message,

@@ -162,6 +162,36 @@ impl Client {
         send(self.http.get(self.url(&format!("/sessions/{id}/diff")))).await
     }
 
+    /// A file or directory of the session's checkout; `path` is relative
+    /// to it (`""`: its root).
+    pub async fn files(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> Result<cc_wire::api::SessionPath, ClientError> {
+        send(
+            self.http
+                .get(self.url(&format!("/sessions/{id}/files")))
+                .query(&[("path", path)]),
+        )
+        .await
+    }
+
+    /// Pushes the session's work to a branch (and opens a pull request when
+    /// `req.pull_request` is set).
+    pub async fn push(
+        &self,
+        id: &str,
+        req: &cc_wire::api::PushRequest,
+    ) -> Result<cc_wire::api::PushResponse, ClientError> {
+        send(
+            self.http
+                .post(self.url(&format!("/sessions/{id}/push")))
+                .json(req),
+        )
+        .await
+    }
+
     pub async fn logs(
         &self,
         id: &str,

@@ -48,6 +48,13 @@ impl CredentialRegistry {
         map.remove(id);
     }
 
+    /// The credentials of a live session, for the orchestrator's own calls
+    /// on its behalf (opening a pull request with its repository token).
+    pub fn get(&self, session: &SessionId) -> Option<Arc<SessionCredentials>> {
+        let map = self.by_session.read().unwrap_or_else(|p| p.into_inner());
+        map.get(session).cloned()
+    }
+
     /// The credentials of `session` if `token` is that session's token.
     pub fn authenticate(
         &self,

@@ -60,6 +60,9 @@ pub enum CoreError {
     Forbidden { code: &'static str, message: String },
     #[error("session {0} not found")]
     NotFound(String),
+    /// Something within a session (a path of its checkout) does not exist.
+    #[error("{message}")]
+    Missing { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
@@ -79,6 +82,13 @@ impl CoreError {
 
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
         Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn missing(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Missing {
             code,
             message: message.into(),
         }

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod metrics;
 pub mod options;
 pub mod policy;
+pub mod push;
 pub mod reconciler;
 pub mod seams;
 pub mod secrets;
@@ -32,6 +33,7 @@ pub use credentials::{CredentialRegistry, SessionCredentials};
 pub use error::{AgentError, CoreError, RuntimeError, StoreError};
 pub use identity::{IdentityStore, Principal, Role};
 pub use ids::{SessionId, Token};
+pub use push::{session_branch, PushPolicy, PushRefusal};
 pub use seams::{
     Agent, AgentEndpoint, ContainerStatus, EventStream, Placement, ResourceUsage, Runtime,
     RuntimeEvent, RuntimeEventKind, RuntimeEventStream, SessionRecord, SessionSpec, Store,

@@ -137,6 +137,18 @@ pub trait Agent: Send + Sync + 'static {
         &self,
         ep: &AgentEndpoint,
     ) -> impl Future<Output = Result<cc_wire::api::SessionDiff, AgentError>> + Send;
+    /// One file or directory of the checkout, `path` relative to it.
+    fn files(
+        &self,
+        ep: &AgentEndpoint,
+        path: &str,
+    ) -> impl Future<Output = Result<cc_wire::api::SessionPath, AgentError>> + Send;
+    /// Commits uncommitted work and pushes `HEAD` through the git relay.
+    fn push(
+        &self,
+        ep: &AgentEndpoint,
+        req: &cc_wire::sessiond::PushRequest,
+    ) -> impl Future<Output = Result<cc_wire::sessiond::PushOutcome, AgentError>> + Send;
     /// Journal entries after `since`, then new ones as they happen.
     fn follow(
         &self,

@@ -14,6 +14,8 @@ use std::time::Duration;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Plain calls (health, init, command) answer at once.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// A push runs git against the relay and the repository's server.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(300);
 /// sessiond sends a heartbeat line every 10 s on a followed journal;
 /// three missed heartbeats mean the connection is dead.
 const FOLLOW_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -123,6 +125,27 @@ impl Agent for HttpAgent {
     async fn diff(&self, ep: &AgentEndpoint) -> Result<cc_wire::api::SessionDiff, AgentError> {
         self.call(self.calls.get(format!("{}/v1/diff", ep.base_url)), ep)
             .await
+    }
+
+    async fn files(
+        &self,
+        ep: &AgentEndpoint,
+        path: &str,
+    ) -> Result<cc_wire::api::SessionPath, AgentError> {
+        let url = format!("{}/v1/files", ep.base_url);
+        self.call(self.calls.get(url).query(&[("path", path)]), ep)
+            .await
+    }
+
+    async fn push(
+        &self,
+        ep: &AgentEndpoint,
+        req: &cc_wire::sessiond::PushRequest,
+    ) -> Result<cc_wire::sessiond::PushOutcome, AgentError> {
+        let url = format!("{}/v1/push", ep.base_url);
+        // A push may wait for the relay's fast-forward check and the server.
+        let call = self.calls.post(url).timeout(PUSH_TIMEOUT).json(req);
+        self.call(call, ep).await
     }
 
     async fn follow(&self, ep: &AgentEndpoint, since: u64) -> Result<EventStream, AgentError> {

@@ -6,6 +6,7 @@
 //!   API relay (swaps the session token for the user's key) and the git
 //!   relay (clone/fetch of the session's repository).
 //! - [`agent_client`]: the HTTP client for sessiond, the core's `Agent`.
+//! - [`forge`]: opening pull (merge) requests through GitHub and GitLab APIs.
 //!
 //! [`serve`] takes its listeners and shutdown signal as arguments so tests
 //! bind port 0 and stop it when they like.
@@ -13,6 +14,7 @@
 pub mod agent_client;
 pub mod api;
 pub mod auth;
+pub mod forge;
 pub mod gateway;
 pub mod metrics;
 pub mod tls;
@@ -42,6 +44,20 @@ pub struct ServerConfig {
     pub check_api_key: bool,
     /// Tokens, limits, allowlist and audit (see [`auth`]).
     pub access: auth::AccessConfig,
+    /// Pushes and pull requests.
+    pub git: GitConfig,
+}
+
+/// How a session's work leaves it: the push rules the git relay enforces
+/// and the forges pull requests are opened on.
+#[derive(Debug, Clone, Default)]
+pub struct GitConfig {
+    pub push: cc_core::PushPolicy,
+    /// Forges beyond github.com and gitlab.com (tried first).
+    pub forges: Vec<forge::Forge>,
+    /// Where the relay keeps bare mirrors for its fast-forward check; a
+    /// directory under the system's temporary directory when unset.
+    pub mirror_dir: Option<std::path::PathBuf>,
 }
 
 pub const DEFAULT_ANTHROPIC_UPSTREAM: &str = "https://api.anthropic.com";
@@ -97,6 +113,7 @@ pub async fn serve<R: Runtime, S: ServerStore>(
         let _ = rx.wait_for(|s| *s).await;
     };
     let access = Arc::new(auth::Access::new(config.access.clone()));
+    let gateway_router = gateway::router(manager.clone(), config.clone(), access.clone());
     tokio::spawn(auth::container_audit::follow(
         manager.clone(),
         access.clone(),
@@ -124,7 +141,7 @@ pub async fn serve<R: Runtime, S: ServerStore>(
         };
     let gateway = axum::serve(
         gateway_listener,
-        gateway::router(manager, config).layer(axum::middleware::from_fn(metrics::count_gateway)),
+        gateway_router.layer(axum::middleware::from_fn(metrics::count_gateway)),
     )
     .with_graceful_shutdown(stopped(stop_rx));
     tokio::try_join!(api, gateway.into_future())?;

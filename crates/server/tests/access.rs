@@ -85,6 +85,7 @@ async fn start_server(adjust: impl FnOnce(&mut ServerConfig)) -> Api {
         anthropic_upstream: "http://127.0.0.1:9".into(),
         check_api_key: false,
         access,
+        git: Default::default(),
     };
     adjust(&mut server);
     let app = cc_server::api::router(manager, Arc::new(server));
@@ -421,6 +422,7 @@ async fn without_tokens_the_api_stays_on_loopback() {
         anthropic_upstream: "http://127.0.0.1:9".into(),
         check_api_key: false,
         access: AccessConfig::default(),
+        git: Default::default(),
     };
     let api = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -515,6 +517,7 @@ async fn tls_end_to_end() {
             }),
             ..Default::default()
         },
+        git: Default::default(),
     };
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = api.local_addr().unwrap().port();

@@ -48,6 +48,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/interrupt", post(interrupt))
         .route("/v1/events", get(events))
         .route("/v1/diff", get(diff))
+        .route("/v1/files", get(files))
+        .route("/v1/push", post(push))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Applies to the fallbacks too: nothing answers without the token.
@@ -222,6 +224,80 @@ async fn diff(State(state): State<AppState>) -> Response {
     }
 }
 
+async fn push(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use crate::push::PushError;
+    use cc_wire::sessiond::{AgentState, PushRequest};
+    let request: PushRequest = parse_json(body)?;
+    match state.session.health().state {
+        AgentState::Ready => {}
+        AgentState::Busy => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "busy",
+                "a turn is running; push when it has finished",
+            ))
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_ready",
+                format!("no checkout to push: session is {other:?}").to_lowercase(),
+            ))
+        }
+    }
+    match crate::push::push(state.session.config(), &request).await {
+        Ok(outcome) => Ok(Json(outcome).into_response()),
+        Err(PushError::Invalid(m)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m)),
+        Err(PushError::Rejected(m)) => Err(ApiError::new(StatusCode::CONFLICT, "push_rejected", m)),
+        Err(PushError::Refused(m)) => Err(ApiError::new(StatusCode::FORBIDDEN, "push_refused", m)),
+        Err(PushError::Failed(m)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "push_failed", m)),
+    }
+}
+
+#[derive(Deserialize)]
+struct FilesQuery {
+    /// Relative to the checkout; absent or empty is its root.
+    #[serde(default)]
+    path: String,
+}
+
+/// One file or directory of the checkout (see [`crate::files`]).
+async fn files(
+    State(state): State<AppState>,
+    query: Result<Query<FilesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    use crate::files::FilesError;
+    use cc_wire::sessiond::AgentState;
+    let Query(query) =
+        query.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text()))?;
+    let health = state.session.health();
+    if !matches!(health.state, AgentState::Ready | AgentState::Busy) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_ready",
+            format!("no checkout yet: session is {:?}", health.state).to_lowercase(),
+        ));
+    }
+    match crate::files::read(&state.session.config().repo_dir, &query.path).await {
+        Ok(found) => Ok(Json(found).into_response()),
+        Err(FilesError::Invalid(m)) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", m))
+        }
+        Err(FilesError::Forbidden(m)) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden_path", m))
+        }
+        Err(FilesError::NotFound(m)) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", m)),
+        Err(FilesError::Internal(m)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "files_failed",
+            m,
+        )),
+    }
+}
+
 async fn interrupt(State(state): State<AppState>) -> Response {
     let interrupted = state.session.interrupt();
     (StatusCode::ACCEPTED, Json(Interrupted { interrupted })).into_response()
@@ -342,6 +418,7 @@ mod tests {
             (reqwest::Method::POST, "/v1/command"),
             (reqwest::Method::POST, "/v1/interrupt"),
             (reqwest::Method::GET, "/v1/events"),
+            (reqwest::Method::GET, "/v1/files"),
             (reqwest::Method::GET, "/nope"),
         ] {
             for auth in [None, Some("Bearer wrong"), Some("Bearer tok2"), Some("tok")] {
@@ -425,6 +502,18 @@ mod tests {
                 .unwrap(),
             400,
             "bad_request",
+        )
+        .await;
+        // No checkout before init.
+        check(
+            client
+                .get(format!("{base}/v1/files?path=README.md"))
+                .bearer_auth("tok")
+                .send()
+                .await
+                .unwrap(),
+            409,
+            "not_ready",
         )
         .await;
         let resp = post("/v1/interrupt", "").await.unwrap();

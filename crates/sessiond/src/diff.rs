@@ -6,14 +6,12 @@
 //! agent's own index must not change under it, so the diff is taken through
 //! a throw-away index (`GIT_INDEX_FILE`) filled from the working tree.
 
+use crate::git::stdout as git;
 use crate::Config;
 use cc_wire::api::{FileChange, SessionDiff, MAX_DIFF_BYTES};
 use cc_wire::sessiond::BASE_REF;
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::process::Command;
 
 static NEXT_INDEX: AtomicU64 = AtomicU64::new(1);
 
@@ -91,38 +89,6 @@ fn capped(mut s: String) -> (String, bool) {
     }
     s.truncate(end);
     (s, true)
-}
-
-async fn git(
-    config: &Config,
-    repo: &Path,
-    index: Option<&Path>,
-    args: &[&str],
-) -> Result<String, String> {
-    let mut cmd = Command::new("git");
-    cmd.env_clear()
-        .envs(config.child_env(&BTreeMap::new()))
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    if let Some(index) = index {
-        cmd.env("GIT_INDEX_FILE", index);
-    }
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "git {} failed: {}",
-            args.first().copied().unwrap_or(""),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@
 mod agent;
 mod api;
 mod diff;
+mod files;
+mod git;
 mod journal;
+mod push;
 mod setup;
 
 use std::collections::BTreeMap;

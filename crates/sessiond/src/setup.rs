@@ -29,8 +29,8 @@ pub fn validate(req: &InitRequest) -> Result<(), String> {
     if req.clone_url.starts_with('-') {
         return Err("cloneUrl must not start with '-'".into());
     }
-    if let Some(branch) = &req.branch {
-        if branch.is_empty() || branch.starts_with('-') {
+    for branch in [&req.branch, &req.push_branch].into_iter().flatten() {
+        if branch.is_empty() || branch.starts_with('-') || branch.contains(char::is_whitespace) {
             return Err(format!("invalid branch {branch:?}"));
         }
     }
@@ -81,6 +81,19 @@ pub async fn prepare_repo(
     }
     store_headers(config, req, repo).await?;
     ensure_identity(config, req, repo).await?;
+    if let Some(branch) = &req.push_branch {
+        // A plain `git push` goes to the session's branch, the one place
+        // the relay lets it push by default.
+        let refspec = format!("HEAD:refs/heads/{branch}");
+        expect_success(
+            config,
+            req,
+            repo,
+            &["config", "--local", "remote.origin.push", &refspec],
+            "setting the session's push branch",
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -283,6 +296,7 @@ mod tests {
             branch: Some("main".into()),
             claude: ClaudeSettings::default(),
             instructions: None,
+            push_branch: None,
         }
     }
 

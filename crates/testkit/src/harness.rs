@@ -51,9 +51,15 @@ pub struct Harness {
     pub docker: PrefixGuard,
 }
 
+#[derive(Default)]
 pub struct HarnessOptions {
     pub upstream: Option<String>,
     pub api_key: Option<String>,
+    /// Push rules and forges.
+    pub git: cc_server::GitConfig,
+    /// A forge of this kind whose API is at this URL, for the harness's
+    /// git server (pull request tests point it at a fake).
+    pub forge: Option<(cc_server::forge::ForgeKind, String)>,
 }
 
 impl Harness {
@@ -61,6 +67,7 @@ impl Harness {
         Self::start_with(HarnessOptions {
             upstream: None,
             api_key: None,
+            ..Default::default()
         })
         .await
     }
@@ -134,6 +141,20 @@ impl Harness {
                 admin_token: Some(admin_token.clone()),
                 audit_jsonl: Some(data.path().join("audit.jsonl")),
                 ..Default::default()
+            },
+            git: cc_server::GitConfig {
+                mirror_dir: Some(data.path().join("git-mirrors")),
+                forges: opts
+                    .forge
+                    .map(|(kind, api_url)| cc_server::forge::Forge {
+                        kind,
+                        host: git.addr().to_string(),
+                        api_url,
+                    })
+                    .into_iter()
+                    .chain(opts.git.forges)
+                    .collect(),
+                ..opts.git
             },
         };
         let (stop, stopped) = oneshot::channel::<()>();

@@ -535,6 +535,66 @@ pub struct SessionDiff {
 /// Largest `diff` / `patches` text returned.
 pub const MAX_DIFF_BYTES: usize = 4 * 1024 * 1024;
 
+/// `POST /api/v1/sessions/{id}/push`: the session's work (uncommitted
+/// changes are committed first) to a branch of its repository, never
+/// forced, never to the branch the session started from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushRequest {
+    /// `claudecluster/<session-id>` unless this names a branch under a
+    /// prefix the admin allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Message of the commit made of uncommitted work, if there is any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Open a pull (merge) request from the branch once it is pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestOptions>,
+}
+
+/// The pull request `push` opens; title and body default to the session's
+/// last result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PullRequestOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Target branch; the branch the session started from by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub draft: bool,
+}
+
+/// What `push` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushResponse {
+    pub session_id: String,
+    pub branch: String,
+    /// The commit the branch now points at.
+    pub commit: String,
+    /// Whether the push created the branch (else it fast-forwarded it or
+    /// it was up to date).
+    pub created: bool,
+    /// Whether uncommitted work was committed before the push.
+    pub committed_changes: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequest>,
+}
+
+/// A pull (GitHub) or merge (GitLab) request opened by `push`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequest {
+    pub number: u64,
+    pub url: String,
+    pub base: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FileChange {
@@ -543,3 +603,70 @@ pub struct FileChange {
     pub deletions: u64,
     pub binary: bool,
 }
+
+/// `GET /api/v1/sessions/{id}/files?path=P`: one file or directory of the
+/// session's checkout, for clients that show the work. `P` is relative to
+/// the checkout (absent or empty: its root); it may not leave the checkout
+/// (no absolute paths, no `..`, no symlinks pointing outside) nor touch
+/// `.git`, whose config holds the session's relay credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum SessionPath {
+    /// A directory: its entries, sorted by name (`.git` left out).
+    Dir {
+        /// The path asked for, normalised (`""` is the checkout's root).
+        path: String,
+        entries: Vec<DirEntry>,
+        /// Whether the listing was cut at [`MAX_DIR_ENTRIES`].
+        truncated: bool,
+    },
+    /// A regular file (a symlink inside the checkout is read through).
+    File {
+        path: String,
+        /// The file's size on disk, in bytes.
+        size: u64,
+        encoding: FileEncoding,
+        /// The first [`MAX_FILE_BYTES`] of the file, as `encoding` says.
+        content: String,
+        /// Whether `content` is shorter than the file.
+        truncated: bool,
+    },
+}
+
+/// How [`SessionPath::File`] carries the file's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileEncoding {
+    /// Text: valid UTF-8 without NUL bytes.
+    Utf8,
+    /// Anything else, standard base64 with padding.
+    Base64,
+}
+
+/// One entry of [`SessionPath::Dir`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirEntry {
+    /// The entry's name (not UTF-8 names are shown lossily).
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: EntryKind,
+    /// Bytes for a file; 0 for anything else.
+    pub size: u64,
+}
+
+/// What a [`DirEntry`] is; symlinks are not followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+/// Largest part of a file returned by `files`.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// Most entries returned for one directory.
+pub const MAX_DIR_ENTRIES: usize = 10_000;

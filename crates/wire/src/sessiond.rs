@@ -13,6 +13,17 @@
 //! - `POST /v1/interrupt` → 202
 //! - `GET  /v1/diff` → `crate::api::SessionDiff` (409 before the checkout
 //!   exists)
+//! - `POST /v1/push` [`PushRequest`] → [`PushOutcome`]: commits uncommitted
+//!   work, then `git push` (never forced) through the relay. 409 `busy`
+//!   during a turn, 409 `push_rejected` when the branch moved on the
+//!   server, 403 `push_refused` when the relay refused it, 502
+//!   `push_failed` otherwise.
+//! - `GET  /v1/files?path=P` → `crate::api::SessionPath`: a file or directory
+//!   of the checkout, `P` relative to it (absent: its root). 400
+//!   `invalid_path` for an absolute path, `..`, NUL or something neither a
+//!   file nor a directory; 403 `forbidden_path` for `.git` or a path
+//!   leaving the checkout (through a symlink); 404 `not_found`; 409 before
+//!   the checkout exists.
 //! - `GET  /v1/events?since=N&follow=true` → NDJSON stream of
 //!   [`JournalEntry`] with `seq > N`, in order. With `follow` the response
 //!   stays open and carries new entries as they are journaled; an empty line
@@ -81,6 +92,10 @@ pub struct InitRequest {
     /// (created, and excluded from git, when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
+    /// The session's own branch: a plain `git push` in the checkout pushes
+    /// `HEAD` there (`remote.origin.push`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_branch: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -144,6 +159,33 @@ pub enum AgentEvent {
         #[serde(default)]
         code: Option<i32>,
     },
+}
+
+/// `POST /v1/push`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushRequest {
+    /// Branch to push `HEAD` to (the orchestrator has checked it).
+    pub branch: String,
+    /// Message of the commit made of uncommitted work, if there is any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What `POST /v1/push` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushOutcome {
+    pub branch: String,
+    /// The commit the branch now points at.
+    pub commit: String,
+    /// Whether the push created the branch.
+    pub created: bool,
+    /// Whether uncommitted work was committed first.
+    pub committed_changes: bool,
+    /// The repository's default branch, as the checkout knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -31,6 +31,7 @@ async fn a_tiny_profile_measures_every_phase_beside_its_baseline() -> anyhow::Re
     opts.watchers = 3;
     opts.api_clients = 2;
     opts.api_duration = Duration::from_secs(1);
+    opts.push_samples = 2;
     opts.lockfile = Some(lock);
     opts.advisory_db = Some(db);
     let report = cc_bench::run(&opts, &|_| {}).await?;
@@ -73,6 +74,12 @@ async fn a_tiny_profile_measures_every_phase_beside_its_baseline() -> anyhow::Re
     let api = report.api.as_ref().expect("API figures");
     assert!(api.requests > 0 && api.errors == 0, "{api:?}");
 
+    let push = report.push.as_ref().expect("push figures");
+    assert!(push.create_ms.is_some() && push.git_create_ms.is_some());
+    assert_eq!(push.fast_forward_ms.as_ref().map(|s| s.n), Some(2));
+    assert_eq!(push.git_fast_forward_ms.as_ref().map(|s| s.n), Some(2));
+    assert!(push.overhead_p50_ms.is_some());
+
     let audit = report.audit.as_ref().expect("a scan");
     assert_eq!(audit.vulnerabilities.len(), 1);
     assert_eq!(audit.vulnerabilities[0].id, "RUSTSEC-2099-0001");
@@ -89,6 +96,8 @@ async fn a_tiny_profile_measures_every_phase_beside_its_baseline() -> anyhow::Re
         "spawn warm: create → ready (pool)",
         "fan-out lag, 3 watchers",
         "requests/s",
+        "push fast-forward",
+        "plain git push",
         "RUSTSEC-2099-0001",
     ] {
         assert!(table.contains(row), "{row} missing from\n{table}");

@@ -178,6 +178,8 @@ async fn every_command_has_help_with_an_example_and_completions_exist() -> anyho
         vec!["session", "send"],
         vec!["session", "attach"],
         vec!["session", "logs"],
+        vec!["session", "diff"],
+        vec!["session", "push"],
         vec!["session", "delete"],
         vec!["completions"],
     ] {

@@ -72,6 +72,48 @@ async fn run_streams_the_task_summarises_and_deletes_the_session() -> anyhow::Re
         describe(&out)
     );
 
+    // --push sends the task's work to the session's branch before the
+    // session is deleted.
+    let out = output(at(&h, home.path()).args([
+        "run",
+        "--repo",
+        &repo,
+        "--api-key",
+        &h.api_key,
+        "--push",
+        "--commit-message",
+        "Pushed by run",
+        "bash: echo pushed > p.txt",
+    ]))
+    .await?;
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let branch = text
+        .split_whitespace()
+        .find(|w| w.starts_with("claudecluster/"))
+        .unwrap_or_else(|| panic!("no branch named: {}", describe(&out)))
+        .to_owned();
+    assert!(
+        text.contains("uncommitted work committed first"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(h.git.show("run", &branch, "p.txt")?, "pushed\n");
+    assert!(stderr(&out).contains("deleted"), "{}", describe(&out));
+    // Pull request flags without --pr are a usage error.
+    let out = output(at(&h, home.path()).args([
+        "run",
+        "--repo",
+        &repo,
+        "--api-key",
+        &h.api_key,
+        "--push",
+        "--draft",
+        "say: hi",
+    ]))
+    .await?;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+
     // A turn whose result is an error fails the command.
     let out = output(at(&h, home.path()).args([
         "run",
@@ -193,6 +235,31 @@ async fn json_keep_and_the_session_commands() -> anyhow::Result<()> {
     assert!(out.status.success(), "{}", describe(&out));
     assert!(stdout(&out).contains(" notes.txt +"), "{}", describe(&out));
     assert!(stdout(&out).contains("+kept"), "{}", describe(&out));
+
+    // files lists the checkout and prints a file as it is.
+    let out = output(at(&h, home.path()).args(["session", "files", &id])).await?;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout(&out).contains("  notes.txt\n"), "{}", describe(&out));
+    assert!(!stdout(&out).contains(".git"), "{}", describe(&out));
+    let out = output(at(&h, home.path()).args(["session", "files", &id, "notes.txt"])).await?;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout(&out).starts_with("kept"), "{}", describe(&out));
+    let out = output(at(&h, home.path()).args(["session", "files", &id, ".git/config"])).await?;
+    assert!(!out.status.success(), "{}", describe(&out));
+
+    // push sends the work to the session's branch; the base branch is
+    // refused with the reason, and not as a token problem.
+    let out = output(at(&h, home.path()).args(["session", "push", &id])).await?;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains(&format!("pushed claudecluster/{id}")),
+        "{}",
+        describe(&out)
+    );
+    let out = output(at(&h, home.path()).args(["session", "push", &id, "--to", "main"])).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(stderr(&out).contains("push_refused"), "{}", describe(&out));
+    assert!(!stderr(&out).contains("token"), "{}", describe(&out));
 
     // send --no-wait only queues; a `logs --follow` started before it
     // streams the turn live (and ends with the session, below).

@@ -41,6 +41,14 @@ pub(crate) enum ActorMsg {
     Diff {
         reply: oneshot::Sender<Result<cc_wire::api::SessionDiff, CoreError>>,
     },
+    Files {
+        path: String,
+        reply: oneshot::Sender<Result<cc_wire::api::SessionPath, CoreError>>,
+    },
+    Push {
+        req: cc_wire::sessiond::PushRequest,
+        reply: oneshot::Sender<Result<cc_wire::sessiond::PushOutcome, CoreError>>,
+    },
     Terminate {
         reason: String,
         reply: oneshot::Sender<SessionRecord>,
@@ -206,6 +214,27 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         }
     }
 
+    /// Whether the session's checkout may be used now: it exists once the
+    /// session is ready; `during_turn` allows it while a turn runs.
+    fn checkout(&self, missing: &str, during_turn: bool) -> Result<(), CoreError> {
+        match self.record.state {
+            SessionState::Ready => Ok(()),
+            SessionState::Busy if during_turn => Ok(()),
+            SessionState::Busy => Err(CoreError::conflict(
+                "session_busy",
+                "a turn is running; try again when it has finished",
+            )),
+            other => Err(CoreError::conflict(
+                "session_not_ready",
+                format!(
+                    "session {} is {}: {missing}",
+                    self.record.id,
+                    other.as_str()
+                ),
+            )),
+        }
+    }
+
     async fn handle(&mut self, msg: ActorMsg) -> Option<Exit> {
         match msg {
             ActorMsg::Command { turn, reply } => {
@@ -213,21 +242,39 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 let _ = reply.send(r);
             }
             ActorMsg::Diff { reply } => {
-                let r = match self.record.state {
-                    SessionState::Ready | SessionState::Busy => self
+                let r = match self.checkout("no checkout yet", true) {
+                    Ok(()) => self
                         .inner
                         .agent
                         .diff(&self.endpoint)
                         .await
                         .map_err(agent_unavailable),
-                    other => Err(CoreError::conflict(
-                        "session_not_ready",
-                        format!(
-                            "session {} is {}: no checkout yet",
-                            self.record.id,
-                            other.as_str()
-                        ),
-                    )),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            ActorMsg::Files { path, reply } => {
+                let r = match self.checkout("no checkout yet", true) {
+                    Ok(()) => self
+                        .inner
+                        .agent
+                        .files(&self.endpoint, &path)
+                        .await
+                        .map_err(files_error),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            ActorMsg::Push { req, reply } => {
+                // Not during a turn: HEAD and the working tree are moving.
+                let r = match self.checkout("nothing to push", false) {
+                    Ok(()) => self
+                        .inner
+                        .agent
+                        .push(&self.endpoint, &req)
+                        .await
+                        .map_err(push_error),
+                    Err(e) => Err(e),
                 };
                 let _ = reply.send(r);
             }
@@ -532,6 +579,8 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             ActorMsg::Command { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Interrupt { reply } => drop(reply.send(Err(err()))),
             ActorMsg::Diff { reply } => drop(reply.send(Err(err()))),
+            ActorMsg::Files { reply, .. } => drop(reply.send(Err(err()))),
+            ActorMsg::Push { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Terminate { reply, .. } => drop(reply.send(self.record.clone())),
             ActorMsg::ContainerExited { .. } => {}
         }
@@ -582,6 +631,59 @@ async fn next_entry(journal: &mut Option<EventStream>) -> Option<Result<JournalE
     }
 }
 
+/// sessiond's push errors, as the API reports them.
+fn push_error(e: AgentError) -> CoreError {
+    match e {
+        AgentError::Refused {
+            status: 403,
+            message,
+            ..
+        } => CoreError::Forbidden {
+            code: "push_refused",
+            message: format!("the git relay refused the push: {message}"),
+        },
+        AgentError::Refused {
+            status: 409,
+            code,
+            message,
+        } if code == "push_rejected" => CoreError::conflict("push_rejected", message),
+        AgentError::Refused {
+            status: 409,
+            code,
+            message,
+        } if code == "busy" => CoreError::conflict("session_busy", message),
+        AgentError::Refused {
+            status: 502,
+            message,
+            ..
+        } => CoreError::Unavailable(message),
+        other => agent_unavailable(other),
+    }
+}
+
+/// sessiond's answers about a path of the checkout keep their meaning: a
+/// bad path is the client's mistake, not an unavailable session.
+fn files_error(e: AgentError) -> CoreError {
+    match e {
+        AgentError::Refused {
+            status: 400,
+            message,
+            ..
+        } => CoreError::invalid("invalid_path", message),
+        AgentError::Refused {
+            status: 403,
+            message,
+            ..
+        } => CoreError::forbidden("forbidden_path", message),
+        AgentError::Refused {
+            status: 404,
+            message,
+            ..
+        } => CoreError::missing("path_not_found", message),
+        other => agent_unavailable(other),
+    }
+}
+
 fn agent_unavailable(e: AgentError) -> CoreError {
     match e {
         AgentError::Refused {
@@ -590,5 +692,67 @@ fn agent_unavailable(e: AgentError) -> CoreError {
             ..
         } => CoreError::conflict("session_not_ready", message),
         other => CoreError::Unavailable(format!("the session agent is unavailable: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16, code: &str) -> AgentError {
+        AgentError::Refused {
+            status,
+            code: code.into(),
+            message: format!("{code} from sessiond"),
+        }
+    }
+
+    #[test]
+    fn sessiond_path_errors_keep_their_meaning() {
+        let e = files_error(refused(400, "invalid_path"));
+        assert!(
+            matches!(&e, CoreError::Invalid { code: "invalid_path", message } if message == "invalid_path from sessiond"),
+            "{e:?}"
+        );
+        let e = files_error(refused(403, "forbidden_path"));
+        assert!(
+            matches!(
+                e,
+                CoreError::Forbidden {
+                    code: "forbidden_path",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = files_error(refused(404, "not_found"));
+        assert!(
+            matches!(
+                e,
+                CoreError::Missing {
+                    code: "path_not_found",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = files_error(refused(409, "not_ready"));
+        assert!(
+            matches!(
+                e,
+                CoreError::Conflict {
+                    code: "session_not_ready",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        for e in [
+            refused(500, "files_failed"),
+            AgentError::Unreachable("refused".into()),
+        ] {
+            let e = files_error(e);
+            assert!(matches!(e, CoreError::Unavailable(_)), "{e:?}");
+        }
     }
 }

@@ -325,5 +325,6 @@ pub(crate) fn init_request(
             env,
         },
         instructions: options.instructions,
+        push_branch: Some(crate::push::session_branch(id)),
     }
 }

@@ -246,6 +246,33 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         rx.await.map_err(|_| ended())?
     }
 
+    /// One file or directory of the session's checkout, `path` relative
+    /// to it (empty: its root).
+    pub async fn files(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> Result<cc_wire::api::SessionPath, CoreError> {
+        let handle = self.live_handle(id).await?;
+        let (reply, rx) = oneshot::channel();
+        let path = path.to_owned();
+        send(&handle, ActorMsg::Files { path, reply }).await?;
+        rx.await.map_err(|_| ended())?
+    }
+
+    /// Pushes the session's work (see `cc_wire::sessiond::PushRequest`);
+    /// the branch must have passed the push rules already.
+    pub async fn push(
+        &self,
+        id: &str,
+        req: cc_wire::sessiond::PushRequest,
+    ) -> Result<cc_wire::sessiond::PushOutcome, CoreError> {
+        let handle = self.live_handle(id).await?;
+        let (reply, rx) = oneshot::channel();
+        send(&handle, ActorMsg::Push { req, reply }).await?;
+        rx.await.map_err(|_| ended())?
+    }
+
     /// Stored events after `since`.
     pub async fn logs(
         &self,

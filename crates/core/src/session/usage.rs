@@ -185,6 +185,7 @@ mod tests {
             branch: None,
             claude: Default::default(),
             instructions: None,
+            push_branch: None,
         };
         let mut u = SessionUsage::default();
         u.totals.cost_usd = 0.05;

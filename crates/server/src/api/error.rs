@@ -57,6 +57,7 @@ impl From<CoreError> for ApiError {
                 "session_not_found",
                 format!("session {id} not found"),
             ),
+            CoreError::Missing { code, message } => Self::new(StatusCode::NOT_FOUND, code, message),
             CoreError::Conflict { code, message } => Self::new(StatusCode::CONFLICT, code, message),
             CoreError::Unavailable(message) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)

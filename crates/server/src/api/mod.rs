@@ -8,6 +8,7 @@ mod audit;
 mod error;
 mod health;
 pub mod openapi;
+mod push;
 pub mod request_log;
 mod sessions;
 mod stream;
@@ -82,6 +83,8 @@ pub fn router_with_access<R: Runtime, S: ServerStore>(
         )
         .route("/api/v1/sessions/{id}/logs", get(sessions::logs::<R, S>))
         .route("/api/v1/sessions/{id}/diff", get(sessions::diff::<R, S>))
+        .route("/api/v1/sessions/{id}/files", get(sessions::files::<R, S>))
+        .route("/api/v1/sessions/{id}/push", post(push::push::<R, S>))
         .route("/api/v1/sessions/{id}/stream", get(stream::upgrade::<R, S>))
         .route("/api/v1/audit", get(audit::list::<R, S>))
         .route(

@@ -124,6 +124,50 @@ fn schemas() -> Value {
             "insertions": { "type": "integer" }, "deletions": { "type": "integer" },
             "diff": { "type": "string" }, "patches": { "type": "string" }, "truncated": { "type": "boolean" }
         })),
+        "PushRequest": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "branch": { "type": "string", "description": "default `claudecluster/<session-id>`; others must be under a prefix the admin allows" },
+                "message": { "type": "string", "description": "message of the commit made of uncommitted work" },
+                "pullRequest": {
+                    "type": "object", "additionalProperties": false,
+                    "description": "open a pull (merge) request once pushed; title and body default to the last result",
+                    "properties": {
+                        "title": { "type": "string" }, "body": { "type": "string" },
+                        "base": { "type": "string" }, "draft": { "type": "boolean" }
+                    }
+                }
+            }
+        },
+        "PushResponse": object(&["sessionId", "branch", "commit", "created", "committedChanges"], json!({
+            "sessionId": { "type": "string" }, "branch": { "type": "string" }, "commit": { "type": "string" },
+            "created": { "type": "boolean" }, "committedChanges": { "type": "boolean" },
+            "pullRequest": object(&["number", "url", "base"], json!({
+                "number": { "type": "integer" }, "url": { "type": "string" }, "base": { "type": "string" }
+            }))
+        })),
+        "SessionPath": {
+            "description": "A directory of the session's checkout (`type: dir`) or a file (`type: file`).",
+            "oneOf": [
+                object(&["type", "path", "entries", "truncated"], json!({
+                    "type": { "const": "dir" },
+                    "path": { "type": "string", "description": "normalised; `\"\"` is the checkout's root" },
+                    "entries": { "type": "array", "items": object(&["name", "type", "size"], json!({
+                        "name": { "type": "string" },
+                        "type": { "type": "string", "enum": ["file", "dir", "symlink", "other"] },
+                        "size": { "type": "integer", "minimum": 0, "description": "bytes for a file, else 0" }
+                    })) },
+                    "truncated": { "type": "boolean" }
+                })),
+                object(&["type", "path", "size", "encoding", "content", "truncated"], json!({
+                    "type": { "const": "file" }, "path": { "type": "string" },
+                    "size": { "type": "integer", "minimum": 0, "description": "the file's size on disk" },
+                    "encoding": { "type": "string", "enum": ["utf8", "base64"] },
+                    "content": { "type": "string", "description": "at most the first 1 MiB" },
+                    "truncated": { "type": "boolean" }
+                }))
+            ]
+        },
         "InterruptResponse": object(&["sessionId", "interrupted"], json!({
             "sessionId": { "type": "string" }, "interrupted": { "type": "boolean" }
         })),
@@ -202,6 +246,23 @@ pub fn document() -> Value {
                 json!({ "202": body(r("InterruptResponse"), "done") })) },
             "/api/v1/sessions/{id}/diff": { "get": op("The session's changes against the commit it started from", json!([sid()]), None,
                 json!({ "200": body(r("SessionDiff"), "the diff") })) },
+            "/api/v1/sessions/{id}/push": { "post": op("Push the session's work to its branch (never forced, never the base branch), optionally opening a pull request",
+                json!([sid()]), Some(r("PushRequest")),
+                json!({
+                    "200": body(r("PushResponse"), "pushed"),
+                    "400": error("`no_repo_token`, `no_forge`, `no_base_branch`: the pull request cannot be opened"),
+                    "403": error("`push_refused`: the branch is the session's base or outside the allowed prefixes"),
+                    "409": error("`session_busy` during a turn, `push_rejected` when the branch moved on the server"),
+                    "502": error("`forge_refused`, `forge_unreachable`: pushed, but the pull request was not opened")
+                })) },
+            "/api/v1/sessions/{id}/files": { "get": op("A file or directory of the session's checkout (`path` relative to it; `.git` is not served)",
+                json!([sid(), query("path", json!({ "type": "string" }))]), None,
+                json!({
+                    "200": body(r("SessionPath"), "the directory's entries or the file's content"),
+                    "400": error("`invalid_path`: absolute, `..`, NUL, or neither a file nor a directory"),
+                    "403": error("`forbidden_path`: `.git`, or a symlink leading outside the checkout"),
+                    "404": error("`path_not_found` or `session_not_found`")
+                })) },
             "/api/v1/sessions/{id}/logs": { "get": op("Stored events after `since`", json!([sid(), query("since", count()), query("limit", count())]), None,
                 json!({ "200": body(r("LogsResponse"), "a page of events") })) },
             "/api/v1/sessions/{id}/stream": { "get": op("The session's WebSocket: every event after `since`, then live ones",

@@ -340,6 +340,28 @@ pub(super) async fn diff<R: Runtime, S: Store>(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct FilesQuery {
+    /// Relative to the checkout; absent or empty is its root.
+    #[serde(default)]
+    path: String,
+}
+
+/// One file or directory of the session's checkout. sessiond confines the
+/// path to the checkout and keeps `.git` out; its 400/403/404 answers come
+/// back as `invalid_path`, `forbidden_path` and `path_not_found`.
+pub(super) async fn files<R: Runtime, S: Store>(
+    State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    query: Result<Query<FilesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<cc_wire::api::SessionPath>, ApiError> {
+    let Query(q) = query?;
+    owned(&st, &p, &id).await?;
+    Ok(Json(st.manager.files(&id, &q.path).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct LogsQuery {
     #[serde(default)]
     since: u64,

@@ -504,7 +504,10 @@ async fn authenticate<R: Runtime, S: ServerStore>(
 pub fn error_code(e: &cc_core::CoreError) -> &'static str {
     use cc_core::CoreError as E;
     match e {
-        E::Invalid { code, .. } | E::Forbidden { code, .. } | E::Conflict { code, .. } => code,
+        E::Invalid { code, .. }
+        | E::Forbidden { code, .. }
+        | E::Missing { code, .. }
+        | E::Conflict { code, .. } => code,
         E::NotFound(_) => "session_not_found",
         E::Unavailable(_) => "unavailable",
         E::Internal(_) => "internal",

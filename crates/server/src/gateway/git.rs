@@ -1,14 +1,20 @@
-//! The git relay: smart-HTTP clone and fetch of the session's own
+//! The git relay: smart-HTTP clone, fetch and push of the session's own
 //! repository. The container only knows the relay URL; the relay checks the
 //! session token and forwards to the repository the session was created
 //! for, adding the session's repository token (`repoToken`) when it has
-//! one. Pushes are refused until the push policy exists.
+//! one. A push is forwarded only once every ref update in it passed the
+//! push rules ([`super::push`]); a refusal is audited.
 
+use super::push::{self, PushRequest, MAX_PUSH_BYTES};
 use super::{authenticate, refuse, relay_response, streamed_body, GatewayState};
+use crate::auth::container_audit::SYSTEM_ACTOR;
+use crate::auth::{audit_to, Audit, ClientIp};
+use crate::ServerStore;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{Method, Response, StatusCode};
-use cc_core::{Runtime, Store};
+use base64::Engine as _;
+use cc_core::{Runtime, SessionCredentials, SessionId};
 
 /// Request headers git's smart protocol needs upstream.
 const FORWARDED: &[&str] = &[
@@ -20,7 +26,10 @@ const FORWARDED: &[&str] = &[
     "user-agent",
 ];
 
-pub(super) async fn relay<R: Runtime, S: Store>(
+/// Audit action of every push the relay sees.
+const PUSH_ACTION: &str = "git.push";
+
+pub(super) async fn relay<R: Runtime, S: ServerStore>(
     State(st): State<GatewayState<R, S>>,
     Path((session, rest)): Path<(String, String)>,
     req: Request,
@@ -29,22 +38,27 @@ pub(super) async fn relay<R: Runtime, S: Store>(
         Ok(found) => found,
         Err(refusal) => return refusal,
     };
-    let query = req.uri().query().unwrap_or("");
-    let allowed = match (req.method(), rest.as_str()) {
-        (&Method::GET, "info/refs") => query == "service=git-upload-pack",
-        (&Method::POST, "git-upload-pack") => true,
-        _ => false,
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let is_push = match (req.method(), rest.as_str()) {
+        (&Method::GET, "info/refs") => {
+            if query != "service=git-upload-pack" && query != "service=git-receive-pack" {
+                return refuse(StatusCode::FORBIDDEN, "unknown git service");
+            }
+            false
+        }
+        (&Method::POST, "git-upload-pack") => false,
+        (&Method::POST, "git-receive-pack") => true,
+        _ => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "only clone, fetch and push of the session's repository are relayed",
+            )
+        }
     };
-    if !allowed {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "only clone and fetch of the session's repository are relayed",
-        );
-    }
     let mut url = format!("{}/{rest}", creds.repo_url);
     if !query.is_empty() {
         url.push('?');
-        url.push_str(query);
+        url.push_str(&query);
     }
     let mut upstream = st.client.request(req.method().clone(), &url);
     for name in FORWARDED {
@@ -52,11 +66,17 @@ pub(super) async fn relay<R: Runtime, S: Store>(
             upstream = upstream.header(*name, v);
         }
     }
-    if let Some(token) = &creds.repo_token {
-        // GitHub and GitLab both take a token as the password of any user.
-        upstream = upstream.basic_auth("x-access-token", Some(token));
+    if let Some(header) = auth_header(&creds) {
+        upstream = upstream.header("authorization", header);
     }
-    let body = streamed_body(req);
+    let body = if is_push {
+        match checked_push(&st, &session, &creds, req).await {
+            Ok(body) => reqwest::Body::from(body),
+            Err(refusal) => return refusal,
+        }
+    } else {
+        streamed_body(req)
+    };
     match upstream.body(body).send().await {
         Ok(resp) => relay_response(resp),
         Err(e) => {
@@ -67,4 +87,211 @@ pub(super) async fn relay<R: Runtime, S: Store>(
             )
         }
     }
+}
+
+/// The `Authorization` value for the upstream. GitHub and GitLab both take
+/// a token as the password of any user.
+fn auth_header(creds: &SessionCredentials) -> Option<String> {
+    creds.repo_token.as_ref().map(|token| {
+        let pair = format!("x-access-token:{token}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    })
+}
+
+/// Reads a push and checks it; the body to forward, or the answer that
+/// refuses it.
+async fn checked_push<R: Runtime, S: ServerStore>(
+    st: &GatewayState<R, S>,
+    session: &SessionId,
+    creds: &SessionCredentials,
+    req: Request,
+) -> Result<bytes::Bytes, Response<Body>> {
+    let encoded = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    if encoded {
+        return Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "compressed push requests are not supported",
+        ));
+    }
+    let body = axum::body::to_bytes(req.into_body(), MAX_PUSH_BYTES)
+        .await
+        .map_err(|_| {
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("a push is limited to {} MiB", MAX_PUSH_BYTES >> 20),
+            )
+        })?;
+    let parsed = push::parse(&body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, &format!("malformed push: {e}")))?;
+    // git probes with an empty request before a large push.
+    if parsed.updates.is_empty() {
+        return Ok(body);
+    }
+    let owner = st
+        .manager
+        .get(session.as_str())
+        .await
+        .map(|r| r.owner)
+        .ok()
+        .filter(|o| !o.is_empty());
+    let refs = parsed
+        .updates
+        .iter()
+        .map(push::RefUpdate::describe)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let verdict = verdict(st, session, creds, &parsed).await;
+    let (outcome, detail) = match &verdict {
+        Ok(()) => ("ok", refs),
+        Err(reason) => ("push_refused", format!("{refs}: {reason}")),
+    };
+    let a = Audit {
+        actor: owner.as_deref().unwrap_or(SYSTEM_ACTOR),
+        ip: ClientIp(None),
+        action: PUSH_ACTION,
+        session_id: Some(session.as_str()),
+        outcome,
+        detail: Some(detail),
+    };
+    audit_to(st.manager.store(), &st.access, a).await;
+    match verdict {
+        Ok(()) => Ok(body),
+        Err(reason) => {
+            tracing::info!(session = %session, %reason, "push refused");
+            Err(refusal(&parsed, &reason))
+        }
+    }
+}
+
+/// Every update of the push against the push rules; the first reason to
+/// refuse it.
+async fn verdict<R: Runtime, S: ServerStore>(
+    st: &GatewayState<R, S>,
+    session: &SessionId,
+    creds: &SessionCredentials,
+    parsed: &PushRequest<'_>,
+) -> Result<(), String> {
+    let base = base_branch(st, session, creds).await;
+    for u in &parsed.updates {
+        st.config
+            .git
+            .push
+            .check_ref(session, base.as_deref(), &u.refname)
+            .map_err(|r| r.0)?;
+        if u.is_delete() {
+            return Err(format!("deleting {} is not allowed", u.refname));
+        }
+    }
+    if parsed.updates.iter().all(push::RefUpdate::is_create) {
+        return Ok(());
+    }
+    let lock = {
+        let mut locks = st.push_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(session.clone()).or_default().clone()
+    };
+    let _one_at_a_time = lock.lock().await;
+    let auth = auth_header(creds);
+    let olds: Vec<&str> = parsed
+        .updates
+        .iter()
+        .filter(|u| !u.is_create())
+        .map(|u| u.old.as_str())
+        .collect();
+    let mirror = st
+        .mirrors
+        .prepare(
+            session,
+            &creds.repo_url,
+            auth.as_deref(),
+            &olds,
+            parsed.pack,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(session = %session, error = %e, "fast-forward check");
+            "the fast-forward check could not be made".to_owned()
+        })?;
+    for u in parsed.updates.iter().filter(|u| !u.is_create()) {
+        let mut answer = push::Mirrors::is_ancestor(&mirror, &u.old, &u.new).await;
+        if answer.is_err() {
+            // History between the two that the mirror has not fetched yet
+            // (e.g. a merge of a branch that moved upstream).
+            let refreshed = st
+                .mirrors
+                .refresh(session, &creds.repo_url, auth.as_deref())
+                .await;
+            if refreshed.is_ok() {
+                answer = push::Mirrors::is_ancestor(&mirror, &u.old, &u.new).await;
+            }
+        }
+        match answer {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "force pushes are not allowed: {} is not a fast-forward of {}",
+                    &u.new[..7],
+                    u.refname
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(session = %session, error = %e, "fast-forward check");
+                return Err("the fast-forward check could not be made".into());
+            }
+        }
+    }
+    drop(_one_at_a_time);
+    prune_mirrors(st).await;
+    Ok(())
+}
+
+/// The branch the session started from: the one it was created with, else
+/// the repository's default branch as its server advertises it.
+pub(crate) async fn base_branch<R: Runtime, S: ServerStore>(
+    st: &GatewayState<R, S>,
+    session: &SessionId,
+    creds: &SessionCredentials,
+) -> Option<String> {
+    if let Ok(rec) = st.manager.get(session.as_str()).await {
+        if rec.branch.is_some() {
+            return rec.branch;
+        }
+    }
+    let url = format!("{}/info/refs?service=git-upload-pack", creds.repo_url);
+    let mut req = st.client.get(url);
+    if let Some(header) = auth_header(creds) {
+        req = req.header("authorization", header);
+    }
+    let advert = req
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
+    push::advertised_head(&advert)
+}
+
+/// Drops the mirrors of sessions that ended.
+async fn prune_mirrors<R: Runtime, S: ServerStore>(st: &GatewayState<R, S>) {
+    if let Ok(live) = st.manager.list(true).await {
+        let live: std::collections::HashSet<String> =
+            live.into_iter().map(|r| r.id.to_string()).collect();
+        st.mirrors.prune(|id| live.contains(id)).await;
+    }
+}
+
+fn refusal(parsed: &PushRequest<'_>, reason: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-git-receive-pack-result")
+        .header("cache-control", "no-cache")
+        .body(Body::from(push::refusal_report(parsed, reason)))
+        .unwrap_or_default()
 }

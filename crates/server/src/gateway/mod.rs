@@ -6,14 +6,18 @@
 //! the container.
 //! - `/anthropic/{session}/v1/...`: relay to the Anthropic API
 //!   ([`anthropic`]);
-//! - `/git/{session}/{info/refs | git-upload-pack}`: relay to the session's
-//!   repository ([`git`]);
+//! - `/git/{session}/{info/refs | git-upload-pack | git-receive-pack}`:
+//!   relay to the session's repository ([`git`]), pushes only under the
+//!   push rules ([`push`]);
 //! - `CONNECT host:port`: tunnels to allowlisted hosts ([`proxy`]).
 
 mod anthropic;
 mod git;
 mod proxy;
+pub mod push;
 
+use crate::auth::Access;
+use crate::ServerStore;
 use crate::{AppManager, ServerConfig};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, Response, StatusCode};
@@ -21,13 +25,18 @@ use axum::routing::any;
 use axum::Router;
 use cc_core::{Runtime, SessionCredentials, SessionId, Store};
 use futures_util::TryStreamExt;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct GatewayState<R, S> {
     pub manager: AppManager<R, S>,
     pub config: Arc<ServerConfig>,
+    pub access: Arc<Access>,
     pub client: reqwest::Client,
+    pub mirrors: Arc<push::Mirrors>,
+    /// One push at a time per session (they share its mirror).
+    pub push_locks: Arc<Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl<R, S> Clone for GatewayState<R, S> {
@@ -35,7 +44,10 @@ impl<R, S> Clone for GatewayState<R, S> {
         Self {
             manager: self.manager.clone(),
             config: self.config.clone(),
+            access: self.access.clone(),
             client: self.client.clone(),
+            mirrors: self.mirrors.clone(),
+            push_locks: self.push_locks.clone(),
         }
     }
 }
@@ -44,9 +56,10 @@ impl<R, S> Clone for GatewayState<R, S> {
 /// are not bounded, only connecting is.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn router<R: Runtime, S: Store>(
+pub fn router<R: Runtime, S: ServerStore>(
     manager: AppManager<R, S>,
     config: Arc<ServerConfig>,
+    access: Arc<Access>,
 ) -> Router {
     let client = reqwest::Client::builder()
         .connect_timeout(UPSTREAM_CONNECT_TIMEOUT)
@@ -54,10 +67,19 @@ pub fn router<R: Runtime, S: Store>(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("building the gateway's HTTP client");
+    // Unique per router: each prunes the mirrors of sessions it does not know.
+    static ROUTERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mirror_root = config.git.mirror_dir.clone().unwrap_or_else(|| {
+        let n = ROUTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::env::temp_dir().join(format!("claudecluster-mirrors-{}-{n}", std::process::id()))
+    });
     let state = GatewayState {
         manager,
         config,
+        access,
         client,
+        mirrors: Arc::new(push::Mirrors::new(mirror_root)),
+        push_locks: Arc::default(),
     };
     Router::new()
         .route(

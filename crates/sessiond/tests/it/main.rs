@@ -79,6 +79,7 @@ impl Fixture {
                 env: BTreeMap::from([("FAKE_EXTRA".to_owned(), "extra-value".to_owned())]),
             },
             instructions: None,
+            push_branch: Some("claudecluster/s-1".into()),
         }
     }
 }
@@ -428,6 +429,11 @@ async fn session_flow() {
         ),
         "X-Relay-Token: relay-1\nX-Relay-Session: s-1"
     );
+    // A plain `git push` goes to the session's branch.
+    assert_eq!(
+        git(&repo, &["config", "--local", "remote.origin.push"]),
+        "HEAD:refs/heads/claudecluster/s-1"
+    );
     assert_eq!(
         git(&repo, &["config", "--local", "user.name"]),
         "Claude Code"
@@ -704,4 +710,55 @@ async fn sigterm_then_restart_reuses_checkout() {
     let seq = d.command("still there?").await;
     d.wait_for("turn", |e| e.seq > seq && is_state(e, AgentState::Ready))
         .await;
+}
+
+#[tokio::test]
+async fn files_serves_the_checkout_but_not_git() {
+    let fx = Fixture::new();
+    let d = Daemon::start(&fx).await;
+    let resp = d.get("/v1/files").send().await.unwrap();
+    assert_eq!(resp.status(), 409, "no checkout before init");
+    init_ready(&d, &fx).await;
+
+    let root: Value = d
+        .get("/v1/files")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(root["type"], "dir", "{root}");
+    assert_eq!(
+        root["entries"],
+        serde_json::json!([{"name": "README.md", "type": "file", "size": 6}]),
+        "{root}"
+    );
+    let file: Value = d
+        .get("/v1/files?path=README.md")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        file,
+        serde_json::json!({"type": "file", "path": "README.md", "size": 6,
+            "encoding": "utf8", "content": "hello\n", "truncated": false})
+    );
+    for (path, status, code) in [
+        (".git/config", 403, "forbidden_path"),
+        ("missing.txt", 404, "not_found"),
+        ("../repo.git", 400, "invalid_path"),
+        ("%2Fetc%2Fpasswd", 400, "invalid_path"),
+    ] {
+        let resp = d
+            .get(&format!("/v1/files?path={path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, code, "{path}");
+    }
 }

@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
                 HarnessOptions {
                     upstream: Some(cc_server::DEFAULT_ANTHROPIC_UPSTREAM.into()),
                     api_key: Some(key.clone()),
+                    ..Default::default()
                 },
                 REAL_TASKS,
             )
@@ -67,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
                 HarnessOptions {
                     upstream: None,
                     api_key: None,
+                    ..Default::default()
                 },
                 DOUBLE_TASKS,
             )
@@ -95,16 +97,48 @@ async fn main() -> anyhow::Result<()> {
         ))
     );
     let mut ws = cc_client::EventStream::connect(&created.endpoints.websocket).await?;
-    let result = run(&mut ws, tasks, started, &dim).await;
-    let files = h.client.status(&created.session_id).await.ok();
+    let mut result = run(&mut ws, tasks, started, &dim).await;
+    if result.is_ok() {
+        result = deliver(&h, &created.session_id, &dim).await;
+    }
     h.client.delete(&created.session_id).await?;
     println!(
         "{}",
         dim("Session deleted: its container, network and volume are gone.")
     );
-    drop(files);
     h.shutdown().await;
     result
+}
+
+/// The session's work leaves it: its diff, then a push to its own branch.
+async fn deliver(h: &Harness, id: &str, dim: &dyn Fn(&str) -> String) -> anyhow::Result<()> {
+    let diff = h.client.diff(id).await?;
+    let files: Vec<&str> = diff.files.iter().map(|f| f.path.as_str()).collect();
+    println!(
+        "\n{}",
+        dim(&format!(
+            "Changes: {} file(s), +{} -{}: {}",
+            files.len(),
+            diff.insertions,
+            diff.deletions,
+            files.join(", ")
+        ))
+    );
+    let pushed = h
+        .client
+        .push(id, &cc_wire::api::PushRequest::default())
+        .await?;
+    let branches = h.git.branches("greeter")?;
+    println!(
+        "{}",
+        dim(&format!(
+            "Pushed to branch {} at {} (branches now: {}); main is untouched.",
+            pushed.branch,
+            &pushed.commit[..7.min(pushed.commit.len())],
+            branches.join(", ")
+        ))
+    );
+    Ok(())
 }
 
 async fn run(

@@ -334,6 +334,7 @@ async fn max_budget_stops_a_turn() -> anyhow::Result<()> {
         HarnessOptions {
             upstream: None,
             api_key: None,
+            ..Default::default()
         },
         |c| c.agent.max_user_budget_usd = Some(0.04),
     )
@@ -402,6 +403,7 @@ async fn the_admin_policy_refuses_forbidden_options_at_create() -> anyhow::Resul
         HarnessOptions {
             upstream: None,
             api_key: None,
+            ..Default::default()
         },
         |c| {
             c.agent.allowed_models = vec!["claude-sonnet-4-5".into()];

@@ -112,6 +112,7 @@ async fn egress_goes_only_to_allowlisted_hosts_through_the_proxy() -> anyhow::Re
         cc_testkit::harness::HarnessOptions {
             upstream: None,
             api_key: None,
+            ..Default::default()
         },
         |c| c.egress_allow = vec![format!("127.0.0.1:{allowed}")],
     )

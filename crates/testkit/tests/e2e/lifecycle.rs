@@ -74,6 +74,7 @@ async fn idle_and_maximum_timeouts_end_sessions() -> anyhow::Result<()> {
         HarnessOptions {
             upstream: None,
             api_key: None,
+            ..Default::default()
         },
         |c| c.idle_timeout = Some(idle),
     )
@@ -475,6 +476,80 @@ async fn a_session_survives_kill_9_and_sigterm_of_the_orchestrator() -> anyhow::
     Ok(())
 }
 
+/// A state change is two store writes: the `status` event (with the log
+/// cursor), then the session record. An orchestrator that stops between
+/// them — SIGTERM a moment after a turn's `ready` went out, or `kill -9` —
+/// leaves the record saying `busy` while the log (and sessiond) say
+/// `ready`. This test writes that store by hand; the next orchestrator must
+/// go by the log: the session is `ready`, and its next turn shows `busy`
+/// then `ready` (this once made the SIGTERM half of the test above flaky).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_repairs_a_state_the_stopped_orchestrator_did_not_save() -> anyhow::Result<()> {
+    use cc_core::Store;
+    let d = Deployment::new().await?;
+    let orch = d.start().await?;
+    let url = d
+        .git
+        .create_repo("stale-state", &[("README.md", "# s\n")])?;
+    let created = orch.client.create(&d.request(&url)).await?;
+    let id = created.session_id.clone();
+    let mut ws = orch.client.stream(&id, 0).await?;
+    let mut all = read_until(&mut ws, READY_TIMEOUT, |m| {
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    ensure!(
+        is_state(all.last().expect("match"), SessionState::Ready),
+        "{}",
+        summary(&all)
+    );
+    all.extend(run_turn(&mut ws, "say: first").await?);
+    orch.sigterm().await?;
+
+    // The record as it was before the turn's `ready` was saved (the
+    // SIGTERM above may just have left it so by itself).
+    {
+        let store = cc_store_sqlite::SqliteStore::open(d.data.path())?;
+        let sid = cc_core::SessionId::parse(&id).context("session id")?;
+        let mut rec = store.get_session(&sid).await?.context("no record")?;
+        ensure!(
+            matches!(rec.state, SessionState::Ready | SessionState::Busy),
+            "{:?}",
+            rec.state
+        );
+        rec.state = SessionState::Busy;
+        store.update_session(&rec).await?;
+    }
+
+    let orch = d.start().await?;
+    let status = orch.client.status(&id).await?;
+    assert_eq!(status.state, SessionState::Ready, "{}", d.log_tail());
+    let last_seen = all.iter().map(ServerMessage::seq).max().unwrap_or(0);
+    let mut ws = orch.client.stream(&id, last_seen).await?;
+    let turn = run_turn(&mut ws, "say: second").await?;
+    assert!(
+        is_state(turn.last().expect("match"), SessionState::Ready),
+        "{}\n{}",
+        summary(&turn),
+        d.log_tail()
+    );
+    assert!(
+        cc_testkit::harness::output_text(&turn).contains("second"),
+        "{}",
+        summary(&turn)
+    );
+    let log = orch.client.logs(&id, 0, 1000).await?;
+    check_exactly_once(&log.events)?;
+
+    orch.client.delete(&id).await?;
+    assert!(
+        d.docker.all_leftovers().is_empty(),
+        "{:?}",
+        d.docker.all_leftovers()
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_delete_cycles_with_a_crash_leave_nothing_behind() -> anyhow::Result<()> {
     let cycles: usize = std::env::var("CLAUDECLUSTER_LIFECYCLE_CYCLES")
@@ -599,6 +674,7 @@ async fn the_warm_pool_hands_out_started_containers() -> anyhow::Result<()> {
         HarnessOptions {
             upstream: None,
             api_key: None,
+            ..Default::default()
         },
         |c| c.warm_pool = 1,
     )
