@@ -69,15 +69,29 @@ pub(super) async fn relay<R: Runtime, S: ServerStore>(
     if let Some(header) = auth_header(&creds) {
         upstream = upstream.header("authorization", header);
     }
-    let body = if is_push {
+    let (body, pushed) = if is_push {
         match checked_push(&st, &session, &creds, req).await {
-            Ok(body) => reqwest::Body::from(body),
+            Ok(allowed) => (reqwest::Body::from(allowed.body), allowed.refs),
             Err(refusal) => return refusal,
         }
     } else {
-        streamed_body(req)
+        (streamed_body(req), None)
     };
-    match upstream.body(body).send().await {
+    let answer = upstream.body(body).send().await;
+    if let Some(refs) = pushed {
+        // The upstream's per-ref verdict is inside its answer; its HTTP
+        // status says whether it took the request at all.
+        let (outcome, detail) = match &answer {
+            Ok(resp) if resp.status().is_success() => ("ok", refs),
+            Ok(resp) => (
+                "upstream_refused",
+                format!("{refs}: HTTP {}", resp.status()),
+            ),
+            Err(_) => ("upstream_unreachable", refs),
+        };
+        audit_push(&st, &session, outcome, detail).await;
+    }
+    match answer {
         Ok(resp) => relay_response(resp),
         Err(e) => {
             tracing::warn!(session = %session, error = %e, "git upstream unreachable");
@@ -101,38 +115,73 @@ fn auth_header(creds: &SessionCredentials) -> Option<String> {
     })
 }
 
-/// Reads a push and checks it; the body to forward, or the answer that
-/// refuses it.
+/// A push that passed the rules, to audit once the upstream has answered.
+struct Allowed {
+    body: bytes::Bytes,
+    /// The ref updates, for the audit record; `None` for git's empty probe.
+    refs: Option<String>,
+}
+
+/// Reads a push and checks it; what to forward, or the answer that refuses
+/// it (audited).
 async fn checked_push<R: Runtime, S: ServerStore>(
     st: &GatewayState<R, S>,
     session: &SessionId,
     creds: &SessionCredentials,
     req: Request,
-) -> Result<bytes::Bytes, Response<Body>> {
+) -> Result<Allowed, Response<Body>> {
     let encoded = req
         .headers()
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes() != b"identity");
     if encoded {
-        return Err(refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "compressed push requests are not supported",
-        ));
+        let reason = "compressed push requests are not supported";
+        audit_push(st, session, "push_refused", reason.into()).await;
+        return Err(refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason));
     }
-    let body = axum::body::to_bytes(req.into_body(), MAX_PUSH_BYTES)
-        .await
-        .map_err(|_| {
-            refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("a push is limited to {} MiB", MAX_PUSH_BYTES >> 20),
-            )
-        })?;
-    let parsed = push::parse(&body)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, &format!("malformed push: {e}")))?;
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_PUSH_BYTES).await else {
+        let reason = format!("a push is limited to {} MiB", MAX_PUSH_BYTES >> 20);
+        audit_push(st, session, "push_refused", reason.clone()).await;
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, &reason));
+    };
+    let parsed = match push::parse(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            let reason = format!("malformed push: {e}");
+            audit_push(st, session, "push_refused", reason.clone()).await;
+            return Err(refuse(StatusCode::BAD_REQUEST, &reason));
+        }
+    };
     // git probes with an empty request before a large push.
     if parsed.updates.is_empty() {
-        return Ok(body);
+        return Ok(Allowed { body, refs: None });
     }
+    let refs = parsed
+        .updates
+        .iter()
+        .map(push::RefUpdate::describe)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match verdict(st, session, creds, &parsed).await {
+        Ok(()) => Ok(Allowed {
+            body: body.clone(),
+            refs: Some(refs),
+        }),
+        Err(reason) => {
+            tracing::info!(session = %session, %reason, "push refused");
+            audit_push(st, session, "push_refused", format!("{refs}: {reason}")).await;
+            Err(refusal(&parsed, &reason))
+        }
+    }
+}
+
+/// One `git.push` audit record, in the name of the session's owner.
+async fn audit_push<R: Runtime, S: ServerStore>(
+    st: &GatewayState<R, S>,
+    session: &SessionId,
+    outcome: &str,
+    detail: String,
+) {
     let owner = st
         .manager
         .get(session.as_str())
@@ -140,17 +189,6 @@ async fn checked_push<R: Runtime, S: ServerStore>(
         .map(|r| r.owner)
         .ok()
         .filter(|o| !o.is_empty());
-    let refs = parsed
-        .updates
-        .iter()
-        .map(push::RefUpdate::describe)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let verdict = verdict(st, session, creds, &parsed).await;
-    let (outcome, detail) = match &verdict {
-        Ok(()) => ("ok", refs),
-        Err(reason) => ("push_refused", format!("{refs}: {reason}")),
-    };
     let a = Audit {
         actor: owner.as_deref().unwrap_or(SYSTEM_ACTOR),
         ip: ClientIp(None),
@@ -160,13 +198,6 @@ async fn checked_push<R: Runtime, S: ServerStore>(
         detail: Some(detail),
     };
     audit_to(st.manager.store(), &st.access, a).await;
-    match verdict {
-        Ok(()) => Ok(body),
-        Err(reason) => {
-            tracing::info!(session = %session, %reason, "push refused");
-            Err(refusal(&parsed, &reason))
-        }
-    }
 }
 
 /// Every update of the push against the push rules; the first reason to
@@ -219,9 +250,10 @@ async fn verdict<R: Runtime, S: ServerStore>(
         })?;
     for u in parsed.updates.iter().filter(|u| !u.is_create()) {
         let mut answer = push::Mirrors::is_ancestor(&mirror, &u.old, &u.new).await;
-        if answer.is_err() {
+        if !matches!(answer, Ok(true)) {
             // History between the two that the mirror has not fetched yet
-            // (e.g. a merge of a branch that moved upstream).
+            // (e.g. a merge of a branch that moved upstream) makes git fail,
+            // or, with some versions, answer "no": ask again after a fetch.
             let refreshed = st
                 .mirrors
                 .refresh(session, &creds.repo_url, auth.as_deref())

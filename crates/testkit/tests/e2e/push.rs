@@ -11,6 +11,10 @@ use cc_testkit::harness::{is_state, output_text, read_until, summary, HarnessOpt
 use cc_testkit::Harness;
 use cc_wire::api::{PullRequestOptions, PushRequest, SessionState};
 
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("a UTF-8 temporary path")
+}
+
 /// The session's audit records of `action` with `outcome`.
 async fn audited(h: &Harness, id: &str, action: &str, outcome: &str) -> Vec<AuditRecord> {
     let filter = AuditFilter {
@@ -122,6 +126,51 @@ async fn push_creates_the_session_branch_and_refuses_base_force_and_delete() -> 
     assert_eq!(h.git.branches("pushing")?, [own.as_str(), "main"]);
     assert_eq!(h.git.show("pushing", &own, "feature.txt")?, "v3\n");
     assert!(h.git.show("pushing", "main", "feature.txt").is_err());
+
+    // Someone else moves the session's branch on the server: the API's
+    // push is rejected (never forced over it) and says why.
+    let other = tempfile::tempdir()?;
+    let work = other.path().join("w");
+    let git = |args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=Other",
+                "-c",
+                "user.email=other@example.invalid",
+            ])
+            .args(args)
+            .output()?;
+        anyhow::ensure!(out.status.success(), "git {args:?}: {out:?}");
+        Ok(())
+    };
+    git(&[
+        "clone",
+        "-q",
+        "-b",
+        &own,
+        &h.git.url("pushing"),
+        path(&work),
+    ])?;
+    std::fs::write(work.join("other.txt"), "theirs\n")?;
+    git(&["-C", path(&work), "add", "other.txt"])?;
+    git(&["-C", path(&work), "commit", "-qm", "theirs"])?;
+    git(&["-C", path(&work), "push", "-q", "origin", "HEAD"])?;
+    let turn = run_turn(&mut ws, "bash: echo v4 > feature.txt && git commit -qam v4").await?;
+    assert!(output_text(&turn).contains("✓ done"), "{}", summary(&turn));
+    let err = h
+        .client
+        .push(&id, &PushRequest::default())
+        .await
+        .expect_err("the branch moved on the server");
+    assert_eq!(err.code(), Some("push_rejected"), "{err}");
+    assert_eq!(h.git.show("pushing", &own, "other.txt")?, "theirs\n");
+    assert_eq!(
+        audited(&h, &id, "session.push", "push_rejected")
+            .await
+            .len(),
+        1
+    );
 
     // Every refusal is in the audit log, beside the pushes that went out.
     let relay_refused = audited(&h, &id, "git.push", "push_refused").await;

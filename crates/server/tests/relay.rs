@@ -1,0 +1,555 @@
+//! The git relay with the real git CLI and a real smart-HTTP upstream, no
+//! Docker: which pushes reach the upstream, how the fast-forward check
+//! keeps its mirror up to date (fetching only when it lacks history), how
+//! git shows a refusal, and what the audit trail says about each push.
+//!
+//! Sessions are written straight into the store and the credential
+//! registry; no container is ever started. The test bodies run git through
+//! `std::process::Command`: a multi-thread test runs its body on the main
+//! thread, so the runtime's workers keep serving the gateway meanwhile (the
+//! upstream `GitServer` has a thread of its own anyway).
+
+use cc_core::audit::{AuditFilter, AuditRecord};
+use cc_core::{
+    AuditStore, ContainerStatus, Manager, ManagerConfig, Placement, PushPolicy, ResourceUsage,
+    Runtime, RuntimeError, RuntimeEventStream, SessionCredentials, SessionId, SessionRecord,
+    SessionSpec, Store, Token,
+};
+use cc_server::auth::Access;
+use cc_server::{HttpAgent, ServerConfig};
+use cc_store_sqlite::SqliteStore;
+use cc_testkit::git_server::GitServer;
+use cc_wire::api::{SessionLimits, SessionState};
+use futures_util::StreamExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The relay never asks the runtime anything; nothing runs anywhere.
+struct NoRuntime;
+
+impl Runtime for NoRuntime {
+    async fn create(&self, _: &SessionSpec) -> Result<Placement, RuntimeError> {
+        Err(RuntimeError::Unavailable("no runtime in this test".into()))
+    }
+    async fn remove(&self, _: &SessionId) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    async fn inspect(&self, _: &SessionId) -> Result<Option<ContainerStatus>, RuntimeError> {
+        Ok(None)
+    }
+    async fn list(&self) -> Result<Vec<SessionId>, RuntimeError> {
+        Ok(Vec::new())
+    }
+    async fn locate(&self, _: &SessionId) -> Result<Option<Placement>, RuntimeError> {
+        Ok(None)
+    }
+    async fn events(&self) -> Result<RuntimeEventStream, RuntimeError> {
+        Ok(futures_util::stream::pending().boxed())
+    }
+    async fn stats(&self, _: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {
+        Ok(None)
+    }
+}
+
+const OWNER: &str = "alice";
+const REPO: &str = "app";
+
+/// The upstream, the gateway in front of it, and the store behind it.
+struct Relay {
+    upstream: GitServer,
+    /// `http://127.0.0.1:PORT` of the gateway.
+    gateway: String,
+    manager: Manager<NoRuntime, HttpAgent, SqliteStore>,
+    store: SqliteStore,
+    /// Where the relay keeps its mirrors.
+    mirrors: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    /// An upstream with repository [`REPO`] (`main` holding `README.md`),
+    /// and a gateway whose push rules allow `prefixes`.
+    async fn start(prefixes: &[&str]) -> Relay {
+        let upstream = GitServer::start().await.expect("starting the git server");
+        upstream
+            .create_repo(REPO, &[("README.md", "hello\n")])
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("store")).unwrap();
+        let manager = Manager::new(
+            NoRuntime,
+            HttpAgent::new().unwrap(),
+            store.clone(),
+            ManagerConfig::new("no-image", 1),
+        );
+        let mut config = ServerConfig {
+            public_url: None,
+            anthropic_upstream: "http://127.0.0.1:9".into(),
+            check_api_key: false,
+            access: Default::default(),
+            git: Default::default(),
+        };
+        config.git.push = PushPolicy {
+            prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        let mirrors = dir.path().join("mirrors");
+        config.git.mirror_dir = Some(mirrors.clone());
+        let access = Arc::new(Access::new(config.access.clone()));
+        let app = cc_server::gateway::router(manager.clone(), Arc::new(config), access);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Relay {
+            upstream,
+            gateway: format!("http://{addr}"),
+            manager,
+            store,
+            mirrors,
+            _dir: dir,
+        }
+    }
+
+    /// A ready session of [`OWNER`] on [`REPO`], started from `branch`
+    /// (`None`: the upstream's default branch); its ID and token.
+    async fn session(&self, branch: Option<&str>) -> (SessionId, String) {
+        let id = SessionId::generate();
+        let now = SystemTime::now();
+        let repo_url = self.upstream.url(REPO);
+        let record = SessionRecord {
+            id: id.clone(),
+            container_id: None,
+            state: SessionState::Ready,
+            reason: None,
+            repo_url: repo_url.clone(),
+            branch: branch.map(str::to_owned),
+            limits: SessionLimits {
+                memory_bytes: 1 << 30,
+                cpu: 1.0,
+                timeout_secs: 3600,
+                egress: Default::default(),
+            },
+            owner: OWNER.into(),
+            created_at: now,
+            updated_at: now,
+            expires_at: now + Duration::from_secs(3600),
+            last_seq: 0,
+            agent_seq: 0,
+            usage: Default::default(),
+        };
+        self.store.insert_session(&record).await.unwrap();
+        let token = Token::generate();
+        self.manager.credentials().insert(SessionCredentials {
+            session_id: id.clone(),
+            token: token.clone(),
+            claude_api_key: "sk-ant-unused".into(),
+            repo_token: None,
+            egress: Default::default(),
+            repo_url,
+        });
+        (id, token.expose().to_owned())
+    }
+
+    /// The relay URL of a session's repository.
+    fn url(&self, id: &SessionId) -> String {
+        format!("{}/git/{id}", self.gateway)
+    }
+
+    /// The session's `git.push` audit records, oldest first.
+    async fn pushes(&self, id: &SessionId) -> Vec<AuditRecord> {
+        let filter = AuditFilter {
+            action: Some("git.push".into()),
+            session_id: Some(id.to_string()),
+            ..Default::default()
+        };
+        self.store.audit_records(&filter).await.unwrap()
+    }
+
+    /// Requests the upstream's `git-upload-pack` has served (a fetch is
+    /// one or two): the mirror's fetches, while no clone fetches.
+    fn upstream_fetches(&self) -> u64 {
+        self.upstream.request_count_for("/git-upload-pack")
+    }
+
+    /// The upstream's branches, sorted.
+    fn branches(&self) -> Vec<String> {
+        self.upstream.branches(REPO).unwrap()
+    }
+
+    /// `path` at `rev` on the upstream; empty when it is not there.
+    fn file(&self, rev: &str, path: &str) -> String {
+        self.upstream.show(REPO, rev, path).unwrap_or_default()
+    }
+
+    /// Whether the session's mirror holds commit `oid`.
+    fn mirror_has(&self, id: &SessionId, oid: &str) -> bool {
+        let mirror = self.mirrors.join(format!("{id}.git"));
+        let spec = format!("{oid}^{{commit}}");
+        mirror.exists()
+            && run_git(&mirror, None, &["cat-file", "-e", &spec])
+                .status
+                .success()
+    }
+
+    /// `git` on the upstream's bare repository itself.
+    fn upstream_git(&self, args: &[&str]) -> String {
+        let bare = self.upstream.repo_path(REPO).unwrap();
+        stdout(&run_git(&bare, None, args))
+    }
+}
+
+/// A working clone, through the relay (with the session's token) or
+/// straight from the upstream (without one).
+struct Clone {
+    path: PathBuf,
+    token: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Clone {
+    fn of(url: &str, token: Option<&str>) -> Clone {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("work");
+        let out = run_git(
+            dir.path(),
+            token,
+            &["clone", "--quiet", url, path.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "clone of {url}: {}", text(&out));
+        Clone {
+            path,
+            token: token.map(str::to_owned),
+            _dir: dir,
+        }
+    }
+
+    fn git(&self, args: &[&str]) -> Output {
+        run_git(&self.path, self.token.as_deref(), args)
+    }
+
+    /// `git` that must succeed; its stdout, trimmed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.git(args);
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+        stdout(&out)
+    }
+
+    /// `git push origin <args>`: whether it succeeded, and what it said.
+    fn push(&self, args: &[&str]) -> (bool, String) {
+        let out = self.git(&[&["push", "origin"], args].concat());
+        (out.status.success(), text(&out))
+    }
+
+    /// Writes `file` and commits it; the new commit.
+    fn commit(&self, file: &str, content: &str) -> String {
+        std::fs::write(self.path.join(file), content).unwrap();
+        self.ok(&["add", file]);
+        self.ok(&["commit", "--quiet", "-m", &format!("update {file}")]);
+        self.ok(&["rev-parse", "HEAD"])
+    }
+}
+
+/// git with no system or user configuration, a fixed identity and, given
+/// a token, the header the relay authenticates the session by.
+fn run_git(dir: &Path, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .args([
+            "-c",
+            "user.name=Session",
+            "-c",
+            "user.email=session@test.invalid",
+        ]);
+    if let Some(token) = token {
+        cmd.arg("-c")
+            .arg(format!("http.extraHeader=Authorization: Bearer {token}"));
+    }
+    cmd.args(args).output().expect("running git")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// stdout and stderr together (git reports a push on stderr).
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn outcomes(records: &[AuditRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.event.outcome.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_pushes_reach_the_upstream_and_the_mirror_fetches_only_when_it_lacks_history() {
+    let relay = Relay::start(&["claudecluster/", "bots/"]).await;
+    let (id, token) = relay.session(None).await;
+    let own = format!("claudecluster/{id}");
+    let work = Clone::of(&relay.url(&id), Some(&token));
+    work.ok(&["checkout", "--quiet", "-b", &own]);
+
+    // Creating the session's branch needs no ancestry check.
+    let v1 = work.commit("feature.txt", "v1\n");
+    let fetches = relay.upstream_fetches();
+    let (ok, out) = work.push(&["--set-upstream", &own]);
+    assert!(ok, "{out}");
+    assert_eq!(relay.branches(), [own.as_str(), "main"]);
+    assert_eq!(relay.file(&own, "feature.txt"), "v1\n");
+    assert_eq!(
+        relay.upstream_fetches(),
+        fetches,
+        "a creation fetches nothing"
+    );
+    assert!(!relay.mirror_has(&id, &v1));
+
+    // The first fast-forward: the mirror lacks the branch's current commit
+    // (`old`), so it is fetched from the upstream.
+    let v2 = work.commit("feature.txt", "v2\n");
+    let (ok, out) = work.push(&[&own]);
+    assert!(ok, "{out}");
+    assert_eq!(relay.file(&own, "feature.txt"), "v2\n");
+    let fetched = relay.upstream_fetches();
+    assert!(fetched > fetches, "the mirror was fetched");
+    assert!(relay.mirror_has(&id, &v1) && relay.mirror_has(&id, &v2));
+
+    // The second: the mirror holds `old` (the pack it indexed last time).
+    let v3 = work.commit("feature.txt", "v3\n");
+    let (ok, out) = work.push(&[&own]);
+    assert!(ok, "{out}");
+    assert_eq!(relay.file(&own, "feature.txt"), "v3\n");
+    assert_eq!(relay.upstream_fetches(), fetched, "no fetch was needed");
+
+    // `main` moves on the upstream behind the session's back.
+    let maintainer = Clone::of(&relay.upstream.url(REPO), None);
+    let moved = maintainer.commit("notes.txt", "from upstream\n");
+    let (ok, out) = maintainer.push(&["main"]);
+    assert!(ok, "{out}");
+
+    // The session merges it. The mirror holds `old` but not the new
+    // `main` the merge commit descends from: the ancestry check fails for
+    // the missing history, the mirror is refreshed, and it is asked again.
+    // (No deltas in the pack, so indexing it does not need that history
+    // first: this is the refresh path, not the missing-delta-base one.)
+    work.ok(&["fetch", "--quiet", "origin"]);
+    work.ok(&["merge", "--quiet", "--no-edit", "origin/main"]);
+    let merge = work.ok(&["rev-parse", "HEAD"]);
+    assert!(relay.mirror_has(&id, &v3) && !relay.mirror_has(&id, &moved));
+    let fetches = relay.upstream_fetches();
+    let out = work.git(&["-c", "pack.window=0", "push", "origin", &own]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        relay.upstream_fetches() > fetches,
+        "the mirror was refreshed"
+    );
+    assert!(relay.mirror_has(&id, &moved));
+    assert_eq!(relay.upstream_git(&["rev-parse", &own]), merge);
+    assert_eq!(relay.file(&own, "notes.txt"), "from upstream\n");
+
+    // A branch under the extra prefix.
+    let (ok, out) = work.push(&["HEAD:refs/heads/bots/cleanup"]);
+    assert!(ok, "{out}");
+
+    assert_eq!(relay.branches(), ["bots/cleanup", own.as_str(), "main"]);
+    // `main` has exactly the commit made on the upstream since it began.
+    assert_eq!(relay.upstream_git(&["rev-parse", "main"]), moved);
+    assert_eq!(relay.upstream_git(&["rev-list", "--count", "main"]), "2");
+    assert_eq!(relay.file("main", "feature.txt"), "");
+
+    let audited = relay.pushes(&id).await;
+    assert_eq!(outcomes(&audited), ["ok"; 5], "{audited:#?}");
+    assert!(
+        audited.iter().all(|r| r.event.actor == OWNER),
+        "{audited:#?}"
+    );
+    let last = audited[4].event.detail.as_deref().unwrap_or("");
+    assert!(
+        last.starts_with("refs/heads/bots/cleanup 0000000.."),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_pushes_are_rejected_with_their_reason_and_audited() {
+    let relay = Relay::start(&["claudecluster/"]).await;
+    let (id, token) = relay.session(None).await;
+    let own = format!("claudecluster/{id}");
+    let work = Clone::of(&relay.url(&id), Some(&token));
+    work.ok(&["checkout", "--quiet", "-b", &own]);
+    work.commit("feature.txt", "v1\n");
+    let tip = work.commit("feature.txt", "v2\n");
+    let (ok, out) = work.push(&[&own]);
+    assert!(ok, "{out}");
+
+    let own_ref = format!("refs/heads/{own}");
+    let rewind = format!("HEAD~1:{own_ref}");
+    // What is pushed, and the reason git must print for refusing it.
+    let refused: [(&[&str], &str); 5] = [
+        (&["--force", &rewind], "force pushes are not allowed"),
+        // `main` is the upstream's advertised HEAD, so the session's base.
+        (
+            &["HEAD:main"],
+            "main is the branch the session started from",
+        ),
+        (&["--delete", &own], "deleting refs/heads/claudecluster/"),
+        (&["HEAD:refs/tags/v1"], "only branches may be pushed"),
+        (&["HEAD:feature/x"], "sessions may only push to"),
+    ];
+    for (args, reason) in refused {
+        let (ok, out) = work.push(args);
+        assert!(!ok, "{args:?} was accepted: {out}");
+        assert!(out.contains("[remote rejected]"), "{args:?}: {out}");
+        assert!(
+            out.contains(reason),
+            "{args:?}: {reason:?} missing from {out}"
+        );
+    }
+
+    // One refused update refuses the whole push: the fast-forward of the
+    // session's branch beside it does not go out either.
+    work.commit("feature.txt", "v3\n");
+    let (ok, out) = work.push(&[&own, "HEAD:main"]);
+    assert!(!ok, "{out}");
+    assert_eq!(out.matches("[remote rejected]").count(), 2, "{out}");
+
+    assert_eq!(relay.branches(), [own.as_str(), "main"]);
+    assert_eq!(relay.upstream_git(&["rev-parse", &own]), tip);
+    assert_eq!(relay.upstream_git(&["rev-list", "--count", "main"]), "1");
+    assert_eq!(relay.upstream_git(&["tag", "--list"]), "");
+
+    let audited = relay.pushes(&id).await;
+    let mut expected = vec!["push_refused"; refused.len() + 1];
+    expected.insert(0, "ok");
+    assert_eq!(outcomes(&audited), expected, "{audited:#?}");
+    for ((args, reason), record) in refused.iter().zip(&audited[1..]) {
+        let detail = record.event.detail.as_deref().unwrap_or("");
+        assert!(
+            detail.contains(reason),
+            "{args:?}: {reason:?} missing from {detail}"
+        );
+        assert_eq!(record.event.actor, OWNER);
+    }
+    let force = audited[1].event.detail.as_deref().unwrap_or("");
+    assert!(
+        force.starts_with(&format!("{own_ref} {}..", &tip[..7])),
+        "{force}"
+    );
+    let both = audited[6].event.detail.as_deref().unwrap_or("");
+    assert!(
+        both.contains(&own_ref) && both.contains("refs/heads/main"),
+        "{both}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_records_branch_is_its_base_even_under_an_allowed_prefix() {
+    let relay = Relay::start(&["claudecluster/", "bots/"]).await;
+    relay
+        .upstream
+        .create_branch(REPO, "bots/base", &[("base.txt", "base\n")])
+        .unwrap();
+    let (id, token) = relay.session(Some("bots/base")).await;
+    let work = Clone::of(&relay.url(&id), Some(&token));
+    work.ok(&["checkout", "--quiet", "-b", "work", "origin/bots/base"]);
+    work.commit("feature.txt", "v1\n");
+
+    let (ok, out) = work.push(&["HEAD:bots/base"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("bots/base is the branch the session started from"),
+        "{out}"
+    );
+    // `main` is then just a branch outside the prefixes.
+    let (ok, out) = work.push(&["HEAD:main"]);
+    assert!(!ok && out.contains("sessions may only push to"), "{out}");
+    let (ok, out) = work.push(&["HEAD:bots/other"]);
+    assert!(ok, "{out}");
+
+    assert_eq!(relay.branches(), ["bots/base", "bots/other", "main"]);
+    let audited = relay.pushes(&id).await;
+    assert_eq!(
+        outcomes(&audited),
+        ["push_refused", "push_refused", "ok"],
+        "{audited:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_sessions_token_or_for_other_services_are_refused() {
+    let relay = Relay::start(&["claudecluster/"]).await;
+    let (id, token) = relay.session(None).await;
+    let (_, other_token) = relay.session(None).await;
+    let http = reqwest::Client::new();
+    let refs = |service: &str| format!("{}/info/refs?service={service}", relay.url(&id));
+
+    let status = |req: reqwest::RequestBuilder| async move { req.send().await.unwrap().status() };
+    let upload = refs("git-upload-pack");
+    assert_eq!(status(http.get(&upload)).await, 401);
+    assert_eq!(status(http.get(&upload).bearer_auth("wrong")).await, 401);
+    assert_eq!(
+        status(http.get(&upload).bearer_auth(&other_token)).await,
+        401,
+        "another session's token"
+    );
+    assert_eq!(status(http.get(&upload).bearer_auth(&token)).await, 200);
+    assert_eq!(
+        status(http.get(&upload).header("x-api-key", &token)).await,
+        200
+    );
+    assert_eq!(
+        status(http.get(refs("other")).bearer_auth(&token)).await,
+        403
+    );
+    let unrelayed = format!("{}/objects/info/packs", relay.url(&id));
+    assert_eq!(status(http.get(unrelayed).bearer_auth(&token)).await, 403);
+
+    // git itself, without the token, cannot clone.
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_git(
+        dir.path(),
+        None,
+        &["clone", "--quiet", &relay.url(&id), "x"],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(relay.pushes(&id).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_beyond_gits_post_buffer_is_checked_and_relayed_whole() {
+    let relay = Relay::start(&["claudecluster/"]).await;
+    let (id, token) = relay.session(None).await;
+    let own = format!("claudecluster/{id}");
+    let work = Clone::of(&relay.url(&id), Some(&token));
+    work.ok(&["checkout", "--quiet", "-b", &own]);
+    work.commit("feature.txt", "v1\n");
+    let (ok, out) = work.push(&[&own]);
+    assert!(ok, "{out}");
+
+    // Hardly compressible, so the pack outgrows git's 1 MiB post buffer:
+    // git probes with an empty request, then streams the push chunked.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: String = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect();
+    let big = work.commit("big.txt", &noise);
+    let posts = relay.upstream.request_count_for("/git-receive-pack");
+    let (ok, out) = work.push(&[&own]);
+    assert!(ok, "{out}");
+    let probe_and_push = relay.upstream.request_count_for("/git-receive-pack") - posts;
+    assert_eq!(probe_and_push, 2);
+    assert_eq!(relay.upstream_git(&["rev-parse", &own]), big);
+    assert_eq!(relay.file(&own, "big.txt").len(), noise.len());
+    assert_eq!(outcomes(&relay.pushes(&id).await), ["ok", "ok"]);
+}
