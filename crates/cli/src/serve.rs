@@ -41,6 +41,15 @@ pub struct ServeArgs {
         default_value = "0.0.0.0:8081"
     )]
     gateway_listen: SocketAddr,
+    /// Bearer token `GET /metrics` requires (it names sessions); open when
+    /// unset.
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    metrics_token: Option<String>,
     /// A branch prefix (ending in `/`) sessions may push under besides
     /// their own `claudecluster/<id>` branch. Repeatable; replaces the
     /// default `claudecluster/`.
@@ -375,6 +384,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_sessions_per_user: (args.max_sessions_per_user > 0)
                 .then_some(args.max_sessions_per_user),
             audit_jsonl: Some(args.data_dir.join("audit.jsonl")),
+            metrics_token: args.metrics_token.clone(),
             session_token_key: Some(session_token_key(&args.data_dir)?),
             tls: match (&args.tls_cert, &args.tls_key) {
                 (Some(cert), Some(key)) => Some(cc_server::tls::TlsFiles {

@@ -314,6 +314,36 @@ async fn users_see_only_their_sessions_and_session_tokens_open_one_session() {
 }
 
 #[tokio::test]
+async fn metrics_take_the_metrics_token_when_one_is_set() {
+    let open = start(|_| {}).await;
+    let r = open
+        .http
+        .get(format!("{}/metrics", open.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let api = start(|a| a.metrics_token = Some("scrape-secret".into())).await;
+    let url = format!("{}/metrics", api.base);
+    let r = api.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "unauthorized");
+    // Not the admin token either: the scraper's token opens the metrics only.
+    let r = api.http.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = api
+        .http
+        .get(&url)
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("# TYPE"));
+}
+
+#[tokio::test]
 async fn a_blocked_ip_is_403() {
     let api = start(|a| a.allow_ips = vec![Cidr::parse("10.0.0.0/8").unwrap()]).await;
     let (s, v) = api.get("/api/v1/sessions", Some(ADMIN)).await;

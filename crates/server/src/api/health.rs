@@ -1,9 +1,10 @@
-//! Probes and metrics, outside authentication (probes and Prometheus carry
-//! no tokens; keep the API port off untrusted networks or scrape through
-//! a proxy):
+//! Probes and metrics, outside the API's authentication (probes carry no
+//! tokens):
 //! - `GET /healthz`: the process answers (liveness);
 //! - `GET /readyz`: the store and the container runtime answer (readiness);
-//! - `GET /metrics`: Prometheus text (see [`crate::metrics`]).
+//! - `GET /metrics`: Prometheus text (see [`crate::metrics`]); it names
+//!   sessions, so with `serve --metrics-token` it takes that bearer token
+//!   (Prometheus' `authorization` scrape setting) and nothing else.
 
 use super::{ApiError, AppState};
 use crate::AppManager;
@@ -49,7 +50,24 @@ async fn check<R: Runtime, S: Store>(m: &AppManager<R, S>) -> Result<(), String>
     }
 }
 
-async fn metrics<R: Runtime, S: Store>(State(st): State<AppState<R, S>>) -> Response {
+async fn metrics<R: Runtime, S: Store>(
+    State(st): State<AppState<R, S>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(expected) = &st.access.config.metrics_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| cc_core::ids::secret_eq(p, expected)) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the metrics need the metrics token (Authorization: Bearer …)",
+            )
+            .into_response();
+        }
+    }
     let body = crate::metrics::render(&st.manager).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }

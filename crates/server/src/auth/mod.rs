@@ -80,6 +80,8 @@ pub struct AccessConfig {
     pub session_token_key: Option<[u8; 32]>,
     /// Serve the API over TLS with these files.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Bearer token `GET /metrics` requires; open when unset.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for AccessConfig {
@@ -94,6 +96,7 @@ impl Default for AccessConfig {
             audit_jsonl: None,
             session_token_key: None,
             tls: None,
+            metrics_token: None,
         }
     }
 }
