@@ -69,6 +69,10 @@ pub struct LimitArgs {
     /// Lifetime of the session in seconds (default: the server's).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// End the session after this many seconds without use, from 60 up to
+    /// the server's maximum (default: the server's idle timeout).
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<u64>,
     /// What the session may reach besides the Anthropic and git relays
     /// (default: the server's).
     #[arg(long, value_parser = ["none", "allowlist", "open"])]
@@ -80,6 +84,7 @@ impl LimitArgs {
         if self.memory.is_none()
             && self.cpu.is_none()
             && self.timeout.is_none()
+            && self.idle_timeout.is_none()
             && self.egress.is_none()
         {
             return None;
@@ -88,6 +93,7 @@ impl LimitArgs {
             memory: self.memory.clone().map(Quantity::Text),
             cpu: self.cpu.map(Quantity::Number),
             timeout: self.timeout,
+            idle_timeout: self.idle_timeout,
             egress: self
                 .egress
                 .as_deref()
@@ -269,4 +275,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         return Err(Exit::silent(exit::FAILURE).into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        session: NewSessionArgs,
+    }
+
+    fn parse(args: &[&str]) -> NewSessionArgs {
+        let argv = ["claudecluster", "--repo", "https://example.test/r.git"];
+        Flags::try_parse_from(argv.iter().chain(args))
+            .unwrap()
+            .session
+    }
+
+    #[test]
+    fn idle_timeout_goes_into_the_config() {
+        let req = parse(&["--idle-timeout", "120"])
+            .request(Some("sk-ant-k".into()))
+            .unwrap();
+        let config = req.config.unwrap();
+        assert_eq!((config.idle_timeout, config.timeout), (Some(120), None));
+        // Without limit flags the server's defaults apply.
+        assert_eq!(parse(&[]).limits.request(), None);
+    }
 }

@@ -126,9 +126,14 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 86400)]
     max_timeout: u64,
     /// A session nobody used (no command, API call or WebSocket keepalive,
-    /// no running turn) for this many seconds ends; 0 never idles out.
+    /// no running turn) for this many seconds ends, unless it asked for
+    /// its own idle timeout (`config.idleTimeout`); 0 never idles out.
     #[arg(long, env = "CLAUDECLUSTER_IDLE_TIMEOUT", default_value_t = 1800)]
     idle_timeout: u64,
+    /// Longest idle timeout (seconds) a session may ask for
+    /// (`config.idleTimeout`, at least 60).
+    #[arg(long, env = "CLAUDECLUSTER_MAX_IDLE_TIMEOUT", default_value_t = 86400)]
+    max_idle_timeout: u64,
     /// Seconds between reconciler passes (orphaned resources, stopped
     /// containers whose event was missed).
     #[arg(long, env = "CLAUDECLUSTER_RECONCILE_INTERVAL", default_value_t = 60)]
@@ -339,6 +344,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.agent = agent_policy(&args)?;
     config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
+    config.max_idle_timeout = Duration::from_secs(args.max_idle_timeout);
+    if config.max_idle_timeout < config.min_idle_timeout {
+        bail!(
+            "--max-idle-timeout must be at least {} seconds",
+            config.min_idle_timeout.as_secs()
+        );
+    }
+    if config
+        .idle_timeout
+        .is_some_and(|d| d > config.max_idle_timeout)
+    {
+        bail!("--idle-timeout is above --max-idle-timeout");
+    }
     if args.reconcile_interval == 0 {
         bail!("--reconcile-interval must be at least 1 second");
     }

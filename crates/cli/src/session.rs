@@ -489,10 +489,15 @@ fn print_status(s: &SessionStatus) {
     if let Some(b) = &s.branch {
         row("branch", b);
     }
+    let idle = match s.limits.idle_timeout_secs {
+        Some(0) => "never idles out".to_owned(),
+        Some(secs) => format!("idle {secs} s"),
+        None => "idle: the server's".to_owned(),
+    };
     row(
         "limits",
         &format!(
-            "{} MiB · {} CPU · {} s",
+            "{} MiB · {} CPU · {} s · {idle}",
             s.limits.memory_bytes / (1024 * 1024),
             s.limits.cpu,
             s.limits.timeout_secs

@@ -7,7 +7,11 @@ use std::time::Duration;
 
 const MIB: u64 = 1024 * 1024;
 
-/// Admin defaults and maxima for session limits.
+/// Admin defaults and maxima for session limits. The idle timeout is not
+/// here: its default ([`ManagerConfig::idle_timeout`]) also governs
+/// sessions stored before it was chosen per session, so it and its bounds
+/// live in [`ManagerConfig`], which resolves it
+/// ([`ManagerConfig::resolve_limits`]).
 #[derive(Debug, Clone)]
 pub struct LimitsPolicy {
     pub default: SessionLimits,
@@ -25,6 +29,7 @@ impl Default for LimitsPolicy {
                 cpu: 1.0,
                 timeout_secs: 3600,
                 egress: EgressMode::Allowlist,
+                idle_timeout_secs: None,
             },
             max: SessionLimits {
                 memory_bytes: 8192 * MIB,
@@ -32,6 +37,7 @@ impl Default for LimitsPolicy {
                 timeout_secs: 24 * 3600,
                 // `open` only when the admin says so.
                 egress: EgressMode::Allowlist,
+                idle_timeout_secs: None,
             },
             min_memory_bytes: 256 * MIB,
             min_cpu: 0.1,
@@ -173,8 +179,16 @@ pub struct ManagerConfig {
     pub claude_args: Vec<String>,
     /// What sessions may tell Claude Code (models, budget, tools).
     pub agent: crate::options::AgentPolicy,
-    /// A session nobody used for this long ends (`None`: never idle out).
+    /// A session nobody used for this long ends (`None`: never idle out),
+    /// unless it asked for its own idle timeout. Sessions stored before the
+    /// idle timeout was chosen per session follow this one, as it is now.
     pub idle_timeout: Option<Duration>,
+    /// Shortest idle timeout a session may ask for (`config.idleTimeout`):
+    /// below a minute a user's pause to read output would end the session.
+    /// Tests lower it.
+    pub min_idle_timeout: Duration,
+    /// Longest idle timeout a session may ask for.
+    pub max_idle_timeout: Duration,
     /// Pause between reconciler passes (orphans, vanished containers).
     pub reconcile_interval: Duration,
     /// Seals session secrets at rest so a restarted orchestrator can adopt
@@ -205,11 +219,41 @@ impl ManagerConfig {
             ],
             agent: crate::options::AgentPolicy::default(),
             idle_timeout: Some(Duration::from_secs(30 * 60)),
+            min_idle_timeout: Duration::from_secs(60),
+            max_idle_timeout: Duration::from_secs(24 * 3600),
             reconcile_interval: Duration::from_secs(60),
             seal_key: None,
             warm_pool: 0,
             egress_allow: Vec::new(),
         }
+    }
+
+    /// The limits a new session gets: [`LimitsPolicy::resolve`], and its
+    /// idle timeout — `config.idleTimeout` within the admin's bounds, else
+    /// the admin's default — as `Some(seconds)`, `0` meaning never.
+    pub fn resolve_limits(
+        &self,
+        req: Option<&SessionConfigRequest>,
+    ) -> Result<SessionLimits, CoreError> {
+        let mut limits = self.limits.resolve(req)?;
+        let secs = match req.and_then(|r| r.idle_timeout) {
+            Some(t) => {
+                // `0` is how "never" is stored; only the admin chooses it.
+                let min = self.min_idle_timeout.as_secs().max(1);
+                let max = self.max_idle_timeout.as_secs();
+                if !(min..=max).contains(&t) {
+                    return Err(invalid(
+                        "config.idleTimeout",
+                        format!("must be between {min} and {max} seconds"),
+                    ));
+                }
+                t
+            }
+            // A sub-second default (tests) must not read as "never".
+            None => self.idle_timeout.map_or(0, |d| d.as_secs().max(1)),
+        };
+        limits.idle_timeout_secs = Some(secs);
+        Ok(limits)
     }
 }
 
@@ -249,6 +293,7 @@ mod tests {
             cpu: Some(Quantity::Number(0.5)),
             timeout: Some(60),
             egress: None,
+            idle_timeout: None,
         };
         let l = p.resolve(Some(&req)).unwrap();
         assert_eq!(
@@ -270,5 +315,72 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("config.timeout"));
+    }
+
+    fn idle(secs: Option<u64>) -> SessionConfigRequest {
+        SessionConfigRequest {
+            idle_timeout: secs,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn idle_timeout_within_bounds_is_the_sessions_own() {
+        let c = ManagerConfig::new("img", 1);
+        for secs in [60, 120, 24 * 3600] {
+            let l = c.resolve_limits(Some(&idle(Some(secs)))).unwrap();
+            assert_eq!(l.idle_timeout_secs, Some(secs));
+        }
+        // The other limits resolve as before.
+        let req = SessionConfigRequest {
+            memory: Some(text("512m")),
+            ..idle(Some(300))
+        };
+        let l = c.resolve_limits(Some(&req)).unwrap();
+        assert_eq!(
+            (l.memory_bytes, l.idle_timeout_secs),
+            (512 * MIB, Some(300))
+        );
+    }
+
+    #[test]
+    fn idle_timeout_out_of_bounds_is_refused_like_other_limits() {
+        let c = ManagerConfig::new("img", 1);
+        for secs in [0, 59, 24 * 3600 + 1] {
+            match c.resolve_limits(Some(&idle(Some(secs)))) {
+                Err(CoreError::Invalid {
+                    code: "invalid_config",
+                    message,
+                }) => assert_eq!(
+                    message, "config.idleTimeout: must be between 60 and 86400 seconds",
+                    "{secs}"
+                ),
+                other => panic!("{secs}: {other:?}"),
+            }
+        }
+        let mut lowered = ManagerConfig::new("img", 1);
+        lowered.min_idle_timeout = Duration::from_secs(1);
+        lowered.max_idle_timeout = Duration::from_secs(600);
+        let l = lowered.resolve_limits(Some(&idle(Some(1)))).unwrap();
+        assert_eq!(l.idle_timeout_secs, Some(1));
+        let err = lowered.resolve_limits(Some(&idle(Some(601)))).unwrap_err();
+        assert!(err.to_string().contains("between 1 and 600"), "{err}");
+    }
+
+    #[test]
+    fn absent_idle_timeout_is_the_admins_default_even_never() {
+        let mut c = ManagerConfig::new("img", 1);
+        c.idle_timeout = Some(Duration::from_secs(900));
+        assert_eq!(c.resolve_limits(None).unwrap().idle_timeout_secs, Some(900));
+        let l = c.resolve_limits(Some(&idle(None))).unwrap();
+        assert_eq!(l.idle_timeout_secs, Some(900));
+        // "Never" is stored as 0, which a client cannot ask for itself.
+        c.idle_timeout = None;
+        assert_eq!(c.resolve_limits(None).unwrap().idle_timeout_secs, Some(0));
+        let l = c.resolve_limits(Some(&idle(Some(120)))).unwrap();
+        assert_eq!(l.idle_timeout_secs, Some(120));
+        // A sub-second default (tests) stays an idle timeout.
+        c.idle_timeout = Some(Duration::from_millis(300));
+        assert_eq!(c.resolve_limits(None).unwrap().idle_timeout_secs, Some(1));
     }
 }

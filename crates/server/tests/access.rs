@@ -404,6 +404,67 @@ async fn too_many_sessions_is_409() {
         .any(|r| r.event.action == "limit.hit" && r.event.outcome == "too_many_sessions"));
 }
 
+async fn create_with_config(api: &Api, token: &str, config: Value) -> (u16, Value) {
+    let body = json!({
+        "repoUrl": "http://127.0.0.1:9/r.git",
+        "claudeApiKey": "sk-ant-test",
+        "config": config,
+    });
+    let (s, v, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/sessions/create",
+            Some(token),
+            Some(body),
+        )
+        .await;
+    (s, v)
+}
+
+#[tokio::test]
+async fn an_idle_timeout_out_of_bounds_is_400_and_creates_nothing() {
+    let api = start(|_| {}).await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    for secs in [0, 59, 86_401] {
+        let (s, v) = create_with_config(&api, &alice, json!({"idleTimeout": secs})).await;
+        assert_eq!((s, code(&v)), (400, "invalid_config"), "{secs}: {v}");
+        assert_eq!(
+            v["message"], "config.idleTimeout: must be between 60 and 86400 seconds",
+            "{v}"
+        );
+    }
+    let (s, all) = api.get("/api/v1/sessions?all=true", Some(ADMIN)).await;
+    assert_eq!((s, all.as_array().map(Vec::len)), (200, Some(0)), "{all}");
+}
+
+#[tokio::test]
+async fn status_and_list_show_the_sessions_idle_timeout() {
+    let api = start(|_| {}).await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    let (s, own) = create_with_config(&api, &alice, json!({"idleTimeout": 120})).await;
+    assert_eq!(s, 201, "{own}");
+    let (s, default) = api.create(&alice).await;
+    assert_eq!(s, 201, "{default}");
+    for (created, secs) in [(&own, 120), (&default, 1800)] {
+        let id = created["sessionId"].as_str().unwrap();
+        let (s, st) = api
+            .get(&format!("/api/v1/sessions/{id}/status"), Some(&alice))
+            .await;
+        assert_eq!(s, 200, "{st}");
+        assert_eq!(st["limits"]["idleTimeoutSecs"], secs, "{st}");
+    }
+    let (s, list) = api.get("/api/v1/sessions", Some(&alice)).await;
+    assert_eq!(s, 200, "{list}");
+    let mut listed: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| st["limits"]["idleTimeoutSecs"].as_u64().unwrap())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, [120, 1800], "{list}");
+}
+
 #[tokio::test]
 async fn admin_endpoints_need_an_admin() {
     let api = start(|_| {}).await;

@@ -129,6 +129,7 @@ impl Relay {
                 cpu: 1.0,
                 timeout_secs: 3600,
                 egress: Default::default(),
+                idle_timeout_secs: Some(1800),
             },
             owner: OWNER.into(),
             created_at: now,

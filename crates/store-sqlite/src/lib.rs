@@ -153,6 +153,7 @@ struct SessionRow {
     owner: String,
     usage: String,
     egress: String,
+    idle_timeout_secs: Option<i64>,
 }
 
 impl SessionRow {
@@ -174,6 +175,11 @@ impl SessionRow {
             owner: rec.owner.clone(),
             usage: encode_usage(&rec.usage)?,
             egress: rec.limits.egress.as_str().to_owned(),
+            idle_timeout_secs: rec
+                .limits
+                .idle_timeout_secs
+                .map(|s| to_i64("idle_timeout_secs", s))
+                .transpose()?,
         })
     }
 }
@@ -243,11 +249,12 @@ struct RawSession {
     owner: String,
     usage: String,
     egress: String,
+    idle_timeout_secs: Option<i64>,
 }
 
 const SESSION_COLUMNS: &str = "id, record_version, container_id, state, reason, repo_url, \
      branch, memory_bytes, cpu, timeout_secs, created_at_ms, updated_at_ms, expires_at_ms, \
-     last_seq, agent_seq, owner, usage, egress";
+     last_seq, agent_seq, owner, usage, egress, idle_timeout_secs";
 
 impl RawSession {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
@@ -270,6 +277,7 @@ impl RawSession {
             owner: r.get(15)?,
             usage: r.get(16)?,
             egress: r.get(17)?,
+            idle_timeout_secs: r.get(18)?,
         })
     }
 
@@ -305,6 +313,10 @@ impl RawSession {
                 timeout_secs: count("timeout_secs", self.timeout_secs)?,
                 egress: EgressMode::parse(&self.egress)
                     .ok_or_else(|| corrupt(format!("unknown egress mode {:?}", self.egress)))?,
+                idle_timeout_secs: self
+                    .idle_timeout_secs
+                    .map(|s| count("idle_timeout_secs", s))
+                    .transpose()?,
             },
             created_at: time("created_at", self.created_at_ms)?,
             updated_at: time("updated_at", self.updated_at_ms)?,
@@ -363,7 +375,7 @@ impl Store for SqliteStore {
         self.run("insert session", move |conn| {
             let sql = format!(
                 "INSERT INTO sessions ({SESSION_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
             );
             conn.prepare_cached(&sql)
                 .and_then(|mut st| {
@@ -386,6 +398,7 @@ impl Store for SqliteStore {
                         row.owner,
                         row.usage,
                         row.egress,
+                        row.idle_timeout_secs,
                     ])
                 })
                 .map_err(|e| StoreError::Backend(format!("insert session {id}: {e}")))?;
@@ -404,7 +417,8 @@ impl Store for SqliteStore {
                     "UPDATE sessions SET record_version = ?2, container_id = ?3, state = ?4, \
                      reason = ?5, repo_url = ?6, branch = ?7, memory_bytes = ?8, cpu = ?9, \
                      timeout_secs = ?10, created_at_ms = ?11, updated_at_ms = ?12, \
-                     expires_at_ms = ?13, owner = ?14, usage = ?15, egress = ?16 \
+                     expires_at_ms = ?13, owner = ?14, usage = ?15, egress = ?16, \
+                     idle_timeout_secs = ?17 \
                      WHERE id = ?1",
                 )
                 .and_then(|mut st| {
@@ -425,6 +439,7 @@ impl Store for SqliteStore {
                         row.owner,
                         row.usage,
                         row.egress,
+                        row.idle_timeout_secs,
                     ])
                 })
                 .map_err(|e| StoreError::Backend(format!("update session {id}: {e}")))?;

@@ -103,7 +103,13 @@ const V5: &str = "
 ALTER TABLE sessions ADD COLUMN egress TEXT NOT NULL DEFAULT 'allowlist';
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+/// Version 6: each session's idle timeout in seconds (`0`: never). NULL
+/// for sessions stored before: they follow the server's `--idle-timeout`.
+const V6: &str = "
+ALTER TABLE sessions ADD COLUMN idle_timeout_secs INTEGER;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

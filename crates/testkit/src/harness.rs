@@ -195,6 +195,7 @@ impl Harness {
                 memory: None,
                 cpu: None,
                 timeout: Some(600),
+                idle_timeout: None,
                 egress: None,
             }),
             options: None,

@@ -156,6 +156,10 @@ pub struct SessionConfigRequest {
     /// Maximum lifetime of the session in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// Seconds without use after which the session ends (extension;
+    /// default, minimum and maximum set by the admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
     /// What the session may reach beyond the Anthropic and git relays
     /// (extension; default and maximum set by the admin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -300,6 +304,11 @@ pub struct SessionLimits {
     pub timeout_secs: u64,
     #[serde(default)]
     pub egress: EgressMode,
+    /// Seconds without use after which the session ends; `0`: never.
+    /// `None` only for sessions stored before the idle timeout was chosen
+    /// per session: they follow the server's current `--idle-timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// `GET /api/v1/sessions/{id}/status`.

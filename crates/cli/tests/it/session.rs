@@ -133,7 +133,16 @@ async fn run_streams_the_task_summarises_and_deletes_the_session() -> anyhow::Re
     let out = output(
         at(&h, home.path())
             .args([
-                "session", "create", "--repo", &repo, "--memory", "1g", "--cpu", "0.5",
+                "session",
+                "create",
+                "--repo",
+                &repo,
+                "--memory",
+                "1g",
+                "--cpu",
+                "0.5",
+                "--idle-timeout",
+                "120",
             ])
             .env("ANTHROPIC_API_KEY", &h.api_key),
     )
@@ -144,6 +153,7 @@ async fn run_streams_the_task_summarises_and_deletes_the_session() -> anyhow::Re
     assert_eq!(st.state, SessionState::Ready, "{}", describe(&out));
     assert_eq!(st.limits.memory_bytes, 1 << 30);
     assert_eq!(st.limits.cpu, 0.5);
+    assert_eq!(st.limits.idle_timeout_secs, Some(120));
     h.client.delete(&id).await?;
 
     h.shutdown().await;

@@ -151,14 +151,14 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         let mut boot_deadline = Instant::now() + self.inner.config.agent_ready_timeout;
         loop {
             let booting = journal.is_none();
-            let check_at =
-                match reaper::judge(&self.record, &self.activity, self.inner.config.idle_timeout) {
-                    Verdict::Expired(reason) => {
-                        CoreMetrics::inc(&self.inner.metrics.reaped_total);
-                        return Ok(Exit::Terminated(reason, None));
-                    }
-                    Verdict::CheckAt(at) => at,
-                };
+            let idle = reaper::idle_timeout(&self.record.limits, self.inner.config.idle_timeout);
+            let check_at = match reaper::judge(&self.record, &self.activity, idle) {
+                Verdict::Expired(reason) => {
+                    CoreMetrics::inc(&self.inner.metrics.reaped_total);
+                    return Ok(Exit::Terminated(reason, None));
+                }
+                Verdict::CheckAt(at) => at,
+            };
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else {

@@ -70,7 +70,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         if let Some(t) = &req.repo_token {
             check_repo_token(t)?;
         }
-        let limits = inner.config.limits.resolve(req.config.as_ref())?;
+        let limits = inner.config.resolve_limits(req.config.as_ref())?;
         let spent = match inner.config.agent.max_user_budget_usd {
             Some(_) => super::usage::spent_by(inner.store(), &req.owner).await?,
             None => 0.0,

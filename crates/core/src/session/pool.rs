@@ -58,7 +58,7 @@ impl WarmPool {
     }
 
     /// Takes a ready container started with these memory and CPU limits
-    /// (the lifetime is the session's own).
+    /// (the lifetime and the idle timeout are the session's own).
     pub(crate) fn claim(&self, limits: &SessionLimits) -> Option<Warm> {
         let warm = {
             let mut st = self.state();
@@ -218,6 +218,7 @@ mod tests {
             cpu: 1.0,
             timeout_secs: 60,
             egress: Default::default(),
+            idle_timeout_secs: None,
         }
     }
 
@@ -233,7 +234,13 @@ mod tests {
         }
         assert_eq!(pool.len(), (2, 0));
         assert!(pool.claim(&limits(2)).is_none(), "other limits start cold");
-        let first = pool.claim(&limits(1)).unwrap();
+        // The idle timeout is the session's, not the container's.
+        let first = pool
+            .claim(&SessionLimits {
+                idle_timeout_secs: Some(120),
+                ..limits(1)
+            })
+            .unwrap();
         let second = pool.claim(&limits(1)).unwrap();
         assert_ne!(first.id, second.id);
         assert!(pool.claim(&limits(1)).is_none());

@@ -1,13 +1,18 @@
 //! When a live session ends on its own: its idle timeout (moved forward by
 //! every sign of use) or its maximum lifetime, whichever comes first.
 //!
+//! The idle timeout is the session's own, fixed at create
+//! ([`idle_timeout`]); only sessions stored before it was chosen per
+//! session follow the server's setting, so restarting the server with
+//! another `--idle-timeout` changes no promise made to a client.
+//!
 //! Activity is recorded without going through the actor ([`Activity`] is a
 //! shared atomic), so an API read never waits behind a running command;
 //! the actor sleeps until the next possible expiry and checks again.
 
 use crate::seams::SessionRecord;
 use crate::time::now;
-use cc_wire::api::SessionState;
+use cc_wire::api::{SessionLimits, SessionState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -43,6 +48,16 @@ impl Activity {
 pub(crate) enum Verdict {
     Expired(String),
     CheckAt(Instant),
+}
+
+/// The idle timeout a session lives by: its own (`Some(0)`: never), or the
+/// server's for a session stored before it was chosen per session.
+pub(crate) fn idle_timeout(limits: &SessionLimits, server: Option<Duration>) -> Option<Duration> {
+    match limits.idle_timeout_secs {
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None => server,
+    }
 }
 
 /// Judges a session's lifetime. The idle clock only runs while the session
@@ -86,7 +101,6 @@ pub(crate) fn judge(
 mod tests {
     use super::*;
     use crate::ids::SessionId;
-    use cc_wire::api::SessionLimits;
 
     fn record(state: SessionState, lifetime: Duration) -> SessionRecord {
         let t = now();
@@ -102,6 +116,7 @@ mod tests {
                 cpu: 1.0,
                 timeout_secs: lifetime.as_secs(),
                 egress: Default::default(),
+                idle_timeout_secs: Some(10),
             },
             created_at: t,
             updated_at: t,
@@ -143,6 +158,36 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         let v = judge(&rec, &act, Some(Duration::from_secs(10)));
         assert!(matches!(v, Verdict::CheckAt(_)), "{v:?}");
+    }
+
+    #[test]
+    fn the_sessions_own_idle_timeout_wins_over_the_servers() {
+        let server = Some(Duration::from_secs(1800));
+        let mut limits = record(SessionState::Ready, Duration::from_secs(60)).limits;
+        limits.idle_timeout_secs = Some(90);
+        assert_eq!(idle_timeout(&limits, server), Some(Duration::from_secs(90)));
+        limits.idle_timeout_secs = Some(0);
+        assert_eq!(idle_timeout(&limits, server), None, "never");
+        // Stored before the idle timeout was per session.
+        limits.idle_timeout_secs = None;
+        assert_eq!(idle_timeout(&limits, server), server);
+        assert_eq!(idle_timeout(&limits, None), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_own_idle_timeout_ends_the_session_first() {
+        let mut rec = record(SessionState::Ready, Duration::from_secs(3600));
+        rec.limits.idle_timeout_secs = Some(2);
+        let act = Activity::new();
+        act.touch();
+        let idle = idle_timeout(&rec.limits, Some(Duration::from_secs(600)));
+        assert!(matches!(judge(&rec, &act, idle), Verdict::CheckAt(_)));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let v = judge(&rec, &act, idle);
+        assert_eq!(
+            v,
+            Verdict::Expired("the session was idle for 2 s (idle timeout)".into())
+        );
     }
 
     #[test]

@@ -76,7 +76,8 @@ fn schemas() -> Value {
         })),
         "SessionLimits": object(&["memoryBytes", "cpu", "timeoutSecs"], json!({
             "memoryBytes": { "type": "integer" }, "cpu": { "type": "number" }, "timeoutSecs": { "type": "integer" },
-            "egress": { "type": "string", "enum": ["none", "allowlist", "open"] }
+            "egress": { "type": "string", "enum": ["none", "allowlist", "open"] },
+            "idleTimeoutSecs": { "type": "integer", "minimum": 0, "description": "seconds without use after which the session ends; `0`: never; absent for sessions created before it was chosen per session, which follow the server's `--idle-timeout`" }
         })),
         "CreateSessionRequest": {
             "type": "object",
@@ -91,6 +92,7 @@ fn schemas() -> Value {
                     "type": "object", "additionalProperties": false,
                     "properties": {
                         "memory": quantity, "cpu": quantity, "timeout": { "type": "integer", "minimum": 0 },
+                        "idleTimeout": { "type": "integer", "minimum": 1, "description": "seconds without use after which the session ends; from 60 to the server's `--max-idle-timeout` (default 86400), else `400 invalid_config`; default the server's `--idle-timeout`" },
                         "egress": { "type": "string", "enum": ["none", "allowlist", "open"] }
                     }
                 },

@@ -174,6 +174,7 @@ async fn retention_purges_only_old_ended_logs() {
                 cpu: 1.0,
                 timeout_secs: 60,
                 egress: Default::default(),
+                idle_timeout_secs: Some(1800),
             },
             owner: "alice".into(),
             created_at: at(1),

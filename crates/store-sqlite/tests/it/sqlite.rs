@@ -39,6 +39,7 @@ fn record() -> SessionRecord {
             cpu: 2.0,
             timeout_secs: 600,
             egress: cc_wire::api::EgressMode::None,
+            idle_timeout_secs: Some(120),
         },
         created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
         updated_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_500),
@@ -135,6 +136,66 @@ async fn open_creates_a_private_data_dir_in_wal_mode() {
         .expect("schema version");
     // Every migration ran (later issues append more).
     assert!(version >= 2, "schema version {version}");
+}
+
+#[tokio::test]
+async fn a_session_stored_before_idle_timeouts_reads_as_none() {
+    let (dir, rec) = seeded().await;
+    let max_version = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .expect("schema version")
+    };
+    let newest = max_version(&raw(dir.path()));
+    // Back to the schema before version 6: the column and its version gone.
+    let conn = raw(dir.path());
+    conn.execute_batch(
+        "ALTER TABLE sessions DROP COLUMN idle_timeout_secs; \
+         DELETE FROM schema_version WHERE version >= 6;",
+    )
+    .expect("downgrade");
+    drop(conn);
+
+    let store = SqliteStore::open(dir.path()).expect("open migrates");
+    assert_eq!(max_version(&raw(dir.path())), newest);
+    let back = store
+        .get_session(&rec.id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(back.limits.idle_timeout_secs, None);
+    let mut expected = rec.clone();
+    expected.limits.idle_timeout_secs = None;
+    assert_eq!(
+        SessionRecord {
+            last_seq: 0,
+            agent_seq: 0,
+            ..back.clone()
+        },
+        expected
+    );
+    // An update keeps what the session is given from then on.
+    let mut changed = back;
+    changed.limits.idle_timeout_secs = Some(300);
+    store.update_session(&changed).await.expect("update");
+    let again = store
+        .get_session(&rec.id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(again.limits.idle_timeout_secs, Some(300));
+}
+
+#[tokio::test]
+async fn a_negative_idle_timeout_is_corrupt() {
+    let (dir, rec) = seeded().await;
+    raw(dir.path())
+        .execute(
+            "UPDATE sessions SET idle_timeout_secs = -5 WHERE id = ?1",
+            [rec.id.as_str()],
+        )
+        .expect("tamper");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    assert_corrupt(store.get_session(&rec.id).await, &["idle_timeout_secs"]);
 }
 
 #[tokio::test]

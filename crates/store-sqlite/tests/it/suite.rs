@@ -71,6 +71,7 @@ fn record(state: SessionState, created_ms: u64) -> SessionRecord {
             cpu: 1.5,
             timeout_secs: 3600,
             egress: cc_wire::api::EgressMode::Allowlist,
+            idle_timeout_secs: Some(1800),
         },
         created_at: at(created_ms),
         updated_at: at(created_ms + 10),
@@ -83,12 +84,15 @@ fn record(state: SessionState, created_ms: u64) -> SessionRecord {
 }
 
 fn bare_record() -> SessionRecord {
-    SessionRecord {
+    let mut rec = SessionRecord {
         container_id: None,
         reason: None,
         branch: None,
         ..record(SessionState::Creating, 1_700_000_000_000)
-    }
+    };
+    // As a session stored before idle timeouts were per session reads.
+    rec.limits.idle_timeout_secs = None;
+    rec
 }
 
 /// A varied event with the given seq.
@@ -202,6 +206,8 @@ pub async fn update_overwrites_fields_but_not_the_cursor<S: Store>(store: S) {
         cpu: 0.25,
         timeout_secs: 60,
         egress: cc_wire::api::EgressMode::Open,
+        // Never idles out.
+        idle_timeout_secs: Some(0),
     };
     changed.created_at = at(1_600_000_000_000);
     changed.updated_at = at(1_700_000_123_456);

@@ -147,6 +147,74 @@ async fn idle_and_maximum_timeouts_end_sessions() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_after_the_idle_timeout_it_asked_for() -> anyhow::Result<()> {
+    let own = Duration::from_secs(3);
+    let h = Harness::start_configured(HarnessOptions::default(), |c| {
+        // The admin's default stays long; the minimum is lowered so the
+        // test need not wait the real minute.
+        c.idle_timeout = Some(Duration::from_secs(600));
+        c.min_idle_timeout = Duration::from_secs(1);
+        c.max_idle_timeout = Duration::from_secs(900);
+    })
+    .await?;
+
+    // First a session with the admin's default…
+    let (default_id, _default_ws, _) = ready_session(&h, "default-idle").await?;
+    let limits = h.client.status(&default_id).await?.limits;
+    assert_eq!(limits.idle_timeout_secs, Some(600));
+
+    // …then one that asks for a short idle timeout.
+    let url = h.git.create_repo("own-idle", &[("README.md", "# x\n")])?;
+    let mut req = h.create_request(&url, None);
+    req.config.get_or_insert_with(Default::default).idle_timeout = Some(own.as_secs());
+    let created = h.client.create(&req).await?;
+    let mut ws = cc_client::EventStream::connect(&created.endpoints.websocket).await?;
+    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    ensure!(
+        is_state(seen.last().expect("the match"), SessionState::Ready),
+        "session failed: {}",
+        summary(&seen)
+    );
+    // The status call is the last use.
+    let status = h.client.status(&created.session_id).await?;
+    let left = Instant::now();
+    assert_eq!(status.limits.idle_timeout_secs, Some(own.as_secs()));
+    let seen = read_until(&mut ws, Duration::from_secs(30), |m| {
+        is_state(m, SessionState::Terminated) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    println!(
+        "session with a {own:?} idle timeout ended {:?} after its last use",
+        left.elapsed()
+    );
+    assert!(
+        left.elapsed() >= own - Duration::from_millis(100),
+        "not before its idle timeout: {:?}",
+        left.elapsed()
+    );
+    let status = h.client.status(&created.session_id).await?;
+    assert_eq!(status.state, SessionState::Terminated, "{}", summary(&seen));
+    let reason = status.reason.unwrap_or_default();
+    assert_eq!(
+        reason,
+        "the session was idle for 3 s (idle timeout)",
+        "{}",
+        summary(&seen)
+    );
+
+    // The default session, unused for longer than that, lives on.
+    let status = h.client.status(&default_id).await?;
+    assert_eq!(status.state, SessionState::Ready, "{:?}", status.reason);
+    h.client.delete(&default_id).await?;
+    assert!(h.docker.all_leftovers().is_empty(), "resources removed");
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_metrics_describe_the_server() -> anyhow::Result<()> {
     let h = Harness::start().await?;
     let (id, mut ws, _) = ready_session(&h, "metrics").await?;
@@ -328,6 +396,7 @@ impl Deployment {
                 memory: None,
                 cpu: None,
                 timeout: Some(600),
+                idle_timeout: None,
                 egress: None,
             }),
             options: None,

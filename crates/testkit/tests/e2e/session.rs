@@ -126,6 +126,7 @@ async fn rest_commands_and_limits_apply() -> anyhow::Result<()> {
         memory: Some(cc_wire::api::Quantity::Text("768m".into())),
         cpu: Some(cc_wire::api::Quantity::Number(0.5)),
         timeout: Some(300),
+        idle_timeout: None,
         egress: None,
     });
     let created = h.client.create(&req).await?;
