@@ -15,6 +15,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{Method, Response, StatusCode};
 use base64::Engine as _;
 use cc_core::{Runtime, SessionCredentials, SessionId};
+use std::sync::Arc;
 
 /// Request headers git's smart protocol needs upstream.
 const FORWARDED: &[&str] = &[
@@ -310,11 +311,15 @@ pub(crate) async fn base_branch<R: Runtime, S: ServerStore>(
     push::advertised_head(&advert)
 }
 
-/// Drops the mirrors of sessions that ended.
+/// Drops the mirrors and push locks of sessions that ended.
 async fn prune_mirrors<R: Runtime, S: ServerStore>(st: &GatewayState<R, S>) {
     if let Ok(live) = st.manager.list(true).await {
         let live: std::collections::HashSet<String> =
             live.into_iter().map(|r| r.id.to_string()).collect();
+        st.push_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, lock| live.contains(id.as_str()) || Arc::strong_count(lock) > 1);
         st.mirrors.prune(|id| live.contains(id)).await;
     }
 }
