@@ -307,6 +307,12 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         turn: cc_wire::sessiond::CommandRequest,
     ) -> Result<SessionState, CoreError> {
         super::usage::check_budget(&self.init, &self.record.usage)?;
+        if let Some(limit) = self.inner.config.agent.max_user_budget_usd {
+            // Each session's own cap was cut to what its user had left when
+            // it was created; sessions created side by side could still
+            // spend that more than once, so every turn asks again.
+            super::usage::check_user_budget(self.inner.store(), &self.record.owner, limit).await?;
+        }
         self.activity.touch();
         if self.turn_started.is_none() {
             self.turn_started = Some(Instant::now());

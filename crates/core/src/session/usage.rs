@@ -44,6 +44,26 @@ pub(crate) fn check_budget(
     }
 }
 
+/// Refuses a turn once `owner`'s sessions have spent the administrator's
+/// per-user budget.
+pub(crate) async fn check_user_budget<S: crate::seams::Store>(
+    store: &S,
+    owner: &str,
+    limit: f64,
+) -> Result<(), crate::error::CoreError> {
+    let spent = spent_by(store, owner).await?;
+    if spent >= limit {
+        return Err(crate::error::CoreError::forbidden(
+            "budget_exhausted",
+            format!(
+                "your sessions have spent {spent:.4} USD of the {limit} USD the administrator \
+                 allows per user"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What `owner`'s sessions have spent in all, as stored.
 pub(crate) async fn spent_by<S: crate::seams::Store>(
     store: &S,

@@ -339,6 +339,8 @@ async fn max_budget_stops_a_turn() -> anyhow::Result<()> {
         |c| c.agent.max_user_budget_usd = Some(0.04),
     )
     .await?;
+    // A second session of the same user, created while nothing is spent.
+    let (other, _other_ws) = session_with(&h, "budget-other", SessionOptions::default()).await?;
     // One call with Claude Code's ~20k-token prompt costs ~$0.05 at list
     // prices (the double reports realistic input sizes).
     let (id, mut ws) = session_with(
@@ -374,7 +376,19 @@ async fn max_budget_stops_a_turn() -> anyhow::Result<()> {
         other => panic!("expected a 403, got {other:?}"),
     }
 
-    // The user's budget (0.04 USD) is spent now: no new session.
+    // The user's budget (0.04 USD) is spent now: the other session takes no
+    // more turns, and no new session starts.
+    match h.client.command(&other, "say: on the user's budget").await {
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        }) => {
+            assert_eq!((status, code.as_str()), (403, "budget_exhausted"));
+            assert!(message.contains("per user"), "{message}");
+        }
+        other => panic!("expected a 403, got {other:?}"),
+    }
     let url = h
         .git
         .create_repo("budget2", &[("README.md", "# Sample\n")])?;
