@@ -30,14 +30,22 @@ const STATES: &[SessionState] = &[
     SessionState::Terminating,
 ];
 
-/// Gateway decisions, by relay (`anthropic`, `git`) and outcome.
+/// Gateway decisions, by relay (`anthropic`, `git`, the `egress` proxy)
+/// and outcome.
 #[derive(Debug, Default)]
 pub struct GatewayCounters {
     pub anthropic_allowed: AtomicU64,
     pub anthropic_denied: AtomicU64,
     pub git_allowed: AtomicU64,
     pub git_denied: AtomicU64,
+    pub egress_allowed: AtomicU64,
+    pub egress_denied: AtomicU64,
 }
+
+/// Marks a gateway answer that refuses the request although its status is
+/// a success (a push refused in git's own `report-status`).
+#[derive(Debug, Clone, Copy)]
+pub struct Refused;
 
 /// Process-wide: the gateway router is built apart from the API.
 pub static GATEWAY: GatewayCounters = GatewayCounters {
@@ -45,13 +53,18 @@ pub static GATEWAY: GatewayCounters = GatewayCounters {
     anthropic_denied: AtomicU64::new(0),
     git_allowed: AtomicU64::new(0),
     git_denied: AtomicU64::new(0),
+    egress_allowed: AtomicU64::new(0),
+    egress_denied: AtomicU64::new(0),
 };
 
-/// Gateway middleware: a request the gateway refused (401 or 403) is a
-/// deny, anything else that reached a relay an allow.
+/// Gateway middleware: a request the gateway refused (401, 403, 407, or an
+/// answer marked [`Refused`]) is a deny, anything else that reached a relay
+/// or the egress proxy an allow.
 pub async fn count_gateway(req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let relay = if path.starts_with("/anthropic/") {
+    let relay = if req.method() == axum::http::Method::CONNECT {
+        Some((&GATEWAY.egress_allowed, &GATEWAY.egress_denied))
+    } else if path.starts_with("/anthropic/") {
         Some((&GATEWAY.anthropic_allowed, &GATEWAY.anthropic_denied))
     } else if path.starts_with("/git/") {
         Some((&GATEWAY.git_allowed, &GATEWAY.git_denied))
@@ -60,8 +73,12 @@ pub async fn count_gateway(req: Request, next: Next) -> Response {
     };
     let resp = next.run(req).await;
     if let Some((allowed, denied)) = relay {
+        let refused = resp.extensions().get::<Refused>().is_some();
         let c = match resp.status() {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => denied,
+            StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::PROXY_AUTHENTICATION_REQUIRED => denied,
+            _ if refused => denied,
             _ => allowed,
         };
         c.fetch_add(1, Ordering::Relaxed);
@@ -152,6 +169,8 @@ pub async fn render<R: Runtime, S: Store>(manager: &AppManager<R, S>) -> String 
         ("anthropic", "deny", &GATEWAY.anthropic_denied),
         ("git", "allow", &GATEWAY.git_allowed),
         ("git", "deny", &GATEWAY.git_denied),
+        ("egress", "allow", &GATEWAY.egress_allowed),
+        ("egress", "deny", &GATEWAY.egress_denied),
     ] {
         let _ = writeln!(
             out,

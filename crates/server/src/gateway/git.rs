@@ -327,6 +327,7 @@ async fn prune_mirrors<R: Runtime, S: ServerStore>(st: &GatewayState<R, S>) {
 fn refusal(parsed: &PushRequest<'_>, reason: &str) -> Response<Body> {
     Response::builder()
         .status(StatusCode::OK)
+        .extension(crate::metrics::Refused)
         .header("content-type", "application/x-git-receive-pack-result")
         .header("cache-control", "no-cache")
         .body(Body::from(push::refusal_report(parsed, reason)))

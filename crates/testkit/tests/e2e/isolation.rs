@@ -134,6 +134,11 @@ async fn egress_goes_only_to_allowlisted_hosts_through_the_proxy() -> anyhow::Re
         "{line}"
     );
     assert!(line.contains("denied=[refused: HTTP/1.1 403"), "{line}");
+    // The gateway's metrics count both decisions.
+    for decision in ["allow", "deny"] {
+        let needle = format!("relay=\"egress\",decision=\"{decision}\"");
+        assert!(super::metric(&h, &needle).await? >= 1, "{needle}");
+    }
 
     // A session created with `egress: none` reaches not even the
     // allowlisted host: it gets no proxy, and the proxy refuses it anyway.

@@ -61,3 +61,19 @@ async fn run_turn(
     })
     .await
 }
+
+/// The value of the Prometheus sample whose line contains `needle` (0 when
+/// there is none). Gateway counters are process-wide, so tests only ask
+/// whether theirs moved.
+async fn metric(h: &Harness, needle: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("{}/metrics", h.client.base_url()))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find(|l| !l.starts_with('#') && l.contains(needle))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}

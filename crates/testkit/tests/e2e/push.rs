@@ -100,6 +100,7 @@ async fn push_creates_the_session_branch_and_refuses_base_force_and_delete() -> 
         assert_eq!(err.code(), Some("push_refused"), "{err}");
     }
 
+    let denied_before = super::metric(&h, "relay=\"git\",decision=\"deny\"").await?;
     // From inside the container: to the base branch, a force push that
     // rewinds the session branch, a deletion and a tag. The relay refuses
     // each with a reason git prints.
@@ -126,6 +127,9 @@ async fn push_creates_the_session_branch_and_refuses_base_force_and_delete() -> 
     assert_eq!(h.git.branches("pushing")?, [own.as_str(), "main"]);
     assert_eq!(h.git.show("pushing", &own, "feature.txt")?, "v3\n");
     assert!(h.git.show("pushing", "main", "feature.txt").is_err());
+    // Refused pushes answer 200 (git's report-status) but count as denied.
+    let denied = super::metric(&h, "relay=\"git\",decision=\"deny\"").await?;
+    assert!(denied >= denied_before + 4, "{denied_before} → {denied}");
 
     // Someone else moves the session's branch on the server: the API's
     // push is rejected (never forced over it) and says why.
