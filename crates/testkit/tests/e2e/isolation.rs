@@ -85,6 +85,11 @@ async fn a_session_reaches_only_its_gateway_and_holds_no_secrets() -> anyhow::Re
 }
 
 /// A tiny HTTP server on the host that answers every request with `body`.
+///
+/// It reads the whole request head before answering and half-closes
+/// afterwards: closing a socket with unread request bytes makes the kernel
+/// send a reset, which can cut the answer short on its way through the
+/// proxy's tunnel (the request may arrive in more than one segment).
 fn http_server(body: &'static str) -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
@@ -92,13 +97,23 @@ fn http_server(body: &'static str) -> anyhow::Result<u16> {
         for stream in listener.incoming().flatten() {
             use std::io::{Read, Write};
             let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut head = Vec::new();
             let mut buf = [0u8; 2048];
-            let _ = stream.read(&mut buf);
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            // Drain until the client closes, so nothing unread remains.
+            while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
         }
     });
     Ok(port)
