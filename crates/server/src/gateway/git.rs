@@ -163,7 +163,9 @@ async fn checked_push<R: Runtime, S: ServerStore>(
         .map(push::RefUpdate::describe)
         .collect::<Vec<_>>()
         .join(", ");
-    match verdict(st, session, creds, &parsed).await {
+    let verdict = verdict(st, session, creds, &parsed).await;
+    forget_ended(st).await;
+    match verdict {
         Ok(()) => Ok(Allowed {
             body: body.clone(),
             refs: Some(refs),
@@ -278,14 +280,13 @@ async fn verdict<R: Runtime, S: ServerStore>(
             }
         }
     }
-    drop(_one_at_a_time);
-    prune_mirrors(st).await;
     Ok(())
 }
 
 /// The branch the session started from: the one it was created with, else
-/// the repository's default branch as its server advertises it.
-pub(crate) async fn base_branch<R: Runtime, S: ServerStore>(
+/// the repository's default branch as its server advertises it (asked once
+/// per session: each ask costs the upstream a full ref advertisement).
+async fn base_branch<R: Runtime, S: ServerStore>(
     st: &GatewayState<R, S>,
     session: &SessionId,
     creds: &SessionCredentials,
@@ -295,6 +296,27 @@ pub(crate) async fn base_branch<R: Runtime, S: ServerStore>(
             return rec.branch;
         }
     }
+    let known = st
+        .default_branches
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(session)
+        .cloned();
+    if known.is_some() {
+        return known;
+    }
+    let head = advertised_default_branch(st, creds).await?;
+    st.default_branches
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(session.clone(), head.clone());
+    Some(head)
+}
+
+async fn advertised_default_branch<R: Runtime, S: ServerStore>(
+    st: &GatewayState<R, S>,
+    creds: &SessionCredentials,
+) -> Option<String> {
     let url = format!("{}/info/refs?service=git-upload-pack", creds.repo_url);
     let mut req = st.client.get(url);
     if let Some(header) = auth_header(creds) {
@@ -311,8 +333,9 @@ pub(crate) async fn base_branch<R: Runtime, S: ServerStore>(
     push::advertised_head(&advert)
 }
 
-/// Drops the mirrors and push locks of sessions that ended.
-async fn prune_mirrors<R: Runtime, S: ServerStore>(st: &GatewayState<R, S>) {
+/// Drops the mirrors, push locks and known default branches of sessions
+/// that ended.
+async fn forget_ended<R: Runtime, S: ServerStore>(st: &GatewayState<R, S>) {
     if let Ok(live) = st.manager.list(true).await {
         let live: std::collections::HashSet<String> =
             live.into_iter().map(|r| r.id.to_string()).collect();
@@ -320,6 +343,10 @@ async fn prune_mirrors<R: Runtime, S: ServerStore>(st: &GatewayState<R, S>) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, lock| live.contains(id.as_str()) || Arc::strong_count(lock) > 1);
+        st.default_branches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| live.contains(id.as_str()));
         st.mirrors.prune(|id| live.contains(id)).await;
     }
 }

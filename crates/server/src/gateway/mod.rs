@@ -37,6 +37,9 @@ pub struct GatewayState<R, S> {
     pub mirrors: Arc<push::Mirrors>,
     /// One push at a time per session (they share its mirror).
     pub push_locks: Arc<Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>>>,
+    /// The upstream's default branch per session, once asked (a session
+    /// created without `branch` started from it).
+    pub default_branches: Arc<Mutex<HashMap<SessionId, String>>>,
 }
 
 impl<R, S> Clone for GatewayState<R, S> {
@@ -48,6 +51,7 @@ impl<R, S> Clone for GatewayState<R, S> {
             client: self.client.clone(),
             mirrors: self.mirrors.clone(),
             push_locks: self.push_locks.clone(),
+            default_branches: self.default_branches.clone(),
         }
     }
 }
@@ -80,6 +84,7 @@ pub fn router<R: Runtime, S: ServerStore>(
         client,
         mirrors: Arc::new(push::Mirrors::new(mirror_root)),
         push_locks: Arc::default(),
+        default_branches: Arc::default(),
     };
     Router::new()
         .route(
