@@ -5,7 +5,7 @@
 //! one. A push is forwarded only once every ref update in it passed the
 //! push rules ([`super::push`]); a refusal is audited.
 
-use super::push::{self, PushRequest, MAX_PUSH_BYTES};
+use super::push::{self, PushRequest, Reservation, MAX_PUSH_BYTES};
 use super::{authenticate, refuse, relay_response, streamed_body, GatewayState};
 use crate::auth::container_audit::SYSTEM_ACTOR;
 use crate::auth::{audit_to, Audit, ClientIp};
@@ -72,14 +72,18 @@ pub(super) async fn relay<R: Runtime, S: ServerStore>(
     }
     let (body, pushed) = if is_push {
         match checked_push(&st, &session, &creds, req).await {
-            Ok(allowed) => (reqwest::Body::from(allowed.body), allowed.refs),
+            Ok(allowed) => {
+                let body = reqwest::Body::from(allowed.body.clone());
+                (body, Some(allowed))
+            }
             Err(refusal) => return refusal,
         }
     } else {
         (streamed_body(req), None)
     };
     let answer = upstream.body(body).send().await;
-    if let Some(refs) = pushed {
+    // Dropping `pushed` afterwards gives its memory back.
+    if let Some(refs) = pushed.as_ref().and_then(|p| p.refs.clone()) {
         // The upstream's per-ref verdict is inside its answer; its HTTP
         // status says whether it took the request at all.
         let (outcome, detail) = match &answer {
@@ -121,6 +125,38 @@ struct Allowed {
     body: bytes::Bytes,
     /// The ref updates, for the audit record; `None` for git's empty probe.
     refs: Option<String>,
+    /// The body's memory, held until it has been forwarded.
+    _held: Reservation,
+}
+
+/// The whole request body, within [`MAX_PUSH_BYTES`] and the gateway's
+/// memory for pushes in flight.
+async fn read_body(
+    req: Request,
+    held: &mut Reservation,
+) -> Result<bytes::Bytes, (StatusCode, String)> {
+    use futures_util::StreamExt;
+    let mut stream = req.into_body().into_data_stream();
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("the push request broke off: {e}"),
+            )
+        })?;
+        let len = body.len() + chunk.len();
+        if len > MAX_PUSH_BYTES {
+            let reason = format!("a push is limited to {} MiB", MAX_PUSH_BYTES >> 20);
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, reason));
+        }
+        if !held.grow_to(len) {
+            let reason = "the gateway is taking in other large pushes; try again in a moment";
+            return Err((StatusCode::SERVICE_UNAVAILABLE, reason.to_owned()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Reads a push and checks it; what to forward, or the answer that refuses
@@ -140,10 +176,13 @@ async fn checked_push<R: Runtime, S: ServerStore>(
         audit_push(st, session, "push_refused", reason.into()).await;
         return Err(refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason));
     }
-    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_PUSH_BYTES).await else {
-        let reason = format!("a push is limited to {} MiB", MAX_PUSH_BYTES >> 20);
-        audit_push(st, session, "push_refused", reason.clone()).await;
-        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, &reason));
+    let mut held = st.push_budget.reserve();
+    let body = match read_body(req, &mut held).await {
+        Ok(body) => body,
+        Err((status, reason)) => {
+            audit_push(st, session, "push_refused", reason.clone()).await;
+            return Err(refuse(status, &reason));
+        }
     };
     let parsed = match push::parse(&body) {
         Ok(p) => p,
@@ -155,7 +194,11 @@ async fn checked_push<R: Runtime, S: ServerStore>(
     };
     // git probes with an empty request before a large push.
     if parsed.updates.is_empty() {
-        return Ok(Allowed { body, refs: None });
+        return Ok(Allowed {
+            body,
+            refs: None,
+            _held: held,
+        });
     }
     let refs = parsed
         .updates
@@ -169,6 +212,7 @@ async fn checked_push<R: Runtime, S: ServerStore>(
         Ok(()) => Ok(Allowed {
             body: body.clone(),
             refs: Some(refs),
+            _held: held,
         }),
         Err(reason) => {
             tracing::info!(session = %session, %reason, "push refused");

@@ -40,6 +40,8 @@ pub struct GatewayState<R, S> {
     /// The upstream's default branch per session, once asked (a session
     /// created without `branch` started from it).
     pub default_branches: Arc<Mutex<HashMap<SessionId, String>>>,
+    /// Memory for push bodies, all sessions together.
+    pub push_budget: Arc<push::PushBudget>,
 }
 
 impl<R, S> Clone for GatewayState<R, S> {
@@ -52,6 +54,7 @@ impl<R, S> Clone for GatewayState<R, S> {
             mirrors: self.mirrors.clone(),
             push_locks: self.push_locks.clone(),
             default_branches: self.default_branches.clone(),
+            push_budget: self.push_budget.clone(),
         }
     }
 }
@@ -85,6 +88,7 @@ pub fn router<R: Runtime, S: ServerStore>(
         mirrors: Arc::new(push::Mirrors::new(mirror_root)),
         push_locks: Arc::default(),
         default_branches: Arc::default(),
+        push_budget: Arc::new(push::PushBudget::new(push::MAX_PUSH_BYTES_IN_FLIGHT)),
     };
     Router::new()
         .route(

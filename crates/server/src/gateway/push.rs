@@ -22,11 +22,68 @@
 use cc_core::SessionId;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command as Process;
+use tokio::sync::Semaphore;
 
 /// Largest push body the relay takes.
 pub const MAX_PUSH_BYTES: usize = 256 * 1024 * 1024;
+/// Most push bytes held in memory at once, all sessions together; a push
+/// that would go beyond is refused (503) rather than queued, so two large
+/// pushes can never wait on each other.
+pub const MAX_PUSH_BYTES_IN_FLIGHT: usize = 512 * 1024 * 1024;
+
+/// The memory of push bodies in flight, counted in KiB.
+pub struct PushBudget(Arc<Semaphore>);
+
+impl PushBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self(Arc::new(Semaphore::new(bytes.div_ceil(1024))))
+    }
+
+    /// An empty reservation that grows as a body arrives.
+    pub fn reserve(&self) -> Reservation {
+        Reservation {
+            budget: self.0.clone(),
+            kib: 0,
+        }
+    }
+}
+
+/// Part of the [`PushBudget`], given back when dropped.
+pub struct Reservation {
+    budget: Arc<Semaphore>,
+    kib: usize,
+}
+
+impl Reservation {
+    /// Grows the reservation to cover `bytes`; `false` when the budget has
+    /// not that much left.
+    pub fn grow_to(&mut self, bytes: usize) -> bool {
+        let need = bytes.div_ceil(1024);
+        if need <= self.kib {
+            return true;
+        }
+        let Ok(more) = u32::try_from(need - self.kib) else {
+            return false;
+        };
+        match self.budget.try_acquire_many(more) {
+            Ok(permits) => {
+                permits.forget();
+                self.kib = need;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.add_permits(self.kib);
+    }
+}
 
 /// One ref update of a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -481,6 +538,21 @@ mod tests {
         let text = String::from_utf8_lossy(&report);
         assert!(text.contains("ClaudeCluster: push refused: no"), "{text}");
         assert!(text.contains("\u{1}000eunpack ok"), "{text}");
+    }
+
+    #[test]
+    fn the_budget_is_shared_and_given_back() {
+        let budget = PushBudget::new(10 * 1024);
+        let mut a = budget.reserve();
+        assert!(a.grow_to(6 * 1024));
+        assert!(a.grow_to(6 * 1024 - 1), "shrinking keeps what is held");
+        let mut b = budget.reserve();
+        assert!(!b.grow_to(5 * 1024), "only 4 KiB are left");
+        assert!(b.grow_to(4 * 1024));
+        drop(a);
+        assert!(b.grow_to(10 * 1024));
+        drop(b);
+        assert!(budget.reserve().grow_to(10 * 1024));
     }
 
     #[test]
