@@ -60,7 +60,7 @@ pub async fn push(client: &Client, id: &str, req: &PushRequest) -> Result<PushRe
 /// The human report of a push, one line each for the branch and the pull
 /// request.
 pub fn report_lines(r: &PushResponse, style: Style) -> Vec<String> {
-    let short: String = r.commit.chars().take(7).collect();
+    let short = cc_wire::api::short_commit(&r.commit);
     let mut notes = Vec::new();
     if r.created {
         notes.push("new branch");

@@ -595,6 +595,11 @@ pub struct PushResponse {
     pub pull_request: Option<PullRequest>,
 }
 
+/// A commit's abbreviated name, as git shows it (its first 7 characters).
+pub fn short_commit(oid: &str) -> &str {
+    oid.get(..7).unwrap_or(oid)
+}
+
 /// A pull (GitHub) or merge (GitLab) request opened by `push`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -16,7 +16,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use cc_core::{session_branch, Principal, Runtime, SessionRecord};
-use cc_wire::api::{PullRequest, PullRequestOptions, PushRequest, PushResponse, ServerMessage};
+use cc_wire::api::{
+    short_commit, PullRequest, PullRequestOptions, PushRequest, PushResponse, ServerMessage,
+};
 use cc_wire::sessiond::PushOutcome;
 
 /// Longest pull request title taken from a result's first line.
@@ -72,8 +74,7 @@ pub(super) async fn push<R: Runtime, S: ServerStore>(
         .await;
     let outcome = match pushed {
         Ok(o) => {
-            let short: String = o.commit.chars().take(7).collect();
-            audited("ok", format!("{branch} at {short}")).await;
+            audited("ok", format!("{branch} at {}", short_commit(&o.commit))).await;
             o
         }
         Err(e) => {
@@ -112,10 +113,11 @@ async fn open_pull_request<R: Runtime, S: ServerStore>(
     };
     record(st, p, ip, rec.id.as_str(), "pr.create", outcome, detail).await;
     result.map_err(|mut e| {
-        let short: String = pushed.commit.chars().take(7).collect();
         e.message = format!(
-            "pushed {} at {short}, but the pull request was not opened: {}",
-            pushed.branch, e.message
+            "pushed {} at {}, but the pull request was not opened: {}",
+            pushed.branch,
+            short_commit(&pushed.commit),
+            e.message
         );
         e
     })

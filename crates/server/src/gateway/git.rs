@@ -94,7 +94,8 @@ pub(super) async fn relay<R: Runtime, S: ServerStore>(
             ),
             Err(_) => ("upstream_unreachable", refs),
         };
-        audit_push(&st, &session, outcome, detail).await;
+        let owner = pushed.as_ref().and_then(|p| p.owner.as_deref());
+        audit_push(&st, &session, owner, outcome, detail).await;
     }
     match answer {
         Ok(resp) => relay_response(resp),
@@ -125,17 +126,27 @@ struct Allowed {
     body: bytes::Bytes,
     /// The ref updates, for the audit record; `None` for git's empty probe.
     refs: Option<String>,
+    /// The session's owner, the actor of the audit record.
+    owner: Option<String>,
     /// The body's memory, held until it has been forwarded.
     _held: Reservation,
 }
 
-/// The whole request body, within [`MAX_PUSH_BYTES`] and the gateway's
-/// memory for pushes in flight.
+/// The whole request body, uncompressed, within [`MAX_PUSH_BYTES`] and the
+/// gateway's memory for pushes in flight.
 async fn read_body(
     req: Request,
     held: &mut Reservation,
 ) -> Result<bytes::Bytes, (StatusCode, String)> {
     use futures_util::StreamExt;
+    let encoded = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    if encoded {
+        let reason = "compressed push requests are not supported";
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, reason.to_owned()));
+    }
     let mut stream = req.into_body().into_data_stream();
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = stream.next().await {
@@ -167,36 +178,34 @@ async fn checked_push<R: Runtime, S: ServerStore>(
     creds: &SessionCredentials,
     req: Request,
 ) -> Result<Allowed, Response<Body>> {
-    let encoded = req
-        .headers()
-        .get("content-encoding")
-        .is_some_and(|v| v.as_bytes() != b"identity");
-    if encoded {
-        let reason = "compressed push requests are not supported";
-        audit_push(st, session, "push_refused", reason.into()).await;
-        return Err(refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason));
-    }
+    // Read once: its owner is the actor of every audit record of this
+    // push, its branch the base the push may not touch.
+    let rec = st.manager.get(session.as_str()).await.ok();
+    let owner = rec
+        .as_ref()
+        .map(|r| r.owner.clone())
+        .filter(|o| !o.is_empty());
+    let branch = rec.and_then(|r| r.branch);
+    let actor = owner.as_deref();
+    let refused = |status: StatusCode, reason: String| async move {
+        audit_push(st, session, actor, "push_refused", reason.clone()).await;
+        Err(refuse(status, &reason))
+    };
     let mut held = st.push_budget.reserve();
     let body = match read_body(req, &mut held).await {
         Ok(body) => body,
-        Err((status, reason)) => {
-            audit_push(st, session, "push_refused", reason.clone()).await;
-            return Err(refuse(status, &reason));
-        }
+        Err((status, reason)) => return refused(status, reason).await,
     };
     let parsed = match push::parse(&body) {
         Ok(p) => p,
-        Err(e) => {
-            let reason = format!("malformed push: {e}");
-            audit_push(st, session, "push_refused", reason.clone()).await;
-            return Err(refuse(StatusCode::BAD_REQUEST, &reason));
-        }
+        Err(e) => return refused(StatusCode::BAD_REQUEST, format!("malformed push: {e}")).await,
     };
     // git probes with an empty request before a large push.
     if parsed.updates.is_empty() {
         return Ok(Allowed {
             body,
             refs: None,
+            owner,
             _held: held,
         });
     }
@@ -206,17 +215,19 @@ async fn checked_push<R: Runtime, S: ServerStore>(
         .map(push::RefUpdate::describe)
         .collect::<Vec<_>>()
         .join(", ");
-    let verdict = verdict(st, session, creds, &parsed).await;
+    let verdict = verdict(st, session, creds, branch.as_deref(), &parsed).await;
     forget_ended(st).await;
     match verdict {
         Ok(()) => Ok(Allowed {
             body: body.clone(),
             refs: Some(refs),
+            owner,
             _held: held,
         }),
         Err(reason) => {
             tracing::info!(session = %session, %reason, "push refused");
-            audit_push(st, session, "push_refused", format!("{refs}: {reason}")).await;
+            let detail = format!("{refs}: {reason}");
+            audit_push(st, session, owner.as_deref(), "push_refused", detail).await;
             Err(refusal(&parsed, &reason))
         }
     }
@@ -226,18 +237,12 @@ async fn checked_push<R: Runtime, S: ServerStore>(
 async fn audit_push<R: Runtime, S: ServerStore>(
     st: &GatewayState<R, S>,
     session: &SessionId,
+    owner: Option<&str>,
     outcome: &str,
     detail: String,
 ) {
-    let owner = st
-        .manager
-        .get(session.as_str())
-        .await
-        .map(|r| r.owner)
-        .ok()
-        .filter(|o| !o.is_empty());
     let a = Audit {
-        actor: owner.as_deref().unwrap_or(SYSTEM_ACTOR),
+        actor: owner.unwrap_or(SYSTEM_ACTOR),
         ip: ClientIp(None),
         action: PUSH_ACTION,
         session_id: Some(session.as_str()),
@@ -253,9 +258,10 @@ async fn verdict<R: Runtime, S: ServerStore>(
     st: &GatewayState<R, S>,
     session: &SessionId,
     creds: &SessionCredentials,
+    branch: Option<&str>,
     parsed: &PushRequest<'_>,
 ) -> Result<(), String> {
-    let base = base_branch(st, session, creds).await;
+    let base = base_branch(st, session, creds, branch).await;
     for u in &parsed.updates {
         st.config
             .git
@@ -314,7 +320,7 @@ async fn verdict<R: Runtime, S: ServerStore>(
             Ok(false) => {
                 return Err(format!(
                     "force pushes are not allowed: {} is not a fast-forward of {}",
-                    &u.new[..7],
+                    cc_wire::api::short_commit(&u.new),
                     u.refname
                 ))
             }
@@ -327,18 +333,18 @@ async fn verdict<R: Runtime, S: ServerStore>(
     Ok(())
 }
 
-/// The branch the session started from: the one it was created with, else
-/// the repository's default branch as its server advertises it (asked once
-/// per session: each ask costs the upstream a full ref advertisement).
+/// The branch the session started from: the one it was created with
+/// (`branch`), else the repository's default branch as its server
+/// advertises it (asked once per session: each ask costs the upstream a
+/// full ref advertisement).
 async fn base_branch<R: Runtime, S: ServerStore>(
     st: &GatewayState<R, S>,
     session: &SessionId,
     creds: &SessionCredentials,
+    branch: Option<&str>,
 ) -> Option<String> {
-    if let Ok(rec) = st.manager.get(session.as_str()).await {
-        if rec.branch.is_some() {
-            return rec.branch;
-        }
+    if let Some(b) = branch {
+        return Some(b.to_owned());
     }
     let known = st
         .default_branches

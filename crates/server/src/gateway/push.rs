@@ -104,12 +104,12 @@ impl RefUpdate {
 
     /// `refs/heads/x 1a2b3c4..5d6e7f8`, for logs and the audit trail.
     pub fn describe(&self) -> String {
-        let short = |oid: &str| oid.chars().take(7).collect::<String>();
+        use cc_wire::api::short_commit;
         format!(
             "{} {}..{}",
             self.refname,
-            short(&self.old),
-            short(&self.new)
+            short_commit(&self.old),
+            short_commit(&self.new)
         )
     }
 }

@@ -134,7 +134,7 @@ async fn deliver(h: &Harness, id: &str, dim: &dyn Fn(&str) -> String) -> anyhow:
         dim(&format!(
             "Pushed to branch {} at {} (branches now: {}); main is untouched.",
             pushed.branch,
-            &pushed.commit[..7.min(pushed.commit.len())],
+            cc_wire::api::short_commit(&pushed.commit),
             branches.join(", ")
         ))
     );
