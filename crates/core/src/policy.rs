@@ -80,21 +80,45 @@ pub fn check_branch(branch: &str) -> Result<(), CoreError> {
     if branch.is_empty() || branch.len() > MAX_BRANCH_LEN {
         return Err(bad("branch must be 1 to 255 characters".into()));
     }
-    // git check-ref-format's rules, the ones that matter for safety.
-    let forbidden = branch.starts_with('-')
-        || branch.starts_with('/')
-        || branch.ends_with('/')
-        || branch.ends_with(".lock")
-        || branch.contains("..")
-        || branch.contains("@{")
-        || branch.contains("//")
-        || branch
-            .chars()
-            .any(|c| c.is_control() || " ~^:?*[\\".contains(c));
-    if forbidden {
+    if branch_name_problem(branch).is_some() {
         return Err(bad(format!("{branch:?} is not a valid branch name")));
     }
     Ok(())
+}
+
+/// What makes `name` a branch name git refuses, if anything: the rules of
+/// `git check-ref-format --branch`, minus the exotic ones git would refuse
+/// anyway. Shared by the branch a session starts from and the branches it
+/// pushes to.
+pub fn branch_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if name.len() > MAX_BRANCH_LEN {
+        return Some("it is too long");
+    }
+    if name.starts_with('-') {
+        return Some("it starts with '-'");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || " ~^:?*[\\".contains(c))
+    {
+        return Some("it holds a space, control character or one of ~^:?*[\\");
+    }
+    if name.contains("..") || name.contains("@{") || name == "@" {
+        return Some("it holds '..' or '@{'");
+    }
+    if name.ends_with('.') || name.ends_with(".lock") {
+        return Some("it ends with '.' or '.lock'");
+    }
+    if name
+        .split('/')
+        .any(|part| part.is_empty() || part.starts_with('.'))
+    {
+        return Some("a path component is empty or starts with '.'");
+    }
+    None
 }
 
 /// Is this host allowed? Allowed explicitly, or every address it resolves

@@ -9,7 +9,7 @@
 //! also refuses deletions and non-fast-forward ("force") updates.
 
 use crate::ids::SessionId;
-use crate::policy::MAX_BRANCH_LEN;
+use crate::policy::branch_name_problem;
 
 /// Prefix of every session's own branch.
 pub const SESSION_BRANCH_PREFIX: &str = "claudecluster/";
@@ -46,7 +46,10 @@ impl PushPolicy {
         let name = prefix.strip_suffix('/').ok_or_else(|| {
             format!("push prefix {prefix:?} must end with '/' (for example \"claudecluster/\")")
         })?;
-        check_ref_name(name).map_err(|e| format!("push prefix {prefix:?}: {e}"))
+        match branch_name_problem(name) {
+            None => Ok(()),
+            Some(e) => Err(format!("push prefix {prefix:?}: {e}")),
+        }
     }
 
     /// Whether `session` may push to `branch`; `base` is the branch the
@@ -57,7 +60,9 @@ impl PushPolicy {
         base: Option<&str>,
         branch: &str,
     ) -> Result<(), PushRefusal> {
-        check_ref_name(branch).map_err(|e| PushRefusal(format!("invalid branch name: {e}")))?;
+        if let Some(e) = branch_name_problem(branch) {
+            return Err(PushRefusal(format!("invalid branch name: {e}")));
+        }
         if base == Some(branch) {
             return Err(PushRefusal(format!(
                 "{branch} is the branch the session started from; push to {} instead",
@@ -92,39 +97,6 @@ impl PushPolicy {
         })?;
         self.check_branch(session, base, branch)
     }
-}
-
-/// The rules of `git check-ref-format --branch`, minus the exotic ones
-/// git would reject anyway.
-fn check_ref_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("it is empty");
-    }
-    if name.len() > MAX_BRANCH_LEN {
-        return Err("it is too long");
-    }
-    if name.starts_with('-') {
-        return Err("it starts with '-'");
-    }
-    if name
-        .chars()
-        .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c))
-    {
-        return Err("it holds a space, control character or one of ~^:?*[\\");
-    }
-    if name.contains("..") || name.contains("@{") || name == "@" {
-        return Err("it holds '..' or '@{'");
-    }
-    if name.ends_with('.') || name.ends_with(".lock") {
-        return Err("it ends with '.' or '.lock'");
-    }
-    if name
-        .split('/')
-        .any(|part| part.is_empty() || part.starts_with('.'))
-    {
-        return Err("a path component is empty or starts with '.'");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
