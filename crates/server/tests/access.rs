@@ -3,51 +3,18 @@
 
 use cc_core::audit::{verify, AuditRecord};
 use cc_core::identity::{NewToken, Role, SessionTokenKey};
-use cc_core::{
-    ContainerStatus, IdentityStore, Manager, ManagerConfig, Placement, ResourceUsage, Runtime,
-    RuntimeError, RuntimeEventStream, SessionId, SessionSpec,
-};
+use cc_core::{IdentityStore, Manager, ManagerConfig};
 use cc_server::auth::ip::Cidr;
 use cc_server::auth::rate_limit::RateLimit;
 use cc_server::{AccessConfig, HttpAgent, ServerConfig};
 use cc_store_sqlite::SqliteStore;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Starts containers nowhere: sessions stay `starting` while their actor
-/// waits for a sessiond that never answers.
-struct FakeRuntime;
-
-impl Runtime for FakeRuntime {
-    async fn create(&self, spec: &SessionSpec) -> Result<Placement, RuntimeError> {
-        Ok(Placement {
-            container_id: format!("fake-{}", spec.id),
-            agent_url: "http://127.0.0.1:9".into(),
-            gateway_ip: "127.0.0.1".parse().unwrap(),
-        })
-    }
-    async fn remove(&self, _: &SessionId) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-    async fn inspect(&self, _: &SessionId) -> Result<Option<ContainerStatus>, RuntimeError> {
-        Ok(None)
-    }
-    async fn list(&self) -> Result<Vec<SessionId>, RuntimeError> {
-        Ok(Vec::new())
-    }
-    async fn locate(&self, _: &SessionId) -> Result<Option<Placement>, RuntimeError> {
-        Ok(None)
-    }
-    async fn events(&self) -> Result<RuntimeEventStream, RuntimeError> {
-        Ok(futures_util::stream::pending().boxed())
-    }
-    async fn stats(&self, _: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {
-        Ok(None)
-    }
-}
+mod common;
+use common::FakeRuntime;
 
 const ADMIN: &str = "test-admin-token-0123456789";
 const KEY: [u8; 32] = [7; 32];

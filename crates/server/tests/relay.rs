@@ -11,47 +11,21 @@
 
 use cc_core::audit::{AuditFilter, AuditRecord};
 use cc_core::{
-    AuditStore, ContainerStatus, Manager, ManagerConfig, Placement, PushPolicy, ResourceUsage,
-    Runtime, RuntimeError, RuntimeEventStream, SessionCredentials, SessionId, SessionRecord,
-    SessionSpec, Store, Token,
+    AuditStore, Manager, ManagerConfig, PushPolicy, SessionCredentials, SessionId, SessionRecord,
+    Store, Token,
 };
 use cc_server::auth::Access;
 use cc_server::{HttpAgent, ServerConfig};
 use cc_store_sqlite::SqliteStore;
 use cc_testkit::git_server::GitServer;
 use cc_wire::api::{SessionLimits, SessionState};
-use futures_util::StreamExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// The relay never asks the runtime anything; nothing runs anywhere.
-struct NoRuntime;
-
-impl Runtime for NoRuntime {
-    async fn create(&self, _: &SessionSpec) -> Result<Placement, RuntimeError> {
-        Err(RuntimeError::Unavailable("no runtime in this test".into()))
-    }
-    async fn remove(&self, _: &SessionId) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-    async fn inspect(&self, _: &SessionId) -> Result<Option<ContainerStatus>, RuntimeError> {
-        Ok(None)
-    }
-    async fn list(&self) -> Result<Vec<SessionId>, RuntimeError> {
-        Ok(Vec::new())
-    }
-    async fn locate(&self, _: &SessionId) -> Result<Option<Placement>, RuntimeError> {
-        Ok(None)
-    }
-    async fn events(&self) -> Result<RuntimeEventStream, RuntimeError> {
-        Ok(futures_util::stream::pending().boxed())
-    }
-    async fn stats(&self, _: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {
-        Ok(None)
-    }
-}
+mod common;
+use common::FakeRuntime;
 
 const OWNER: &str = "alice";
 const REPO: &str = "app";
@@ -61,7 +35,7 @@ struct Relay {
     upstream: GitServer,
     /// `http://127.0.0.1:PORT` of the gateway.
     gateway: String,
-    manager: Manager<NoRuntime, HttpAgent, SqliteStore>,
+    manager: Manager<FakeRuntime, HttpAgent, SqliteStore>,
     store: SqliteStore,
     /// Where the relay keeps its mirrors.
     mirrors: PathBuf,
@@ -79,7 +53,7 @@ impl Relay {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("store")).unwrap();
         let manager = Manager::new(
-            NoRuntime,
+            FakeRuntime,
             HttpAgent::new().unwrap(),
             store.clone(),
             ManagerConfig::new("no-image", 1),
