@@ -8,10 +8,10 @@ use crate::session::{delete, err, ready_session, run_turn, TURN_TIMEOUT};
 use crate::stats::Summary;
 use cc_testkit::harness::is_state;
 use cc_testkit::Harness;
-use cc_wire::api::{ServerMessage, SessionState};
+use cc_wire::api::SessionState;
 use futures_util::future::join_all;
 use serde::Serialize;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -114,12 +114,9 @@ async fn watch(mut ws: cc_client::EventStream) -> Result<Vec<f64>, String> {
             .map_err(err)?
             .ok_or("stream closed")?;
         let received = SystemTime::now();
-        if let Some(ts) = timestamp(&msg) {
-            if let Ok(at) = humantime::parse_rfc3339_weak(ts) {
-                let lag = received.duration_since(at).unwrap_or(Duration::ZERO);
-                lags.push(lag.as_secs_f64() * 1e3);
-            }
-        }
+        let at = UNIX_EPOCH + Duration::from_millis(msg.timestamp());
+        let lag = received.duration_since(at).unwrap_or(Duration::ZERO);
+        lags.push(lag.as_secs_f64() * 1e3);
         if is_state(&msg, SessionState::Busy) {
             busy = true;
         }
@@ -127,17 +124,5 @@ async fn watch(mut ws: cc_client::EventStream) -> Result<Vec<f64>, String> {
             ws.close().await;
             return Ok(lags);
         }
-    }
-}
-
-fn timestamp(m: &ServerMessage) -> Option<&str> {
-    match m {
-        ServerMessage::Output { timestamp, .. }
-        | ServerMessage::Claude { timestamp, .. }
-        | ServerMessage::Command { timestamp, .. }
-        | ServerMessage::Status { timestamp, .. }
-        | ServerMessage::TurnResult { timestamp, .. }
-        | ServerMessage::Error { timestamp, .. } => Some(timestamp),
-        _ => None,
     }
 }

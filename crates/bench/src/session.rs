@@ -5,7 +5,7 @@ use cc_client::EventStream;
 use cc_testkit::harness::{is_state, read_until, summary};
 use cc_testkit::Harness;
 use cc_wire::api::{ServerMessage, SessionState};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Generous: on a loaded 2-core machine a container can take long to start,
 /// and a timeout here would be noise, not a finding.
@@ -65,7 +65,7 @@ pub async fn ready_session(h: &Harness, repo_url: &str) -> Result<ReadySession, 
             ServerMessage::Status {
                 state, timestamp, ..
             } => {
-                let at = humantime::parse_rfc3339_weak(timestamp).ok()?;
+                let at = UNIX_EPOCH + Duration::from_millis(*timestamp);
                 Some((*state, at.duration_since(wall).unwrap_or(Duration::ZERO)))
             }
             _ => None,

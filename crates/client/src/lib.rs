@@ -210,13 +210,25 @@ impl Client {
         send(self.http.delete(self.url(&format!("/sessions/{id}")))).await
     }
 
-    /// Opens the session's WebSocket, receiving every event after `since`.
+    /// Opens the session's WebSocket, receiving every event after `since`
+    /// (`0`: the whole log), then live ones.
     pub async fn stream(&self, id: &str, since: u64) -> Result<EventStream, ClientError> {
+        self.open_stream(id, &format!("?since={since}")).await
+    }
+
+    /// Opens the session's WebSocket as a seed client does, without
+    /// `since`: one `status` with the session's current state, then live
+    /// events only.
+    pub async fn stream_from_now(&self, id: &str) -> Result<EventStream, ClientError> {
+        self.open_stream(id, "").await
+    }
+
+    async fn open_stream(&self, id: &str, query: &str) -> Result<EventStream, ClientError> {
         let ws_base = self
             .base
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1);
-        let url = format!("{ws_base}/api/v1/sessions/{id}/stream?since={since}");
+        let url = format!("{ws_base}/api/v1/sessions/{id}/stream{query}");
         EventStream::connect_with_token(&url, self.token.as_deref()).await
     }
 }
@@ -344,12 +356,7 @@ impl EventStream {
     }
 
     pub async fn command(&mut self, command: &str) -> Result<(), ClientError> {
-        self.send(&ClientMessage::Command {
-            command: command.into(),
-            model: None,
-            permission_mode: None,
-        })
-        .await
+        self.send(&ClientMessage::command(command)).await
     }
 
     pub async fn close(mut self) {

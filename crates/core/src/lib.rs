@@ -41,4 +41,4 @@ pub use seams::{
 };
 pub use session::SessionUsage;
 pub use session::{CreateSession, Manager, Subscription};
-pub use time::{now, rfc3339};
+pub use time::{epoch_ms, from_epoch_ms, now, now_ms, rfc3339, rfc3339_to_ms};

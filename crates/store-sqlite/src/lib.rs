@@ -354,9 +354,11 @@ fn encode_event(id: &SessionId, ev: &ServerMessage) -> Result<EventRow, StoreErr
 }
 
 fn decode_event(id: &SessionId, seq: i64, payload: &str) -> Result<ServerMessage, StoreError> {
-    let ev: ServerMessage = serde_json::from_str(payload).map_err(|e| {
+    let corrupt = |e: serde_json::Error| {
         StoreError::Corrupt(format!("session {id} event {seq}: unparsable payload: {e}"))
-    })?;
+    };
+    let value: serde_json::Value = serde_json::from_str(payload).map_err(corrupt)?;
+    let ev: ServerMessage = serde_json::from_value(legacy_event(value)).map_err(corrupt)?;
     if i64::try_from(ev.seq()).ok() != Some(seq) {
         return Err(StoreError::Corrupt(format!(
             "session {id} event {seq}: payload carries seq {}",
@@ -364,6 +366,25 @@ fn decode_event(id: &SessionId, seq: i64, payload: &str) -> Result<ServerMessage
         )));
     }
     Ok(ev)
+}
+
+/// Events written before the stream took the seed's `{type, data}`
+/// envelope held their fields beside `type`, with RFC 3339 timestamps; they
+/// are read as the envelope they would be now. Current payloads pass as
+/// they are.
+fn legacy_event(mut value: serde_json::Value) -> serde_json::Value {
+    let Some(obj) = value.as_object_mut() else {
+        return value;
+    };
+    if obj.contains_key("data") {
+        return value;
+    }
+    let ty = obj.remove("type").unwrap_or_default();
+    if let Some(ts) = obj.get("timestamp").and_then(|t| t.as_str()) {
+        let ms = cc_core::rfc3339_to_ms(ts).unwrap_or(0);
+        obj.insert("timestamp".into(), ms.into());
+    }
+    serde_json::json!({ "type": ty, "data": std::mem::take(obj) })
 }
 
 // --- the store -------------------------------------------------------------
@@ -665,7 +686,7 @@ mod tests {
         let ev = ServerMessage::Status {
             seq: 3,
             state: SessionState::Ready,
-            timestamp: "2024-01-01T00:00:00.000Z".into(),
+            timestamp: 1_704_067_200_000,
             reason: None,
         };
         let row = encode_event(&id, &ev).unwrap();
@@ -674,6 +695,36 @@ mod tests {
         assert_eq!(decode_event(&id, 3, &row.payload).unwrap(), ev);
         assert!(matches!(
             decode_event(&id, 4, &row.payload),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn events_stored_before_the_envelope_read_as_the_envelope() {
+        let id = SessionId::generate();
+        let old =
+            r#"{"type":"status","seq":3,"state":"ready","timestamp":"2024-01-01T00:00:00.000Z"}"#;
+        assert_eq!(
+            decode_event(&id, 3, old).unwrap(),
+            ServerMessage::Status {
+                seq: 3,
+                state: SessionState::Ready,
+                timestamp: 1_704_067_200_000,
+                reason: None,
+            }
+        );
+        let old = r#"{"type":"output","seq":4,"text":"hi","timestamp":"2024-01-01T00:00:00.001Z","event":{"type":"assistant"}}"#;
+        assert_eq!(
+            decode_event(&id, 4, old).unwrap(),
+            ServerMessage::Output {
+                seq: 4,
+                text: "hi".into(),
+                timestamp: 1_704_067_200_001,
+                event: Some(serde_json::json!({"type": "assistant"})),
+            }
+        );
+        assert!(matches!(
+            decode_event(&id, 5, r#"{"type":"status","seq":5}"#),
             Err(StoreError::Corrupt(_))
         ));
     }

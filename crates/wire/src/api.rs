@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::stream::{ClientMessage, ServerMessage};
+
 /// `POST /api/v1/sessions/create`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -403,113 +405,6 @@ pub struct LogsResponse {
     pub events: Vec<ServerMessage>,
     /// Pass as `since` to continue after the last event returned.
     pub next_since: u64,
-}
-
-/// Messages the server sends on the WebSocket; the same objects make up the
-/// log. Seed types: `output {text, timestamp}`, `status {state}`,
-/// `error {message}`. Extensions: `seq` on every stored event, the raw
-/// Claude Code `event`, and the `command`, `claude` and `keepalive` types.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum ServerMessage {
-    /// Text a person would read in a terminal.
-    Output {
-        seq: u64,
-        text: String,
-        timestamp: String,
-        /// The Claude Code event this text was rendered from, when there is one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        event: Option<serde_json::Value>,
-    },
-    /// A Claude Code event that renders to no text (init, usage…).
-    Claude {
-        seq: u64,
-        timestamp: String,
-        event: serde_json::Value,
-    },
-    /// A turn handed to Claude Code.
-    Command {
-        seq: u64,
-        text: String,
-        timestamp: String,
-    },
-    Status {
-        seq: u64,
-        state: SessionState,
-        timestamp: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-    },
-    /// A turn ended (extension): its cost, usage and outcome, and the
-    /// session's totals so far.
-    TurnResult {
-        seq: u64,
-        timestamp: String,
-        turn: TurnSummary,
-        totals: UsageTotals,
-    },
-    Error {
-        /// 0 for errors about the connection itself, which are not logged.
-        seq: u64,
-        message: String,
-        timestamp: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        code: Option<String>,
-    },
-    /// Answer to a client `keepalive` (not logged).
-    Keepalive { timestamp: String },
-}
-
-impl ServerMessage {
-    /// The same message with its sequence number set (stored events get
-    /// theirs from the session's log when they are appended).
-    pub fn with_seq(mut self, new: u64) -> Self {
-        match &mut self {
-            Self::Output { seq, .. }
-            | Self::Claude { seq, .. }
-            | Self::Command { seq, .. }
-            | Self::Status { seq, .. }
-            | Self::TurnResult { seq, .. }
-            | Self::Error { seq, .. } => *seq = new,
-            Self::Keepalive { .. } => {}
-        }
-        self
-    }
-
-    /// The event's sequence number; 0 for messages that are not logged.
-    pub fn seq(&self) -> u64 {
-        match self {
-            Self::Output { seq, .. }
-            | Self::Claude { seq, .. }
-            | Self::Command { seq, .. }
-            | Self::Status { seq, .. }
-            | Self::TurnResult { seq, .. }
-            | Self::Error { seq, .. } => *seq,
-            Self::Keepalive { .. } => 0,
-        }
-    }
-}
-
-/// Messages a client sends on the WebSocket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum ClientMessage {
-    Command {
-        command: String,
-        /// This turn's model (extension).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        model: Option<String>,
-        /// This turn's permission mode (extension).
-        #[serde(
-            default,
-            skip_serializing_if = "Option::is_none",
-            rename = "permissionMode"
-        )]
-        permission_mode: Option<String>,
-    },
-    Keepalive,
-    /// Stop the running turn; the session stays usable.
-    Interrupt,
 }
 
 /// Every error answer: a stable machine `code` and a human `message`.

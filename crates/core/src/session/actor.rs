@@ -10,7 +10,7 @@ use super::Inner;
 use crate::error::{AgentError, CoreError};
 use crate::metrics::CoreMetrics;
 use crate::seams::{Agent, AgentEndpoint, EventStream, Runtime, SessionRecord, Store};
-use crate::time::{now, rfc3339};
+use crate::time::{epoch_ms, now, now_ms, rfc3339_to_ms};
 use cc_wire::api::{ServerMessage, SessionState};
 use cc_wire::render::{render, Rendered};
 use cc_wire::sessiond::{AgentEvent, AgentState, InitRequest, JournalEntry};
@@ -351,7 +351,9 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             return Ok(None); // Already reflected (re-follow after a break).
         }
         let seq = Some(entry.seq);
-        let ts = entry.ts;
+        // The container's clock is not trusted to be valid: an unreadable
+        // time is the time the orchestrator read the entry.
+        let ts = rfc3339_to_ms(&entry.ts).unwrap_or_else(now_ms);
         match entry.event {
             AgentEvent::State { state, message } => {
                 let next = match state {
@@ -389,7 +391,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     &self.record.id,
                     &mut self.record.usage,
                     &data,
-                    &ts,
+                    ts,
                 );
                 let msg = match render(&data) {
                     Rendered::Text { text, keep_event } => Some(ServerMessage::Output {
@@ -453,7 +455,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 let msg = ServerMessage::Error {
                     seq: 0,
                     message: format!("a queued command could not be delivered: {e}"),
-                    timestamp: rfc3339(now()),
+                    timestamp: now_ms(),
                     code: Some("command_not_delivered".into()),
                 };
                 if let Err(e) = self.emit(vec![msg], None).await {
@@ -506,7 +508,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         let msg = ServerMessage::Status {
             seq: 0,
             state,
-            timestamp: rfc3339(self.record.updated_at),
+            timestamp: epoch_ms(self.record.updated_at),
             reason,
         };
         self.emit(vec![msg], agent_seq).await?;
@@ -538,7 +540,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             let msg = ServerMessage::Error {
                 seq: 0,
                 message,
-                timestamp: rfc3339(now()),
+                timestamp: now_ms(),
                 code: Some("session_failed".into()),
             };
             self.emit(vec![msg], None).await?;

@@ -9,7 +9,7 @@ use crate::ids::{SessionId, Token};
 use crate::policy;
 use crate::seams::{Agent, AgentEndpoint, Placement, Runtime, SessionRecord, SessionSpec, Store};
 use crate::secrets::SessionSecrets;
-use crate::time::{now, rfc3339};
+use crate::time::{now, now_ms};
 use cc_wire::api::{EgressMode, ServerMessage, SessionConfigRequest, SessionState};
 use cc_wire::sessiond::{ClaudeSettings, InitRequest};
 use std::collections::BTreeMap;
@@ -250,7 +250,7 @@ pub(crate) async fn append_status<S: Store>(
     let msg = ServerMessage::Status {
         seq: record.last_seq + 1,
         state: record.state,
-        timestamp: rfc3339(now()),
+        timestamp: now_ms(),
         reason: record.reason.clone(),
     };
     store.append_events(&record.id, &[msg], None).await?;

@@ -84,7 +84,7 @@ pub(crate) fn on_claude_event(
     id: &SessionId,
     usage: &mut SessionUsage,
     event: &Value,
-    timestamp: &str,
+    timestamp: u64,
 ) -> Option<ServerMessage> {
     if event.get("type").and_then(Value::as_str) != Some("result") {
         return None;
@@ -116,7 +116,7 @@ pub(crate) fn on_claude_event(
     );
     Some(ServerMessage::TurnResult {
         seq: 0,
-        timestamp: timestamp.to_owned(),
+        timestamp,
         turn,
         totals: *t,
     })
@@ -221,11 +221,11 @@ mod tests {
     fn turns_are_priced_and_summed() {
         let id = SessionId::generate();
         let mut u = SessionUsage::default();
-        assert!(on_claude_event(&id, &mut u, &json!({"type":"assistant"}), "t").is_none());
+        assert!(on_claude_event(&id, &mut u, &json!({"type":"assistant"}), 0).is_none());
         let first = json!({"type":"result","subtype":"success","is_error":false,
             "duration_ms":100,"total_cost_usd":0.5,"num_turns":2,
             "usage":{"input_tokens":10,"output_tokens":3,"cache_read_input_tokens":1}});
-        let (t1, tot) = turn(on_claude_event(&id, &mut u, &first, "t"));
+        let (t1, tot) = turn(on_claude_event(&id, &mut u, &first, 0));
         assert_eq!(
             (t1.cost_usd, t1.num_turns, t1.usage.input_tokens),
             (0.5, 2, 10)
@@ -235,7 +235,7 @@ mod tests {
         let second = json!({"type":"result","subtype":"error_max_turns","is_error":true,
             "terminal_reason":"max_turns","errors":["Reached maximum number of turns (1)"],
             "duration_ms":50,"total_cost_usd":0.75,"num_turns":2,"usage":{"input_tokens":5,"output_tokens":1}});
-        let (t2, tot) = turn(on_claude_event(&id, &mut u, &second, "t"));
+        let (t2, tot) = turn(on_claude_event(&id, &mut u, &second, 0));
         assert_eq!(t2.cost_usd, 0.25);
         assert_eq!(
             t2.error.as_deref(),
@@ -251,7 +251,7 @@ mod tests {
         let third = json!({"type":"result","subtype":"success","is_error":true,
             "result":"API Error: 529","api_error_status":529,"total_cost_usd":9.0,
             "model_usage_since_last_result":{"a":{"costUSD":0.125},"b":{"costUSD":0.125}}});
-        let (t3, tot) = turn(on_claude_event(&id, &mut u, &third, "t"));
+        let (t3, tot) = turn(on_claude_event(&id, &mut u, &third, 0));
         assert_eq!((t3.cost_usd, t3.api_error_status), (0.25, Some(529)));
         assert_eq!(t3.error.as_deref(), Some("API Error: 529"));
         assert_eq!(tot.cost_usd, 1.0);

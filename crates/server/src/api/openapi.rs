@@ -176,7 +176,23 @@ fn schemas() -> Value {
         "DeleteResponse": object(&["sessionId", "status", "state"], json!({
             "sessionId": { "type": "string" }, "status": r("SeedStatus"), "state": r("SessionState")
         })),
-        "ServerMessage": object(&["type"], json!({ "type": { "type": "string" }, "seq": { "type": "integer" } })),
+        "ServerMessage": {
+            "description": "A stream message in the seed's envelope `{type, data}`: `output {text, timestamp}`, `status {state}`, `error {message}` and the extensions `claude`, `command`, `turnResult`, `keepalive`",
+            "type": "object", "required": ["type", "data"],
+            "properties": {
+                "type": { "type": "string", "enum": ["output", "status", "error", "claude", "command", "turnResult", "keepalive"] },
+                "data": object(&["timestamp"], json!({
+                    "seq": { "type": "integer", "minimum": 0, "description": "increases by one per session; 0 for messages that are not logged" },
+                    "timestamp": { "type": "integer", "minimum": 0, "description": "milliseconds since the Unix epoch" },
+                    "text": { "type": "string" },
+                    "state": r("SessionState"),
+                    "reason": { "type": "string" },
+                    "message": { "type": "string" },
+                    "code": { "type": "string" },
+                    "event": { "type": "object" }
+                }))
+            }
+        },
         "LogsResponse": object(&["sessionId", "events", "nextSince"], json!({
             "sessionId": { "type": "string" },
             "events": { "type": "array", "items": r("ServerMessage") },
@@ -267,7 +283,7 @@ pub fn document() -> Value {
                 })) },
             "/api/v1/sessions/{id}/logs": { "get": op("Stored events after `since`", json!([sid(), query("since", count()), query("limit", count())]), None,
                 json!({ "200": body(r("LogsResponse"), "a page of events") })) },
-            "/api/v1/sessions/{id}/stream": { "get": op("The session's WebSocket: every event after `since`, then live ones",
+            "/api/v1/sessions/{id}/stream": { "get": op("The session's WebSocket (`ServerMessage` envelopes out; `{type: 'command', data: {command}}`, `{type: 'interrupt'}`, `{type: 'keepalive'}` in): without `since`, a `status` with the current state, then live events; with `since=N`, every event after `N`, then live ones",
                 json!([sid(), query("since", count())]), None,
                 json!({
                     "101": { "description": "switching to the WebSocket protocol" },

@@ -308,13 +308,13 @@ mod tests {
     fn only_result_events_carry_a_result() {
         let result = ServerMessage::Claude {
             seq: 3,
-            timestamp: String::new(),
+            timestamp: 0,
             event: serde_json::json!({"type": "result", "result": " done \n"}),
         };
         assert_eq!(result_text(&result).as_deref(), Some("done"));
         let other = ServerMessage::Claude {
             seq: 4,
-            timestamp: String::new(),
+            timestamp: 0,
             event: serde_json::json!({"type": "assistant", "result": "x"}),
         };
         assert_eq!(result_text(&other), None);

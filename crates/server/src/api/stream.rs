@@ -1,6 +1,11 @@
-//! The session WebSocket: every event after `?since=N` (default 0, the
-//! whole log), then live events until the session ends; `command`,
-//! `interrupt` and `keepalive` in.
+//! The session WebSocket, in the seed's `{type, data}` envelope.
+//!
+//! Without `since`, a connection starts now: one `status` message with the
+//! session's current state (its `seq` the session's last), then live events
+//! only — a client that knows only the seed's protocol must not read old
+//! events as new. With `?since=N`, every event after `N` (`0`: the whole
+//! log), then live ones, each exactly once. `command`, `interrupt` and
+//! `keepalive` in.
 
 use super::AppState;
 use crate::auth::{ClientIp, ServerStore};
@@ -9,14 +14,13 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Extension;
 use cc_core::Principal;
-use cc_core::{now, rfc3339, Runtime, Store};
+use cc_core::{now_ms, Runtime};
 use cc_wire::api::{ClientMessage, ServerMessage};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
 pub(super) struct StreamQuery {
-    #[serde(default)]
-    since: u64,
+    since: Option<u64>,
 }
 
 pub(super) async fn upgrade<R: Runtime, S: ServerStore>(
@@ -30,18 +34,38 @@ pub(super) async fn upgrade<R: Runtime, S: ServerStore>(
     let Query(q) = query?;
     // Fail before upgrading so an unknown (or another user's) session is a
     // plain 404.
-    super::sessions::owned(&st, &p, &id).await?;
-    let sub = st.manager.subscribe(&id, q.since).await?;
-    Ok(ws.on_upgrade(move |socket| run(socket, st, id, sub, (p, ip))))
+    let rec = super::sessions::owned(&st, &p, &id).await?;
+    // The record's state and cursor are written in one transaction, so the
+    // state is the one the log stands at after `last_seq`.
+    let (since, first) = match q.since {
+        Some(since) => (since, None),
+        None => (
+            rec.last_seq,
+            Some(ServerMessage::Status {
+                seq: rec.last_seq,
+                state: rec.state,
+                timestamp: now_ms(),
+                reason: rec.reason.clone(),
+            }),
+        ),
+    };
+    let sub = st.manager.subscribe(&id, since).await?;
+    Ok(ws.on_upgrade(move |socket| run(socket, st, id, first, sub, (p, ip))))
 }
 
 async fn run<R: Runtime, S: ServerStore>(
     mut socket: WebSocket,
     st: AppState<R, S>,
     id: String,
+    first: Option<ServerMessage>,
     mut sub: cc_core::Subscription<S>,
     who: (Principal, ClientIp),
 ) {
+    if let Some(msg) = first {
+        if send(&mut socket, &msg).await.is_err() {
+            return;
+        }
+    }
     loop {
         tokio::select! {
             event = sub.next() => match event {
@@ -59,8 +83,7 @@ async fn run<R: Runtime, S: ServerStore>(
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    audit_ws_command(&st, &who, &id, text.as_str()).await;
-                    if let Some(reply) = handle(&st, &id, text.as_str()).await {
+                    if let Some(reply) = handle(&st, &who, &id, text.as_str()).await {
                         if send(&mut socket, &reply).await.is_err() {
                             return;
                         }
@@ -74,25 +97,10 @@ async fn run<R: Runtime, S: ServerStore>(
     let _ = socket.send(Message::Close(None)).await;
 }
 
-/// Audits a command sent over the WebSocket (by its length only).
-async fn audit_ws_command<R: Runtime, S: ServerStore>(
+/// Handles one client message; the reply, if any, is not logged.
+async fn handle<R: Runtime, S: ServerStore>(
     st: &AppState<R, S>,
     (p, ip): &(Principal, ClientIp),
-    id: &str,
-    text: &str,
-) {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
-        return;
-    };
-    if v["type"] == "command" {
-        let bytes = v["command"].as_str().map_or(0, str::len);
-        super::sessions::audit_command(st, p, *ip, id, bytes, None).await;
-    }
-}
-
-/// Handles one client message; the reply, if any, is not logged.
-async fn handle<R: Runtime, S: Store>(
-    st: &AppState<R, S>,
     id: &str,
     text: &str,
 ) -> Option<ServerMessage> {
@@ -101,7 +109,7 @@ async fn handle<R: Runtime, S: Store>(
         Err(e) => {
             return Some(error_msg(
                 "invalid_message",
-                format!("expected {{\"type\":\"command\",\"command\":\"…\"}}, {{\"type\":\"interrupt\"}} or {{\"type\":\"keepalive\"}}: {e}"),
+                format!("expected {{\"type\":\"command\",\"data\":{{\"command\":\"…\"}}}}, {{\"type\":\"interrupt\"}} or {{\"type\":\"keepalive\"}}: {e}"),
             ))
         }
     };
@@ -110,25 +118,24 @@ async fn handle<R: Runtime, S: Store>(
             // A client that keeps the stream alive is using the session.
             st.manager.touch(id);
             return Some(ServerMessage::Keepalive {
-                timestamp: rfc3339(now()),
+                timestamp: now_ms(),
             });
         }
-        ClientMessage::Command {
-            command,
-            model,
-            permission_mode,
-        } => st
-            .manager
-            .command_with(
-                id,
-                command,
-                cc_wire::api::TurnOverrides {
-                    model,
-                    permission_mode,
-                },
-            )
-            .await
-            .map(|_| ()),
+        ClientMessage::Command(c) => {
+            // Audited by its length only, as over REST.
+            super::sessions::audit_command(st, p, *ip, id, c.command.len(), None).await;
+            st.manager
+                .command_with(
+                    id,
+                    c.command,
+                    cc_wire::api::TurnOverrides {
+                        model: c.model,
+                        permission_mode: c.permission_mode,
+                    },
+                )
+                .await
+                .map(|_| ())
+        }
         ClientMessage::Interrupt => st.manager.interrupt(id).await.map(|_| ()),
     };
     result.err().map(|e| {
@@ -141,7 +148,7 @@ fn error_msg(code: &str, message: String) -> ServerMessage {
     ServerMessage::Error {
         seq: 0,
         message,
-        timestamp: rfc3339(now()),
+        timestamp: now_ms(),
         code: Some(code.to_owned()),
     }
 }

@@ -188,7 +188,7 @@ async fn retention_purges_only_old_ended_logs() {
         let ev = ServerMessage::Status {
             seq: 1,
             state,
-            timestamp: "2026-01-01T00:00:00.000Z".into(),
+            timestamp: 1_767_225_600_000,
             reason: None,
         };
         store.append_events(&rec.id, &[ev], None).await.unwrap();

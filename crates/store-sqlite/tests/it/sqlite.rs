@@ -55,7 +55,7 @@ fn output(seq: u64) -> ServerMessage {
     ServerMessage::Output {
         seq,
         text: format!("line {seq}\n"),
-        timestamp: "2024-05-01T12:00:00.000Z".into(),
+        timestamp: 1_714_564_800_000,
         event: None,
     }
 }
@@ -219,7 +219,7 @@ async fn events_are_stored_with_their_kind() {
     let status = ServerMessage::Status {
         seq: 4,
         state: SessionState::Busy,
-        timestamp: "2024-05-01T12:00:00.000Z".into(),
+        timestamp: 1_714_564_800_000,
         reason: Some("turn".into()),
     };
     store

@@ -97,7 +97,7 @@ fn bare_record() -> SessionRecord {
 
 /// A varied event with the given seq.
 fn event(seq: u64) -> ServerMessage {
-    let timestamp = format!("2024-05-01T12:00:{:02}.000Z", seq % 60);
+    let timestamp = 1_714_564_800_000 + (seq % 60) * 1000;
     match seq % 5 {
         0 => ServerMessage::Output {
             seq,
@@ -374,7 +374,7 @@ pub async fn bad_batches_are_refused_and_write_nothing<S: Store>(store: S) {
     let before = store.events(&rec.id, 0, 100).await.expect("events");
 
     let keepalive = ServerMessage::Keepalive {
-        timestamp: "2024-05-01T12:00:00.000Z".into(),
+        timestamp: 1_714_564_800_000,
     };
     let bad: Vec<(&str, Vec<ServerMessage>)> = vec![
         ("an already stored seq", vec![event(5)]),
@@ -433,7 +433,7 @@ async fn append_racing<S: Store>(store: &S, id: &SessionId, text: String) {
         let ev = ServerMessage::Command {
             seq: next,
             text: text.clone(),
-            timestamp: "2024-05-01T12:00:00.000Z".into(),
+            timestamp: 1_714_564_800_000,
         };
         match store.append_events(id, &[ev], Some(next)).await {
             Ok(()) => return,

@@ -10,6 +10,7 @@ mod control;
 mod isolation;
 mod lifecycle;
 mod push;
+mod seed;
 mod session;
 mod work;
 
@@ -29,7 +30,9 @@ async fn ready_session(
 ) -> anyhow::Result<(String, cc_client::EventStream, Vec<ServerMessage>)> {
     let url = h.git.create_repo(repo, &[("README.md", "# Sample\n")])?;
     let created = h.client.create(&h.create_request(&url, None)).await?;
-    let mut ws = cc_client::EventStream::connect(&created.endpoints.websocket).await?;
+    // The whole log (`since=0`), so the caller sees how the session started.
+    let url = format!("{}&since=0", created.endpoints.websocket);
+    let mut ws = cc_client::EventStream::connect(&url).await?;
     let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
         is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
     })
