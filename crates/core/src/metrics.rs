@@ -74,6 +74,9 @@ pub struct CoreMetrics {
     pub reaped_total: AtomicU64,
     /// Sessions failed because their container exited or vanished.
     pub container_failures_total: AtomicU64,
+    /// Processes in live sessions the kernel killed for exceeding the
+    /// session's memory limit (the session lived on).
+    pub oom_kills_total: AtomicU64,
     /// Sessions adopted from a previous orchestrator.
     pub adopted_total: AtomicU64,
     /// Resources of unknown or ended sessions removed by the reconciler.

@@ -57,6 +57,9 @@ pub enum RuntimeEventKind {
     /// The container's main process ended (`oom`: the kernel killed it
     /// for exceeding its memory limit).
     Exited { code: Option<i64>, oom: bool },
+    /// The kernel killed a process in the container for exceeding the
+    /// session's memory limit; the container (and sessiond) may live on.
+    OomKill,
 }
 
 /// A session container's resource use at one moment.

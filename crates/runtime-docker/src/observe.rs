@@ -6,18 +6,37 @@ use cc_core::{ResourceUsage, RuntimeEvent, RuntimeEventKind, SessionId, LABEL_SE
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// The session event of one Engine event, if it is a container exit we
-/// care about. `oom` events precede the `die` of an OOM-killed container;
-/// the `die` carries the exit code, and the runtime asks the container
-/// whether it was OOM-killed, so only `die` is turned into an event.
-pub(crate) fn exit_event(msg: &EventMessage) -> Option<(SessionId, Option<i64>)> {
-    if msg.action.as_deref() != Some("die") {
-        return None;
-    }
+/// What one Engine event says about a session container.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Observed {
+    /// `die`, with its exit code; the runtime asks the container whether
+    /// the kernel's OOM killer ended it.
+    Died(Option<i64>),
+    /// `oom`: the kernel killed a process in the container's cgroup for
+    /// exceeding the memory limit. The Engine sends it whether or not the
+    /// main process survives (an OOM-killed container's `die` follows).
+    Oom,
+}
+
+/// The session event of one Engine event, if it is one we care about.
+pub(crate) fn observe(msg: &EventMessage) -> Option<(SessionId, Observed)> {
     let attrs = msg.actor.as_ref()?.attributes.as_ref()?;
     let session = SessionId::parse(attrs.get(LABEL_SESSION)?)?;
-    let code = attrs.get("exitCode").and_then(|c| c.parse().ok());
-    Some((session, code))
+    match msg.action.as_deref()? {
+        "die" => {
+            let code = attrs.get("exitCode").and_then(|c| c.parse().ok());
+            Some((session, Observed::Died(code)))
+        }
+        "oom" => Some((session, Observed::Oom)),
+        _ => None,
+    }
+}
+
+pub(crate) fn oom_kill(session: SessionId) -> RuntimeEvent {
+    RuntimeEvent {
+        session,
+        kind: RuntimeEventKind::OomKill,
+    }
 }
 
 pub(crate) fn exited(session: SessionId, code: Option<i64>, oom: bool) -> RuntimeEvent {
@@ -134,13 +153,17 @@ mod tests {
     }
 
     #[test]
-    fn only_die_events_of_sessions_count() {
+    fn die_and_oom_events_of_sessions_count() {
         let id = SessionId::generate();
         assert_eq!(
-            exit_event(&event("die", id.as_str())),
-            Some((id.clone(), Some(137)))
+            observe(&event("die", id.as_str())),
+            Some((id.clone(), Observed::Died(Some(137))))
         );
-        assert_eq!(exit_event(&event("start", id.as_str())), None);
-        assert_eq!(exit_event(&event("die", "not-a-session")), None);
+        assert_eq!(
+            observe(&event("oom", id.as_str())),
+            Some((id.clone(), Observed::Oom))
+        );
+        assert_eq!(observe(&event("start", id.as_str())), None);
+        assert_eq!(observe(&event("die", "not-a-session")), None);
     }
 }

@@ -467,7 +467,7 @@ impl Runtime for DockerRuntime {
     async fn events(&self) -> Result<RuntimeEventStream, RuntimeError> {
         let mut filters = self.prefix_filter();
         filters.insert("type".into(), vec!["container".into()]);
-        filters.insert("event".into(), vec!["die".into()]);
+        filters.insert("event".into(), vec!["die".into(), "oom".into()]);
         let feed = self.docker.events(Some(EventsOptions {
             filters: Some(filters),
             ..Default::default()
@@ -478,7 +478,12 @@ impl Runtime for DockerRuntime {
                 let this = this.clone();
                 async move {
                     let (session, code) = match msg {
-                        Ok(msg) => crate::observe::exit_event(&msg)?,
+                        Ok(msg) => match crate::observe::observe(&msg)? {
+                            (session, crate::observe::Observed::Died(code)) => (session, code),
+                            (session, crate::observe::Observed::Oom) => {
+                                return Some(Ok(crate::observe::oom_kill(session)))
+                            }
+                        },
                         Err(e) => return Some(Err(classify(e, "reading Docker events"))),
                     };
                     // The die event does not say whether the kernel's OOM

@@ -144,6 +144,11 @@ pub async fn render<R: Runtime, S: Store>(manager: &AppManager<R, S>) -> String 
             &m.container_failures_total,
         ),
         (
+            "claudecluster_session_oom_kills_total",
+            "Processes in sessions killed for exceeding the session's memory limit.",
+            &m.oom_kills_total,
+        ),
+        (
             "claudecluster_sessions_adopted_total",
             "Sessions adopted from a previous orchestrator.",
             &m.adopted_total,

@@ -188,7 +188,12 @@ impl SessionRow {
 fn encode_usage(u: &cc_core::SessionUsage) -> Result<String, StoreError> {
     let totals = serde_json::to_value(u.totals)
         .map_err(|e| StoreError::Backend(format!("encode usage: {e}")))?;
-    Ok(serde_json::json!({"totals": totals, "processCostUsd": u.process_cost_usd}).to_string())
+    Ok(serde_json::json!({
+        "totals": totals,
+        "processCostUsd": u.process_cost_usd,
+        "oomKills": u.oom_kills,
+    })
+    .to_string())
 }
 
 fn decode_usage(s: &str) -> Result<cc_core::SessionUsage, String> {
@@ -199,6 +204,7 @@ fn decode_usage(s: &str) -> Result<cc_core::SessionUsage, String> {
     Ok(cc_core::SessionUsage {
         totals: serde_json::from_value(v["totals"].clone()).map_err(|e| format!("usage: {e}"))?,
         process_cost_usd: v["processCostUsd"].as_f64().unwrap_or(0.0),
+        oom_kills: v["oomKills"].as_u64().unwrap_or(0),
     })
 }
 

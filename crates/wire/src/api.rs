@@ -337,6 +337,10 @@ pub struct SessionStatus {
     /// Cost and token totals of the session's turns (extension).
     #[serde(default)]
     pub usage: UsageTotals,
+    /// Processes in the session the kernel killed for exceeding its memory
+    /// limit (extension; the session lives on after each).
+    #[serde(default)]
+    pub oom_kills: u64,
     /// The live session container's resource use at the time of the
     /// request (extension; absent when no container runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -55,6 +55,9 @@ pub(crate) enum ActorMsg {
     },
     /// The runtime saw the container end (see `crate::reconciler`).
     ContainerExited { reason: String },
+    /// The kernel killed a process in the container for exceeding the
+    /// memory limit; the container lives on.
+    OomKill,
 }
 
 pub(crate) struct Actor<R, A, S> {
@@ -298,8 +301,35 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 CoreMetrics::inc(&self.inner.metrics.container_failures_total);
                 return Some(Exit::Failed(reason));
             }
+            ActorMsg::OomKill => {
+                if let Err(e) = self.on_oom_kill().await {
+                    tracing::error!(session = %self.record.id, error = %e, "recording an out-of-memory kill");
+                }
+            }
         }
         None
+    }
+
+    /// Counts the kill and tells the stream: the process that died was the
+    /// session's (a tool, a build), not the session, which stays usable.
+    async fn on_oom_kill(&mut self) -> Result<(), CoreError> {
+        CoreMetrics::inc(&self.inner.metrics.oom_kills_total);
+        self.record.usage.oom_kills += 1;
+        let limit = self.record.limits.memory_bytes;
+        tracing::warn!(session = %self.record.id, limit_bytes = limit, "out-of-memory kill in the session");
+        let msg = ServerMessage::Error {
+            seq: 0,
+            message: format!(
+                "a process in the session was killed for exceeding the session's memory limit ({})",
+                format_mib(limit)
+            ),
+            timestamp: now_ms(),
+            code: Some("oom_kill".into()),
+        };
+        self.emit(vec![msg], None).await?;
+        self.inner.store.update_session(&self.record).await?;
+        self.record_tx.send_replace(self.record.clone());
+        Ok(())
     }
 
     async fn command(
@@ -590,7 +620,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             ActorMsg::Files { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Push { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Terminate { reply, .. } => drop(reply.send(self.record.clone())),
-            ActorMsg::ContainerExited { .. } => {}
+            ActorMsg::ContainerExited { .. } | ActorMsg::OomKill => {}
         }
     }
 }
@@ -703,6 +733,16 @@ fn agent_unavailable(e: AgentError) -> CoreError {
     }
 }
 
+/// A memory size for people: whole MiB, or GiB when exact.
+fn format_mib(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= 1024 * MIB && bytes.is_multiple_of(1024 * MIB) {
+        format!("{} GiB", bytes / (1024 * MIB))
+    } else {
+        format!("{} MiB", bytes / MIB)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -762,5 +802,12 @@ mod tests {
             let e = files_error(e);
             assert!(matches!(e, CoreError::Unavailable(_)), "{e:?}");
         }
+    }
+
+    #[test]
+    fn memory_limits_read_as_people_write_them() {
+        assert_eq!(format_mib(512 * 1024 * 1024), "512 MiB");
+        assert_eq!(format_mib(2 * 1024 * 1024 * 1024), "2 GiB");
+        assert_eq!(format_mib(1536 * 1024 * 1024), "1536 MiB");
     }
 }

@@ -294,6 +294,10 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         };
         let reason = match ev.kind {
             RuntimeEventKind::Exited { code, oom } => exit_reason(code, oom),
+            RuntimeEventKind::OomKill => {
+                let _ = h.tx.send(ActorMsg::OomKill).await;
+                return;
+            }
         };
         tracing::warn!(session = %ev.session, %reason, "session container stopped");
         let _ = h.tx.send(ActorMsg::ContainerExited { reason }).await;

@@ -17,6 +17,8 @@ pub struct SessionUsage {
     pub totals: UsageTotals,
     /// Claude Code's cumulative `total_cost_usd` at its last `result`.
     pub process_cost_usd: f64,
+    /// Processes the kernel killed for exceeding the session's memory limit.
+    pub oom_kills: u64,
 }
 
 /// Refuses a turn once the session spent its `--max-budget-usd`. Claude

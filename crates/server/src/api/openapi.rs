@@ -108,7 +108,8 @@ fn schemas() -> Value {
             "status": r("SeedStatus"), "state": r("SessionState"), "reason": { "type": "string" },
             "repoUrl": { "type": "string" }, "branch": { "type": "string" }, "limits": r("SessionLimits"),
             "createdAt": { "type": "string" }, "updatedAt": { "type": "string" }, "expiresAt": { "type": "string" },
-            "lastSeq": { "type": "integer", "minimum": 0 }, "endpoints": r("Endpoints")
+            "lastSeq": { "type": "integer", "minimum": 0 }, "endpoints": r("Endpoints"),
+            "oomKills": { "type": "integer", "minimum": 0, "description": "processes killed for exceeding the session's memory limit" }
         })),
         "CommandRequest": {
             "type": "object", "required": ["command"], "additionalProperties": false,

@@ -75,6 +75,7 @@ fn status_of<R, S>(st: &AppState<R, S>, rec: &SessionRecord, base: &str) -> Sess
         last_seq: rec.last_seq,
         endpoints: endpoints_for(st, base, rec),
         usage: rec.usage.totals,
+        oom_kills: rec.usage.oom_kills,
         resources: None,
     }
 }

@@ -45,7 +45,17 @@ pub async fn follow<R: Runtime, S: ServerStore>(
                 }
                 None => break,
             };
-            let RuntimeEventKind::Exited { code, oom } = ev.kind;
+            let (outcome, detail) = match ev.kind {
+                RuntimeEventKind::Exited { code, oom } => (
+                    if oom { "oom_killed" } else { "exited" },
+                    code.map(|c| format!("exit code {c}")),
+                ),
+                RuntimeEventKind::OomKill => ("oom_kill", None),
+            };
+            let action = match ev.kind {
+                RuntimeEventKind::Exited { .. } => "container.exit",
+                RuntimeEventKind::OomKill => "container.oom_kill",
+            };
             let owner = manager
                 .get(ev.session.as_str())
                 .await
@@ -55,10 +65,10 @@ pub async fn follow<R: Runtime, S: ServerStore>(
             let a = Audit {
                 actor: owner.as_deref().unwrap_or(SYSTEM_ACTOR),
                 ip: ClientIp(None),
-                action: "container.exit",
+                action,
                 session_id: Some(ev.session.as_str()),
-                outcome: if oom { "oom_killed" } else { "exited" },
-                detail: code.map(|c| format!("exit code {c}")),
+                outcome,
+                detail,
             };
             audit_to(manager.store(), &access, a).await;
         }

@@ -9,6 +9,7 @@ mod bad_input;
 mod control;
 mod isolation;
 mod lifecycle;
+mod oom;
 mod push;
 mod seed;
 mod session;
