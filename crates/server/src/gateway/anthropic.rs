@@ -2,7 +2,9 @@
 //! request to the configured upstream with the user's real key, and
 //! streams the answer back (SSE included).
 
-use super::{authenticate, is_hop_header, refuse, relay_response, streamed_body, GatewayState};
+use super::{
+    authenticate, is_hop_header, refuse, relay_response, with_streamed_body, GatewayState,
+};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{Response, StatusCode};
@@ -36,8 +38,7 @@ pub(super) async fn relay<R: Runtime, S: Store>(
         }
     }
     upstream = upstream.header("x-api-key", &creds.claude_api_key);
-    let body = streamed_body(req);
-    match upstream.body(body).send().await {
+    match with_streamed_body(upstream, req).send().await {
         Ok(resp) => relay_response(resp),
         Err(e) => {
             tracing::warn!(session = %session, error = %e, "anthropic upstream unreachable");

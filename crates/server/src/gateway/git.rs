@@ -6,7 +6,7 @@
 //! push rules ([`super::push`]); a refusal is audited.
 
 use super::push::{self, PushRequest, Reservation, MAX_PUSH_BYTES};
-use super::{authenticate, refuse, relay_response, streamed_body, GatewayState};
+use super::{authenticate, refuse, relay_response, with_streamed_body, GatewayState};
 use crate::auth::container_audit::SYSTEM_ACTOR;
 use crate::auth::{audit_to, Audit, ClientIp};
 use crate::ServerStore;
@@ -70,18 +70,17 @@ pub(super) async fn relay<R: Runtime, S: ServerStore>(
     if let Some(header) = auth_header(&creds) {
         upstream = upstream.header("authorization", header);
     }
-    let (body, pushed) = if is_push {
+    // A push is read whole to be checked, and leaves with its length; the
+    // rest is streamed as the client framed it.
+    let (upstream, pushed) = if is_push {
         match checked_push(&st, &session, &creds, req).await {
-            Ok(allowed) => {
-                let body = reqwest::Body::from(allowed.body.clone());
-                (body, Some(allowed))
-            }
+            Ok(allowed) => (upstream.body(allowed.body.clone()), Some(allowed)),
             Err(refusal) => return refusal,
         }
     } else {
-        (streamed_body(req), None)
+        (with_streamed_body(upstream, req), None)
     };
-    let answer = upstream.body(body).send().await;
+    let answer = upstream.send().await;
     // Dropping `pushed` afterwards gives its memory back.
     if let Some(refs) = pushed.as_ref().and_then(|p| p.refs.clone()) {
         // The upstream's per-ref verdict is inside its answer; its HTTP

@@ -20,6 +20,7 @@ use crate::auth::Access;
 use crate::ServerStore;
 use crate::{AppManager, ServerConfig};
 use axum::body::Body;
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, HeaderName, Response, StatusCode};
 use axum::routing::any;
 use axum::Router;
@@ -161,13 +162,28 @@ fn authenticate<R: Runtime, S: Store>(
     }
 }
 
-/// The request's body, streamed to the upstream as it arrives.
-fn streamed_body(req: axum::extract::Request) -> reqwest::Body {
-    reqwest::Body::wrap_stream(
+/// Sets the request's body on the way upstream, streamed as it arrives and
+/// framed as the client framed it: a body that came with a `Content-Length`
+/// leaves with the same length (a git server behind a CGI wrapper reads
+/// only that many bytes, and an empty body without it), one that came
+/// chunked leaves chunked. hyper has already checked that the client's
+/// length is one number, and ends the body with an error if fewer bytes
+/// arrive, so the upstream never gets a body shorter than announced.
+fn with_streamed_body(
+    upstream: reqwest::RequestBuilder,
+    req: axum::extract::Request,
+) -> reqwest::RequestBuilder {
+    use axum::body::HttpBody as _;
+    let declared = req.headers().contains_key(CONTENT_LENGTH);
+    let upstream = match req.body().size_hint().exact() {
+        Some(length) if declared => upstream.header(CONTENT_LENGTH, length),
+        _ => upstream,
+    };
+    upstream.body(reqwest::Body::wrap_stream(
         req.into_body()
             .into_data_stream()
             .map_err(std::io::Error::other),
-    )
+    ))
 }
 
 /// The bearer token of a request, from `x-api-key` or `Authorization`.
