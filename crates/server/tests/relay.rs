@@ -694,3 +694,200 @@ async fn the_anthropic_relay_forwards_a_body_with_its_length_and_the_users_key()
         assert_eq!(s.api_key.as_deref(), Some(USER_KEY));
     }
 }
+
+/// One HTTP/1.1 request with its path exactly as given (an HTTP client
+/// would normalise dot segments away); its status and JSON body.
+async fn raw_request(
+    gateway: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gateway.strip_prefix("http://").unwrap();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+/// An Anthropic error's `error.type` and `error.message`.
+fn anthropic_error(body: &serde_json::Value) -> (&str, &str) {
+    assert_eq!(body["type"], "error", "{body}");
+    let field = |name: &str| body["error"][name].as_str().unwrap_or("");
+    (field("type"), field("message"))
+}
+
+fn message_body(model: &str) -> String {
+    serde_json::json!({
+        "model": model,
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hi"}],
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_the_admin_does_not_allow_never_reaches_the_upstream() {
+    let relay = Relay::start_with(&[], |c| {
+        c.agent.allowed_models = vec!["claude-sonnet-4-5".into()];
+    })
+    .await;
+    let (id, token) = relay.session(None).await;
+    let base = format!("/anthropic/{id}");
+    for path in ["v1/messages?beta=true", "v1/messages/count_tokens"] {
+        let (status, body) = raw_request(
+            &relay.gateway,
+            "POST",
+            &format!("{base}/{path}"),
+            &token,
+            &message_body("claude-opus-4-1"),
+        )
+        .await;
+        assert_eq!(status, 403, "{path}: {body}");
+        let (kind, message) = anthropic_error(&body);
+        assert_eq!(kind, "permission_error");
+        assert!(
+            message.contains("\"claude-opus-4-1\" is not allowed")
+                && message.contains("claude-sonnet-4-5"),
+            "{message}"
+        );
+    }
+    for (body, reason) in [
+        (r#"{"max_tokens":16}"#.to_owned(), "names no model"),
+        ("not json".to_owned(), "not a JSON object"),
+    ] {
+        let path = format!("{base}/v1/messages");
+        let (status, answer) = raw_request(&relay.gateway, "POST", &path, &token, &body).await;
+        assert_eq!(status, 400, "{answer}");
+        let (kind, message) = anthropic_error(&answer);
+        assert_eq!(kind, "invalid_request_error");
+        assert!(message.contains(reason), "{message}");
+    }
+    assert!(
+        relay.anthropic.seen().is_empty(),
+        "{:#?}",
+        relay.anthropic.seen()
+    );
+
+    let path = format!("{base}/v1/messages");
+    let allowed = message_body("claude-sonnet-4-5");
+    let (status, body) = raw_request(&relay.gateway, "POST", &path, &token, &allowed).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = relay.anthropic.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, allowed.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_endpoints_claude_code_calls_are_relayed_whatever_the_spelling() {
+    let relay = Relay::start(&[]).await;
+    let (id, token) = relay.session(None).await;
+    let base = format!("/anthropic/{id}");
+    let body = message_body("claude-sonnet-4-5");
+    // Not relayed: 404 naming what is.
+    for (method, path) in [
+        ("GET", "v1/files"),
+        ("POST", "v1/files"),
+        ("GET", "v1/models"),
+        ("GET", "v1/messages"),
+        ("POST", "v1/messages/batches"),
+        ("POST", "v1/complete"),
+        ("POST", "v2/messages"),
+    ] {
+        let (status, answer) = raw_request(
+            &relay.gateway,
+            method,
+            &format!("{base}/{path}"),
+            &token,
+            &body,
+        )
+        .await;
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+        let (kind, message) = anthropic_error(&answer);
+        assert_eq!(kind, "not_found_error");
+        assert!(
+            message.contains("relays only POST /v1/messages and POST /v1/messages/count_tokens"),
+            "{message}"
+        );
+    }
+    // Spellings that could reach another endpoint: 400.
+    for path in [
+        "v1/..%2Ffoo",
+        "v1/..%2ffiles",
+        "v1/messages/..%2F..%2Fv1%2Ffiles",
+        "v1/%2E%2E/files",
+        "v1/messages%5C..%5Cfiles",
+        "v1/messages/../files",
+        "v1/./messages",
+        "v1/../v1/messages",
+    ] {
+        let (status, answer) = raw_request(
+            &relay.gateway,
+            "POST",
+            &format!("{base}/{path}"),
+            &token,
+            &body,
+        )
+        .await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert_eq!(
+            anthropic_error(&answer).0,
+            "invalid_request_error",
+            "{path}"
+        );
+    }
+    // And nothing at all without the session's token.
+    let (status, answer) = raw_request(
+        &relay.gateway,
+        "GET",
+        &format!("{base}/v1/files"),
+        "wrong",
+        "",
+    )
+    .await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(anthropic_error(&answer).0, "authentication_error");
+    assert!(
+        relay.anthropic.seen().is_empty(),
+        "{:#?}",
+        relay.anthropic.seen()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_call_is_refused_once_the_users_budget_is_spent() {
+    let relay = Relay::start_with(&[], |c| c.agent.max_user_budget_usd = Some(1.0)).await;
+    let (id, token) = relay.session(None).await;
+    let path = format!("/anthropic/{id}/v1/messages");
+    let body = message_body("claude-sonnet-4-5");
+    let (status, answer) = raw_request(&relay.gateway, "POST", &path, &token, &body).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Another session of the same user spent more than the user may.
+    let (other, _) = relay.session(None).await;
+    let mut spent = relay.store.get_session(&other).await.unwrap().unwrap();
+    spent.state = SessionState::Terminated;
+    spent.usage.totals.cost_usd = 1.25;
+    relay.store.update_session(&spent).await.unwrap();
+
+    let (status, answer) = raw_request(&relay.gateway, "POST", &path, &token, &body).await;
+    assert_eq!(status, 403, "{answer}");
+    let (kind, message) = anthropic_error(&answer);
+    assert_eq!(kind, "permission_error");
+    assert!(
+        message.contains("spent 1.2500 USD of the 1 USD") && message.contains("per user"),
+        "{message}"
+    );
+    assert_eq!(relay.anthropic.seen().len(), 1, "only the call before");
+}

@@ -4,7 +4,8 @@
 //! gateway address. Every request must carry the session's token; the
 //! gateway adds the real credentials on the way out, so they never enter
 //! the container.
-//! - `/anthropic/{session}/v1/...`: relay to the Anthropic API
+//! - `/anthropic/{session}/v1/messages` (and `.../count_tokens`): relay
+//!   to the Anthropic API under the admin's model policy and budgets
 //!   ([`anthropic`]);
 //! - `/git/{session}/{info/refs | git-upload-pack | git-receive-pack}`:
 //!   relay to the session's repository ([`git`]), pushes only under the
@@ -43,6 +44,8 @@ pub struct GatewayState<R, S> {
     pub default_branches: Arc<Mutex<HashMap<SessionId, String>>>,
     /// Memory for push bodies, all sessions together.
     pub push_budget: Arc<push::PushBudget>,
+    /// Memory for Anthropic request bodies, all sessions together.
+    pub body_budget: Arc<push::PushBudget>,
 }
 
 impl<R, S> Clone for GatewayState<R, S> {
@@ -56,6 +59,7 @@ impl<R, S> Clone for GatewayState<R, S> {
             push_locks: self.push_locks.clone(),
             default_branches: self.default_branches.clone(),
             push_budget: self.push_budget.clone(),
+            body_budget: self.body_budget.clone(),
         }
     }
 }
@@ -90,6 +94,7 @@ pub fn router<R: Runtime, S: ServerStore>(
         push_locks: Arc::default(),
         default_branches: Arc::default(),
         push_budget: Arc::new(push::PushBudget::new(push::MAX_PUSH_BYTES_IN_FLIGHT)),
+        body_budget: Arc::new(push::PushBudget::new(anthropic::MAX_BODIES_IN_FLIGHT)),
     };
     Router::new()
         .route(
@@ -133,10 +138,23 @@ fn relay_response(resp: reqwest::Response) -> Response<Body> {
         .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "bad upstream response"))
 }
 
+/// A refusal in the Anthropic API's error shape (`{"type": "error",
+/// "error": {"type", "message"}}`), which Claude Code reads and shows; the
+/// error type is the one the Anthropic API gives for the status.
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
+    let kind = match status.as_u16() {
+        400 | 411 | 415 => "invalid_request_error",
+        401 | 407 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    };
     let body = serde_json::json!({
         "type": "error",
-        "error": { "type": "gateway_error", "message": message },
+        "error": { "type": kind, "message": message },
     });
     Response::builder()
         .status(status)
