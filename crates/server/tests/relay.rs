@@ -891,3 +891,32 @@ async fn a_model_call_is_refused_once_the_users_budget_is_spent() {
     );
     assert_eq!(relay.anthropic.seen().len(), 1, "only the call before");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_call_beyond_the_size_limit_or_compressed_is_refused_unread() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = Relay::start(&[]).await;
+    let (id, token) = relay.session(None).await;
+    let addr = relay.gateway.strip_prefix("http://").unwrap();
+    for (extra, status, kind) in [
+        ("content-length: 40000000\r\n", "413", "request_too_large"),
+        (
+            "content-length: 4\r\ncontent-encoding: gzip\r\n",
+            "415",
+            "invalid_request_error",
+        ),
+    ] {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /anthropic/{id}/v1/messages HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {token}\r\n\
+             content-type: application/json\r\n{extra}connection: close\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(&answer[9..12], status, "{answer}");
+        assert!(answer.contains(kind), "{answer}");
+    }
+    assert!(relay.anthropic.seen().is_empty());
+}

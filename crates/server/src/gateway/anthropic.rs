@@ -18,7 +18,9 @@
 //!   shows, and counts as a deny in the gateway's metrics.
 
 use super::push::Reservation;
-use super::{authenticate, is_hop_header, refuse, relay_response, GatewayState};
+use super::{
+    authenticate, is_hop_header, read_whole, refuse, relay_response, BodyError, GatewayState,
+};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{Method, Response, StatusCode};
@@ -164,52 +166,31 @@ fn check_path(rest: &str) -> Result<(), &'static str> {
 }
 
 /// The whole request body, within [`MAX_BODY_BYTES`] and the gateway's
-/// memory for bodies in flight.
+/// memory for bodies in flight; else the status and reason to refuse it.
 async fn read_body(
     req: Request,
     held: &mut Reservation,
 ) -> Result<bytes::Bytes, (StatusCode, String)> {
-    use futures_util::StreamExt;
-    let too_large = || {
-        let reason = format!("a request is limited to {} MiB", MAX_BODY_BYTES >> 20);
-        (StatusCode::PAYLOAD_TOO_LARGE, reason)
-    };
-    let encoded = req
-        .headers()
-        .get("content-encoding")
-        .is_some_and(|v| v.as_bytes() != b"identity");
-    if encoded {
-        let reason = "compressed request bodies are not relayed";
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, reason.to_owned()));
-    }
-    let declared = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    let mut stream = req.into_body().into_data_stream();
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            (
+    read_whole(req, held, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::Compressed => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "compressed request bodies are not relayed".to_owned(),
+            ),
+            BodyError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a request is limited to {} MiB", MAX_BODY_BYTES >> 20),
+            ),
+            BodyError::Busy => (
+                overloaded(),
+                "the gateway is taking in other large requests; try again in a moment".to_owned(),
+            ),
+            BodyError::Broken(e) => (
                 StatusCode::BAD_REQUEST,
                 format!("the request broke off: {e}"),
-            )
-        })?;
-        let len = body.len() + chunk.len();
-        if len > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-        if !held.grow_to(len) {
-            let reason = "the gateway is taking in other large requests; try again in a moment";
-            return Err((overloaded(), reason.to_owned()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+            ),
+        })
 }
 
 /// The Anthropic API's "overloaded" status (529), which Claude Code

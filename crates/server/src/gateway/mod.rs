@@ -204,6 +204,56 @@ fn with_streamed_body(
     ))
 }
 
+/// Why a request body was not read whole ([`read_whole`]).
+enum BodyError {
+    /// It came with a `Content-Encoding`: what it says cannot be checked.
+    Compressed,
+    /// Longer than the relay takes (declared or as it arrived).
+    TooLarge,
+    /// The gateway's memory for bodies in flight is taken.
+    Busy,
+    /// The client broke off; the cause.
+    Broken(String),
+}
+
+/// The whole request body, unencoded, of at most `max` bytes, held within
+/// the gateway's memory for bodies in flight (`held` grows as it arrives).
+async fn read_whole(
+    req: axum::extract::Request,
+    held: &mut push::Reservation,
+    max: usize,
+) -> Result<bytes::Bytes, BodyError> {
+    use futures_util::StreamExt;
+    let headers = req.headers();
+    let encoded = headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    if encoded {
+        return Err(BodyError::Compressed);
+    }
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut stream = req.into_body().into_data_stream();
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
+        let len = body.len() + chunk.len();
+        if len > max {
+            return Err(BodyError::TooLarge);
+        }
+        if !held.grow_to(len) {
+            return Err(BodyError::Busy);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 /// The bearer token of a request, from `x-api-key` or `Authorization`.
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
     headers
