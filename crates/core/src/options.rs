@@ -239,9 +239,14 @@ impl AgentPolicy {
         Ok(())
     }
 
+    /// Whether sessions may use `model` (`--allowed-models`; empty: any).
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.allowed_models.is_empty() || self.allowed_models.iter().any(|m| m == model)
+    }
+
     fn check_model(&self, option: &str, model: &str) -> Result<(), CoreError> {
         check_name(option, model)?;
-        if !self.allowed_models.is_empty() && !self.allowed_models.iter().any(|m| m == model) {
+        if !self.allows_model(model) {
             return Err(invalid(
                 option,
                 format!(

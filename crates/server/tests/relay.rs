@@ -1,7 +1,10 @@
-//! The git relay with the real git CLI and a real smart-HTTP upstream, no
-//! Docker: which pushes reach the upstream, how the fast-forward check
-//! keeps its mirror up to date (fetching only when it lacks history), how
-//! git shows a refusal, and what the audit trail says about each push.
+//! The gateway's relays, no Docker. The git relay with the real git CLI
+//! and a real smart-HTTP upstream: which pushes reach the upstream, how the
+//! fast-forward check keeps its mirror up to date (fetching only when it
+//! lacks history), how git shows a refusal, what the audit trail says about
+//! each push, and that bodies keep their framing (a server that needs a
+//! `Content-Length`). The Anthropic relay against a fake upstream that
+//! records what reaches it.
 //!
 //! Sessions are written straight into the store and the credential
 //! registry; no container is ever started. The test bodies run git through
@@ -9,6 +12,7 @@
 //! thread, so the runtime's workers keep serving the gateway meanwhile (the
 //! upstream `GitServer` has a thread of its own anyway).
 
+use axum::http::HeaderMap;
 use cc_core::audit::{AuditFilter, AuditRecord};
 use cc_core::{
     AuditStore, Manager, ManagerConfig, PushPolicy, SessionCredentials, SessionId, SessionRecord,
@@ -29,10 +33,69 @@ use common::FakeRuntime;
 
 const OWNER: &str = "alice";
 const REPO: &str = "app";
+/// The user's real Claude API key, which only the upstream may see.
+const USER_KEY: &str = "sk-ant-api03-the-users-real-key";
 
-/// The upstream, the gateway in front of it, and the store behind it.
+/// A request as it reached the fake Anthropic upstream.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    /// Path and query.
+    uri: String,
+    content_length: Option<String>,
+    transfer_encoding: Option<String>,
+    api_key: Option<String>,
+    body: bytes::Bytes,
+}
+
+/// An Anthropic API stand-in that records every request and answers each
+/// with a small message.
+struct FakeAnthropic {
+    url: String,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl FakeAnthropic {
+    async fn start() -> FakeAnthropic {
+        let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: HeaderMap,
+                  body: bytes::Bytes| async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                record.lock().unwrap().push(Seen {
+                    method: method.to_string(),
+                    uri: uri.to_string(),
+                    content_length: header("content-length"),
+                    transfer_encoding: header("transfer-encoding"),
+                    api_key: header("x-api-key"),
+                    body,
+                });
+                axum::Json(serde_json::json!({"type": "message", "content": []}))
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeAnthropic { url, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// The upstreams, the gateway in front of them, and the store behind it.
 struct Relay {
     upstream: GitServer,
+    anthropic: FakeAnthropic,
     /// `http://127.0.0.1:PORT` of the gateway.
     gateway: String,
     manager: Manager<FakeRuntime, HttpAgent, SqliteStore>,
@@ -46,21 +109,30 @@ impl Relay {
     /// An upstream with repository [`REPO`] (`main` holding `README.md`),
     /// and a gateway whose push rules allow `prefixes`.
     async fn start(prefixes: &[&str]) -> Relay {
+        Self::start_with(prefixes, |_| {}).await
+    }
+
+    /// [`Self::start`] with the manager's configuration (the admin's agent
+    /// policy) changed by `configure`.
+    async fn start_with(prefixes: &[&str], configure: impl FnOnce(&mut ManagerConfig)) -> Relay {
+        let anthropic = FakeAnthropic::start().await;
         let upstream = GitServer::start().await.expect("starting the git server");
         upstream
             .create_repo(REPO, &[("README.md", "hello\n")])
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("store")).unwrap();
+        let mut manager_config = ManagerConfig::new("no-image", 1);
+        configure(&mut manager_config);
         let manager = Manager::new(
             FakeRuntime,
             HttpAgent::new().unwrap(),
             store.clone(),
-            ManagerConfig::new("no-image", 1),
+            manager_config,
         );
         let mut config = ServerConfig {
             public_url: None,
-            anthropic_upstream: "http://127.0.0.1:9".into(),
+            anthropic_upstream: anthropic.url.clone(),
             check_api_key: false,
             access: Default::default(),
             git: Default::default(),
@@ -77,6 +149,7 @@ impl Relay {
         tokio::spawn(async move { axum::serve(listener, app).await });
         Relay {
             upstream,
+            anthropic,
             gateway: format!("http://{addr}"),
             manager,
             store,
@@ -118,7 +191,7 @@ impl Relay {
         self.manager.credentials().insert(SessionCredentials {
             session_id: id.clone(),
             token: token.clone(),
-            claude_api_key: "sk-ant-unused".into(),
+            claude_api_key: USER_KEY.into(),
             repo_token: None,
             egress: Default::default(),
             repo_url,
@@ -129,6 +202,11 @@ impl Relay {
     /// The relay URL of a session's repository.
     fn url(&self, id: &SessionId) -> String {
         format!("{}/git/{id}", self.gateway)
+    }
+
+    /// The Anthropic relay URL of `path` (`v1/messages`) for a session.
+    fn anthropic(&self, id: &SessionId, path: &str) -> String {
+        format!("{}/anthropic/{id}/{path}", self.gateway)
     }
 
     /// The session's `git.push` audit records, oldest first.
@@ -527,4 +605,318 @@ async fn a_push_beyond_gits_post_buffer_is_checked_and_relayed_whole() {
     assert_eq!(relay.upstream_git(&["rev-parse", &own]), big);
     assert_eq!(relay.file(&own, "big.txt").len(), noise.len());
     assert_eq!(outcomes(&relay.pushes(&id).await), ["ok", "ok"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_fetch_and_push_work_against_a_server_that_needs_a_content_length() {
+    let relay = Relay::start(&["claudecluster/"]).await;
+    relay.upstream.require_content_length();
+    // The server really refuses a chunked body.
+    let chunked = reqwest::Client::new()
+        .post(format!("{}/git-upload-pack", relay.upstream.url(REPO)))
+        .header("content-type", "application/x-git-upload-pack-request")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter([
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0000")),
+        ])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunked.status(), 411);
+    assert_eq!(relay.upstream.length_required_count(), 1);
+
+    let (id, token) = relay.session(None).await;
+    let own = format!("claudecluster/{id}");
+    let work = Clone::of(&relay.url(&id), Some(&token));
+    assert_eq!(work.ok(&["show", "HEAD:README.md"]), "hello");
+    work.ok(&["checkout", "--quiet", "-b", &own]);
+    work.commit("feature.txt", "v1\n");
+    let (ok, out) = work.push(&["--set-upstream", &own]);
+    assert!(ok, "{out}");
+    let v2 = work.commit("feature.txt", "v2\n");
+    let (ok, out) = work.push(&[&own]);
+    assert!(ok, "{out}");
+    assert_eq!(relay.upstream_git(&["rev-parse", &own]), v2);
+
+    let maintainer = Clone::of(&relay.upstream.url(REPO), None);
+    let moved = maintainer.commit("notes.txt", "from upstream\n");
+    let (ok, out) = maintainer.push(&["main"]);
+    assert!(ok, "{out}");
+    work.ok(&["fetch", "--quiet", "origin"]);
+    assert_eq!(work.ok(&["rev-parse", "origin/main"]), moved);
+
+    assert_eq!(relay.upstream.length_required_count(), 1, "only the probe");
+    assert_eq!(outcomes(&relay.pushes(&id).await), ["ok", "ok"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anthropic_relay_forwards_a_body_with_its_length_and_the_users_key() {
+    let relay = Relay::start(&[]).await;
+    let (id, token) = relay.session(None).await;
+    let http = reqwest::Client::new();
+    let body = r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
+    let resp = http
+        .post(relay.anthropic(&id, "v1/messages?beta=true"))
+        .header("x-api-key", &token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // A body sent chunked arrives whole, framed either way.
+    let (head, tail) = body.split_at(20);
+    let resp = http
+        .post(relay.anthropic(&id, "v1/messages/count_tokens"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter([
+            Ok::<_, std::io::Error>(head.to_owned()),
+            Ok(tail.to_owned()),
+        ])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let seen = relay.anthropic.seen();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    let length = body.len().to_string();
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].uri.as_str()),
+        ("POST", "/v1/messages?beta=true")
+    );
+    assert_eq!(seen[0].content_length.as_deref(), Some(length.as_str()));
+    assert_eq!(seen[0].transfer_encoding, None);
+    assert_eq!(seen[1].uri, "/v1/messages/count_tokens");
+    for s in &seen {
+        assert_eq!(s.body, body.as_bytes());
+        assert_eq!(s.api_key.as_deref(), Some(USER_KEY));
+    }
+}
+
+/// One HTTP/1.1 request with its path exactly as given (an HTTP client
+/// would normalise dot segments away); its status and JSON body.
+async fn raw_request(
+    gateway: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gateway.strip_prefix("http://").unwrap();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+/// An Anthropic error's `error.type` and `error.message`.
+fn anthropic_error(body: &serde_json::Value) -> (&str, &str) {
+    assert_eq!(body["type"], "error", "{body}");
+    let field = |name: &str| body["error"][name].as_str().unwrap_or("");
+    (field("type"), field("message"))
+}
+
+fn message_body(model: &str) -> String {
+    serde_json::json!({
+        "model": model,
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hi"}],
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_the_admin_does_not_allow_never_reaches_the_upstream() {
+    let relay = Relay::start_with(&[], |c| {
+        c.agent.allowed_models = vec!["claude-sonnet-4-5".into()];
+    })
+    .await;
+    let (id, token) = relay.session(None).await;
+    let base = format!("/anthropic/{id}");
+    for path in ["v1/messages?beta=true", "v1/messages/count_tokens"] {
+        let (status, body) = raw_request(
+            &relay.gateway,
+            "POST",
+            &format!("{base}/{path}"),
+            &token,
+            &message_body("claude-opus-4-1"),
+        )
+        .await;
+        assert_eq!(status, 403, "{path}: {body}");
+        let (kind, message) = anthropic_error(&body);
+        assert_eq!(kind, "permission_error");
+        assert!(
+            message.contains("\"claude-opus-4-1\" is not allowed")
+                && message.contains("claude-sonnet-4-5"),
+            "{message}"
+        );
+    }
+    for (body, reason) in [
+        (r#"{"max_tokens":16}"#.to_owned(), "names no model"),
+        ("not json".to_owned(), "not a JSON object"),
+    ] {
+        let path = format!("{base}/v1/messages");
+        let (status, answer) = raw_request(&relay.gateway, "POST", &path, &token, &body).await;
+        assert_eq!(status, 400, "{answer}");
+        let (kind, message) = anthropic_error(&answer);
+        assert_eq!(kind, "invalid_request_error");
+        assert!(message.contains(reason), "{message}");
+    }
+    assert!(
+        relay.anthropic.seen().is_empty(),
+        "{:#?}",
+        relay.anthropic.seen()
+    );
+
+    let path = format!("{base}/v1/messages");
+    let allowed = message_body("claude-sonnet-4-5");
+    let (status, body) = raw_request(&relay.gateway, "POST", &path, &token, &allowed).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = relay.anthropic.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, allowed.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_endpoints_claude_code_calls_are_relayed_whatever_the_spelling() {
+    let relay = Relay::start(&[]).await;
+    let (id, token) = relay.session(None).await;
+    let base = format!("/anthropic/{id}");
+    let body = message_body("claude-sonnet-4-5");
+    // Not relayed: 404 naming what is.
+    for (method, path) in [
+        ("GET", "v1/files"),
+        ("POST", "v1/files"),
+        ("GET", "v1/models"),
+        ("GET", "v1/messages"),
+        ("POST", "v1/messages/batches"),
+        ("POST", "v1/complete"),
+        ("POST", "v2/messages"),
+    ] {
+        let (status, answer) = raw_request(
+            &relay.gateway,
+            method,
+            &format!("{base}/{path}"),
+            &token,
+            &body,
+        )
+        .await;
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+        let (kind, message) = anthropic_error(&answer);
+        assert_eq!(kind, "not_found_error");
+        assert!(
+            message.contains("relays only POST /v1/messages and POST /v1/messages/count_tokens"),
+            "{message}"
+        );
+    }
+    // Spellings that could reach another endpoint: 400.
+    for path in [
+        "v1/..%2Ffoo",
+        "v1/..%2ffiles",
+        "v1/messages/..%2F..%2Fv1%2Ffiles",
+        "v1/%2E%2E/files",
+        "v1/messages%5C..%5Cfiles",
+        "v1/messages/../files",
+        "v1/./messages",
+        "v1/../v1/messages",
+    ] {
+        let (status, answer) = raw_request(
+            &relay.gateway,
+            "POST",
+            &format!("{base}/{path}"),
+            &token,
+            &body,
+        )
+        .await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert_eq!(
+            anthropic_error(&answer).0,
+            "invalid_request_error",
+            "{path}"
+        );
+    }
+    // And nothing at all without the session's token.
+    let (status, answer) = raw_request(
+        &relay.gateway,
+        "GET",
+        &format!("{base}/v1/files"),
+        "wrong",
+        "",
+    )
+    .await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(anthropic_error(&answer).0, "authentication_error");
+    assert!(
+        relay.anthropic.seen().is_empty(),
+        "{:#?}",
+        relay.anthropic.seen()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_call_is_refused_once_the_users_budget_is_spent() {
+    let relay = Relay::start_with(&[], |c| c.agent.max_user_budget_usd = Some(1.0)).await;
+    let (id, token) = relay.session(None).await;
+    let path = format!("/anthropic/{id}/v1/messages");
+    let body = message_body("claude-sonnet-4-5");
+    let (status, answer) = raw_request(&relay.gateway, "POST", &path, &token, &body).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Another session of the same user spent more than the user may.
+    let (other, _) = relay.session(None).await;
+    let mut spent = relay.store.get_session(&other).await.unwrap().unwrap();
+    spent.state = SessionState::Terminated;
+    spent.usage.totals.cost_usd = 1.25;
+    relay.store.update_session(&spent).await.unwrap();
+
+    let (status, answer) = raw_request(&relay.gateway, "POST", &path, &token, &body).await;
+    assert_eq!(status, 403, "{answer}");
+    let (kind, message) = anthropic_error(&answer);
+    assert_eq!(kind, "permission_error");
+    assert!(
+        message.contains("spent 1.2500 USD of the 1 USD") && message.contains("per user"),
+        "{message}"
+    );
+    assert_eq!(relay.anthropic.seen().len(), 1, "only the call before");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_call_beyond_the_size_limit_or_compressed_is_refused_unread() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = Relay::start(&[]).await;
+    let (id, token) = relay.session(None).await;
+    let addr = relay.gateway.strip_prefix("http://").unwrap();
+    for (extra, status, kind) in [
+        ("content-length: 40000000\r\n", "413", "request_too_large"),
+        (
+            "content-length: 4\r\ncontent-encoding: gzip\r\n",
+            "415",
+            "invalid_request_error",
+        ),
+    ] {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /anthropic/{id}/v1/messages HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {token}\r\n\
+             content-type: application/json\r\n{extra}connection: close\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(&answer[9..12], status, "{answer}");
+        assert!(answer.contains(kind), "{answer}");
+    }
+    assert!(relay.anthropic.seen().is_empty());
 }

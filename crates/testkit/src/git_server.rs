@@ -14,6 +14,8 @@
 //! the pipe; `CONTENT_LENGTH` is only set when the client sent a
 //! `Content-Length`, otherwise `git http-backend` reads to EOF), and the
 //! CGI's stdout is streamed back after its header block is parsed.
+//! [`GitServer::require_content_length`] makes it refuse chunked bodies
+//! with 411, as a CGI wrapper that cannot stream them does.
 //!
 //! The repository helpers ([`GitServer::create_repo`], [`GitServer::show`],
 //! ...) are synchronous: they run the git CLI directly on the bare
@@ -75,6 +77,11 @@ struct Shared {
     by_path: Mutex<HashMap<String, u64>>,
     /// The `Authorization` value every request must carry, when set.
     required_auth: Mutex<Option<String>>,
+    /// Refuse request bodies without a `Content-Length` (411), as `git
+    /// http-backend` behind a CGI wrapper that will not stream one does.
+    require_length: std::sync::atomic::AtomicBool,
+    /// Requests refused for that.
+    refused_unframed: AtomicU64,
 }
 
 impl Shared {
@@ -136,6 +143,8 @@ impl GitServer {
             total: AtomicU64::new(0),
             by_path: Mutex::new(HashMap::new()),
             required_auth: Mutex::new(None),
+            require_length: Default::default(),
+            refused_unframed: AtomicU64::new(0),
         });
         let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<SocketAddr>>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -176,6 +185,20 @@ impl GitServer {
             .required_auth
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(format!("Basic {encoded}"));
+    }
+
+    /// From now on, a request whose body comes without a `Content-Length`
+    /// (sent chunked, or a POST with no length at all) is answered `411
+    /// Length Required`, the way a CGI server that cannot pass a chunked
+    /// body to `git http-backend` answers. git itself sends a length for
+    /// every body within its `http.postBuffer` (1 MiB).
+    pub fn require_content_length(&self) {
+        self.shared.require_length.store(true, Ordering::Relaxed);
+    }
+
+    /// Requests refused with 411 (see [`Self::require_content_length`]).
+    pub fn length_required_count(&self) -> u64 {
+        self.shared.refused_unframed.load(Ordering::Relaxed)
     }
 
     /// The bound address.
@@ -395,6 +418,13 @@ async fn handle(
                 .into_response();
         }
     }
+    if shared.require_length.load(Ordering::Relaxed) && !has_length(&req) {
+        shared.refused_unframed.fetch_add(1, Ordering::Relaxed);
+        return plain(
+            StatusCode::LENGTH_REQUIRED,
+            "a Content-Length is required\n",
+        );
+    }
     let method = req.method().clone();
     let span = tracing::debug_span!("git_http", %method, path = %raw_path);
     let _enter = span.enter();
@@ -450,6 +480,16 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// Whether the request's body is framed by a `Content-Length`: a chunked
+/// body is not, nor a POST without any length.
+fn has_length(req: &Request) -> bool {
+    let headers = req.headers();
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return false;
+    }
+    headers.contains_key(header::CONTENT_LENGTH) || req.method() != axum::http::Method::POST
 }
 
 /// CGI meta-variables derived from the request headers.

@@ -60,6 +60,7 @@ pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
             events: events.clone(),
             record: record_rx,
             activity: activity.clone(),
+            budget_usd: super::usage::session_budget(&init),
         },
     );
     let actor = Actor::new(inner.clone(), record, record_tx, events, endpoint, init)

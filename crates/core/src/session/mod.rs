@@ -81,6 +81,8 @@ pub(crate) struct Handle {
     events: broadcast::Sender<ServerMessage>,
     record: watch::Receiver<SessionRecord>,
     activity: Arc<Activity>,
+    /// The session's `--max-budget-usd` (its actor holds the rest of init).
+    budget_usd: Option<f64>,
 }
 
 impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
@@ -179,6 +181,25 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             .get_session(&id)
             .await?
             .ok_or_else(|| CoreError::NotFound(id.to_string()))
+    }
+
+    /// Refuses (`403 budget_exhausted`) once the session has spent its
+    /// budget or its owner the administrator's per-user budget: the checks
+    /// every turn passes, for the gateway to make before each model call it
+    /// relays. Does not count as a use of the session.
+    pub async fn check_budget(&self, id: &SessionId) -> Result<(), CoreError> {
+        let (record, budget) = match self.inner.handle(id) {
+            Some(h) => (h.record.borrow().clone(), h.budget_usd),
+            None => match self.inner.store.get_session(id).await? {
+                Some(record) => (record, None),
+                None => return Err(CoreError::NotFound(id.to_string())),
+            },
+        };
+        usage::check_session_budget(budget, &record.usage)?;
+        if let Some(limit) = self.inner.config.agent.max_user_budget_usd {
+            usage::check_user_budget(&self.inner.store, &record.owner, limit).await?;
+        }
+        Ok(())
     }
 
     /// Sessions, newest first.

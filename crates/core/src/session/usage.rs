@@ -28,12 +28,23 @@ pub(crate) fn check_budget(
     init: &cc_wire::sessiond::InitRequest,
     usage: &SessionUsage,
 ) -> Result<(), crate::error::CoreError> {
+    check_session_budget(session_budget(init), usage)
+}
+
+/// The session's `--max-budget-usd`, if it has one.
+pub(crate) fn session_budget(init: &cc_wire::sessiond::InitRequest) -> Option<f64> {
     let args = &init.claude.args;
-    let budget = args
-        .iter()
+    args.iter()
         .rposition(|a| a == "--max-budget-usd")
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse::<f64>().ok());
+        .and_then(|v| v.parse::<f64>().ok())
+}
+
+/// Refuses once `usage` reached `budget` (USD).
+pub(crate) fn check_session_budget(
+    budget: Option<f64>,
+    usage: &SessionUsage,
+) -> Result<(), crate::error::CoreError> {
     match budget {
         Some(b) if usage.totals.cost_usd >= b => Err(crate::error::CoreError::forbidden(
             "budget_exhausted",

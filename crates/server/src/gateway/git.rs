@@ -6,7 +6,9 @@
 //! push rules ([`super::push`]); a refusal is audited.
 
 use super::push::{self, PushRequest, Reservation, MAX_PUSH_BYTES};
-use super::{authenticate, refuse, relay_response, streamed_body, GatewayState};
+use super::{
+    authenticate, read_whole, refuse, relay_response, with_streamed_body, BodyError, GatewayState,
+};
 use crate::auth::container_audit::SYSTEM_ACTOR;
 use crate::auth::{audit_to, Audit, ClientIp};
 use crate::ServerStore;
@@ -70,18 +72,17 @@ pub(super) async fn relay<R: Runtime, S: ServerStore>(
     if let Some(header) = auth_header(&creds) {
         upstream = upstream.header("authorization", header);
     }
-    let (body, pushed) = if is_push {
+    // A push is read whole to be checked, and leaves with its length; the
+    // rest is streamed as the client framed it.
+    let (upstream, pushed) = if is_push {
         match checked_push(&st, &session, &creds, req).await {
-            Ok(allowed) => {
-                let body = reqwest::Body::from(allowed.body.clone());
-                (body, Some(allowed))
-            }
+            Ok(allowed) => (upstream.body(allowed.body.clone()), Some(allowed)),
             Err(refusal) => return refusal,
         }
     } else {
-        (streamed_body(req), None)
+        (with_streamed_body(upstream, req), None)
     };
-    let answer = upstream.body(body).send().await;
+    let answer = upstream.send().await;
     // Dropping `pushed` afterwards gives its memory back.
     if let Some(refs) = pushed.as_ref().and_then(|p| p.refs.clone()) {
         // The upstream's per-ref verdict is inside its answer; its HTTP
@@ -132,42 +133,32 @@ struct Allowed {
     _held: Reservation,
 }
 
-/// The whole request body, uncompressed, within [`MAX_PUSH_BYTES`] and the
-/// gateway's memory for pushes in flight.
+/// The whole push request, within [`MAX_PUSH_BYTES`] and the gateway's
+/// memory for pushes in flight; else the status and reason to refuse it.
 async fn read_body(
     req: Request,
     held: &mut Reservation,
 ) -> Result<bytes::Bytes, (StatusCode, String)> {
-    use futures_util::StreamExt;
-    let encoded = req
-        .headers()
-        .get("content-encoding")
-        .is_some_and(|v| v.as_bytes() != b"identity");
-    if encoded {
-        let reason = "compressed push requests are not supported";
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, reason.to_owned()));
-    }
-    let mut stream = req.into_body().into_data_stream();
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            (
+    read_whole(req, held, MAX_PUSH_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::Compressed => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "compressed push requests are not supported".to_owned(),
+            ),
+            BodyError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a push is limited to {} MiB", MAX_PUSH_BYTES >> 20),
+            ),
+            BodyError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway is taking in other large pushes; try again in a moment".to_owned(),
+            ),
+            BodyError::Broken(e) => (
                 StatusCode::BAD_REQUEST,
                 format!("the push request broke off: {e}"),
-            )
-        })?;
-        let len = body.len() + chunk.len();
-        if len > MAX_PUSH_BYTES {
-            let reason = format!("a push is limited to {} MiB", MAX_PUSH_BYTES >> 20);
-            return Err((StatusCode::PAYLOAD_TOO_LARGE, reason));
-        }
-        if !held.grow_to(len) {
-            let reason = "the gateway is taking in other large pushes; try again in a moment";
-            return Err((StatusCode::SERVICE_UNAVAILABLE, reason.to_owned()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+            ),
+        })
 }
 
 /// Reads a push and checks it; what to forward, or the answer that refuses

@@ -4,7 +4,8 @@
 //! gateway address. Every request must carry the session's token; the
 //! gateway adds the real credentials on the way out, so they never enter
 //! the container.
-//! - `/anthropic/{session}/v1/...`: relay to the Anthropic API
+//! - `/anthropic/{session}/v1/messages` (and `.../count_tokens`): relay
+//!   to the Anthropic API under the admin's model policy and budgets
 //!   ([`anthropic`]);
 //! - `/git/{session}/{info/refs | git-upload-pack | git-receive-pack}`:
 //!   relay to the session's repository ([`git`]), pushes only under the
@@ -20,6 +21,7 @@ use crate::auth::Access;
 use crate::ServerStore;
 use crate::{AppManager, ServerConfig};
 use axum::body::Body;
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, HeaderName, Response, StatusCode};
 use axum::routing::any;
 use axum::Router;
@@ -42,6 +44,8 @@ pub struct GatewayState<R, S> {
     pub default_branches: Arc<Mutex<HashMap<SessionId, String>>>,
     /// Memory for push bodies, all sessions together.
     pub push_budget: Arc<push::PushBudget>,
+    /// Memory for Anthropic request bodies, all sessions together.
+    pub body_budget: Arc<push::PushBudget>,
 }
 
 impl<R, S> Clone for GatewayState<R, S> {
@@ -55,6 +59,7 @@ impl<R, S> Clone for GatewayState<R, S> {
             push_locks: self.push_locks.clone(),
             default_branches: self.default_branches.clone(),
             push_budget: self.push_budget.clone(),
+            body_budget: self.body_budget.clone(),
         }
     }
 }
@@ -89,6 +94,7 @@ pub fn router<R: Runtime, S: ServerStore>(
         push_locks: Arc::default(),
         default_branches: Arc::default(),
         push_budget: Arc::new(push::PushBudget::new(push::MAX_PUSH_BYTES_IN_FLIGHT)),
+        body_budget: Arc::new(push::PushBudget::new(anthropic::MAX_BODIES_IN_FLIGHT)),
     };
     Router::new()
         .route(
@@ -132,10 +138,23 @@ fn relay_response(resp: reqwest::Response) -> Response<Body> {
         .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "bad upstream response"))
 }
 
+/// A refusal in the Anthropic API's error shape (`{"type": "error",
+/// "error": {"type", "message"}}`), which Claude Code reads and shows; the
+/// error type is the one the Anthropic API gives for the status.
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
+    let kind = match status.as_u16() {
+        400 | 411 | 415 => "invalid_request_error",
+        401 | 407 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    };
     let body = serde_json::json!({
         "type": "error",
-        "error": { "type": "gateway_error", "message": message },
+        "error": { "type": kind, "message": message },
     });
     Response::builder()
         .status(status)
@@ -161,13 +180,78 @@ fn authenticate<R: Runtime, S: Store>(
     }
 }
 
-/// The request's body, streamed to the upstream as it arrives.
-fn streamed_body(req: axum::extract::Request) -> reqwest::Body {
-    reqwest::Body::wrap_stream(
+/// Sets the request's body on the way upstream, streamed as it arrives and
+/// framed as the client framed it: a body that came with a `Content-Length`
+/// leaves with the same length (a git server behind a CGI wrapper reads
+/// only that many bytes, and an empty body without it), one that came
+/// chunked leaves chunked. hyper has already checked that the client's
+/// length is one number, and ends the body with an error if fewer bytes
+/// arrive, so the upstream never gets a body shorter than announced.
+fn with_streamed_body(
+    upstream: reqwest::RequestBuilder,
+    req: axum::extract::Request,
+) -> reqwest::RequestBuilder {
+    use axum::body::HttpBody as _;
+    let declared = req.headers().contains_key(CONTENT_LENGTH);
+    let upstream = match req.body().size_hint().exact() {
+        Some(length) if declared => upstream.header(CONTENT_LENGTH, length),
+        _ => upstream,
+    };
+    upstream.body(reqwest::Body::wrap_stream(
         req.into_body()
             .into_data_stream()
             .map_err(std::io::Error::other),
-    )
+    ))
+}
+
+/// Why a request body was not read whole ([`read_whole`]).
+enum BodyError {
+    /// It came with a `Content-Encoding`: what it says cannot be checked.
+    Compressed,
+    /// Longer than the relay takes (declared or as it arrived).
+    TooLarge,
+    /// The gateway's memory for bodies in flight is taken.
+    Busy,
+    /// The client broke off; the cause.
+    Broken(String),
+}
+
+/// The whole request body, unencoded, of at most `max` bytes, held within
+/// the gateway's memory for bodies in flight (`held` grows as it arrives).
+async fn read_whole(
+    req: axum::extract::Request,
+    held: &mut push::Reservation,
+    max: usize,
+) -> Result<bytes::Bytes, BodyError> {
+    use futures_util::StreamExt;
+    let headers = req.headers();
+    let encoded = headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    if encoded {
+        return Err(BodyError::Compressed);
+    }
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut stream = req.into_body().into_data_stream();
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
+        let len = body.len() + chunk.len();
+        if len > max {
+            return Err(BodyError::TooLarge);
+        }
+        if !held.grow_to(len) {
+            return Err(BodyError::Busy);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// The bearer token of a request, from `x-api-key` or `Authorization`.

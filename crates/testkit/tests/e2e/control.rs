@@ -328,6 +328,32 @@ async fn max_turns_stops_a_turn_and_interrupt_ends_a_slow_one() -> anyhow::Resul
     Ok(())
 }
 
+/// `POST /v1/messages` straight to the gateway with the session's own
+/// token, as a process in its container could: the status and the error
+/// message.
+async fn direct_model_call(h: &Harness, id: &str) -> anyhow::Result<(u16, String)> {
+    let sid = cc_core::SessionId::parse(id).expect("a session ID");
+    let creds = h.manager.credentials().get(&sid).expect("live credentials");
+    let url = format!(
+        "http://127.0.0.1:{}/anthropic/{id}/v1/messages",
+        h.manager.config().gateway_port
+    );
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("x-api-key", creds.token.expose())
+        .json(&serde_json::json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await?;
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    Ok((status, message.to_owned()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_budget_stops_a_turn() -> anyhow::Result<()> {
     let h = Harness::start_configured(
@@ -376,8 +402,22 @@ async fn max_budget_stops_a_turn() -> anyhow::Result<()> {
         other => panic!("expected a 403, got {other:?}"),
     }
 
+    // Nor does the relay take the session's model calls: calling the API
+    // directly with the session's token spends nothing more.
+    let calls = h.model.requests().len();
+    let (status, message) = direct_model_call(&h, &id).await?;
+    assert_eq!(status, 403, "{message}");
+    assert!(
+        message.contains("maxBudgetUsd: the session has spent"),
+        "{message}"
+    );
+
     // The user's budget (0.04 USD) is spent now: the other session takes no
-    // more turns, and no new session starts.
+    // more turns nor model calls, and no new session starts.
+    let (status, message) = direct_model_call(&h, &other).await?;
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("per user"), "{message}");
+    assert_eq!(h.model.requests().len(), calls, "no call reached the model");
     match h.client.command(&other, "say: on the user's budget").await {
         Err(ClientError::Api {
             status,

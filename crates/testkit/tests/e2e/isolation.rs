@@ -2,6 +2,7 @@
 //! a probe script through its Bash tool (scripted by the model double).
 
 use super::{ready_session, run_turn};
+use cc_testkit::harness::HarnessOptions;
 use cc_testkit::harness::{output_text, summary};
 use cc_testkit::Harness;
 use std::process::Command;
@@ -80,6 +81,51 @@ async fn a_session_reaches_only_its_gateway_and_holds_no_secrets() -> anyhow::Re
         !rules.contains(&format!("claudecluster:{prefix}{b}")),
         "{rules}"
     );
+    h.shutdown().await;
+    Ok(())
+}
+
+/// The model sessions may use in the relay test.
+const ALLOWED_MODEL: &str = "claude-sonnet-4-5";
+
+/// Calls from inside the session straight to its Anthropic relay, with the
+/// session's own token (bash's `/dev/tcp`, the image has no curl): one
+/// `RELAY` line with each answer's status.
+fn relay_probe() -> String {
+    let body =
+        r#"{"model":"claude-opus-4-1","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#;
+    format!(
+        r#"bash: gwhp=${{ANTHROPIC_BASE_URL#http://}}; base=/${{gwhp#*/}}; gwhp=${{gwhp%%/*}}; call() {{ exec 3<>/dev/tcp/${{gwhp%:*}}/${{gwhp#*:}} && printf '%s %s HTTP/1.1\r\nhost: gw\r\nx-api-key: %s\r\ncontent-type: application/json\r\ncontent-length: %s\r\nconnection: close\r\n\r\n%s' "$1" "$base/$2" "$ANTHROPIC_API_KEY" "${{#3}}" "$3" >&3 && head -1 <&3 | cut -d' ' -f2; exec 3<&-; }}; B='{body}'; echo "RELAY opus=$(call POST v1/messages "$B") files=$(call GET v1/files '') escape=$(call POST 'v1/..%2Fv1/messages' "$B")""#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_calls_the_anthropic_api_only_for_allowed_models_and_endpoints(
+) -> anyhow::Result<()> {
+    let h = Harness::start_configured(HarnessOptions::default(), |c| {
+        c.agent.allowed_models = vec![ALLOWED_MODEL.into()];
+        c.agent.default_model = Some(ALLOWED_MODEL.into());
+    })
+    .await?;
+    let (id, mut ws, _) = ready_session(&h, "relay").await?;
+    let turn = run_turn(&mut ws, &relay_probe()).await?;
+    let text = output_text(&turn);
+    let line = text
+        .lines()
+        .find(|l| l.contains("RELAY opus="))
+        .unwrap_or_else(|| panic!("no probe line: {}", summary(&turn)));
+    for fact in ["opus=403", "files=404", "escape=400"] {
+        assert!(line.contains(fact), "{fact} not in {line}");
+    }
+    // Claude Code's own calls went through; the probe's never arrived.
+    let reqs = h.model.requests();
+    assert!(!reqs.is_empty());
+    let paths = ["/v1/messages", "/v1/messages/count_tokens"];
+    for r in &reqs {
+        assert_eq!(r.model, ALLOWED_MODEL, "{r:?}");
+        assert!(paths.contains(&r.path.as_str()), "{r:?}");
+    }
+    h.client.delete(&id).await?;
     h.shutdown().await;
     Ok(())
 }
