@@ -46,6 +46,14 @@ impl Relay {
     /// An upstream with repository [`REPO`] (`main` holding `README.md`),
     /// and a gateway whose push rules allow `prefixes`.
     async fn start(prefixes: &[&str]) -> Relay {
+        Self::start_with(PushPolicy {
+            prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+        })
+        .await
+    }
+
+    /// [`Self::start`] with these push rules.
+    async fn start_with(push: PushPolicy) -> Relay {
         let upstream = GitServer::start().await.expect("starting the git server");
         upstream
             .create_repo(REPO, &[("README.md", "hello\n")])
@@ -65,9 +73,7 @@ impl Relay {
             access: Default::default(),
             git: Default::default(),
         };
-        config.git.push = PushPolicy {
-            prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
-        };
+        config.git.push = push;
         let mirrors = dir.path().join("mirrors");
         config.git.mirror_dir = Some(mirrors.clone());
         let access = Arc::new(Access::new(config.access.clone()));
@@ -265,7 +271,7 @@ fn outcomes(records: &[AuditRecord]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_pushes_reach_the_upstream_and_the_mirror_fetches_only_when_it_lacks_history() {
-    let relay = Relay::start(&["claudecluster/", "bots/"]).await;
+    let relay = Relay::start(&["bots/"]).await;
     let (id, token) = relay.session(None).await;
     let own = format!("claudecluster/{id}");
     let work = Clone::of(&relay.url(&id), Some(&token));
@@ -353,7 +359,7 @@ async fn allowed_pushes_reach_the_upstream_and_the_mirror_fetches_only_when_it_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_pushes_are_rejected_with_their_reason_and_audited() {
-    let relay = Relay::start(&["claudecluster/"]).await;
+    let relay = Relay::start(&[]).await;
     let (id, token) = relay.session(None).await;
     let own = format!("claudecluster/{id}");
     let work = Clone::of(&relay.url(&id), Some(&token));
@@ -424,8 +430,82 @@ async fn forbidden_pushes_are_rejected_with_their_reason_and_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cannot_push_to_another_sessions_branch() {
+    // The default rules, and rules built in code with the sessions' own
+    // prefix (`serve` refuses that one at startup).
+    for push in [
+        PushPolicy::default(),
+        PushPolicy {
+            prefixes: vec!["claudecluster/".into()],
+        },
+    ] {
+        let relay = Relay::start_with(push).await;
+        let (alice, alice_token) = relay.session(None).await;
+        let (bob, bob_token) = relay.session(None).await;
+        let bobs = format!("claudecluster/{bob}");
+
+        // Bob's branch exists, with Bob's work on it.
+        let bob_work = Clone::of(&relay.url(&bob), Some(&bob_token));
+        bob_work.ok(&["checkout", "--quiet", "-b", &bobs]);
+        let bob_tip = bob_work.commit(
+            "bob.txt", "bob
+",
+        );
+        let (ok, out) = bob_work.push(&[&bobs]);
+        assert!(ok, "{out}");
+
+        // Alice fast-forwards it, creates a branch under it, and creates
+        // the branch of a session that has not pushed yet: all refused.
+        let alice_work = Clone::of(&relay.url(&alice), Some(&alice_token));
+        alice_work.ok(&["fetch", "--quiet", "origin", &bobs]);
+        alice_work.ok(&["checkout", "--quiet", "-b", "steal", "FETCH_HEAD"]);
+        alice_work.commit(
+            "alice.txt",
+            "alice
+",
+        );
+        let unborn = format!("claudecluster/{}", SessionId::generate());
+        for target in [
+            format!("refs/heads/{bobs}"),
+            format!("refs/heads/{bobs}/x"),
+            format!("refs/heads/{unborn}"),
+        ] {
+            let (ok, out) = alice_work.push(&[&format!("HEAD:{target}")]);
+            assert!(!ok, "{target} was accepted: {out}");
+            assert!(out.contains("! [remote rejected]"), "{target}: {out}");
+            assert!(
+                out.contains("belongs to another session"),
+                "{target}: {out}"
+            );
+            assert!(out.contains(&format!("claudecluster/{alice}")), "{out}");
+        }
+        assert_eq!(relay.upstream_git(&["rev-parse", &bobs]), bob_tip);
+        assert_eq!(relay.branches(), [bobs.as_str(), "main"]);
+
+        // Her own branch and a branch under it are hers.
+        let own = format!("claudecluster/{alice}");
+        let (ok, out) = alice_work.push(&[&format!("HEAD:refs/heads/{own}")]);
+        assert!(ok, "{out}");
+        let (ok, out) = alice_work.push(&[&format!("HEAD:refs/heads/{own}-2")]);
+        assert!(!ok && out.contains("belongs to another session"), "{out}");
+        let audited = relay.pushes(&alice).await;
+        assert_eq!(
+            outcomes(&audited),
+            [
+                "push_refused",
+                "push_refused",
+                "push_refused",
+                "ok",
+                "push_refused"
+            ],
+            "{audited:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_records_branch_is_its_base_even_under_an_allowed_prefix() {
-    let relay = Relay::start(&["claudecluster/", "bots/"]).await;
+    let relay = Relay::start(&["bots/"]).await;
     relay
         .upstream
         .create_branch(REPO, "bots/base", &[("base.txt", "base\n")])
@@ -458,7 +538,7 @@ async fn the_session_records_branch_is_its_base_even_under_an_allowed_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_the_sessions_token_or_for_other_services_are_refused() {
-    let relay = Relay::start(&["claudecluster/"]).await;
+    let relay = Relay::start(&[]).await;
     let (id, token) = relay.session(None).await;
     let (_, other_token) = relay.session(None).await;
     let http = reqwest::Client::new();
@@ -498,7 +578,7 @@ async fn requests_without_the_sessions_token_or_for_other_services_are_refused()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_beyond_gits_post_buffer_is_checked_and_relayed_whole() {
-    let relay = Relay::start(&["claudecluster/"]).await;
+    let relay = Relay::start(&[]).await;
     let (id, token) = relay.session(None).await;
     let own = format!("claudecluster/{id}");
     let work = Clone::of(&relay.url(&id), Some(&token));
