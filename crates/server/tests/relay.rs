@@ -608,3 +608,52 @@ async fn a_push_beyond_gits_post_buffer_is_checked_and_relayed_whole() {
     assert_eq!(relay.file(&own, "big.txt").len(), noise.len());
     assert_eq!(outcomes(&relay.pushes(&id).await), ["ok", "ok"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_fetch_follows_no_redirect_so_the_token_goes_nowhere_else() {
+    use base64::Engine as _;
+    // Where a hostile (or moved) upstream points: a server that would
+    // serve the same repository to anyone holding the token.
+    let elsewhere = GitServer::start().await.unwrap();
+    elsewhere
+        .create_repo(REPO, &[("README.md", "hello\n")])
+        .unwrap();
+    let upstream = GitServer::start().await.unwrap();
+    upstream
+        .create_repo(REPO, &[("README.md", "hello\n")])
+        .unwrap();
+    let main = stdout(&run_git(
+        &upstream.repo_path(REPO).unwrap(),
+        None,
+        &["rev-parse", "main"],
+    ));
+    upstream.redirect_to(&format!("http://{}", elsewhere.addr()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = cc_server::gateway::push::Mirrors::new(dir.path().join("mirrors"));
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("x-access-token:repo-secret")
+    );
+    // The mirror lacks `main`, so preparing it fetches from the upstream.
+    let fetched = mirrors
+        .prepare(
+            &SessionId::generate(),
+            &upstream.url(REPO),
+            Some(&auth),
+            &[&main],
+            &[],
+        )
+        .await;
+    let err = fetched.expect_err("a redirected fetch must fail");
+    assert!(
+        !err.contains("repo-secret") && !err.contains(&auth),
+        "{err}"
+    );
+    assert!(upstream.request_count() > 0, "the upstream was asked");
+    assert_eq!(
+        elsewhere.request_count(),
+        0,
+        "the redirect was followed: {err}"
+    );
+}

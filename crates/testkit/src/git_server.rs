@@ -75,6 +75,8 @@ struct Shared {
     by_path: Mutex<HashMap<String, u64>>,
     /// The `Authorization` value every request must carry, when set.
     required_auth: Mutex<Option<String>>,
+    /// Base URL every request is redirected to, when set.
+    redirect: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -136,6 +138,7 @@ impl GitServer {
             total: AtomicU64::new(0),
             by_path: Mutex::new(HashMap::new()),
             required_auth: Mutex::new(None),
+            redirect: Mutex::new(None),
         });
         let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<SocketAddr>>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -176,6 +179,17 @@ impl GitServer {
             .required_auth
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(format!("Basic {encoded}"));
+    }
+
+    /// From now on, every request is answered `302 Found` pointing at the
+    /// same path and query under `base` (e.g. another server's
+    /// `http://127.0.0.1:PORT`), as a moved or hostile server would.
+    pub fn redirect_to(&self, base: &str) {
+        *self
+            .shared
+            .redirect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(base.trim_end_matches('/').to_owned());
     }
 
     /// The bound address.
@@ -376,6 +390,16 @@ async fn handle(
 ) -> Response {
     let raw_path = req.uri().path().to_owned();
     shared.record(&raw_path);
+    let redirect = shared
+        .redirect
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(base) = redirect {
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("{base}{path_and_query}");
+        return (StatusCode::FOUND, [(header::LOCATION, location)], "moved\n").into_response();
+    }
     let required = shared
         .required_auth
         .lock()

@@ -13,6 +13,8 @@
 //!   bare mirror of the repository on the orchestrator: fetch the branches
 //!   from the upstream, index the pushed pack into it, and ask
 //!   `git merge-base --is-ancestor`. Creating a branch needs no check.
+//!   The mirror's git follows no redirect and sends the repository token
+//!   only to the session's upstream URL.
 //!
 //! A refusal is answered the way a git server answers, with a
 //! `report-status` that names the reason, so `git push` in the container
@@ -380,7 +382,8 @@ async fn fetch(mirror: &Path, upstream: &str, auth_header: Option<&str>) -> Resu
         "+refs/heads/*:refs/heads/*",
         "+refs/tags/*:refs/tags/*",
     ];
-    git(mirror, auth_header, &args, None).await
+    let auth = auth_header.map(|header| UpstreamAuth { upstream, header });
+    git(mirror, auth, &args, None).await
 }
 
 /// Whether every one of `oids` is a commit the mirror holds.
@@ -400,7 +403,20 @@ fn path_arg(p: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("{} is not UTF-8", p.display()))
 }
 
-fn git_command(dir: &Path, auth_header: Option<&str>, args: &[&str]) -> Process {
+/// The repository token for git, as the `Authorization` header to send
+/// to one upstream URL.
+#[derive(Clone, Copy)]
+struct UpstreamAuth<'a> {
+    upstream: &'a str,
+    header: &'a str,
+}
+
+/// git on the orchestrator. It never follows a redirect: the upstream is
+/// the one the session was created for, and a redirect would lead it (and,
+/// since git moves its base URL to the redirect target, the token) to a
+/// server nobody checked. The token is configured for the upstream's URL
+/// only (`http.<url>.extraHeader`), so git sends it to no other host.
+fn git_command(dir: &Path, auth: Option<UpstreamAuth<'_>>, args: &[&str]) -> Process {
     let mut cmd = Process::new("git");
     cmd.current_dir(dir)
         .args(args)
@@ -409,22 +425,29 @@ fn git_command(dir: &Path, auth_header: Option<&str>, args: &[&str]) -> Process 
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(header) = auth_header {
-        // Through the environment, so the token is in no argv and no file.
-        cmd.env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env("GIT_CONFIG_VALUE_0", format!("Authorization: {header}"));
-    }
+    // Through the environment, so the token is in no argv and no file.
+    cmd.env("GIT_CONFIG_KEY_0", "http.followRedirects")
+        .env("GIT_CONFIG_VALUE_0", "false");
+    match auth {
+        Some(a) => cmd
+            .env("GIT_CONFIG_COUNT", "2")
+            .env(
+                "GIT_CONFIG_KEY_1",
+                format!("http.{}.extraHeader", a.upstream),
+            )
+            .env("GIT_CONFIG_VALUE_1", format!("Authorization: {}", a.header)),
+        None => cmd.env("GIT_CONFIG_COUNT", "1"),
+    };
     cmd
 }
 
 async fn git(
     dir: &Path,
-    auth_header: Option<&str>,
+    auth: Option<UpstreamAuth<'_>>,
     args: &[&str],
     stdin: Option<&[u8]>,
 ) -> Result<(), String> {
-    let mut cmd = git_command(dir, auth_header, args);
+    let mut cmd = git_command(dir, auth, args);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
