@@ -1,7 +1,9 @@
 //! The git relay with the real git CLI and a real smart-HTTP upstream, no
 //! Docker: which pushes reach the upstream, how the fast-forward check
 //! keeps its mirror up to date (fetching only when it lacks history), how
-//! git shows a refusal, and what the audit trail says about each push.
+//! git shows a refusal, and what the audit trail says about each push;
+//! which upstreams the relay and the gateway's egress proxy refuse to
+//! reach (this host's own addresses, a redirect's target).
 //!
 //! Sessions are written straight into the store and the credential
 //! registry; no container is ever started. The test bodies run git through
@@ -18,7 +20,7 @@ use cc_server::auth::Access;
 use cc_server::{HttpAgent, ServerConfig};
 use cc_store_sqlite::SqliteStore;
 use cc_testkit::git_server::GitServer;
-use cc_wire::api::{SessionLimits, SessionState};
+use cc_wire::api::{EgressMode, SessionLimits, SessionState};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -46,25 +48,29 @@ impl Relay {
     /// An upstream with repository [`REPO`] (`main` holding `README.md`),
     /// and a gateway whose push rules allow `prefixes`.
     async fn start(prefixes: &[&str]) -> Relay {
-        Self::start_with(PushPolicy {
+        let push = PushPolicy {
             prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
-        })
-        .await
+        };
+        Self::start_with(push, Vec::new()).await
     }
 
-    /// [`Self::start`] with these push rules.
-    async fn start_with(push: PushPolicy) -> Relay {
+    /// [`Self::start`] with these push rules and egress allowlist.
+    async fn start_with(push: PushPolicy, egress_allow: Vec<String>) -> Relay {
         let upstream = GitServer::start().await.expect("starting the git server");
         upstream
             .create_repo(REPO, &[("README.md", "hello\n")])
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("store")).unwrap();
+        let mut manager_config = ManagerConfig::new("no-image", 1);
+        // The upstream is on loopback, as `serve --allow-repo-host` allows.
+        manager_config.allowed_repo_hosts = vec![upstream.addr().to_string()];
+        manager_config.egress_allow = egress_allow;
         let manager = Manager::new(
             FakeRuntime,
             HttpAgent::new().unwrap(),
             store.clone(),
-            ManagerConfig::new("no-image", 1),
+            manager_config,
         );
         let mut config = ServerConfig {
             public_url: None,
@@ -94,6 +100,11 @@ impl Relay {
     /// A ready session of [`OWNER`] on [`REPO`], started from `branch`
     /// (`None`: the upstream's default branch); its ID and token.
     async fn session(&self, branch: Option<&str>) -> (SessionId, String) {
+        self.session_with(branch, EgressMode::default()).await
+    }
+
+    /// [`Self::session`] with this egress mode.
+    async fn session_with(&self, branch: Option<&str>, egress: EgressMode) -> (SessionId, String) {
         let id = SessionId::generate();
         let now = SystemTime::now();
         let repo_url = self.upstream.url(REPO);
@@ -108,7 +119,7 @@ impl Relay {
                 memory_bytes: 1 << 30,
                 cpu: 1.0,
                 timeout_secs: 3600,
-                egress: Default::default(),
+                egress,
                 idle_timeout_secs: Some(1800),
             },
             owner: OWNER.into(),
@@ -126,7 +137,7 @@ impl Relay {
             token: token.clone(),
             claude_api_key: "sk-ant-unused".into(),
             repo_token: None,
-            egress: Default::default(),
+            egress,
             repo_url,
         });
         (id, token.expose().to_owned())
@@ -439,7 +450,7 @@ async fn a_session_cannot_push_to_another_sessions_branch() {
             prefixes: vec!["claudecluster/".into()],
         },
     ] {
-        let relay = Relay::start_with(push).await;
+        let relay = Relay::start_with(push, Vec::new()).await;
         let (alice, alice_token) = relay.session(None).await;
         let (bob, bob_token) = relay.session(None).await;
         let bobs = format!("claudecluster/{bob}");
@@ -630,7 +641,8 @@ async fn the_mirror_fetch_follows_no_redirect_so_the_token_goes_nowhere_else() {
     upstream.redirect_to(&format!("http://{}", elsewhere.addr()));
 
     let dir = tempfile::tempdir().unwrap();
-    let mirrors = cc_server::gateway::push::Mirrors::new(dir.path().join("mirrors"));
+    let mirrors = cc_server::gateway::push::Mirrors::new(dir.path().join("mirrors"))
+        .allowing(vec![upstream.addr().to_string()]);
     let auth = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("x-access-token:repo-secret")
@@ -646,6 +658,7 @@ async fn the_mirror_fetch_follows_no_redirect_so_the_token_goes_nowhere_else() {
         )
         .await;
     let err = fetched.expect_err("a redirected fetch must fail");
+    assert!(err.contains("git fetch failed"), "{err}");
     assert!(
         !err.contains("repo-secret") && !err.contains(&auth),
         "{err}"
@@ -655,5 +668,114 @@ async fn the_mirror_fetch_follows_no_redirect_so_the_token_goes_nowhere_else() {
         elsewhere.request_count(),
         0,
         "the redirect was followed: {err}"
+    );
+}
+
+/// `CONNECT target` through the gateway's proxy as `session`; the status
+/// line and headers of the answer.
+async fn connect(gateway: &str, session: &SessionId, token: &str, target: &str) -> String {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gateway.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let creds = base64::engine::general_purpose::STANDARD.encode(format!("{session}:{token}"));
+    let request = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {creds}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    let mut text = String::from_utf8_lossy(&head).into_owned();
+    if !text.starts_with("HTTP/1.1 200") {
+        // The refusal's body, for the message.
+        let mut body = vec![0u8; 4096];
+        let n = stream.read(&mut body).await.unwrap_or(0);
+        text.push_str(&String::from_utf8_lossy(&body[..n]));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_refuses_the_hosts_own_addresses_even_with_open_egress() {
+    use futures_util::FutureExt as _;
+    // A service bound on every interface of the host.
+    let service = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = service.local_addr().unwrap().port();
+    let loopback = format!("127.0.0.1:{port}");
+    let relay = Relay::start_with(PushPolicy::default(), vec![loopback.clone()]).await;
+    let (id, token) = relay.session_with(None, EgressMode::Open).await;
+
+    let own: Vec<std::net::Ipv4Addr> = cc_core::addresses::HostAddresses::read()
+        .addresses()
+        .into_iter()
+        .filter_map(|a| match a {
+            std::net::IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
+            _ => None,
+        })
+        .collect();
+    assert!(!own.is_empty(), "the host has no non-loopback IPv4 address");
+    for addr in own {
+        let answer = connect(&relay.gateway, &id, &token, &format!("{addr}:{port}")).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{addr}: {answer}");
+        assert!(
+            answer.contains(&format!("address {addr}")),
+            "{addr}: {answer}"
+        );
+        assert!(
+            service.accept().now_or_never().is_none(),
+            "{addr}: the tunnel reached the service"
+        );
+    }
+
+    // The same service, named exactly by the allowlist, is reachable: the
+    // refusals above are the address check, not a broken proxy.
+    let answer = connect(&relay.gateway, &id, &token, &loopback).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(service.accept().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_refuses_a_repository_on_the_hosts_own_address_without_an_allowance() {
+    let relay = Relay::start(&[]).await;
+    let (id, token) = relay.session(None).await;
+    // The session's repository moves to an address the admin never
+    // allowed: this host's own, on the upstream's port.
+    let own = cc_core::addresses::HostAddresses::read()
+        .addresses()
+        .into_iter()
+        .find(|a| a.is_ipv4() && !a.is_loopback())
+        .expect("a non-loopback IPv4 address");
+    let moved = format!("http://{own}:{}/{REPO}.git", relay.upstream.addr().port());
+    let old = relay.manager.credentials().get(&id).unwrap();
+    relay.manager.credentials().insert(SessionCredentials {
+        session_id: id.clone(),
+        token: old.token.clone(),
+        claude_api_key: old.claude_api_key.clone(),
+        repo_token: None,
+        egress: old.egress,
+        repo_url: moved,
+    });
+
+    let before = relay.upstream.request_count();
+    let answer = reqwest::Client::new()
+        .get(format!(
+            "{}/info/refs?service=git-upload-pack",
+            relay.url(&id)
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("--allow-repo-host"), "{body}");
+    assert!(body.contains(&format!("address {own}")), "{body}");
+    assert_eq!(
+        relay.upstream.request_count(),
+        before,
+        "the upstream was reached"
     );
 }
