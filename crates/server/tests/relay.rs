@@ -779,3 +779,39 @@ async fn the_relay_refuses_a_repository_on_the_hosts_own_address_without_an_allo
         "the upstream was reached"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_fetches_a_named_host_only_when_allowed_and_from_the_checked_address() {
+    let upstream = GitServer::start().await.unwrap();
+    upstream
+        .create_repo(REPO, &[("README.md", "hello\n")])
+        .unwrap();
+    let main = stdout(&run_git(
+        &upstream.repo_path(REPO).unwrap(),
+        None,
+        &["rev-parse", "main"],
+    ));
+    let port = upstream.addr().port();
+    let named = format!("http://localhost:{port}/{REPO}.git");
+    let dir = tempfile::tempdir().unwrap();
+    let id = SessionId::generate();
+
+    // `localhost` resolves to loopback: refused unless allowed exactly.
+    let refused = cc_server::gateway::push::Mirrors::new(dir.path().join("a"))
+        .allowing(vec![format!("localhost:{}", port + 1)]);
+    let err = refused
+        .prepare(&id, &named, None, &[&main], &[])
+        .await
+        .expect_err("a loopback name without an allowance");
+    assert!(err.contains("loopback address"), "{err}");
+    assert_eq!(upstream.request_count(), 0);
+
+    // Allowed: git is handed the addresses checked, and fetches.
+    let allowed = cc_server::gateway::push::Mirrors::new(dir.path().join("b"))
+        .allowing(vec![format!("localhost:{port}")]);
+    allowed
+        .prepare(&id, &named, None, &[&main], &[])
+        .await
+        .expect("fetching from an allowed host");
+    assert!(upstream.request_count() > 0);
+}
