@@ -895,3 +895,34 @@ async fn with_a_token_any_host_and_origin_may_call() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn serve_refuses_a_push_prefix_overlapping_the_sessions_branches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let manager = Manager::new(
+        FakeRuntime,
+        HttpAgent::new().unwrap(),
+        store,
+        ManagerConfig::new("fake-image", 1),
+    );
+    let mut config = ServerConfig {
+        public_url: None,
+        anthropic_upstream: "http://127.0.0.1:9".into(),
+        check_api_key: false,
+        access: AccessConfig::default(),
+        git: Default::default(),
+    };
+    config.git.push.prefixes = vec!["bots/".into(), "claudecluster/".into()];
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = cc_server::serve(api, gw, manager, config, async {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    let text = err.to_string();
+    assert!(
+        text.contains("\"claudecluster/\"") && text.contains("overlaps the sessions' own branches"),
+        "{text}"
+    );
+}
