@@ -9,7 +9,8 @@ use clap::Args;
 #[derive(Args, Debug, Clone, Default)]
 pub struct PushArgs {
     /// Branch to push to (default: claudecluster/<session-id>; others must
-    /// be under a prefix the server allows).
+    /// be under it, claudecluster/<session-id>/..., or under a prefix the
+    /// server allows).
     #[arg(long = "to", value_name = "BRANCH")]
     pub to: Option<String>,
     /// Message of the commit made of uncommitted work.

@@ -50,9 +50,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     metrics_token: Option<String>,
-    /// A branch prefix (ending in `/`) sessions may push under besides
-    /// their own `claudecluster/<id>` branch. Repeatable; replaces the
-    /// default `claudecluster/`.
+    /// A branch prefix (ending in `/`, e.g. `bots/`) every session may push
+    /// under besides its own `claudecluster/<id>` branch (and branches under
+    /// it). Repeatable; none by default. A prefix overlapping
+    /// `claudecluster/` is refused: that namespace is the sessions' own.
     #[arg(
         long = "push-prefix",
         env = "CLAUDECLUSTER_PUSH_PREFIXES",
@@ -414,12 +415,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         git: cc_server::GitConfig {
-            push: if args.push_prefixes.is_empty() {
-                cc_core::PushPolicy::default()
-            } else {
-                cc_core::PushPolicy {
-                    prefixes: args.push_prefixes.clone(),
-                }
+            push: cc_core::PushPolicy {
+                prefixes: args.push_prefixes.clone(),
             },
             forges: args.forges.clone(),
             mirror_dir: Some(args.data_dir.join("git-mirrors")),

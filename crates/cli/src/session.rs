@@ -78,7 +78,7 @@ Example:\n  claudecluster session attach 01JD3…"
     #[command(after_help = "Examples:
   claudecluster session push 01JD3…                        # to claudecluster/01JD3…
   claudecluster session push 01JD3… --pr --draft           # and open a draft pull request
-  claudecluster session push 01JD3… --to claudecluster/fix-login --commit-message \"Fix login\"
+  claudecluster session push 01JD3… --to claudecluster/01JD3…/fix-login --commit-message \"Fix login\"
   claudecluster session push --json 01JD3…")]
     Push(SessionPushArgs),
     /// End a session and remove its container.

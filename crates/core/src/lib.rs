@@ -11,6 +11,7 @@
 //!
 //! No HTTP framework, container SDK or database driver is used here.
 
+pub mod addresses;
 pub mod audit;
 pub mod config;
 pub mod credentials;

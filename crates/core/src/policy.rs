@@ -1,13 +1,16 @@
 //! Which repositories a session may clone.
 //!
 //! A repository URL must be `http` or `https`, carry no credentials, and
-//! name a host that resolves only to public addresses — unless the admin
+//! name a host that resolves only to public addresses ([`crate::addresses`]:
+//! no special-purpose range, none of this host's own) — unless the admin
 //! allowed that exact `host:port` (a git server on the orchestrator's own
 //! host, an internal forge). This keeps sessions from being used to reach
 //! loopback services, private networks or cloud metadata endpoints.
 
+pub use crate::addresses::non_public;
+use crate::addresses::{resolve_checked, AddressRefusal};
 use crate::error::CoreError;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 
 /// Longest repository URL accepted.
 pub const MAX_REPO_URL_LEN: usize = 2048;
@@ -122,32 +125,34 @@ pub fn branch_name_problem(name: &str) -> Option<&'static str> {
 }
 
 /// Is this host allowed? Allowed explicitly, or every address it resolves
-/// to is public.
+/// to is public (see [`crate::addresses`]).
 pub async fn check_repo_host(repo: &RepoUrl, allowed: &[String]) -> Result<(), CoreError> {
+    resolve_repo_host(repo, allowed).await.map(drop)
+}
+
+/// [`check_repo_host`], and the addresses that passed it: the ones to
+/// connect to, so that the name is not resolved again in between.
+pub async fn resolve_repo_host(
+    repo: &RepoUrl,
+    allowed: &[String],
+) -> Result<Vec<SocketAddr>, CoreError> {
     let hp = repo.host_port();
-    if allowed.iter().any(|a| a.eq_ignore_ascii_case(&hp)) {
-        return Ok(());
-    }
-    let addrs: Vec<IpAddr> = tokio::net::lookup_host((repo.host.as_str(), repo.port))
+    let exact = allowed.iter().any(|a| a.eq_ignore_ascii_case(&hp));
+    resolve_checked(&repo.host, repo.port, exact)
         .await
-        .map_err(|e| {
-            CoreError::invalid(
+        .map_err(|e| match e {
+            AddressRefusal::Unresolvable { host, reason } => CoreError::invalid(
                 "repo_host_unresolvable",
-                format!("repository host {} cannot be resolved: {e}", repo.host),
-            )
-        })?
-        .map(|sa| sa.ip())
-        .collect();
-    if let Some((addr, why)) = addrs.iter().find_map(|a| non_public(*a).map(|w| (a, w))) {
-        return Err(CoreError::forbidden(
-            "repo_host_not_allowed",
-            format!(
-                "repository host {hp} is not allowed: it resolves to {why} address {addr}; \
-                 an administrator can allow it with --allow-repo-host {hp}"
+                format!("repository host {host} cannot be resolved: {reason}"),
             ),
-        ));
-    }
-    Ok(())
+            AddressRefusal::NotPublic { addr, why, .. } => CoreError::forbidden(
+                "repo_host_not_allowed",
+                format!(
+                    "repository host {hp} is not allowed: it resolves to {why} address {addr}; \
+                     an administrator can allow it with --allow-repo-host {hp}"
+                ),
+            ),
+        })
 }
 
 /// Whether the egress allowlist lets a session open `host:port`.
@@ -178,43 +183,6 @@ pub fn egress_allowed(host: &str, port: u16, allow: &[String]) -> bool {
 pub fn egress_names_exactly(host: &str, port: u16, allow: &[String]) -> bool {
     let wanted = format!("{}:{port}", host.to_ascii_lowercase());
     allow.iter().any(|e| e.trim().eq_ignore_ascii_case(&wanted))
-}
-
-/// Why an address is not public, or `None` when it is.
-pub fn non_public(addr: IpAddr) -> Option<&'static str> {
-    match addr {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            if a.is_loopback() {
-                Some("a loopback")
-            } else if a.is_link_local() {
-                Some("a link-local (cloud metadata)")
-            } else if a.is_private() || (o[0] == 100 && (64..128).contains(&o[1])) {
-                Some("a private")
-            } else if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || o[0] == 0 {
-                Some("a reserved")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(a) => {
-            if let Some(v4) = a.to_ipv4_mapped() {
-                return non_public(IpAddr::V4(v4));
-            }
-            let seg = a.segments();
-            if a.is_loopback() {
-                Some("a loopback")
-            } else if (seg[0] & 0xffc0) == 0xfe80 {
-                Some("a link-local")
-            } else if (seg[0] & 0xfe00) == 0xfc00 {
-                Some("a private")
-            } else if a.is_unspecified() || a.is_multicast() {
-                Some("a reserved")
-            } else {
-                None
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -273,6 +241,10 @@ mod tests {
             ("fe80::1", false),
             ("fd00::1", false),
             ("::ffff:127.0.0.1", false),
+            ("192.0.2.1", false),
+            ("198.18.0.1", false),
+            ("64:ff9b::7f00:1", false),
+            ("2002:7f00:1::", false),
             ("140.82.112.3", true),
             ("2606:4700::1111", true),
         ] {
@@ -306,5 +278,29 @@ mod tests {
         let err = check_repo_host(&r, &[]).await.unwrap_err().to_string();
         assert!(err.contains("--allow-repo-host 127.0.0.1:9"), "{err}");
         assert!(check_repo_host(&r, &["127.0.0.1:9".into()]).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_repository_on_one_of_the_hosts_own_addresses_needs_an_allowance() {
+        for addr in crate::addresses::HostAddresses::read().addresses() {
+            let host = match addr {
+                std::net::IpAddr::V4(a) => a.to_string(),
+                std::net::IpAddr::V6(a) => format!("[{a}]"),
+            };
+            let r = parse_repo_url(&format!("http://{host}:8080/x.git")).unwrap();
+            let err = check_repo_host(&r, &[]).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    CoreError::Forbidden {
+                        code: "repo_host_not_allowed",
+                        ..
+                    }
+                ),
+                "{addr}: {err}"
+            );
+            let exact = r.host_port();
+            assert!(check_repo_host(&r, &[exact]).await.is_ok(), "{addr}");
+        }
     }
 }

@@ -1,9 +1,13 @@
 //! Which branches a session may push to.
 //!
 //! A session's work leaves it as a branch of its own repository: the
-//! session's branch (`claudecluster/<session-id>`) or, when the admin allows
-//! it, a branch under one of the configured prefixes. Never the branch the
-//! session started from, never a tag or any other ref. The same rules hold
+//! session's branch (`claudecluster/<session-id>`, or a branch under it,
+//! `claudecluster/<session-id>/...`) or, when the admin allows it, a branch
+//! under one of the configured prefixes. Never another session's branch,
+//! never the branch the session started from, never a tag or any other ref.
+//! The sessions' namespace (`claudecluster/`) belongs to the sessions: an
+//! admin prefix may not overlap it, or every session could write to every
+//! other session's branch. The same rules hold
 //! for `POST /sessions/{id}/push` and for a `git push` Claude Code runs in
 //! the container, since both go through the gateway's git relay; the relay
 //! also refuses deletions and non-fast-forward ("force") updates.
@@ -25,31 +29,41 @@ pub fn session_branch(id: &SessionId) -> String {
 pub struct PushRefusal(pub String);
 
 /// The admin's push rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushPolicy {
-    /// Branch prefixes (each ending in `/`) a session may push under,
-    /// besides its own branch.
+    /// Branch prefixes (each ending in `/`, none overlapping
+    /// [`SESSION_BRANCH_PREFIX`]) every session may push under, besides its
+    /// own branch. None by default.
     pub prefixes: Vec<String>,
 }
 
-impl Default for PushPolicy {
-    fn default() -> Self {
-        Self {
-            prefixes: vec![SESSION_BRANCH_PREFIX.to_owned()],
-        }
-    }
-}
-
 impl PushPolicy {
-    /// Checks a prefix given by the admin.
+    /// Checks a prefix given by the admin: a valid branch name followed by
+    /// `/`, outside the sessions' own namespace.
     pub fn validate_prefix(prefix: &str) -> Result<(), String> {
         let name = prefix.strip_suffix('/').ok_or_else(|| {
-            format!("push prefix {prefix:?} must end with '/' (for example \"claudecluster/\")")
+            format!("push prefix {prefix:?} must end with '/' (for example \"bots/\")")
         })?;
-        match branch_name_problem(name) {
-            None => Ok(()),
-            Some(e) => Err(format!("push prefix {prefix:?}: {e}")),
+        if let Some(e) = branch_name_problem(name) {
+            return Err(format!("push prefix {prefix:?}: {e}"));
         }
+        // Case-insensitively: on a forge whose refs live on a
+        // case-insensitive file system the two would still collide.
+        let lower = prefix.to_ascii_lowercase();
+        if lower.starts_with(SESSION_BRANCH_PREFIX) || SESSION_BRANCH_PREFIX.starts_with(&lower) {
+            return Err(format!(
+                "push prefix {prefix:?} overlaps the sessions' own branches ({SESSION_BRANCH_PREFIX}<session id>), \
+                 where each session may push only to its own; choose a prefix outside {SESSION_BRANCH_PREFIX}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks every prefix (see [`Self::validate_prefix`]).
+    pub fn validate(&self) -> Result<(), String> {
+        self.prefixes
+            .iter()
+            .try_for_each(|p| Self::validate_prefix(p))
     }
 
     /// Whether `session` may push to `branch`; `base` is the branch the
@@ -70,10 +84,27 @@ impl PushPolicy {
             )));
         }
         let own = session_branch(session);
-        if branch == own || self.prefixes.iter().any(|p| branch.starts_with(p.as_str())) {
+        let under_own = branch
+            .strip_prefix(own.as_str())
+            .is_some_and(|rest| rest.starts_with('/'));
+        // A prefix overlapping the sessions' namespace is refused at
+        // startup; checked again here so a policy built in code cannot open
+        // other sessions' branches either.
+        let in_sessions_namespace = branch
+            .to_ascii_lowercase()
+            .starts_with(SESSION_BRANCH_PREFIX);
+        let under_prefix =
+            !in_sessions_namespace && self.prefixes.iter().any(|p| branch.starts_with(p.as_str()));
+        if branch == own || under_own || under_prefix {
             return Ok(());
         }
-        let allowed = std::iter::once(own)
+        if in_sessions_namespace {
+            return Err(PushRefusal(format!(
+                "{branch} belongs to another session; this session may push only to {own} and branches under {own}/"
+            )));
+        }
+        let allowed = [own.clone(), format!("{own}/*")]
+            .into_iter()
             .chain(self.prefixes.iter().map(|p| format!("{p}*")))
             .collect::<Vec<_>>()
             .join(", ");
@@ -107,13 +138,18 @@ mod tests {
         SessionId::parse("0123456789abcdef01234567").expect("a valid id")
     }
 
+    fn other() -> SessionId {
+        SessionId::parse("fedcba9876543210fedcba98").expect("a valid id")
+    }
+
     #[test]
-    fn the_session_branch_and_prefixed_branches_are_allowed() {
+    fn the_session_branch_its_sub_branches_and_prefixed_branches_are_allowed() {
         let p = PushPolicy {
-            prefixes: vec!["claudecluster/".into(), "bots/".into()],
+            prefixes: vec!["bots/".into()],
         };
         let own = session_branch(&id());
         assert!(p.check_branch(&id(), Some("main"), &own).is_ok());
+        assert!(p.check_branch(&id(), None, &format!("{own}/fix-1")).is_ok());
         assert!(p.check_branch(&id(), None, "bots/fix-1").is_ok());
         assert!(p
             .check_ref(&id(), None, &format!("refs/heads/{own}"))
@@ -132,6 +168,34 @@ mod tests {
         assert!(p.check_branch(&id(), None, "claudecluster/other").is_err());
         // Even the session's own branch name is refused when it is the base.
         assert!(p.check_branch(&id(), Some(&own), &own).is_err());
+    }
+
+    #[test]
+    fn another_sessions_branch_is_refused_whatever_the_prefixes() {
+        let theirs = session_branch(&other());
+        let own = session_branch(&id());
+        // Even a policy built in code with the sessions' prefix.
+        for prefixes in [
+            vec![],
+            vec!["bots/".to_owned()],
+            vec!["claudecluster/".to_owned()],
+        ] {
+            let p = PushPolicy { prefixes };
+            for branch in [
+                theirs.clone(),
+                format!("{theirs}/x"),
+                format!("{own}x"),
+                "claudecluster/main".to_owned(),
+                "ClaudeCluster/x".to_owned(),
+            ] {
+                let e = p.check_branch(&id(), None, &branch).unwrap_err();
+                assert!(e.0.contains("another session"), "{branch}: {e}");
+                assert!(e.0.contains(&own), "{branch}: {e}");
+            }
+        }
+        assert!(PushPolicy::default()
+            .check_ref(&id(), None, &format!("refs/heads/{theirs}"))
+            .is_err());
     }
 
     #[test]
@@ -169,5 +233,24 @@ mod tests {
         assert!(PushPolicy::validate_prefix("bots").is_err());
         assert!(PushPolicy::validate_prefix("/").is_err());
         assert!(PushPolicy::validate_prefix("a..b/").is_err());
+    }
+
+    #[test]
+    fn prefixes_overlapping_the_sessions_namespace_are_refused() {
+        for bad in [
+            "claudecluster/",
+            "claudecluster/team/",
+            "ClaudeCluster/",
+            "claudecluster/0123456789abcdef01234567/",
+        ] {
+            let e = PushPolicy::validate_prefix(bad).unwrap_err();
+            assert!(e.contains("overlaps"), "{bad}: {e}");
+        }
+        assert!(PushPolicy::validate_prefix("claudecluster-bots/").is_ok());
+        let p = PushPolicy {
+            prefixes: vec!["bots/".into(), "claudecluster/".into()],
+        };
+        assert!(p.validate().is_err());
+        assert!(PushPolicy::default().validate().is_ok());
     }
 }

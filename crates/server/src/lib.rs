@@ -89,7 +89,8 @@ pub async fn check_exposure<S: cc_core::IdentityStore>(
 /// requests finish first.
 ///
 /// Refuses (before serving anything) an API listener beyond loopback while
-/// no token is configured at all: no admin token and no API token.
+/// no token is configured at all (no admin token and no API token), and
+/// push prefixes that overlap the sessions' own branches.
 pub async fn serve<R: Runtime, S: ServerStore>(
     api_listener: TcpListener,
     gateway_listener: TcpListener,
@@ -97,6 +98,11 @@ pub async fn serve<R: Runtime, S: ServerStore>(
     mut config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    config
+        .git
+        .push
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let addr = api_listener.local_addr()?;
     check_exposure(addr, &config.access, manager.store()).await?;
     config.access.open_when_no_tokens = addr.ip().to_canonical().is_loopback();

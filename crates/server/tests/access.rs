@@ -3,7 +3,7 @@
 
 use cc_core::audit::{verify, AuditRecord};
 use cc_core::identity::{NewToken, Role, SessionTokenKey};
-use cc_core::{IdentityStore, Manager, ManagerConfig};
+use cc_core::{AuditStore, IdentityStore, Manager, ManagerConfig};
 use cc_server::auth::ip::Cidr;
 use cc_server::auth::rate_limit::RateLimit;
 use cc_server::{AccessConfig, HttpAgent, ServerConfig};
@@ -761,4 +761,168 @@ async fn checked_key_with_unreachable_upstream_creates() {
     let (alice, _) = api.token("alice", Role::User).await;
     let (s, v) = api.create(&alice).await;
     assert_eq!(s, 201, "a down upstream must not block creates: {v}");
+}
+
+/// A request without credentials to an open-mode server, with these
+/// headers; the status and the error code.
+async fn open_call(
+    api: &Api,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = api
+        .http
+        .request(method, format!("{}{path}", api.base))
+        .json(&json!({"user": "mallory", "role": "admin"}));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, code(&body).to_owned())
+}
+
+#[tokio::test]
+async fn open_mode_serves_only_loopback_hosts_and_origins() {
+    let api = start(|a| {
+        a.admin_token = None;
+        a.open_when_no_tokens = true;
+    })
+    .await;
+    let get = reqwest::Method::GET;
+    let port = api.base.rsplit(':').next().unwrap().to_owned();
+
+    // The CLI's requests, and a page served from loopback.
+    for headers in [
+        vec![],
+        vec![("host", format!("localhost:{port}"))],
+        vec![("host", format!("127.1.2.3:{port}"))],
+        vec![("host", format!("[::1]:{port}"))],
+        vec![("origin", "http://localhost:3000".to_owned())],
+        vec![("origin", format!("http://127.0.0.1:{port}"))],
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (s, c) = open_call(&api, get.clone(), "/api/v1/sessions", &h).await;
+        assert_eq!(s, 200, "{headers:?}: {c}");
+    }
+
+    // A DNS-rebinding page (its own name in Host) and a cross-origin page
+    // (its origin in Origin) try to mint an admin token.
+    let mint = "/api/v1/admin/tokens";
+    let post = reqwest::Method::POST;
+    let rebinding = format!("rebind.evil.example:{port}");
+    for (headers, expected) in [
+        (vec![("host", rebinding.as_str())], "host_not_allowed"),
+        (
+            vec![
+                ("host", rebinding.as_str()),
+                ("origin", "http://rebind.evil.example"),
+            ],
+            "host_not_allowed",
+        ),
+        (
+            vec![("origin", "http://evil.example")],
+            "origin_not_allowed",
+        ),
+        (vec![("origin", "null")], "origin_not_allowed"),
+        (
+            vec![("origin", "http://localhost.evil.example")],
+            "origin_not_allowed",
+        ),
+    ] {
+        let (s, c) = open_call(&api, post.clone(), mint, &headers).await;
+        assert_eq!((s, c.as_str()), (403, expected), "{headers:?}");
+    }
+    assert_eq!(
+        api.store.active_tokens().await.unwrap(),
+        0,
+        "a token was minted"
+    );
+
+    // WebSocket upgrades too.
+    let upgrade = |origin: &'static str| {
+        vec![
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("origin", origin),
+        ]
+    };
+    let stream = "/api/v1/sessions/0123456789abcdef01234567/stream";
+    let (s, c) = open_call(&api, get.clone(), stream, &upgrade("http://evil.example")).await;
+    assert_eq!((s, c.as_str()), (403, "origin_not_allowed"));
+    let (s, c) = open_call(&api, get.clone(), stream, &upgrade("http://localhost:3000")).await;
+    assert_ne!(s, 403, "{c}");
+
+    // Each refusal is audited, without a principal.
+    let records = api
+        .store
+        .audit_records(&cc_core::AuditFilter {
+            action: Some("auth.failure".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = records.iter().map(|r| r.event.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "host_not_allowed",
+            "host_not_allowed",
+            "origin_not_allowed",
+            "origin_not_allowed",
+            "origin_not_allowed",
+            "origin_not_allowed"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn with_a_token_any_host_and_origin_may_call() {
+    // Behind a reverse proxy, say: the token is what counts.
+    let api = start(|a| a.open_when_no_tokens = true).await;
+    let resp = api
+        .http
+        .get(format!("{}/api/v1/sessions", api.base))
+        .bearer_auth(ADMIN)
+        .header("host", "claudecluster.example.com")
+        .header("origin", "https://claudecluster.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn serve_refuses_a_push_prefix_overlapping_the_sessions_branches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let manager = Manager::new(
+        FakeRuntime,
+        HttpAgent::new().unwrap(),
+        store,
+        ManagerConfig::new("fake-image", 1),
+    );
+    let mut config = ServerConfig {
+        public_url: None,
+        anthropic_upstream: "http://127.0.0.1:9".into(),
+        check_api_key: false,
+        access: AccessConfig::default(),
+        git: Default::default(),
+    };
+    config.git.push.prefixes = vec!["bots/".into(), "claudecluster/".into()];
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = cc_server::serve(api, gw, manager, config, async {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    let text = err.to_string();
+    assert!(
+        text.contains("\"claudecluster/\"") && text.contains("overlaps the sessions' own branches"),
+        "{text}"
+    );
 }

@@ -2,9 +2,11 @@
 //! and a real smart-HTTP upstream: which pushes reach the upstream, how the
 //! fast-forward check keeps its mirror up to date (fetching only when it
 //! lacks history), how git shows a refusal, what the audit trail says about
-//! each push, and that bodies keep their framing (a server that needs a
-//! `Content-Length`). The Anthropic relay against a fake upstream that
-//! records what reaches it.
+//! each push, that bodies keep their framing (a server that needs a
+//! `Content-Length`), and which upstreams the relay and the gateway's
+//! egress proxy refuse to reach (this host's own addresses, a redirect's
+//! target). The Anthropic relay against a fake upstream that records what
+//! reaches it.
 //!
 //! Sessions are written straight into the store and the credential
 //! registry; no container is ever started. The test bodies run git through
@@ -22,7 +24,7 @@ use cc_server::auth::Access;
 use cc_server::{HttpAgent, ServerConfig};
 use cc_store_sqlite::SqliteStore;
 use cc_testkit::git_server::GitServer;
-use cc_wire::api::{SessionLimits, SessionState};
+use cc_wire::api::{EgressMode, SessionLimits, SessionState};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -105,16 +107,24 @@ struct Relay {
     _dir: tempfile::TempDir,
 }
 
+/// Push rules allowing these admin prefixes.
+fn push_prefixes(prefixes: &[&str]) -> PushPolicy {
+    PushPolicy {
+        prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+    }
+}
+
 impl Relay {
     /// An upstream with repository [`REPO`] (`main` holding `README.md`),
     /// and a gateway whose push rules allow `prefixes`.
     async fn start(prefixes: &[&str]) -> Relay {
-        Self::start_with(prefixes, |_| {}).await
+        Self::start_with(push_prefixes(prefixes), |_| {}).await
     }
 
-    /// [`Self::start`] with the manager's configuration (the admin's agent
-    /// policy) changed by `configure`.
-    async fn start_with(prefixes: &[&str], configure: impl FnOnce(&mut ManagerConfig)) -> Relay {
+    /// [`Self::start`] with these push rules, and the manager's
+    /// configuration (the admin's agent policy, the egress allowlist)
+    /// changed by `configure`.
+    async fn start_with(push: PushPolicy, configure: impl FnOnce(&mut ManagerConfig)) -> Relay {
         let anthropic = FakeAnthropic::start().await;
         let upstream = GitServer::start().await.expect("starting the git server");
         upstream
@@ -123,6 +133,8 @@ impl Relay {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("store")).unwrap();
         let mut manager_config = ManagerConfig::new("no-image", 1);
+        // The upstream is on loopback, as `serve --allow-repo-host` allows.
+        manager_config.allowed_repo_hosts = vec![upstream.addr().to_string()];
         configure(&mut manager_config);
         let manager = Manager::new(
             FakeRuntime,
@@ -137,9 +149,7 @@ impl Relay {
             access: Default::default(),
             git: Default::default(),
         };
-        config.git.push = PushPolicy {
-            prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
-        };
+        config.git.push = push;
         let mirrors = dir.path().join("mirrors");
         config.git.mirror_dir = Some(mirrors.clone());
         let access = Arc::new(Access::new(config.access.clone()));
@@ -161,6 +171,11 @@ impl Relay {
     /// A ready session of [`OWNER`] on [`REPO`], started from `branch`
     /// (`None`: the upstream's default branch); its ID and token.
     async fn session(&self, branch: Option<&str>) -> (SessionId, String) {
+        self.session_with(branch, EgressMode::default()).await
+    }
+
+    /// [`Self::session`] with this egress mode.
+    async fn session_with(&self, branch: Option<&str>, egress: EgressMode) -> (SessionId, String) {
         let id = SessionId::generate();
         let now = SystemTime::now();
         let repo_url = self.upstream.url(REPO);
@@ -175,7 +190,7 @@ impl Relay {
                 memory_bytes: 1 << 30,
                 cpu: 1.0,
                 timeout_secs: 3600,
-                egress: Default::default(),
+                egress,
                 idle_timeout_secs: Some(1800),
             },
             owner: OWNER.into(),
@@ -193,7 +208,7 @@ impl Relay {
             token: token.clone(),
             claude_api_key: USER_KEY.into(),
             repo_token: None,
-            egress: Default::default(),
+            egress,
             repo_url,
         });
         (id, token.expose().to_owned())
@@ -343,7 +358,7 @@ fn outcomes(records: &[AuditRecord]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_pushes_reach_the_upstream_and_the_mirror_fetches_only_when_it_lacks_history() {
-    let relay = Relay::start(&["claudecluster/", "bots/"]).await;
+    let relay = Relay::start(&["bots/"]).await;
     let (id, token) = relay.session(None).await;
     let own = format!("claudecluster/{id}");
     let work = Clone::of(&relay.url(&id), Some(&token));
@@ -431,7 +446,7 @@ async fn allowed_pushes_reach_the_upstream_and_the_mirror_fetches_only_when_it_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_pushes_are_rejected_with_their_reason_and_audited() {
-    let relay = Relay::start(&["claudecluster/"]).await;
+    let relay = Relay::start(&[]).await;
     let (id, token) = relay.session(None).await;
     let own = format!("claudecluster/{id}");
     let work = Clone::of(&relay.url(&id), Some(&token));
@@ -502,8 +517,82 @@ async fn forbidden_pushes_are_rejected_with_their_reason_and_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cannot_push_to_another_sessions_branch() {
+    // The default rules, and rules built in code with the sessions' own
+    // prefix (`serve` refuses that one at startup).
+    for push in [
+        PushPolicy::default(),
+        PushPolicy {
+            prefixes: vec!["claudecluster/".into()],
+        },
+    ] {
+        let relay = Relay::start_with(push, |_| {}).await;
+        let (alice, alice_token) = relay.session(None).await;
+        let (bob, bob_token) = relay.session(None).await;
+        let bobs = format!("claudecluster/{bob}");
+
+        // Bob's branch exists, with Bob's work on it.
+        let bob_work = Clone::of(&relay.url(&bob), Some(&bob_token));
+        bob_work.ok(&["checkout", "--quiet", "-b", &bobs]);
+        let bob_tip = bob_work.commit(
+            "bob.txt", "bob
+",
+        );
+        let (ok, out) = bob_work.push(&[&bobs]);
+        assert!(ok, "{out}");
+
+        // Alice fast-forwards it, creates a branch under it, and creates
+        // the branch of a session that has not pushed yet: all refused.
+        let alice_work = Clone::of(&relay.url(&alice), Some(&alice_token));
+        alice_work.ok(&["fetch", "--quiet", "origin", &bobs]);
+        alice_work.ok(&["checkout", "--quiet", "-b", "steal", "FETCH_HEAD"]);
+        alice_work.commit(
+            "alice.txt",
+            "alice
+",
+        );
+        let unborn = format!("claudecluster/{}", SessionId::generate());
+        for target in [
+            format!("refs/heads/{bobs}"),
+            format!("refs/heads/{bobs}/x"),
+            format!("refs/heads/{unborn}"),
+        ] {
+            let (ok, out) = alice_work.push(&[&format!("HEAD:{target}")]);
+            assert!(!ok, "{target} was accepted: {out}");
+            assert!(out.contains("! [remote rejected]"), "{target}: {out}");
+            assert!(
+                out.contains("belongs to another session"),
+                "{target}: {out}"
+            );
+            assert!(out.contains(&format!("claudecluster/{alice}")), "{out}");
+        }
+        assert_eq!(relay.upstream_git(&["rev-parse", &bobs]), bob_tip);
+        assert_eq!(relay.branches(), [bobs.as_str(), "main"]);
+
+        // Her own branch and a branch under it are hers.
+        let own = format!("claudecluster/{alice}");
+        let (ok, out) = alice_work.push(&[&format!("HEAD:refs/heads/{own}")]);
+        assert!(ok, "{out}");
+        let (ok, out) = alice_work.push(&[&format!("HEAD:refs/heads/{own}-2")]);
+        assert!(!ok && out.contains("belongs to another session"), "{out}");
+        let audited = relay.pushes(&alice).await;
+        assert_eq!(
+            outcomes(&audited),
+            [
+                "push_refused",
+                "push_refused",
+                "push_refused",
+                "ok",
+                "push_refused"
+            ],
+            "{audited:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_records_branch_is_its_base_even_under_an_allowed_prefix() {
-    let relay = Relay::start(&["claudecluster/", "bots/"]).await;
+    let relay = Relay::start(&["bots/"]).await;
     relay
         .upstream
         .create_branch(REPO, "bots/base", &[("base.txt", "base\n")])
@@ -536,7 +625,7 @@ async fn the_session_records_branch_is_its_base_even_under_an_allowed_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_the_sessions_token_or_for_other_services_are_refused() {
-    let relay = Relay::start(&["claudecluster/"]).await;
+    let relay = Relay::start(&[]).await;
     let (id, token) = relay.session(None).await;
     let (_, other_token) = relay.session(None).await;
     let http = reqwest::Client::new();
@@ -576,7 +665,7 @@ async fn requests_without_the_sessions_token_or_for_other_services_are_refused()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_beyond_gits_post_buffer_is_checked_and_relayed_whole() {
-    let relay = Relay::start(&["claudecluster/"]).await;
+    let relay = Relay::start(&[]).await;
     let (id, token) = relay.session(None).await;
     let own = format!("claudecluster/{id}");
     let work = Clone::of(&relay.url(&id), Some(&token));
@@ -739,7 +828,7 @@ fn message_body(model: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_the_admin_does_not_allow_never_reaches_the_upstream() {
-    let relay = Relay::start_with(&[], |c| {
+    let relay = Relay::start_with(PushPolicy::default(), |c| {
         c.agent.allowed_models = vec!["claude-sonnet-4-5".into()];
     })
     .await;
@@ -867,7 +956,10 @@ async fn only_the_endpoints_claude_code_calls_are_relayed_whatever_the_spelling(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_call_is_refused_once_the_users_budget_is_spent() {
-    let relay = Relay::start_with(&[], |c| c.agent.max_user_budget_usd = Some(1.0)).await;
+    let relay = Relay::start_with(PushPolicy::default(), |c| {
+        c.agent.max_user_budget_usd = Some(1.0)
+    })
+    .await;
     let (id, token) = relay.session(None).await;
     let path = format!("/anthropic/{id}/v1/messages");
     let body = message_body("claude-sonnet-4-5");
@@ -919,4 +1011,203 @@ async fn a_model_call_beyond_the_size_limit_or_compressed_is_refused_unread() {
         assert!(answer.contains(kind), "{answer}");
     }
     assert!(relay.anthropic.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_fetch_follows_no_redirect_so_the_token_goes_nowhere_else() {
+    use base64::Engine as _;
+    // Where a hostile (or moved) upstream points: a server that would
+    // serve the same repository to anyone holding the token.
+    let elsewhere = GitServer::start().await.unwrap();
+    elsewhere
+        .create_repo(REPO, &[("README.md", "hello\n")])
+        .unwrap();
+    let upstream = GitServer::start().await.unwrap();
+    upstream
+        .create_repo(REPO, &[("README.md", "hello\n")])
+        .unwrap();
+    let main = stdout(&run_git(
+        &upstream.repo_path(REPO).unwrap(),
+        None,
+        &["rev-parse", "main"],
+    ));
+    upstream.redirect_to(&format!("http://{}", elsewhere.addr()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = cc_server::gateway::push::Mirrors::new(dir.path().join("mirrors"))
+        .allowing(vec![upstream.addr().to_string()]);
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("x-access-token:repo-secret")
+    );
+    // The mirror lacks `main`, so preparing it fetches from the upstream.
+    let fetched = mirrors
+        .prepare(
+            &SessionId::generate(),
+            &upstream.url(REPO),
+            Some(&auth),
+            &[&main],
+            &[],
+        )
+        .await;
+    let err = fetched.expect_err("a redirected fetch must fail");
+    assert!(err.contains("git fetch failed"), "{err}");
+    assert!(
+        !err.contains("repo-secret") && !err.contains(&auth),
+        "{err}"
+    );
+    assert!(upstream.request_count() > 0, "the upstream was asked");
+    assert_eq!(
+        elsewhere.request_count(),
+        0,
+        "the redirect was followed: {err}"
+    );
+}
+
+/// `CONNECT target` through the gateway's proxy as `session`; the status
+/// line and headers of the answer.
+async fn connect(gateway: &str, session: &SessionId, token: &str, target: &str) -> String {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gateway.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let creds = base64::engine::general_purpose::STANDARD.encode(format!("{session}:{token}"));
+    let request = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {creds}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    let mut text = String::from_utf8_lossy(&head).into_owned();
+    if !text.starts_with("HTTP/1.1 200") {
+        // The refusal's body, for the message.
+        let mut body = vec![0u8; 4096];
+        let n = stream.read(&mut body).await.unwrap_or(0);
+        text.push_str(&String::from_utf8_lossy(&body[..n]));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_refuses_the_hosts_own_addresses_even_with_open_egress() {
+    use futures_util::FutureExt as _;
+    // A service bound on every interface of the host.
+    let service = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = service.local_addr().unwrap().port();
+    let loopback = format!("127.0.0.1:{port}");
+    let relay = Relay::start_with(PushPolicy::default(), |c| {
+        c.egress_allow = vec![loopback.clone()]
+    })
+    .await;
+    let (id, token) = relay.session_with(None, EgressMode::Open).await;
+
+    let own: Vec<std::net::Ipv4Addr> = cc_core::addresses::HostAddresses::read()
+        .addresses()
+        .into_iter()
+        .filter_map(|a| match a {
+            std::net::IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
+            _ => None,
+        })
+        .collect();
+    assert!(!own.is_empty(), "the host has no non-loopback IPv4 address");
+    for addr in own {
+        let answer = connect(&relay.gateway, &id, &token, &format!("{addr}:{port}")).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{addr}: {answer}");
+        assert!(
+            answer.contains(&format!("address {addr}")),
+            "{addr}: {answer}"
+        );
+        assert!(
+            service.accept().now_or_never().is_none(),
+            "{addr}: the tunnel reached the service"
+        );
+    }
+
+    // The same service, named exactly by the allowlist, is reachable: the
+    // refusals above are the address check, not a broken proxy.
+    let answer = connect(&relay.gateway, &id, &token, &loopback).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(service.accept().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_refuses_a_repository_on_the_hosts_own_address_without_an_allowance() {
+    let relay = Relay::start(&[]).await;
+    let (id, token) = relay.session(None).await;
+    // The session's repository moves to an address the admin never
+    // allowed: this host's own, on the upstream's port.
+    let own = cc_core::addresses::HostAddresses::read()
+        .addresses()
+        .into_iter()
+        .find(|a| a.is_ipv4() && !a.is_loopback())
+        .expect("a non-loopback IPv4 address");
+    let moved = format!("http://{own}:{}/{REPO}.git", relay.upstream.addr().port());
+    let old = relay.manager.credentials().get(&id).unwrap();
+    relay.manager.credentials().insert(SessionCredentials {
+        session_id: id.clone(),
+        token: old.token.clone(),
+        claude_api_key: old.claude_api_key.clone(),
+        repo_token: None,
+        egress: old.egress,
+        repo_url: moved,
+    });
+
+    let before = relay.upstream.request_count();
+    let answer = reqwest::Client::new()
+        .get(format!(
+            "{}/info/refs?service=git-upload-pack",
+            relay.url(&id)
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("--allow-repo-host"), "{body}");
+    assert!(body.contains(&format!("address {own}")), "{body}");
+    assert_eq!(
+        relay.upstream.request_count(),
+        before,
+        "the upstream was reached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_fetches_a_named_host_only_when_allowed_and_from_the_checked_address() {
+    let upstream = GitServer::start().await.unwrap();
+    upstream
+        .create_repo(REPO, &[("README.md", "hello\n")])
+        .unwrap();
+    let main = stdout(&run_git(
+        &upstream.repo_path(REPO).unwrap(),
+        None,
+        &["rev-parse", "main"],
+    ));
+    let port = upstream.addr().port();
+    let named = format!("http://localhost:{port}/{REPO}.git");
+    let dir = tempfile::tempdir().unwrap();
+    let id = SessionId::generate();
+
+    // `localhost` resolves to loopback: refused unless allowed exactly.
+    let refused = cc_server::gateway::push::Mirrors::new(dir.path().join("a"))
+        .allowing(vec![format!("localhost:{}", port + 1)]);
+    let err = refused
+        .prepare(&id, &named, None, &[&main], &[])
+        .await
+        .expect_err("a loopback name without an allowance");
+    assert!(err.contains("loopback address"), "{err}");
+    assert_eq!(upstream.request_count(), 0);
+
+    // Allowed: git is handed the addresses checked, and fetches.
+    let allowed = cc_server::gateway::push::Mirrors::new(dir.path().join("b"))
+        .allowing(vec![format!("localhost:{port}")]);
+    allowed
+        .prepare(&id, &named, None, &[&main], &[])
+        .await
+        .expect("fetching from an allowed host");
+    assert!(upstream.request_count() > 0);
 }

@@ -82,6 +82,8 @@ struct Shared {
     require_length: std::sync::atomic::AtomicBool,
     /// Requests refused for that.
     refused_unframed: AtomicU64,
+    /// Base URL every request is redirected to, when set.
+    redirect: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -145,6 +147,7 @@ impl GitServer {
             required_auth: Mutex::new(None),
             require_length: Default::default(),
             refused_unframed: AtomicU64::new(0),
+            redirect: Mutex::new(None),
         });
         let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<SocketAddr>>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -199,6 +202,17 @@ impl GitServer {
     /// Requests refused with 411 (see [`Self::require_content_length`]).
     pub fn length_required_count(&self) -> u64 {
         self.shared.refused_unframed.load(Ordering::Relaxed)
+    }
+
+    /// From now on, every request is answered `302 Found` pointing at the
+    /// same path and query under `base` (e.g. another server's
+    /// `http://127.0.0.1:PORT`), as a moved or hostile server would.
+    pub fn redirect_to(&self, base: &str) {
+        *self
+            .shared
+            .redirect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(base.trim_end_matches('/').to_owned());
     }
 
     /// The bound address.
@@ -399,6 +413,16 @@ async fn handle(
 ) -> Response {
     let raw_path = req.uri().path().to_owned();
     shared.record(&raw_path);
+    let redirect = shared
+        .redirect
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(base) = redirect {
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("{base}{path_and_query}");
+        return (StatusCode::FOUND, [(header::LOCATION, location)], "moved\n").into_response();
+    }
     let required = shared
         .required_auth
         .lock()

@@ -21,10 +21,14 @@
 //! credentials act as the administrator `local` — but only when
 //! [`AccessConfig::open_when_no_tokens`] is set, which `serve` does only for
 //! a loopback listener (and `serve` refuses any other listener without
-//! tokens).
+//! tokens), and only for requests addressed to loopback and sent by no
+//! foreign web page ([`open_mode`]: `403 host_not_allowed`,
+//! `403 origin_not_allowed`, audited), so a DNS-rebinding or cross-origin
+//! page cannot act as the administrator.
 
 pub mod container_audit;
 pub mod ip;
+pub mod open_mode;
 pub mod rate_limit;
 
 use crate::api::{ApiError, AppState};
@@ -342,6 +346,24 @@ pub async fn middleware<R: Runtime, S: ServerStore>(
             return err.into_response();
         }
     };
+    // Open mode is the one principal without a credential.
+    if principal.1.is_none() {
+        if let Err(err) = open_mode::check(req.headers(), req.uri()) {
+            audit(
+                &st,
+                Audit {
+                    actor: ANONYMOUS,
+                    ip,
+                    action: "auth.failure",
+                    session_id: path_id.as_deref(),
+                    outcome: err.code,
+                    detail: None,
+                },
+            )
+            .await;
+            return err.into_response();
+        }
+    }
     if let Some(limiter) = &access.limiter {
         let key = match &principal.1 {
             Some(k) => format!("token:{k}"),

@@ -2,12 +2,14 @@
 //! repository. The container only knows the relay URL; the relay checks the
 //! session token and forwards to the repository the session was created
 //! for, adding the session's repository token (`repoToken`) when it has
-//! one. A push is forwarded only once every ref update in it passed the
+//! one, and only while that repository's host passes the public-address
+//! check (see [`super::check_upstream`]). A push is forwarded only once every ref update in it passed the
 //! push rules ([`super::push`]); a refusal is audited.
 
 use super::push::{self, PushRequest, Reservation, MAX_PUSH_BYTES};
 use super::{
-    authenticate, read_whole, refuse, relay_response, with_streamed_body, BodyError, GatewayState,
+    authenticate, check_upstream, read_whole, refuse, relay_response, with_streamed_body,
+    BodyError, GatewayState,
 };
 use crate::auth::container_audit::SYSTEM_ACTOR;
 use crate::auth::{audit_to, Audit, ClientIp};
@@ -58,12 +60,15 @@ pub(super) async fn relay<R: Runtime, S: ServerStore>(
             )
         }
     };
+    if let Err(refusal) = check_upstream(&st, &creds.repo_url).await {
+        return refusal;
+    }
     let mut url = format!("{}/{rest}", creds.repo_url);
     if !query.is_empty() {
         url.push('?');
         url.push_str(&query);
     }
-    let mut upstream = st.client.request(req.method().clone(), &url);
+    let mut upstream = st.git_client.request(req.method().clone(), &url);
     for name in FORWARDED {
         if let Some(v) = req.headers().get(*name) {
             upstream = upstream.header(*name, v);
@@ -359,7 +364,7 @@ async fn advertised_default_branch<R: Runtime, S: ServerStore>(
     creds: &SessionCredentials,
 ) -> Option<String> {
     let url = format!("{}/info/refs?service=git-upload-pack", creds.repo_url);
-    let mut req = st.client.get(url);
+    let mut req = st.git_client.get(url);
     if let Some(header) = auth_header(creds) {
         req = req.header("authorization", header);
     }

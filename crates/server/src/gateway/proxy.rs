@@ -4,15 +4,18 @@
 //! <session id>:<session token>` (their `HTTPS_PROXY` URL carries it).
 //! What a session may open depends on its egress mode: `none` nothing,
 //! `allowlist` the admin's hosts, `open` any host. Targets that resolve to
-//! loopback, private or link-local addresses are refused unless the
-//! allowlist names that exact `host:port`, whatever the mode.
+//! a non-public address (a special-purpose range or one of this host's own
+//! addresses, [`cc_core::addresses`]) are refused unless the allowlist
+//! names that exact `host:port`, whatever the mode. The name is resolved
+//! once: the tunnel connects to exactly the addresses that were checked.
 
 use super::{refuse, GatewayState};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, Response, StatusCode};
 use base64::Engine;
-use cc_core::policy::{egress_allowed, egress_names_exactly, non_public};
+use cc_core::addresses::{resolve_checked, AddressRefusal};
+use cc_core::policy::{egress_allowed, egress_names_exactly};
 use cc_core::{Runtime, SessionId, Store};
 use cc_wire::api::EgressMode;
 use hyper_util::rt::TokioIo;
@@ -69,25 +72,24 @@ pub(super) async fn connect_or_not_found<R: Runtime, S: Store>(
             ),
         );
     }
-    let addrs: Vec<std::net::SocketAddr> =
-        match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(a) => a.collect(),
-            Err(_) => {
-                return refuse(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("{host} cannot be resolved"),
-                )
-            }
-        };
-    if !egress_names_exactly(&host, port, allow)
-        && addrs.iter().any(|a| non_public(a.ip()).is_some())
-    {
-        tracing::info!(%session, %host, port, "egress denied: non-public address");
-        return refuse(
-            StatusCode::FORBIDDEN,
-            &format!("{host} resolves to a non-public address; only an exact host:port allowlist entry permits that"),
-        );
-    }
+    // Resolved once and checked; the tunnel goes to exactly these addresses.
+    let exact = egress_names_exactly(&host, port, allow);
+    let addrs = match resolve_checked(&host, port, exact).await {
+        Ok(addrs) => addrs,
+        Err(AddressRefusal::Unresolvable { .. }) => {
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                &format!("{host} cannot be resolved"),
+            )
+        }
+        Err(refusal) => {
+            tracing::info!(%session, %host, port, %refusal, "egress denied: non-public address");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                &format!("{refusal}; only an exact host:port allowlist entry permits that"),
+            );
+        }
+    };
     let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addrs[..])).await
     {
         Ok(Ok(s)) => s,

@@ -13,6 +13,9 @@
 //!   bare mirror of the repository on the orchestrator: fetch the branches
 //!   from the upstream, index the pushed pack into it, and ask
 //!   `git merge-base --is-ancestor`. Creating a branch needs no check.
+//!   The mirror's git follows no redirect, sends the repository token only
+//!   to the session's upstream URL, and connects only to the addresses the
+//!   upstream's host resolved to when it passed the public-address check.
 //!
 //! A refusal is answered the way a git server answers, with a
 //! `report-status` that names the reason, so `git push` in the container
@@ -277,11 +280,25 @@ pub fn advertised_head(advert: &[u8]) -> Option<String> {
 /// Bare mirrors of sessions' repositories, for the fast-forward check.
 pub struct Mirrors {
     root: PathBuf,
+    /// `host:port`s the admin allowed beyond public addresses
+    /// (`--allow-repo-host`).
+    allowed_hosts: Vec<String>,
 }
 
 impl Mirrors {
+    /// Mirrors under `root`, fetching only from public addresses.
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            allowed_hosts: Vec::new(),
+        }
+    }
+
+    /// Lets the mirrors fetch from these `host:port`s whatever their
+    /// addresses.
+    pub fn allowing(mut self, allowed_hosts: Vec<String>) -> Self {
+        self.allowed_hosts = allowed_hosts;
+        self
     }
 
     fn path(&self, session: &SessionId) -> PathBuf {
@@ -311,22 +328,22 @@ impl Mirrors {
                 .await
                 .map_err(|e| format!("creating {}: {e}", self.root.display()))?;
             let at = path_arg(&mirror)?;
-            git(&self.root, None, &["init", "--quiet", "--bare", &at], None).await?;
+            git(&self.root, &[], &["init", "--quiet", "--bare", &at], None).await?;
         }
         let mut fetched = false;
         if !has_commits(&mirror, olds).await {
-            fetch(&mirror, upstream, auth_header).await?;
+            fetch(&mirror, upstream, auth_header, &self.allowed_hosts).await?;
             fetched = true;
         }
         if !pack.is_empty() {
             let index = ["index-pack", "--stdin", "--fix-thin"];
-            if let Err(e) = git(&mirror, None, &index, Some(pack)).await {
+            if let Err(e) = git(&mirror, &[], &index, Some(pack)).await {
                 if fetched {
                     return Err(e);
                 }
                 // A delta base the mirror lacks: fetch, then try again.
-                fetch(&mirror, upstream, auth_header).await?;
-                git(&mirror, None, &index, Some(pack)).await?;
+                fetch(&mirror, upstream, auth_header, &self.allowed_hosts).await?;
+                git(&mirror, &[], &index, Some(pack)).await?;
             }
         }
         Ok(mirror)
@@ -340,7 +357,13 @@ impl Mirrors {
         upstream: &str,
         auth_header: Option<&str>,
     ) -> Result<(), String> {
-        fetch(&self.path(session), upstream, auth_header).await
+        fetch(
+            &self.path(session),
+            upstream,
+            auth_header,
+            &self.allowed_hosts,
+        )
+        .await
     }
 
     /// Whether `old` is an ancestor of `new` in a prepared mirror.
@@ -369,8 +392,31 @@ impl Mirrors {
 }
 
 /// The upstream's branches and tags (a thin pack may take its delta bases
-/// from any advertised ref).
-async fn fetch(mirror: &Path, upstream: &str, auth_header: Option<&str>) -> Result<(), String> {
+/// from any advertised ref). The upstream's host is resolved and checked
+/// here, and git is told to connect to exactly those addresses
+/// (`http.curloptResolve`), so it cannot resolve the name to another.
+async fn fetch(
+    mirror: &Path,
+    upstream: &str,
+    auth_header: Option<&str>,
+    allowed_hosts: &[String],
+) -> Result<(), String> {
+    let repo = cc_core::policy::parse_repo_url(upstream).map_err(|e| e.to_string())?;
+    let addrs = cc_core::policy::resolve_repo_host(&repo, allowed_hosts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let literal = repo.host.parse::<std::net::IpAddr>().is_ok();
+    let pinned = (!literal).then(|| {
+        let list = addrs
+            .iter()
+            .map(|a| match a.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        format!("{}:{}:{list}", repo.host, repo.port)
+    });
     let args = [
         "fetch",
         "--quiet",
@@ -380,7 +426,18 @@ async fn fetch(mirror: &Path, upstream: &str, auth_header: Option<&str>) -> Resu
         "+refs/heads/*:refs/heads/*",
         "+refs/tags/*:refs/tags/*",
     ];
-    git(mirror, auth_header, &args, None).await
+    let mut config = Vec::new();
+    if let Some(header) = auth_header {
+        // For the upstream's URL only: git sends it to no other server.
+        config.push((
+            format!("http.{upstream}.extraHeader"),
+            format!("Authorization: {header}"),
+        ));
+    }
+    if let Some(pin) = pinned {
+        config.push(("http.curloptResolve".to_owned(), pin));
+    }
+    git(mirror, &config, &args, None).await
 }
 
 /// Whether every one of `oids` is a commit the mirror holds.
@@ -400,7 +457,12 @@ fn path_arg(p: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("{} is not UTF-8", p.display()))
 }
 
-fn git_command(dir: &Path, auth_header: Option<&str>, args: &[&str]) -> Process {
+/// git on the orchestrator, with `config` set through the environment
+/// (so a token is in no argv and no file). It never follows a redirect:
+/// the upstream is the one the session was created for, and a redirect
+/// would lead it (and, since git moves its base URL to the redirect
+/// target, the token) to a server nobody checked.
+fn git_command(dir: &Path, config: &[(String, String)], args: &[&str]) -> Process {
     let mut cmd = Process::new("git");
     cmd.current_dir(dir)
         .args(args)
@@ -409,22 +471,25 @@ fn git_command(dir: &Path, auth_header: Option<&str>, args: &[&str]) -> Process 
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(header) = auth_header {
-        // Through the environment, so the token is in no argv and no file.
-        cmd.env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env("GIT_CONFIG_VALUE_0", format!("Authorization: {header}"));
+    let always = [("http.followRedirects".to_owned(), "false".to_owned())];
+    let all = always.iter().chain(config);
+    let mut n = 0;
+    for (i, (key, value)) in all.enumerate() {
+        cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
+            .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+        n = i + 1;
     }
+    cmd.env("GIT_CONFIG_COUNT", n.to_string());
     cmd
 }
 
 async fn git(
     dir: &Path,
-    auth_header: Option<&str>,
+    config: &[(String, String)],
     args: &[&str],
     stdin: Option<&[u8]>,
 ) -> Result<(), String> {
-    let mut cmd = git_command(dir, auth_header, args);
+    let mut cmd = git_command(dir, config, args);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -454,7 +519,7 @@ async fn git(
 }
 
 async fn git_status(dir: &Path, args: &[&str]) -> Result<i32, String> {
-    let out = git_command(dir, None, args)
+    let out = git_command(dir, &[], args)
         .stdin(Stdio::null())
         .output()
         .await
