@@ -26,7 +26,11 @@ fn container_ip(container: &str) -> String {
 /// read the user's private files, nor the user root's processes), so an
 /// error never passes for "absent". The secret travels on stdin: in an
 /// argument it would sit in the searching shell's own command line.
-fn assert_secret_absent(container: &str, what: &str, secret: &str) -> anyhow::Result<()> {
+pub(crate) fn assert_secret_absent(
+    container: &str,
+    what: &str,
+    secret: &str,
+) -> anyhow::Result<()> {
     use std::collections::BTreeSet;
     let mut found = BTreeSet::new();
     let mut unread: Option<BTreeSet<String>> = None;

@@ -379,6 +379,11 @@ impl Deployment {
     /// Starts an orchestrator on the shared data directory, prefix and
     /// gateway port, and waits for it to listen.
     async fn start(&self) -> anyhow::Result<Orchestrator> {
+        self.start_with(&[]).await
+    }
+
+    /// [`Self::start`] with more `serve` flags.
+    async fn start_with(&self, extra: &[&str]) -> anyhow::Result<Orchestrator> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -400,6 +405,7 @@ impl Deployment {
             .args(["--anthropic-base-url", &self.model.base_url()])
             .args(["--allow-repo-host", &self.git.addr().to_string()])
             .args(["--reconcile-interval", "2"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -594,6 +600,66 @@ async fn a_session_survives_kill_9_and_sigterm_of_the_orchestrator() -> anyhow::
         "{:?}",
         d.docker.all_leftovers()
     );
+    Ok(())
+}
+
+/// The README's restarts: a live session's secrets are kept sealed in the
+/// database — never the Claude key in clear — and deleted when it ends,
+/// whether deleted through the API or ended by a shutdown with
+/// `--end-sessions-on-shutdown`, which also removes its resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_secrets_go_with_the_session_and_shutdown_can_end_sessions() -> anyhow::Result<()> {
+    use cc_core::Store;
+    let d = Deployment::new().await?;
+    let orch = d.start_with(&["--end-sessions-on-shutdown"]).await?;
+    let url = d.git.create_repo("sealed", &[("README.md", "# s\n")])?;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let created = orch.client.create(&d.request(&url)).await?;
+        let mut ws = orch.client.stream(&created.session_id, 0).await?;
+        let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
+            is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+        })
+        .await?;
+        ensure!(
+            is_state(seen.last().expect("match"), SessionState::Ready),
+            "{}",
+            summary(&seen)
+        );
+        ids.push(cc_core::SessionId::parse(&created.session_id).context("session id")?);
+    }
+    let store = cc_store_sqlite::SqliteStore::open(d.data.path())?;
+    for id in &ids {
+        let sealed = store
+            .sealed_secrets(id)
+            .await?
+            .context("a live session's secrets are kept sealed")?;
+        let key = d.api_key.as_bytes();
+        assert!(
+            !sealed.windows(key.len()).any(|w| w == key),
+            "the Claude key is stored in clear"
+        );
+    }
+    // Deleted through the API.
+    orch.client.delete(ids[0].as_str()).await?;
+    assert_eq!(
+        store.sealed_secrets(&ids[0]).await?,
+        None,
+        "deleted with the session"
+    );
+    assert!(store.sealed_secrets(&ids[1]).await?.is_some());
+    // Ended by the shutdown.
+    orch.sigterm().await?;
+    let rec = store.get_session(&ids[1]).await?.context("record")?;
+    assert_eq!(rec.state, SessionState::Terminated, "{:?}", rec.reason);
+    assert_eq!(
+        store.sealed_secrets(&ids[1]).await?,
+        None,
+        "deleted at shutdown"
+    );
+    let name = format!("{}{}", d.docker.prefix, ids[1]);
+    assert!(!exists("container", &name), "container removed at shutdown");
+    assert_eq!(d.docker.all_leftovers(), Vec::<String>::new());
     Ok(())
 }
 
@@ -917,6 +983,11 @@ async fn the_warm_pool_hands_out_started_containers() -> anyhow::Result<()> {
         h.client.delete(&id).await?;
         let pooled = h.docker.leftovers("container");
         ensure!(pooled.len() == 1, "one pool container: {pooled:?}");
+        // Waiting in the pool, it holds nothing of any user: no checkout,
+        // no Claude key (this user's sessions ran in containers before it).
+        let workspace = docker(&["exec", &pooled[0], "ls", "-A", "/workspace"])?;
+        assert_eq!(workspace, "", "the pool container has a checkout");
+        crate::isolation::assert_secret_absent(&pooled[0], "the Claude API key", &h.api_key)?;
         let (id, t) = time_to_ready(&h, &warm_req).await?;
         warm.push(t);
         assert_eq!(
