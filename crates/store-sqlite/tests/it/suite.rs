@@ -545,15 +545,6 @@ fn after_a_turn(rec: &SessionRecord) -> SessionRecord {
     next
 }
 
-fn status(seq: u64, state: SessionState) -> ServerMessage {
-    ServerMessage::Status {
-        seq,
-        state,
-        timestamp: "2024-05-01T12:00:00.000Z".into(),
-        reason: None,
-    }
-}
-
 pub async fn a_state_change_writes_its_events_and_the_record_together<S: Store>(store: S) {
     let rec = record(SessionState::Busy, 1_700_000_000_000);
     store.insert_session(&rec).await.expect("insert");
@@ -563,7 +554,7 @@ pub async fn a_state_change_writes_its_events_and_the_record_together<S: Store>(
         .expect("append");
     let next = after_a_turn(&rec);
     store
-        .record_change(&next, &[status(3, SessionState::Ready)], Some(5))
+        .record_change(&next, &events(3..=3), Some(5))
         .await
         .expect("record the change");
     let back = get(&store, &rec.id).await;
@@ -572,7 +563,7 @@ pub async fn a_state_change_writes_its_events_and_the_record_together<S: Store>(
     expected.agent_seq = 5;
     assert_eq!(back, expected, "state, usage and cursor");
     let evs = store.events(&rec.id, 2, 10).await.expect("events");
-    assert_eq!(evs, [status(3, SessionState::Ready)]);
+    assert_eq!(evs, events(3..=3));
 
     // Without events it is an update that keeps the cursor.
     let mut later = back.clone();
@@ -597,9 +588,7 @@ pub async fn a_refused_state_change_writes_neither_events_nor_record<S: Store>(s
     let stored = get(&store, &rec.id).await;
     let next = after_a_turn(&rec);
     // seq 5 does not continue last_seq 2: the whole change is refused.
-    let res = store
-        .record_change(&next, &[status(5, SessionState::Ready)], Some(9))
-        .await;
+    let res = store.record_change(&next, &events(5..=5), Some(9)).await;
     assert!(res.is_err(), "a gap must be refused");
     assert_eq!(
         get(&store, &rec.id).await,
@@ -614,7 +603,7 @@ pub async fn a_refused_state_change_writes_neither_events_nor_record<S: Store>(s
     // An unknown session writes nothing either.
     let stranger = record(SessionState::Ready, 1_700_000_000_000);
     assert!(store
-        .record_change(&stranger, &[status(1, SessionState::Ready)], None)
+        .record_change(&stranger, &events(1..=1), None)
         .await
         .is_err());
     assert_eq!(store.get_session(&stranger.id).await.expect("get"), None);
