@@ -23,6 +23,7 @@ ensure_packages() {
     command -v pip3 >/dev/null || command -v pip >/dev/null || missing+=(python3-pip)
     command -v tmux >/dev/null || missing+=(tmux)  # the CLI's attach test
     command -v iptables >/dev/null || missing+=(iptables)  # sessions' host firewall
+    command -v promtool >/dev/null || missing+=(prometheus)  # promtool: the /metrics format check
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" -ne 0 ]; then
             echo "missing packages: ${missing[*]} — install them (apt-get install ${missing[*]}) and run again" >&2

@@ -24,6 +24,11 @@ trap 'rm -f "$results"' EXIT
 # --all-targets: the crates have no doc tests, and their empty runs would
 # otherwise close the output.
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$results"
+# The real image build, `#[ignore]`d in plain `cargo test` (it needs root,
+# debootstrap and the network); here the base image and caches are warm.
+log "the real worker image build (cc-runtime-docker, --ignored)"
+cargo test -p cc-runtime-docker --test image --no-fail-fast -- --ignored \
+    --exact builds_then_skips_a_working_image 2>&1 | tee -a "$results"
 # The API contract: docs/openapi.json drift is a cargo test (cc-server);
 # here Schemathesis fuzzes a live server from that document.
 scripts/schemathesis.sh

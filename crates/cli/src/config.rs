@@ -49,7 +49,17 @@ impl ConnArgs {
     /// Merges flags > environment > file. `api_key_flag` is the command's
     /// `--api-key`, when it has one.
     pub fn settings(&self, api_key_flag: Option<&str>) -> Result<Settings, Exit> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        self.settings_with(api_key_flag, |k| std::env::var(k).ok())
+    }
+
+    /// [`Self::settings`] with the environment read through `lookup`, so a
+    /// test decides what the environment holds instead of inheriting it.
+    fn settings_with(
+        &self,
+        api_key_flag: Option<&str>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Exit> {
+        let env = |k: &str| lookup(k).filter(|v| !v.is_empty());
         let file = match &self.config {
             Some(p) => read_file(p)?.ok_or_else(|| {
                 Exit::usage(format!("config file {} does not exist", p.display()))
@@ -208,12 +218,26 @@ mod tests {
             token: None,
             config: Some(path),
         };
-        let s = args.settings(Some("key")).unwrap();
+        // Whatever the test's own environment holds, this one is empty…
+        let s = args.settings_with(Some("key"), |_| None).unwrap();
         assert_eq!(s.url, "http://flag:2");
         assert_eq!(s.api_key.as_deref(), Some("key"));
-        // The token comes from the environment when it is set there.
-        if std::env::var_os("CLAUDECLUSTER_TOKEN").is_none() {
-            assert_eq!(s.token.as_deref(), Some("file"));
-        }
+        assert_eq!(s.token.as_deref(), Some("file"));
+        // …and here the environment wins over the file, the flag over both.
+        let env = |k: &str| match k {
+            "CLAUDECLUSTER_TOKEN" => Some("env".to_owned()),
+            "CLAUDECLUSTER_URL" => Some("http://env:3".to_owned()),
+            _ => None,
+        };
+        let s = args.settings_with(None, env).unwrap();
+        assert_eq!(s.url, "http://flag:2");
+        assert_eq!(s.token.as_deref(), Some("env"));
+        assert_eq!(s.api_key, None);
+        let flagged = ConnArgs {
+            token: Some("flag".into()),
+            ..args
+        };
+        let s = flagged.settings_with(None, env).unwrap();
+        assert_eq!(s.token.as_deref(), Some("flag"));
     }
 }

@@ -18,13 +18,13 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The session (or another resource) does not exist.
     pub const NOT_FOUND: u8 = 3;
-    /// The server refused the token (HTTP 401/403).
+    /// The server refused the token (HTTP 401, or 403 with code `forbidden`).
     pub const UNAUTHORIZED: u8 = 4;
     /// The server could not be reached.
     pub const UNREACHABLE: u8 = 5;
 }
 
-pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0  success\n  1  failure (server error, failed turn, session in error)\n  2  usage error\n  3  session not found\n  4  token refused (HTTP 401/403)\n  5  server unreachable";
+pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0  success\n  1  failure (server error, failed turn, session in error)\n  2  usage error\n  3  session not found\n  4  token refused (HTTP 401, or 403 `forbidden`)\n  5  server unreachable";
 
 /// A failure that has its own exit code and one line for stderr. `main`
 /// prints `message` (when not empty) and exits with `code`.
@@ -70,20 +70,16 @@ impl Exit {
                     tidy_cause(&cause)
                 ),
             ),
-            // A refusal of the request itself (a push the rules do not
-            // allow) is not about the token.
+            // Only a token the server does not accept (401) or one that
+            // may not do this (403 `forbidden`) is the token's fault; every
+            // other 403 refuses the request itself (a spent budget, a path
+            // outside the checkout, a push the rules do not allow) and
+            // says why in its message.
             ClientError::Api {
-                status: 403,
+                status,
                 message,
                 code,
-            } if code == "push_refused" => {
-                Self::new(exit::FAILURE, format!("{message} ({code})"))
-            }
-            ClientError::Api {
-                status: 401 | 403,
-                message,
-                ..
-            } => Self::new(
+            } if status == 401 || (status == 403 && code == "forbidden") => Self::new(
                 exit::UNAUTHORIZED,
                 format!(
                     "the server at {base} refused the token: {message} — set --token or CLAUDECLUSTER_TOKEN"
@@ -394,6 +390,20 @@ mod tests {
         assert_eq!(Exit::from_client(api(401), "u").code, exit::UNAUTHORIZED);
         assert_eq!(Exit::from_client(api(404), "u").code, exit::NOT_FOUND);
         assert_eq!(Exit::from_client(api(409), "u").code, exit::FAILURE);
+        let refused = |code: &str| ClientError::Api {
+            status: 403,
+            code: code.into(),
+            message: format!("{code} says why"),
+        };
+        assert_eq!(
+            Exit::from_client(refused("forbidden"), "u").code,
+            exit::UNAUTHORIZED
+        );
+        for code in ["budget_exhausted", "forbidden_path", "ip_not_allowed", "x"] {
+            let e = Exit::from_client(refused(code), "u");
+            assert_eq!(e.code, exit::FAILURE, "{code}");
+            assert_eq!(e.message, format!("{code} says why ({code})"));
+        }
     }
 
     #[test]

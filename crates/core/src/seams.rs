@@ -216,6 +216,17 @@ pub trait Store: Send + Sync + 'static {
         events: &[ServerMessage],
         agent_seq: Option<u64>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// A state change as one transaction: appends `events` exactly as
+    /// [`Store::append_events`] does and overwrites the session's other
+    /// fields from `rec` exactly as [`Store::update_session`] does. Both
+    /// happen or neither does, so the status event, the state and what the
+    /// record carries with it (the usage totals) are never split.
+    fn record_change(
+        &self,
+        rec: &SessionRecord,
+        events: &[ServerMessage],
+        agent_seq: Option<u64>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Events with `seq > since`, oldest first, at most `limit`.
     fn events(
         &self,

@@ -1,12 +1,14 @@
 //! Tests of the worker image build: the pure parts always, the real Docker
-//! build only when asked (`cargo test -p cc-runtime-docker --test image --
-//! --ignored`; it needs root, Docker, debootstrap and network to Debian and
-//! PyPI, and leaves `claudecluster-base:*` and one `claudecluster-worker:*`).
+//! build when asked — `scripts/test.sh` asks, after building the image the
+//! suite runs, so the base image and caches are warm (`cargo test -p
+//! cc-runtime-docker --test image -- --ignored`; it needs root, Docker,
+//! debootstrap and network to Debian and PyPI, and leaves
+//! `claudecluster-base:*` and one `claudecluster-worker:*`).
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cc_runtime_docker::image::{
     build_worker_image, cache_dir_from, content_hash, local_base_image_name, locate_tool,
@@ -201,7 +203,7 @@ fn docker_output(args: &[&str]) -> String {
 }
 
 /// The real thing: builds (or reuses) the base and worker images, then
-/// checks a second call is a fast no-op and the image works. Uses
+/// checks a second call builds nothing and the image works. Uses
 /// `$CLAUDECLUSTER_TEST_CACHE_DIR` (else the default cache dir) and a copy of
 /// `/bin/sleep` as the "sessiond".
 #[test]
@@ -243,12 +245,11 @@ fn builds_then_skips_a_working_image() {
     let second = rt
         .block_on(build_worker_image(&opts, &mut |_| {}))
         .unwrap_or_else(|e| panic!("second call failed: {e}"));
-    let skip_time = t1.elapsed();
-    eprintln!("second call: {second:?} in {skip_time:?}");
+    eprintln!("second call: {second:?} in {:?}", t1.elapsed());
+    // Nothing was built again: the same image, recognised by its content.
     assert!(second.skipped);
     assert_eq!(second.tag, first.tag);
     assert_eq!(second.id, first.id);
-    assert!(skip_time < Duration::from_secs(5), "{skip_time:?}");
 
     let version = docker_output(&[
         "run",

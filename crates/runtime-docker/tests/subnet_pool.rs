@@ -36,6 +36,11 @@ impl NetworkGuard {
             .arg(format!("label={LABEL_PREFIX}={}", self.prefix))
             .output()
             .expect("running docker network ls");
+        assert!(
+            out.status.success(),
+            "docker network ls: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| l.starts_with(&self.prefix))
@@ -56,12 +61,51 @@ impl Drop for NetworkGuard {
     }
 }
 
+/// A `10.x.0.0/16` that no network on the engine uses yet, `x` drawn at
+/// random: the engine is shared with other runs of this suite, and a fixed
+/// range would collide with theirs (their subnets taken, this pool "full").
+fn unused_range() -> Ipv4Cidr {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "docker network ls -q | xargs -r docker network inspect \
+             --format '{{range .IPAM.Config}}{{.Subnet}} {{end}}'",
+        ])
+        .output()
+        .expect("listing the engine's subnets");
+    assert!(
+        out.status.success(),
+        "listing the engine's subnets: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let used: Vec<Ipv4Cidr> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id();
+    // 10.214–10.253: test-only, apart from the serve/bench examples (10.213/16).
+    for i in 0..40 {
+        let x = 214 + (seed as usize + i) % 40;
+        let range: Ipv4Cidr = format!("10.{x}.0.0/16").parse().expect("a /16");
+        if !used
+            .iter()
+            .any(|u| range.contains(u.addr()) || u.contains(range.addr()))
+        {
+            return range;
+        }
+    }
+    panic!("every test range 10.214–10.253 is in use on this engine: {used:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_session_networks_get_distinct_subnets_from_the_pool(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let guard = NetworkGuard::new();
-    // Test-only ranges, apart from the serve/bench examples (10.213/16).
-    let cidr: Ipv4Cidr = "10.214.0.0/16".parse()?;
+    let cidr = unused_range();
     let pool = SubnetPool::new(cidr, 28)?;
     let runtime = DockerRuntime::connect(guard.prefix.clone())
         .await?
@@ -116,7 +160,9 @@ async fn a_taken_subnet_moves_the_session_to_the_next_one() -> Result<(), Box<dy
     let guard = NetworkGuard::new();
     // A pool of two /28s: the first session takes one, the second must get
     // the other whatever its hash, and a third finds the pool exhausted.
-    let cidr: Ipv4Cidr = "10.215.255.224/27".parse()?;
+    let cidr: Ipv4Cidr = format!("{}/27", unused_range().addr())
+        .replacen(".0.0/27", ".255.224/27", 1)
+        .parse()?;
     let pool = SubnetPool::new(cidr, 28)?;
     let runtime = DockerRuntime::connect(guard.prefix.clone())
         .await?

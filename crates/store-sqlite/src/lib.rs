@@ -17,6 +17,9 @@
 //! - The cursor is owned by `append_events`: [`Store::update_session`]
 //!   overwrites every other field but never `last_seq` / `agent_seq`, so a
 //!   stale record cannot move the log's cursor backwards.
+//! - [`Store::record_change`] does both in one transaction: a state
+//!   change's events and the record (state, usage totals) are written
+//!   together or not at all.
 //! - Whatever cannot be decoded (unknown state, bad id, unparsable event,
 //!   negative counter, unknown record version) is reported as
 //!   [`StoreError::Corrupt`], never papered over.
@@ -395,6 +398,103 @@ fn legacy_event(mut value: serde_json::Value) -> serde_json::Value {
 
 // --- the store -------------------------------------------------------------
 
+/// Overwrites every field of the session's row but the log cursor (see
+/// the crate docs); inside whatever transaction `conn` is in.
+fn write_record(conn: &Connection, id: &SessionId, row: &SessionRow) -> Result<(), StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE sessions SET record_version = ?2, container_id = ?3, state = ?4, \
+             reason = ?5, repo_url = ?6, branch = ?7, memory_bytes = ?8, cpu = ?9, \
+             timeout_secs = ?10, created_at_ms = ?11, updated_at_ms = ?12, \
+             expires_at_ms = ?13, owner = ?14, usage = ?15, egress = ?16, \
+             idle_timeout_secs = ?17 \
+             WHERE id = ?1",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id.as_str(),
+                schema::RECORD_VERSION,
+                row.container_id,
+                row.state,
+                row.reason,
+                row.repo_url,
+                row.branch,
+                row.memory_bytes,
+                row.cpu,
+                row.timeout_secs,
+                row.created_at_ms,
+                row.updated_at_ms,
+                row.expires_at_ms,
+                row.owner,
+                row.usage,
+                row.egress,
+                row.idle_timeout_secs,
+            ])
+        })
+        .map_err(|e| StoreError::Backend(format!("update session {id}: {e}")))?;
+    if changed == 0 {
+        return Err(StoreError::Backend(format!(
+            "update session {id}: no such session"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `rows` continue the session's `last_seq` contiguously,
+/// inserts them and moves the cursor; inside the caller's transaction, so
+/// an error writes nothing once the caller drops it.
+fn append_rows(
+    tx: &Connection,
+    id: &SessionId,
+    rows: &[EventRow],
+    agent_seq: Option<i64>,
+) -> Result<(), StoreError> {
+    let fail = |what: &str| StoreError::Backend(format!("append events to {id}: {what}"));
+    let sql_fail = |e: rusqlite::Error| fail(&e.to_string());
+    let last: Option<i64> = tx
+        .query_row(
+            "SELECT last_seq FROM sessions WHERE id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_fail)?;
+    let last = last.ok_or_else(|| fail("no such session"))?;
+    let last = u64::try_from(last)
+        .map_err(|_| StoreError::Corrupt(format!("session {id}: negative last_seq {last}")))?;
+    let mut expected = last + 1;
+    for row in rows {
+        if row.seq != expected {
+            return Err(fail(&format!(
+                "event seq {} where {expected} was expected (last_seq {last}); \
+                 nothing was written",
+                row.seq
+            )));
+        }
+        expected += 1;
+    }
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO events (session_id, seq, kind, payload) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(sql_fail)?;
+    for row in rows {
+        let seq = to_i64("seq", row.seq)?;
+        insert
+            .execute(params![id.as_str(), seq, row.kind, row.payload])
+            .map_err(|e| fail(&format!("insert event {seq}: {e}")))?;
+    }
+    let new_last = to_i64("last_seq", expected - 1)?;
+    tx.execute(
+        "UPDATE sessions SET last_seq = ?2, agent_seq = COALESCE(?3, agent_seq) \
+         WHERE id = ?1",
+        params![id.as_str(), new_last, agent_seq],
+    )
+    .map_err(sql_fail)?;
+    Ok(())
+}
+
 impl Store for SqliteStore {
     async fn insert_session(&self, rec: &SessionRecord) -> Result<(), StoreError> {
         let id = rec.id.clone();
@@ -437,47 +537,8 @@ impl Store for SqliteStore {
     async fn update_session(&self, rec: &SessionRecord) -> Result<(), StoreError> {
         let id = rec.id.clone();
         let row = SessionRow::encode(rec)?;
-        self.run("update session", move |conn| {
-            // last_seq / agent_seq belong to append_events (see the crate docs).
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE sessions SET record_version = ?2, container_id = ?3, state = ?4, \
-                     reason = ?5, repo_url = ?6, branch = ?7, memory_bytes = ?8, cpu = ?9, \
-                     timeout_secs = ?10, created_at_ms = ?11, updated_at_ms = ?12, \
-                     expires_at_ms = ?13, owner = ?14, usage = ?15, egress = ?16, \
-                     idle_timeout_secs = ?17 \
-                     WHERE id = ?1",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![
-                        id.as_str(),
-                        schema::RECORD_VERSION,
-                        row.container_id,
-                        row.state,
-                        row.reason,
-                        row.repo_url,
-                        row.branch,
-                        row.memory_bytes,
-                        row.cpu,
-                        row.timeout_secs,
-                        row.created_at_ms,
-                        row.updated_at_ms,
-                        row.expires_at_ms,
-                        row.owner,
-                        row.usage,
-                        row.egress,
-                        row.idle_timeout_secs,
-                    ])
-                })
-                .map_err(|e| StoreError::Backend(format!("update session {id}: {e}")))?;
-            if changed == 0 {
-                return Err(StoreError::Backend(format!(
-                    "update session {id}: no such session"
-                )));
-            }
-            Ok(())
-        })
-        .await
+        self.run("update session", move |conn| write_record(conn, &id, &row))
+            .await
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
@@ -530,56 +591,39 @@ impl Store for SqliteStore {
         let agent_seq = agent_seq.map(|s| to_i64("agent_seq", s)).transpose()?;
         let id = id.clone();
         self.run("append events", move |conn| {
-            let fail = |what: &str| StoreError::Backend(format!("append events to {id}: {what}"));
-            let sql_fail = |e: rusqlite::Error| fail(&e.to_string());
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_fail)?;
-            let last: Option<i64> = tx
-                .query_row(
-                    "SELECT last_seq FROM sessions WHERE id = ?1",
-                    [id.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql_fail)?;
-            let last = last.ok_or_else(|| fail("no such session"))?;
-            let last = u64::try_from(last).map_err(|_| {
-                StoreError::Corrupt(format!("session {id}: negative last_seq {last}"))
-            })?;
-            let mut expected = last + 1;
-            for row in &rows {
-                if row.seq != expected {
-                    return Err(fail(&format!(
-                        "event seq {} where {expected} was expected (last_seq {last}); \
-                         nothing was written",
-                        row.seq
-                    )));
-                }
-                expected += 1;
-            }
-            {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO events (session_id, seq, kind, payload) \
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .map_err(sql_fail)?;
-                for row in &rows {
-                    let seq = to_i64("seq", row.seq)?;
-                    insert
-                        .execute(params![id.as_str(), seq, row.kind, row.payload])
-                        .map_err(|e| fail(&format!("insert event {seq}: {e}")))?;
-                }
-            }
-            let new_last = to_i64("last_seq", expected - 1)?;
-            tx.execute(
-                "UPDATE sessions SET last_seq = ?2, agent_seq = COALESCE(?3, agent_seq) \
-                 WHERE id = ?1",
-                params![id.as_str(), new_last, agent_seq],
-            )
-            .map_err(sql_fail)?;
-            tx.commit().map_err(sql_fail)
+                .map_err(|e| StoreError::Backend(format!("append events to {id}: {e}")))?;
+            append_rows(&tx, &id, &rows, agent_seq)?;
+            tx.commit()
+                .map_err(|e| StoreError::Backend(format!("append events to {id}: {e}")))
+        })
+        .await
+    }
+
+    async fn record_change(
+        &self,
+        rec: &SessionRecord,
+        events: &[ServerMessage],
+        agent_seq: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let id = rec.id.clone();
+        let row = SessionRow::encode(rec)?;
+        let rows = events
+            .iter()
+            .map(|ev| encode_event(&id, ev))
+            .collect::<Result<Vec<_>, _>>()?;
+        let agent_seq = agent_seq.map(|s| to_i64("agent_seq", s)).transpose()?;
+        self.run("record a state change", move |conn| {
+            let fail = |e: rusqlite::Error| {
+                StoreError::Backend(format!("record a state change of {id}: {e}"))
+            };
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            append_rows(&tx, &id, &rows, agent_seq)?;
+            write_record(&tx, &id, &row)?;
+            tx.commit().map_err(fail)
         })
         .await
     }

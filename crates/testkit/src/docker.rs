@@ -35,25 +35,27 @@ impl PrefixGuard {
     }
 
     /// Names of resources of `kind` ("container", "network", "volume")
-    /// still present for this prefix.
+    /// still present for this prefix. Panics when the docker CLI cannot
+    /// answer: an empty list must mean "nothing left", never "not asked".
     pub fn leftovers(&self, kind: &str) -> Vec<String> {
+        self.try_leftovers(kind)
+            .unwrap_or_else(|e| panic!("listing leftover {kind}s: {e}"))
+    }
+
+    /// [`Self::leftovers`], with the docker CLI's failure as an error.
+    pub fn try_leftovers(&self, kind: &str) -> Result<Vec<String>, String> {
         let args: Vec<&str> = match kind {
             "container" => vec!["ps", "-a", "--format", "{{.Names}}"],
             "network" => vec!["network", "ls", "--format", "{{.Name}}"],
-            _ => vec!["volume", "ls", "--format", "{{.Name}}"],
+            "volume" => vec!["volume", "ls", "--format", "{{.Name}}"],
+            other => return Err(format!("unknown resource kind {other:?}")),
         };
-        let out = Command::new("docker")
+        let o = Command::new("docker")
             .args(&args)
             .args(["--filter", &self.filter()])
-            .output();
-        match out {
-            Ok(o) => String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(str::to_owned)
-                .filter(|l| !l.is_empty())
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+            .output()
+            .map_err(|e| format!("running docker: {e}"))?;
+        names(&args.join(" "), o)
     }
 
     /// Every leftover of this prefix, all kinds.
@@ -64,22 +66,30 @@ impl PrefixGuard {
             .collect()
     }
 
+    /// Removes this prefix's resources. Runs on drop, so a docker CLI
+    /// failure is reported, not raised (a panic while unwinding aborts).
     pub fn cleanup(&self) {
-        let containers = self.leftovers("container");
+        let listed = |kind: &str| {
+            self.try_leftovers(kind).unwrap_or_else(|e| {
+                eprintln!("cleaning up prefix {}: {e}", self.prefix);
+                Vec::new()
+            })
+        };
+        let containers = listed("container");
         if !containers.is_empty() {
             let _ = Command::new("docker")
                 .args(["rm", "-f", "-v"])
                 .args(&containers)
                 .output();
         }
-        let networks = self.leftovers("network");
+        let networks = listed("network");
         if !networks.is_empty() {
             let _ = Command::new("docker")
                 .args(["network", "rm"])
                 .args(&networks)
                 .output();
         }
-        let volumes = self.leftovers("volume");
+        let volumes = listed("volume");
         if !volumes.is_empty() {
             let _ = Command::new("docker")
                 .args(["volume", "rm", "-f"])
@@ -104,6 +114,22 @@ impl Drop for PrefixGuard {
         }
         self.cleanup();
     }
+}
+
+/// The names a `docker … ls` printed, or why it failed.
+fn names(what: &str, o: std::process::Output) -> Result<Vec<String>, String> {
+    if !o.status.success() {
+        return Err(format!(
+            "docker {what} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect())
 }
 
 /// Deletes the host INPUT rules whose comment starts with `tag` (sessions
@@ -131,5 +157,41 @@ fn remove_firewall_rules(tag: &str) {
             .args(["-w", "-D", "INPUT"])
             .args(&words)
             .output();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{ExitStatus, Output};
+
+    fn output(code: i32, stdout: &str, stderr: &str) -> Output {
+        Output {
+            status: ExitStatus::from_raw(code << 8),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_docker_listing_is_an_error_not_an_empty_list() {
+        let e = names(
+            "ps -a",
+            output(1, "", "Cannot connect to the Docker daemon\n"),
+        )
+        .unwrap_err();
+        assert!(e.contains("Cannot connect to the Docker daemon"), "{e}");
+        assert_eq!(
+            names("ps -a", output(0, "cct-1-a\n\ncct-1-b\n", "")),
+            Ok(vec!["cct-1-a".to_owned(), "cct-1-b".to_owned()])
+        );
+        assert_eq!(names("ps -a", output(0, "", "")), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused() {
+        let e = PrefixGuard::new().try_leftovers("image").unwrap_err();
+        assert!(e.contains("unknown resource kind"), "{e}");
     }
 }

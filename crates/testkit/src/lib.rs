@@ -6,6 +6,8 @@
 //!   APIs, speaking their real request and response shapes.
 //! - [`docker`]: a unique resource prefix per run and cleanup on drop, so
 //!   tests sharing one Docker engine never touch each other's resources.
+//! - [`ports`]: ports outside the kernel's ephemeral range, for a port a
+//!   test rebinds after a restart or needs closed.
 //! - [`harness`]: an orchestrator on real Docker with a model double and a
 //!   git server, reached through the public API only.
 
@@ -13,5 +15,6 @@ pub mod docker;
 pub mod fake_forge;
 pub mod git_server;
 pub mod harness;
+pub mod ports;
 
 pub use harness::Harness;

@@ -132,10 +132,10 @@ async fn attach_is_an_interactive_prompt_with_interrupt_and_detach() -> anyhow::
     let screen = tmux
         .wait_for("interrupting the turn", 1, Duration::from_secs(10))
         .await?;
-    // The turn ends: the prompt comes back well before the 20 s the
-    // turn would have taken.
+    // The turn ends cut short: its last word never arrives (the bound is
+    // generous; the proof is the missing word, not the time).
     let screen = tmux
-        .wait_for("› ", 3, Duration::from_secs(15))
+        .wait_for("› ", 3, Duration::from_secs(60))
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n(after Ctrl-C; earlier screen:\n{screen})"))?;
     assert!(

@@ -6,12 +6,10 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// A port nothing listens on.
+/// A port nothing listens on (outside the ephemeral range, so no other
+/// test's `bind(:0)` takes it meanwhile).
 async fn dead_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
-    let port = l.local_addr()?.port();
-    drop(l);
-    Ok(port)
+    Ok(cc_testkit::ports::fixed_port())
 }
 
 #[tokio::test]
@@ -48,6 +46,21 @@ async fn a_server_that_is_down_is_one_line_and_exit_5() -> anyhow::Result<()> {
 
 /// Answers every request with 401 and records the requests' heads.
 async fn refusing_server() -> anyhow::Result<(String, Arc<Mutex<Vec<String>>>)> {
+    answering_server(
+        "401 Unauthorized",
+        "unauthorized",
+        "invalid or missing token",
+    )
+    .await
+}
+
+/// Answers every request with `status` and the error `{code, message}`,
+/// and records the requests' heads.
+async fn answering_server(
+    status: &'static str,
+    code: &'static str,
+    message: &'static str,
+) -> anyhow::Result<(String, Arc<Mutex<Vec<String>>>)> {
     let l = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", l.local_addr()?);
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -67,9 +80,9 @@ async fn refusing_server() -> anyhow::Result<(String, Arc<Mutex<Vec<String>>>)> 
                 log.lock()
                     .unwrap()
                     .push(String::from_utf8_lossy(&head).to_lowercase());
-                let body = r#"{"code":"unauthorized","message":"invalid or missing token"}"#;
+                let body = serde_json::json!({"code": code, "message": message}).to_string();
                 let resp = format!(
-                    "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = sock.write_all(resp.as_bytes()).await;
@@ -110,6 +123,60 @@ async fn a_refused_token_is_one_line_and_exit_4() -> anyhow::Result<()> {
             .iter()
             .any(|h| h.contains("authorization: bearer wrong-token")),
         "{heads:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_a_refused_token_is_exit_4_other_refusals_say_why_and_exit_1() -> anyhow::Result<()> {
+    let home = tempfile::tempdir()?;
+    let refusals = [
+        (
+            "budget_exhausted",
+            "the session spent its budget of 1.00 USD",
+        ),
+        ("forbidden_path", "the path leaves the checkout"),
+        ("ip_not_allowed", "requests from 10.1.2.3 are not allowed"),
+        (
+            "egress_not_allowed",
+            "the session's egress policy refuses it",
+        ),
+        ("push_refused", "the push rules refuse main"),
+        ("quota_exceeded", "another refusal"),
+    ];
+    for (code, message) in refusals {
+        let (url, _) = answering_server("403 Forbidden", code, message).await?;
+        let out = output(
+            cli(home.path())
+                .args([
+                    "session",
+                    "status",
+                    "01JD0000000000000000000000",
+                    "--url",
+                    &url,
+                ])
+                .env("CLAUDECLUSTER_TOKEN", "good-token"),
+        )
+        .await?;
+        assert_eq!(out.status.code(), Some(1), "{code}: {}", describe(&out));
+        let err = stderr(&out);
+        assert_eq!(err, format!("error: {message} ({code})\n"), "{code}");
+    }
+    // A token that may not do this is the token's problem.
+    let (url, _) = answering_server("403 Forbidden", "forbidden", "admin token required").await?;
+    let out = output(
+        cli(home.path())
+            .args(["session", "list", "--url", &url])
+            .env("CLAUDECLUSTER_TOKEN", "user-token"),
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "error: the server at {url} refused the token: admin token required"
+        )),
+        "{}",
+        describe(&out)
     );
     Ok(())
 }

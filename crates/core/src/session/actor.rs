@@ -437,7 +437,10 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     }),
                     Rendered::Drop => None,
                 };
-                self.emit(msg.into_iter().chain(turn).collect(), seq)
+                // A finished turn moved the usage totals: they are stored
+                // with its event, not left for the next state change.
+                let with_record = turn.is_some();
+                self.write(msg.into_iter().chain(turn).collect(), seq, with_record)
                     .await?;
             }
             AgentEvent::Stderr { line } => {
@@ -501,7 +504,18 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         msgs: Vec<ServerMessage>,
         agent_seq: Option<u64>,
     ) -> Result<(), CoreError> {
-        if msgs.is_empty() && agent_seq.is_none() {
+        self.write(msgs, agent_seq, false).await
+    }
+
+    /// Stores events (assigning their `seq`) — with the whole record in
+    /// the same transaction when `with_record` — then broadcasts them.
+    async fn write(
+        &mut self,
+        msgs: Vec<ServerMessage>,
+        agent_seq: Option<u64>,
+        with_record: bool,
+    ) -> Result<(), CoreError> {
+        if msgs.is_empty() && agent_seq.is_none() && !with_record {
             return Ok(());
         }
         let first = self.record.last_seq + 1;
@@ -510,10 +524,17 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             .enumerate()
             .map(|(i, m)| m.with_seq(first + i as u64))
             .collect();
-        self.inner
-            .store
-            .append_events(&self.record.id, &msgs, agent_seq)
-            .await?;
+        if with_record {
+            self.inner
+                .store
+                .record_change(&self.record, &msgs, agent_seq)
+                .await?;
+        } else {
+            self.inner
+                .store
+                .append_events(&self.record.id, &msgs, agent_seq)
+                .await?;
+        }
         self.record.last_seq += msgs.len() as u64;
         if let Some(s) = agent_seq {
             self.record.agent_seq = s;
@@ -541,10 +562,9 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             timestamp: epoch_ms(self.record.updated_at),
             reason,
         };
-        self.emit(vec![msg], agent_seq).await?;
-        self.inner.store.update_session(&self.record).await?;
-        self.record_tx.send_replace(self.record.clone());
-        Ok(())
+        // One transaction: a crash cannot keep the event and lose the
+        // record (its state, the usage totals gathered since the last one).
+        self.write(vec![msg], agent_seq, true).await
     }
 
     /// Releases everything and records the final state.

@@ -117,13 +117,12 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
 
     /// The record with the state its event log ends in.
     ///
-    /// A state change is two store writes: the `status` event, which moves
+    /// A state change was two store writes: the `status` event, which moves
     /// the log cursor (`last_seq`, `agent_seq`) in the same transaction,
-    /// then the record (`Actor::set_state`; `append_status` then
-    /// `update_session` in `create` and here). An orchestrator that stopped
-    /// between the two (`kill -9`, or a SIGTERM right after a turn's `ready`
-    /// went out: the shutting-down runtime drops the still-queued record
-    /// write) left the record one state behind its log, e.g. `busy` for an
+    /// then the record (now one, `Store::record_change`). An orchestrator
+    /// of that time that stopped between the two (`kill -9`, or a SIGTERM
+    /// right after a turn's `ready` went out: the shutting-down runtime
+    /// drops the still-queued record write) left the record one state behind its log, e.g. `busy` for an
     /// idle session. The actor resumes sessiond's journal after the entry
     /// that caused the change, so nothing else would correct it: the
     /// session would report `busy` while idle, and its next turn's `busy`
@@ -234,7 +233,6 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         };
         rec.reason = Some(reason);
         append_status(inner.store(), &mut rec).await?;
-        inner.store.update_session(&rec).await?;
         Ok(())
     }
 

@@ -165,7 +165,6 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 record.state = SessionState::Error;
                 record.reason = Some(format!("container could not be started: {e}"));
                 append_status(inner.store(), &mut record).await?;
-                inner.store.update_session(&record).await?;
                 return Err(e.into());
             }
         };
@@ -173,7 +172,6 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         record.container_id = Some(placement.container_id.clone());
         record.state = SessionState::Starting;
         append_status(inner.store(), &mut record).await?;
-        inner.store.update_session(&record).await?;
 
         let init = init_request(
             &inner.config,
@@ -242,7 +240,8 @@ fn check_api_key(key: &str) -> Result<(), CoreError> {
     Ok(())
 }
 
-/// Appends a `status` event for the record's current state and reason.
+/// Records the record's current state and reason: a `status` event and
+/// the record itself, in one transaction (`Store::record_change`).
 pub(crate) async fn append_status<S: Store>(
     store: &S,
     record: &mut SessionRecord,
@@ -253,9 +252,9 @@ pub(crate) async fn append_status<S: Store>(
         timestamp: now_ms(),
         reason: record.reason.clone(),
     };
-    store.append_events(&record.id, &[msg], None).await?;
-    record.last_seq += 1;
     record.updated_at = now();
+    store.record_change(record, &[msg], None).await?;
+    record.last_seq += 1;
     Ok(())
 }
 

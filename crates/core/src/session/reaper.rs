@@ -18,28 +18,32 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The last time anyone used a session. Cheap to touch from any task.
+///
+/// Kept to the nanosecond: a coarser unit truncated toward the past would
+/// put the last use before the real one, and the idle timeout would end
+/// the session that much early (it is a promise of *at least* so long).
 #[derive(Debug)]
 pub(crate) struct Activity {
     origin: Instant,
-    /// Milliseconds after `origin` of the last touch.
-    last_ms: AtomicU64,
+    /// Nanoseconds after `origin` of the last touch (u64: 584 years).
+    last_ns: AtomicU64,
 }
 
 impl Activity {
     pub(crate) fn new() -> Self {
         Self {
             origin: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            last_ns: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn touch(&self) {
-        let ms = self.origin.elapsed().as_millis() as u64;
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+        let ns = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_ns.fetch_max(ns, Ordering::Relaxed);
     }
 
     pub(crate) fn last(&self) -> Instant {
-        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+        self.origin + Duration::from_nanos(self.last_ns.load(Ordering::Relaxed))
     }
 }
 
@@ -149,6 +153,25 @@ mod tests {
             matches!(&v, Verdict::Expired(r) if r.contains("idle")),
             "{v:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_use_is_never_put_before_the_real_one() {
+        let act = Activity::new();
+        // Between two whole milliseconds, where a millisecond clock
+        // truncated the touch to 1 ms and the session ended early.
+        tokio::time::advance(Duration::from_micros(1_999)).await;
+        act.touch();
+        let touched = Instant::now();
+        assert!(act.last() >= touched, "{:?} < {touched:?}", act.last());
+        let rec = record(SessionState::Ready, Duration::from_secs(3600));
+        let idle = Some(Duration::from_secs(3));
+        tokio::time::advance(Duration::from_secs(3) - Duration::from_micros(1)).await;
+        let v = judge(&rec, &act, idle);
+        assert!(matches!(v, Verdict::CheckAt(_)), "1 µs before: {v:?}");
+        tokio::time::advance(Duration::from_micros(1)).await;
+        let v = judge(&rec, &act, idle);
+        assert!(matches!(v, Verdict::Expired(_)), "at 3 s: {v:?}");
     }
 
     #[tokio::test(start_paused = true)]

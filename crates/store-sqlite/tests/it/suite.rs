@@ -26,6 +26,8 @@ macro_rules! conformance {
             append_to_unknown_session_is_refused,
             concurrent_appends_stay_contiguous,
             sealed_secrets_are_kept_replaced_and_deleted,
+            a_state_change_writes_its_events_and_the_record_together,
+            a_refused_state_change_writes_neither_events_nor_record,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -529,4 +531,85 @@ pub async fn sealed_secrets_are_kept_replaced_and_deleted<S: Store>(store: S) {
         .await
         .expect("deleting twice is fine");
     assert_eq!(store.sealed_secrets(&rec.id).await.expect("read"), None);
+}
+
+/// The record of `rec` after a finished turn: `ready`, with usage totals.
+fn after_a_turn(rec: &SessionRecord) -> SessionRecord {
+    let mut next = rec.clone();
+    next.state = SessionState::Ready;
+    next.reason = None;
+    next.updated_at = at(1_700_000_222_000);
+    next.usage.totals.turns = 1;
+    next.usage.totals.cost_usd = 0.25;
+    next.usage.totals.tokens.output_tokens = 1_234;
+    next
+}
+
+pub async fn a_state_change_writes_its_events_and_the_record_together<S: Store>(store: S) {
+    let rec = record(SessionState::Busy, 1_700_000_000_000);
+    store.insert_session(&rec).await.expect("insert");
+    store
+        .append_events(&rec.id, &events(1..=2), Some(4))
+        .await
+        .expect("append");
+    let next = after_a_turn(&rec);
+    store
+        .record_change(&next, &events(3..=3), Some(5))
+        .await
+        .expect("record the change");
+    let back = get(&store, &rec.id).await;
+    let mut expected = truncated(next);
+    expected.last_seq = 3;
+    expected.agent_seq = 5;
+    assert_eq!(back, expected, "state, usage and cursor");
+    let evs = store.events(&rec.id, 2, 10).await.expect("events");
+    assert_eq!(evs, events(3..=3));
+
+    // Without events it is an update that keeps the cursor.
+    let mut later = back.clone();
+    later.usage.totals.turns = 2;
+    later.last_seq = 0;
+    store
+        .record_change(&later, &[], None)
+        .await
+        .expect("a change without events");
+    let back = get(&store, &rec.id).await;
+    assert_eq!(back.usage.totals.turns, 2);
+    assert_eq!((back.last_seq, back.agent_seq), (3, 5));
+}
+
+pub async fn a_refused_state_change_writes_neither_events_nor_record<S: Store>(store: S) {
+    let rec = record(SessionState::Busy, 1_700_000_000_000);
+    store.insert_session(&rec).await.expect("insert");
+    store
+        .append_events(&rec.id, &events(1..=2), Some(4))
+        .await
+        .expect("append");
+    let stored = get(&store, &rec.id).await;
+    let next = after_a_turn(&rec);
+    // seq 5 does not continue last_seq 2: the whole change is refused.
+    let res = store.record_change(&next, &events(5..=5), Some(9)).await;
+    assert!(res.is_err(), "a gap must be refused");
+    assert_eq!(
+        get(&store, &rec.id).await,
+        stored,
+        "the record is unchanged"
+    );
+    assert_eq!(
+        seqs(&store.events(&rec.id, 0, 10).await.expect("events")),
+        [1, 2],
+        "no event written"
+    );
+    // An unknown session writes nothing either.
+    let stranger = record(SessionState::Ready, 1_700_000_000_000);
+    assert!(store
+        .record_change(&stranger, &events(1..=1), None)
+        .await
+        .is_err());
+    assert_eq!(store.get_session(&stranger.id).await.expect("get"), None);
+    assert!(store
+        .events(&stranger.id, 0, 10)
+        .await
+        .expect("events")
+        .is_empty());
 }

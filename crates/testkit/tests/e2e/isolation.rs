@@ -20,13 +20,93 @@ fn container_ip(container: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Searches the whole container for `secret` (every process's environment
+/// and command line, every file outside /proc, /sys and /dev) and fails
+/// when it is found — or when a place could be read neither as root nor as
+/// the session's user (the container has no capabilities, so root cannot
+/// read the user's private files, nor the user root's processes), so an
+/// error never passes for "absent". The secret travels on stdin: in an
+/// argument it would sit in the searching shell's own command line.
+pub(crate) fn assert_secret_absent(
+    container: &str,
+    what: &str,
+    secret: &str,
+) -> anyhow::Result<()> {
+    use std::collections::BTreeSet;
+    let mut found = BTreeSet::new();
+    let mut unread: Option<BTreeSet<String>> = None;
+    for user in ["0", "1000"] {
+        let report = scan(container, user, secret)?;
+        let mut here = BTreeSet::new();
+        for line in report.lines() {
+            if let Some(path) = line.strip_prefix("FOUND ") {
+                found.insert(path.to_owned());
+            } else if let Some(path) = line.strip_prefix("UNREAD ") {
+                here.insert(path.to_owned());
+            }
+        }
+        anyhow::ensure!(
+            report.lines().last() == Some("SCANNED"),
+            "the scan as {user} for {what} did not finish: {report}"
+        );
+        unread = Some(match unread {
+            None => here,
+            Some(before) => before.intersection(&here).cloned().collect(),
+        });
+    }
+    anyhow::ensure!(found.is_empty(), "{what} found in the container: {found:?}");
+    let unread = unread.unwrap_or_default();
+    anyhow::ensure!(
+        unread.is_empty(),
+        "not searched for {what} (unreadable as root and as the user): {unread:?}"
+    );
+    Ok(())
+}
+
+/// One scan as `user`: `FOUND <path>` and `UNREAD <path>` lines, then
+/// `SCANNED`.
+fn scan(container: &str, user: &str, secret: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    const SCAN: &str = r#"read -r K
+for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
+  grep -qF -- "$K" "$f" 2>/dev/null; rc=$?
+  if [ $rc -eq 0 ]; then echo "FOUND $f"
+  elif [ $rc -ne 1 ] && [ -e "$f" ]; then echo "UNREAD $f"
+  fi
+done
+for d in /*; do
+  case $d in /proc|/sys|/dev) continue ;; esac
+  # A file removed while the scan ran was not a place the secret could be.
+  grep -rlF -D skip -- "$K" "$d" 2>&1 | sed -n \
+    -e '/: No such file or directory$/d' \
+    -e 's/^grep: \(.*\): [^:]*$/UNREAD \1/p' \
+    -e '/^UNREAD /!s/^\(..*\)$/FOUND \1/p'
+done
+echo SCANNED"#;
+    let mut child = Command::new("docker")
+        .args(["exec", "-i", "--user", user, container, "sh", "-c", SCAN])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(format!("{secret}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "docker exec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// One line of `key=value` facts, measured inside the container.
-fn probe_script(peer_ip: &str, host_port: u16, key: &str) -> String {
-    // The key travels in two halves so the command text itself (kept in
-    // Claude Code's transcript) never contains it whole.
-    let (a, b) = key.split_at(key.len() / 2);
+fn probe_script(peer_ip: &str, host_port: u16) -> String {
     format!(
-        r#"bash: p() {{ timeout 3 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && echo open || echo closed; }}; gwhp=${{ANTHROPIC_BASE_URL#http://}}; gwhp=${{gwhp%%/*}}; gw=${{gwhp%:*}}; gwport=${{gwhp#*:}}; K1='{a}'; K2='{b}'; K="$K1$K2"; uid=$(id -u); cap=$(awk '/CapEff/{{print $2}}' /proc/self/status); seccomp=$(awk '/^Seccomp:/{{print $2}}' /proc/self/status); nnp=$(awk '/^NoNewPrivs:/{{print $2}}' /proc/self/status); usr=$( (touch /usr/probe 2>/dev/null && echo rw) || echo ro); ws=$( (touch /workspace/repo/.probe && rm /workspace/repo/.probe && echo rw) || echo ro); secret=$( (grep -rqsF "$K" /proc/[0-9]*/environ /proc/[0-9]*/cmdline /home /workspace /tmp /etc && echo present) || echo absent); echo "PROBES uid=$uid capeff=$cap seccomp=$seccomp nnp=$nnp usr=$usr ws=$ws gateway=$(p $gw $gwport) hostsvc=$(p $gw {host_port}) peer=$(p {peer_ip} 7700) metadata=$(p 169.254.169.254 80) secret=$secret""#
+        r#"bash: p() {{ timeout 3 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && echo open || echo closed; }}; gwhp=${{ANTHROPIC_BASE_URL#http://}}; gwhp=${{gwhp%%/*}}; gw=${{gwhp%:*}}; gwport=${{gwhp#*:}}; uid=$(id -u); cap=$(awk '/CapEff/{{print $2}}' /proc/self/status); seccomp=$(awk '/^Seccomp:/{{print $2}}' /proc/self/status); nnp=$(awk '/^NoNewPrivs:/{{print $2}}' /proc/self/status); usr=$( (touch /usr/probe 2>/dev/null && echo rw) || echo ro); ws=$( (touch /workspace/repo/.probe && rm /workspace/repo/.probe && echo rw) || echo ro); echo "PROBES uid=$uid capeff=$cap seccomp=$seccomp nnp=$nnp usr=$usr ws=$ws gateway=$(p $gw $gwport) hostsvc=$(p $gw {host_port}) peer=$(p {peer_ip} 7700) metadata=$(p 169.254.169.254 80)""#
     )
 }
 
@@ -42,7 +122,7 @@ async fn a_session_reaches_only_its_gateway_and_holds_no_secrets() -> anyhow::Re
     let peer = container_ip(&h.client.status(&b).await?.container_id.unwrap_or_default());
     assert!(!peer.is_empty());
 
-    let turn = run_turn(&mut ws_a, &probe_script(&peer, host_port, &h.api_key)).await?;
+    let turn = run_turn(&mut ws_a, &probe_script(&peer, host_port)).await?;
     let text = output_text(&turn);
     let line = text
         .lines()
@@ -60,10 +140,23 @@ async fn a_session_reaches_only_its_gateway_and_holds_no_secrets() -> anyhow::Re
         "hostsvc=closed",
         "peer=closed",
         "metadata=closed",
-        "secret=absent",
     ] {
         assert!(line.contains(fact), "{fact} not in {line}");
     }
+    // The Claude key never entered the container, after a turn used it.
+    let container_a = h.client.status(&a).await?.container_id.unwrap_or_default();
+    assert_secret_absent(&container_a, "the Claude API key", &h.api_key)?;
+    // The scan finds what is there: a canary written to /tmp.
+    let canary = format!("canary-{}", cc_testkit::docker::unique_prefix());
+    let mut put = Command::new("docker")
+        .args(["exec", "-i", &container_a, "sh", "-c", "cat > /tmp/.canary"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(&mut put.stdin.take().expect("piped"), canary.as_bytes())?;
+    assert!(put.wait()?.success(), "writing the canary");
+    let found = assert_secret_absent(&container_a, "the canary", &canary)
+        .expect_err("the scan must find the canary");
+    assert!(found.to_string().contains("/tmp/.canary"), "{found}");
     drop(host_service);
     h.client.delete(&a).await?;
     h.client.delete(&b).await?;
@@ -271,14 +364,16 @@ async fn a_private_repository_clones_with_a_token_the_container_never_sees() -> 
         cc_testkit::harness::is_state(m, cc_wire::api::SessionState::Ready)
     })
     .await?;
-    let (a, b) = token.split_at(token.len() / 2);
-    let probe = format!(
-        r#"bash: cat secret.txt; K1='{a}'; K2='{b}'; K="$K1$K2"; echo "TOKEN $( (grep -rqsF "$K" /proc/[0-9]*/environ /proc/[0-9]*/cmdline /home /workspace /tmp /etc && echo present) || echo absent)""#
-    );
-    let turn = run_turn(&mut ws, &probe).await?;
+    let turn = run_turn(&mut ws, "bash: cat secret.txt").await?;
     let text = output_text(&turn);
     assert!(text.contains("only with a token"), "{text}");
-    assert!(text.contains("TOKEN absent"), "{text}");
+    let container = h
+        .client
+        .status(&created.session_id)
+        .await?
+        .container_id
+        .unwrap_or_default();
+    assert_secret_absent(&container, "the repo token", token)?;
     h.shutdown().await;
     Ok(())
 }

@@ -297,3 +297,38 @@ async fn a_pull_request_is_opened_with_the_last_result() -> anyhow::Result<()> {
     h.shutdown().await;
     Ok(())
 }
+
+/// The README's `409 session_busy`: a push while a turn runs is refused
+/// (HEAD and the working tree are moving), and works once the turn ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_during_a_turn_is_409_session_busy() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let (id, mut ws, _) = ready_session(&h, "busy-push").await?;
+    ws.command("slow: 20000 one two three four five six seven eight nine finale")
+        .await?;
+    // Running: its first word has streamed.
+    read_until(&mut ws, super::TURN_TIMEOUT, |m| {
+        matches!(m, cc_wire::api::ServerMessage::Output { event: Some(e), .. } if e["type"] == "stream_event")
+            || matches!(m, cc_wire::api::ServerMessage::Output { text, .. } if text.contains("one"))
+    })
+    .await?;
+    let err = h
+        .client
+        .push(&id, &PushRequest::default())
+        .await
+        .expect_err("a push during a turn");
+    assert!(
+        matches!(&err, cc_client::ClientError::Api { status: 409, code, .. } if code == "session_busy"),
+        "{err}"
+    );
+    assert_eq!(h.git.branches("busy-push")?, ["main"], "nothing pushed");
+    h.client.interrupt(&id).await?;
+    read_until(&mut ws, super::TURN_TIMEOUT, |m| {
+        is_state(m, SessionState::Ready)
+    })
+    .await?;
+    let pushed = h.client.push(&id, &PushRequest::default()).await?;
+    assert_eq!(pushed.branch, format!("claudecluster/{id}"));
+    h.shutdown().await;
+    Ok(())
+}
