@@ -16,5 +16,5 @@ mod observe;
 mod runtime;
 pub mod subnet;
 
-pub use runtime::{DockerRuntime, DEFAULT_PREFIX, LABEL_PREFIX};
+pub use runtime::{DockerRuntime, DEFAULT_PREFIX, LABEL_PREFIX, SECCOMP_PROFILE};
 pub use subnet::{Ipv4Cidr, SubnetPool};

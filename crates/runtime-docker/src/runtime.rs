@@ -5,7 +5,8 @@
 //! the orchestrator's gateway on the bridge's host address), a named
 //! workspace volume, and a hardened container: non-root, read-only root
 //! filesystem with tmpfs scratch, all capabilities dropped,
-//! no-new-privileges, memory/CPU/pids limits, tini as PID 1.
+//! no-new-privileges, our own seccomp profile ([`SECCOMP_PROFILE`]),
+//! memory/CPU/pids limits, tini as PID 1.
 
 use crate::firewall::{bridge_name, Firewall};
 use crate::subnet::{is_overlap, Ipv4Cidr, SubnetPool};
@@ -28,6 +29,13 @@ use cc_wire::sessiond::{DEFAULT_PORT, WORKSPACE_DIR};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::net::IpAddr;
+
+/// The seccomp profile of every session container
+/// (`deploy/seccomp/claudecluster.json`, made by `generate.py` beside it):
+/// an allowlist that refuses ptrace and cross-process memory access,
+/// keyrings, eBPF, perf, userfaultfd, io_uring, namespaces and mounts, and
+/// calls that act on the machine; unknown calls fail with ENOSYS.
+pub const SECCOMP_PROFILE: &str = include_str!("../../../deploy/seccomp/claudecluster.json");
 
 /// Resource name prefix of a default deployment.
 pub const DEFAULT_PREFIX: &str = "cc-";
@@ -243,7 +251,10 @@ impl DockerRuntime {
             nano_cpus: Some((spec.limits.cpu * 1e9) as i64),
             pids_limit: Some(PIDS_LIMIT),
             cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
+            security_opt: Some(vec![
+                "no-new-privileges".into(),
+                format!("seccomp={SECCOMP_PROFILE}"),
+            ]),
             readonly_rootfs: Some(true),
             tmpfs: Some(HashMap::from([
                 ("/tmp".to_owned(), "rw,nosuid,nodev,size=1g".to_owned()),

@@ -326,10 +326,8 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             timestamp: now_ms(),
             code: Some("oom_kill".into()),
         };
-        self.emit(vec![msg], None).await?;
-        self.inner.store.update_session(&self.record).await?;
-        self.record_tx.send_replace(self.record.clone());
-        Ok(())
+        // The count and its event in one transaction.
+        self.write(vec![msg], None, true).await
     }
 
     async fn command(

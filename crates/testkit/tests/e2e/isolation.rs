@@ -131,7 +131,7 @@ async fn a_session_reaches_only_its_gateway_and_holds_no_secrets() -> anyhow::Re
     for fact in [
         "uid=1000",
         "capeff=0000000000000000",
-        // 2: a seccomp filter is active (Docker's default profile).
+        // 2: a seccomp filter is active (ours, deploy/seccomp).
         "seccomp=2",
         "nnp=1",
         "usr=ro",
@@ -374,6 +374,34 @@ async fn a_private_repository_clones_with_a_token_the_container_never_sees() -> 
         .container_id
         .unwrap_or_default();
     assert_secret_absent(&container, "the repo token", token)?;
+    h.shutdown().await;
+    Ok(())
+}
+
+/// Our seccomp profile, from inside a session: calls Docker's default
+/// profile lets through (ptrace, io_uring) fail with EPERM, clone3 with
+/// ENOSYS (so libc falls back to clone, whose namespace flags are refused),
+/// user namespaces are refused — and git and Claude Code work, as every
+/// other end-to-end test shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_calls_outside_the_profile_fail_inside_a_session() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let (id, mut ws, _) = ready_session(&h, "seccomp").await?;
+    // perl's syscall() makes the raw call; numbers are x86_64's.
+    let probe = r#"bash: perl -e 'sub t { my ($n, $r) = @_; printf "SYSCALL %s=%d/%d\n", $n, $r, $!+0 } t(ptrace => syscall(101, 0, 0, 0, 0)); t(io_uring_setup => syscall(425, 1, 0)); t(process_vm_readv => syscall(310, 1, 0, 0, 0, 0, 0)); t(clone3 => syscall(435, 0, 0))'; unshare -U true 2>/dev/null; echo "SYSCALL unshare=$?"; git --version"#;
+    let turn = run_turn(&mut ws, probe).await?;
+    let text = output_text(&turn);
+    for fact in [
+        "ptrace=-1/1",
+        "io_uring_setup=-1/1",
+        "process_vm_readv=-1/1",
+        "clone3=-1/38",
+        "unshare=1",
+        "git version",
+    ] {
+        assert!(text.contains(fact), "{fact} not in {}", summary(&turn));
+    }
+    h.client.delete(&id).await?;
     h.shutdown().await;
     Ok(())
 }
