@@ -13,6 +13,8 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+source "$(dirname "${BASH_SOURCE[0]}")/runsc.sh"
+
 # Debian packages the image build and the tests need.
 ensure_packages() {
     local missing=()

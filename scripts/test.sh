@@ -20,7 +20,7 @@ log "benchmark smoke run (claudecluster bench --quick)"
     --out "$TARGET_DIR/bench-quick.json"
 log "running the tests against $CLAUDECLUSTER_TEST_IMAGE"
 results="$(mktemp)"
-trap 'rm -f "$results"' EXIT
+trap 'restore_docker_runtimes; rm -f "$results"' EXIT
 # --all-targets: the crates have no doc tests, and their empty runs would
 # otherwise close the output.
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$results"
@@ -29,6 +29,12 @@ cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$results"
 log "the real worker image build (cc-runtime-docker, --ignored)"
 cargo test -p cc-runtime-docker --test image --no-fail-fast -- --ignored \
     --exact builds_then_skips_a_working_image 2>&1 | tee -a "$results"
+# gVisor end to end: the session, seed-client and isolation tests once more
+# with every session container under runsc (registered for this run only).
+ensure_runsc
+log "end-to-end session and isolation tests under gVisor (runsc)"
+CLAUDECLUSTER_TEST_CONTAINER_RUNTIME=runsc cargo test -p cc-testkit --test e2e --no-fail-fast \
+    -- session:: seed:: isolation:: 2>&1 | tee -a "$results"
 # The API contract: docs/openapi.json drift is a cargo test (cc-server);
 # here Schemathesis fuzzes a live server from that document.
 scripts/schemathesis.sh

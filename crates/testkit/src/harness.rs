@@ -25,6 +25,19 @@ pub const HARNESS_USER: &str = "tester";
 /// Docker's default address pools (about 30 networks between all runs).
 pub const SUBNET_POOL_ENV: &str = "CLAUDECLUSTER_TEST_SUBNET_POOL";
 
+/// When set (e.g. `runsc`), session containers run under this Docker
+/// runtime (`serve --container-runtime`); `scripts/test.sh` runs the
+/// end-to-end session and isolation tests once more under gVisor.
+pub const CONTAINER_RUNTIME_ENV: &str = "CLAUDECLUSTER_TEST_CONTAINER_RUNTIME";
+
+/// The Docker runtime the tests' sessions run under, when not Docker's
+/// default.
+pub fn container_runtime() -> Option<String> {
+    std::env::var(CONTAINER_RUNTIME_ENV)
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+}
+
 /// Image the tests run unless `CLAUDECLUSTER_TEST_IMAGE` names another.
 pub const DEFAULT_TEST_IMAGE: &str = "claudecluster-worker:latest";
 
@@ -115,6 +128,10 @@ impl Harness {
                 runtime.with_subnet_pool(pool.cidr(), pool.subnet_prefix())?
             }
             _ => runtime,
+        };
+        let runtime = match container_runtime() {
+            Some(name) => runtime.with_container_runtime(&name).await?,
+            None => runtime,
         };
         let runtime = runtime
             .with_host_firewall(gateway.local_addr()?.port())
