@@ -331,7 +331,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         runtime.with_host_firewall(gateway_port).await?
     } else {
         tracing::warn!("--host-firewall off: sessions can reach every host port bound to 0.0.0.0");
-        runtime
+        runtime.with_gateway_port(gateway_port)
     };
 
     let mut config = ManagerConfig::new(args.image.clone(), gateway_port);

@@ -170,8 +170,9 @@ pub struct ManagerConfig {
     /// `host:port` pairs of repository hosts allowed even though they are
     /// loopback or private (a git server on the orchestrator's host).
     pub allowed_repo_hosts: Vec<String>,
-    /// Port of the gateway listener sessions reach on their network's
-    /// gateway address (the host side of the session's bridge).
+    /// Port of the gateway listener on this host. The core does not build
+    /// addresses from it: each runtime gives the gateway URL its sessions
+    /// use ([`crate::Placement::gateway_url`]).
     pub gateway_port: u16,
     /// How long a new container gets to answer its first health check.
     pub agent_ready_timeout: Duration,

@@ -8,7 +8,6 @@ use cc_wire::api::{ServerMessage, SessionLimits, SessionState};
 use cc_wire::sessiond::{CommandAccepted, Health, InitRequest, JournalEntry};
 use futures_util::stream::BoxStream;
 use std::future::Future;
-use std::net::IpAddr;
 use std::time::SystemTime;
 
 /// Label on every resource ClaudeCluster creates.
@@ -32,9 +31,11 @@ pub struct Placement {
     pub container_id: String,
     /// Base URL of sessiond as the orchestrator reaches it.
     pub agent_url: String,
-    /// The orchestrator's address as the session reaches it (its network's
-    /// gateway); the gateway listener is reached there.
-    pub gateway_ip: IpAddr,
+    /// Base URL of the orchestrator's gateway as the session reaches it
+    /// (`http://host:port`, no trailing slash): its relays and egress
+    /// proxy. Each runtime knows its own way there (Docker: the session
+    /// network's gateway address; a cluster: a Service).
+    pub gateway_url: String,
 }
 
 /// A container's observed condition.

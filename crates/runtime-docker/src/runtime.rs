@@ -55,6 +55,8 @@ pub struct DockerRuntime {
     /// OCI runtime for session containers (e.g. gVisor's `runsc`); Docker's
     /// default when `None`.
     container_runtime: Option<String>,
+    /// Port of the gateway listener; see [`DockerRuntime::with_gateway_port`].
+    gateway_port: u16,
     /// Session subnets from our own pool; Docker's default address pools
     /// (about 30 networks) when `None`.
     subnet_pool: Option<SubnetPool>,
@@ -87,6 +89,7 @@ impl DockerRuntime {
             prefix,
             firewall: None,
             container_runtime: None,
+            gateway_port: 0,
             subnet_pool: None,
             cpu_samples: Default::default(),
         })
@@ -134,9 +137,19 @@ impl DockerRuntime {
         self.subnet_pool.as_ref()
     }
 
+    /// The port of the gateway listener, which sessions reach on their
+    /// network's gateway address (the host side of the session's bridge).
+    pub fn with_gateway_port(mut self, gateway_port: u16) -> Self {
+        self.gateway_port = gateway_port;
+        self
+    }
+
+    /// Lets sessions reach only the gateway's port on this host (and sets
+    /// that port, as [`Self::with_gateway_port`]).
     pub async fn with_host_firewall(mut self, gateway_port: u16) -> Result<Self, RuntimeError> {
         Firewall::check().await?;
         self.firewall = Some(Firewall::new(gateway_port, &self.prefix));
+        self.gateway_port = gateway_port;
         Ok(self)
     }
 
@@ -333,10 +346,19 @@ impl DockerRuntime {
         } else {
             ip
         };
+        if self.gateway_port == 0 {
+            return Err(RuntimeError::Internal(
+                "the Docker runtime was not told the gateway's port (with_gateway_port)".into(),
+            ));
+        }
+        let gateway = match gateway {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        };
         Ok(Placement {
             container_id: c.id.unwrap_or_default(),
             agent_url: format!("http://{host}:{DEFAULT_PORT}"),
-            gateway_ip: gateway,
+            gateway_url: format!("http://{gateway}:{}", self.gateway_port),
         })
     }
 }

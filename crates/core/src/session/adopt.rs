@@ -173,22 +173,22 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             .ok_or("the orchestrator restarted and this session's secrets were not kept")?;
         let secrets = crate::secrets::open(key, &rec.id, &sealed)
             .map_err(|e| format!("the orchestrator restarted: {e}"))?;
-        let port = format!(":{}/", inner.config.gateway_port);
-        if secrets
-            .init
-            .as_ref()
-            .is_some_and(|i| !i.clone_url.contains(&port))
-        {
-            // Claude Code inside has the old gateway address baked in.
-            return Err("the orchestrator restarted on another gateway port; \
-                        give --gateway-listen a fixed port to keep sessions across restarts"
-                .into());
-        }
         let placement = match inner.runtime.locate(&rec.id).await {
             Ok(Some(p)) => p,
             Ok(None) => return Err(self.gone_reason(&rec.id).await),
             Err(e) => return Err(format!("the session container cannot be found: {e}")),
         };
+        let gateway = format!("{}/", placement.gateway_url.trim_end_matches('/'));
+        if secrets
+            .init
+            .as_ref()
+            .is_some_and(|i| !i.clone_url.starts_with(&gateway))
+        {
+            // Claude Code inside has the old gateway address baked in.
+            return Err("the orchestrator restarted on another gateway address; \
+                        give --gateway-listen a fixed port to keep sessions across restarts"
+                .into());
+        }
         inner.credentials.insert(SessionCredentials {
             session_id: rec.id.clone(),
             token: secrets.session_token.clone(),

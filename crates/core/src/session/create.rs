@@ -13,7 +13,6 @@ use crate::time::{now, now_ms};
 use cc_wire::api::{EgressMode, ServerMessage, SessionConfigRequest, SessionState};
 use cc_wire::sessiond::{ClaudeSettings, InitRequest};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
 /// Longest Claude API key accepted (real ones are ~108 characters).
@@ -267,11 +266,16 @@ pub(crate) fn init_request(
     egress: EgressMode,
     options: crate::options::ResolvedOptions,
 ) -> InitRequest {
-    let gw = match placement.gateway_ip {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
+    let base = placement.gateway_url.trim_end_matches('/').to_owned();
+    // `host:port` of the gateway, for the proxy URL and NO_PROXY.
+    let authority = base
+        .split_once("://")
+        .map_or(base.as_str(), |(_, rest)| rest)
+        .to_owned();
+    let gw_host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host.to_owned(),
+        _ => authority.clone(),
     };
-    let base = format!("http://{gw}:{}", config.gateway_port);
     // The session's own variables first: ours below always win (the
     // policy already refuses names that collide).
     let mut env: BTreeMap<String, String> = options.env;
@@ -296,15 +300,14 @@ pub(crate) fn init_request(
     if proxied {
         // The gateway's CONNECT proxy, for the admin's allowlisted hosts;
         // the relays on the gateway itself are reached directly.
-        let proxy = format!(
-            "http://{id}:{}@{gw}:{}",
-            token.expose(),
-            config.gateway_port
-        );
+        let proxy = format!("http://{id}:{}@{authority}", token.expose());
         for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
             env.insert(name.into(), proxy.clone());
         }
-        let bare_gw = gw.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let bare_gw = gw_host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         env.insert("NO_PROXY".into(), bare_gw.clone());
         env.insert("no_proxy".into(), bare_gw);
     }
@@ -325,5 +328,57 @@ pub(crate) fn init_request(
         },
         instructions: options.instructions,
         push_branch: Some(crate::push::session_branch(id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init_for(gateway_url: &str, egress: EgressMode) -> InitRequest {
+        let mut config = crate::config::ManagerConfig::new("img", 1);
+        config.egress_allow = vec!["pypi.org".into()];
+        let id = SessionId::generate();
+        let placement = Placement {
+            container_id: "c".into(),
+            agent_url: "http://10.0.0.2:7700".into(),
+            gateway_url: gateway_url.into(),
+        };
+        init_request(
+            &config,
+            &id,
+            &placement,
+            &Token::generate(),
+            None,
+            egress,
+            Default::default(),
+        )
+    }
+
+    #[test]
+    fn sessions_reach_the_gateway_at_the_url_the_runtime_gives() {
+        let init = init_for("http://172.20.0.1:8081", EgressMode::Allowlist);
+        assert!(init.clone_url.starts_with("http://172.20.0.1:8081/git/"));
+        let env = &init.claude.env;
+        assert!(env["ANTHROPIC_BASE_URL"].starts_with("http://172.20.0.1:8081/anthropic/"));
+        assert!(
+            env["HTTPS_PROXY"].ends_with("@172.20.0.1:8081"),
+            "{}",
+            env["HTTPS_PROXY"]
+        );
+        assert_eq!(env["NO_PROXY"], "172.20.0.1");
+
+        // A cluster Service name, an IPv6 address, a trailing slash.
+        let init = init_for("http://gateway.cc.svc:8081/", EgressMode::Open);
+        assert!(init
+            .clone_url
+            .starts_with("http://gateway.cc.svc:8081/git/"));
+        assert_eq!(init.claude.env["NO_PROXY"], "gateway.cc.svc");
+        let init = init_for("http://[fd00::1]:8081", EgressMode::Open);
+        assert!(init.claude.env["HTTPS_PROXY"].ends_with("@[fd00::1]:8081"));
+        assert_eq!(init.claude.env["NO_PROXY"], "fd00::1");
+        // No egress: no proxy at all.
+        let init = init_for("http://172.20.0.1:8081", EgressMode::None);
+        assert!(!init.claude.env.contains_key("HTTPS_PROXY"));
     }
 }

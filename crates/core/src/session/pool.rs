@@ -197,7 +197,6 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{IpAddr, Ipv4Addr};
 
     fn warm(limits: SessionLimits) -> Warm {
         Warm {
@@ -206,7 +205,7 @@ mod tests {
             placement: Placement {
                 container_id: "c".into(),
                 agent_url: "http://10.0.0.2:7700".into(),
-                gateway_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                gateway_url: "http://10.0.0.1:8081".into(),
             },
             limits,
         }

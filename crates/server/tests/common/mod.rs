@@ -15,7 +15,7 @@ impl Runtime for FakeRuntime {
         Ok(Placement {
             container_id: format!("fake-{}", spec.id),
             agent_url: "http://127.0.0.1:9".into(),
-            gateway_ip: "127.0.0.1".parse().unwrap(),
+            gateway_url: "http://127.0.0.1:9".into(),
         })
     }
     async fn remove(&self, _: &SessionId) -> Result<(), RuntimeError> {
