@@ -194,11 +194,8 @@ impl DockerRuntime {
     /// Creates the session's network alone (`create` does it first);
     /// idempotent. With a subnet pool, in the first free subnet for `id`.
     pub async fn create_network(&self, id: &SessionId) -> Result<(), RuntimeError> {
-        let Some(pool) = self.subnet_pool else {
-            return self.create_network_in(id, None).await.map(|_| ());
-        };
         // Already there (a retried create): keep it. Creating again would
-        // find its subnet taken and clash on the bridge name in the next.
+        // clash on the bridge name (and, from a pool, find its subnet taken).
         match self
             .docker
             .inspect_network(&self.name(id), None::<InspectNetworkOptions>)
@@ -208,6 +205,9 @@ impl DockerRuntime {
             Err(e) if status(&e) == Some(404) => {}
             Err(e) => return Err(classify(e, "inspecting the session network")),
         }
+        let Some(pool) = self.subnet_pool else {
+            return self.create_network_in(id, None).await.map(|_| ());
+        };
         pool.allocate(id.as_str(), |subnet| {
             self.create_network_in(id, Some(subnet))
         })
@@ -501,7 +501,13 @@ impl Runtime for DockerRuntime {
         let mut filters = self.prefix_filter();
         filters.insert("type".into(), vec!["container".into()]);
         filters.insert("event".into(), vec!["die".into(), "oom".into()]);
+        // The Engine's feed starts when the stream is first polled; `since`
+        // makes it start now, as the seam promises, whenever that is.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let feed = self.docker.events(Some(EventsOptions {
+            since: Some(format!("{}.{:09}", now.as_secs(), now.subsec_nanos())),
             filters: Some(filters),
             ..Default::default()
         }));

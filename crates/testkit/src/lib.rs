@@ -8,11 +8,16 @@
 //!   tests sharing one Docker engine never touch each other's resources.
 //! - [`ports`]: ports outside the kernel's ephemeral range, for a port a
 //!   test rebinds after a restart or needs closed.
+//! - [`fake_runtime`]: a stateful in-memory runtime, and
+//!   [`conformance`]: the runtime seam's suite that it, Docker and every
+//!   other backend pass.
 //! - [`harness`]: an orchestrator on real Docker with a model double and a
 //!   git server, reached through the public API only.
 
+pub mod conformance;
 pub mod docker;
 pub mod fake_forge;
+pub mod fake_runtime;
 pub mod git_server;
 pub mod harness;
 pub mod ports;

@@ -11,6 +11,7 @@ mod isolation;
 mod lifecycle;
 mod oom;
 mod push;
+mod runtime;
 mod seed;
 mod session;
 mod work;

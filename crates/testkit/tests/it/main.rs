@@ -6,6 +6,8 @@
 //! the server has its own thread and runtime, so this must not deadlock a
 //! current-thread `#[tokio::test]`.
 
+mod runtime;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,181 @@
+//! A stateful, in-memory [`Runtime`]: containers that "run" until a test
+//! stops them, with the exits and OOM kills a real runtime reports. It
+//! starts nothing, so the core's lifecycle can be driven in-process; it
+//! passes the same conformance suite as Docker ([`crate::conformance`]).
+
+use crate::conformance::RuntimeDriver;
+use cc_core::{
+    ContainerStatus, Placement, ResourceUsage, Runtime, RuntimeError, RuntimeEvent,
+    RuntimeEventKind, RuntimeEventStream, SessionId, SessionSpec,
+};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Events buffered for a slow subscriber before it starts missing some
+/// (a real runtime's feed drops too; the core re-checks live containers).
+const EVENT_BUFFER: usize = 256;
+
+#[derive(Debug, Clone)]
+struct Container {
+    id: String,
+    limits: cc_wire::api::SessionLimits,
+    running: bool,
+    exit_code: Option<i64>,
+    oom_killed: bool,
+}
+
+#[derive(Clone)]
+pub struct FakeRuntime {
+    containers: Arc<Mutex<HashMap<SessionId, Container>>>,
+    events: broadcast::Sender<RuntimeEvent>,
+    agent_url: String,
+    gateway_url: String,
+}
+
+impl FakeRuntime {
+    /// Every session's sessiond is said to be at `agent_url` (a fake
+    /// sessiond, or an address nothing answers on), and the gateway at
+    /// `gateway_url`.
+    pub fn new(agent_url: impl Into<String>, gateway_url: impl Into<String>) -> Self {
+        Self {
+            containers: Arc::default(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            agent_url: agent_url.into(),
+            gateway_url: gateway_url.into(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, Container>) -> T) -> T {
+        f(&mut self.containers.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn placement(&self, c: &Container) -> Placement {
+        Placement {
+            container_id: c.id.clone(),
+            agent_url: self.agent_url.clone(),
+            gateway_url: self.gateway_url.clone(),
+        }
+    }
+
+    /// The container's main process ends with `code` (`oom`: killed by the
+    /// kernel for memory); the exit is reported as an event.
+    pub fn exit(&self, id: &SessionId, code: i64, oom: bool) {
+        let stopped = self.with(|m| match m.get_mut(id) {
+            Some(c) if c.running => {
+                c.running = false;
+                c.exit_code = Some(code);
+                c.oom_killed = oom;
+                true
+            }
+            _ => false,
+        });
+        if stopped {
+            if oom {
+                self.send(id, RuntimeEventKind::OomKill);
+            }
+            self.send(
+                id,
+                RuntimeEventKind::Exited {
+                    code: Some(code),
+                    oom,
+                },
+            );
+        }
+    }
+
+    /// A process in the container is killed for memory; the container
+    /// lives on.
+    pub fn oom_kill_child(&self, id: &SessionId) {
+        if self.with(|m| m.get(id).is_some_and(|c| c.running)) {
+            self.send(id, RuntimeEventKind::OomKill);
+        }
+    }
+
+    /// The container vanishes without an event (deleted behind our back).
+    pub fn vanish(&self, id: &SessionId) {
+        self.with(|m| m.remove(id));
+    }
+
+    fn send(&self, id: &SessionId, kind: RuntimeEventKind) {
+        // No subscriber is fine: nobody is watching.
+        let _ = self.events.send(RuntimeEvent {
+            session: id.clone(),
+            kind,
+        });
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn create(&self, spec: &SessionSpec) -> Result<Placement, RuntimeError> {
+        if spec.image.is_empty() {
+            return Err(RuntimeError::Invalid("no image named".into()));
+        }
+        let c = self.with(|m| {
+            m.entry(spec.id.clone())
+                .or_insert_with(|| Container {
+                    id: format!("fake-{}", spec.id),
+                    limits: spec.limits,
+                    running: true,
+                    exit_code: None,
+                    oom_killed: false,
+                })
+                .clone()
+        });
+        Ok(self.placement(&c))
+    }
+
+    async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {
+        self.with(|m| m.remove(id));
+        Ok(())
+    }
+
+    async fn inspect(&self, id: &SessionId) -> Result<Option<ContainerStatus>, RuntimeError> {
+        Ok(self.with(|m| {
+            m.get(id).map(|c| ContainerStatus {
+                running: c.running,
+                exit_code: c.exit_code,
+                oom_killed: c.oom_killed,
+            })
+        }))
+    }
+
+    async fn list(&self) -> Result<Vec<SessionId>, RuntimeError> {
+        Ok(self.with(|m| m.keys().cloned().collect()))
+    }
+
+    async fn locate(&self, id: &SessionId) -> Result<Option<Placement>, RuntimeError> {
+        let c = self.with(|m| m.get(id).filter(|c| c.running).cloned());
+        Ok(c.map(|c| self.placement(&c)))
+    }
+
+    async fn events(&self) -> Result<RuntimeEventStream, RuntimeError> {
+        let rx = self.events.subscribe();
+        Ok(tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(|r| async move { r.ok().map(Ok) })
+            .boxed())
+    }
+
+    async fn stats(&self, id: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {
+        Ok(self.with(|m| {
+            m.get(id).filter(|c| c.running).map(|c| ResourceUsage {
+                memory_limit_bytes: c.limits.memory_bytes,
+                pids: 1,
+                ..Default::default()
+            })
+        }))
+    }
+}
+
+impl RuntimeDriver for FakeRuntime {
+    async fn kill(&self, id: &SessionId) -> anyhow::Result<()> {
+        self.exit(id, 137, false);
+        Ok(())
+    }
+
+    async fn oom_kill_child(&self, id: &SessionId) -> anyhow::Result<()> {
+        FakeRuntime::oom_kill_child(self, id);
+        Ok(())
+    }
+}
