@@ -220,7 +220,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::EraseUser { user, dir } => {
             check_user(&user).map_err(anyhow::Error::msg)?;
             let store = open(&dir.data_dir)?;
-            let report = store.erase_user(&user).await?;
+            let report = cc_core::identity::erase_user(&store, &user).await?;
             let redacted = store.redact_audit_actor(&user).await?;
             record(
                 &store,

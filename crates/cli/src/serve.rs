@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use cc_core::secrets::SealKey;
 use cc_core::session::Recovery;
-use cc_core::{LimitsPolicy, Manager, ManagerConfig};
+use cc_core::{LimitsPolicy, Manager, ManagerConfig, Store};
 use cc_runtime_docker::DockerRuntime;
 use cc_server::{HttpAgent, ServerConfig, DEFAULT_ANTHROPIC_UPSTREAM};
 use cc_store_sqlite::SqliteStore;

@@ -20,6 +20,12 @@
 //! - Whatever cannot be decoded (unknown state, bad id, unparsable event,
 //!   negative counter, unknown record version) is reported as
 //!   [`StoreError::Corrupt`], never papered over.
+//! - Errors are classified at the seam: a missing session is
+//!   [`StoreError::NotFound`]; a duplicate key or a batch that does not
+//!   continue the log is [`StoreError::Conflict`] (see [`classify`]).
+//!
+//! The backend-neutral behaviour is proven by the `cc-store-conformance`
+//! suite, which this crate's tests run.
 //!
 //! rusqlite is synchronous: the one connection sits behind a mutex and
 //! every operation runs on tokio's blocking pool holding it, so no async
@@ -29,7 +35,7 @@ mod audit;
 mod identity;
 mod schema;
 
-pub use identity::EraseReport;
+pub use cc_core::identity::EraseReport;
 
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
 use cc_wire::api::{EgressMode, ServerMessage, SessionLimits, SessionState};
@@ -130,7 +136,26 @@ fn create_data_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Wraps a rusqlite error with what we were doing.
 pub(crate) fn backend(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| StoreError::Backend(format!("{what}: {e}"))
+    move |e| classify(what, e)
+}
+
+/// Classifies a rusqlite error at the seam: a duplicate key is a
+/// [`StoreError::Conflict`], a row naming a missing parent (a foreign key)
+/// is [`StoreError::NotFound`], anything else [`StoreError::Backend`].
+pub(crate) fn classify(what: &str, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ffi;
+    if let rusqlite::Error::SqliteFailure(ref err, _) = e {
+        match err.extended_code {
+            ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE => {
+                return StoreError::Conflict(format!("{what}: already stored"));
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
+                return StoreError::NotFound(format!("{what}: no such session"));
+            }
+            _ => {}
+        }
+    }
+    StoreError::Backend(format!("{what}: {e}"))
 }
 
 // --- encoding --------------------------------------------------------------
@@ -428,7 +453,7 @@ impl Store for SqliteStore {
                         row.idle_timeout_secs,
                     ])
                 })
-                .map_err(|e| StoreError::Backend(format!("insert session {id}: {e}")))?;
+                .map_err(|e| classify(&format!("insert session {id}"), e))?;
             Ok(())
         })
         .await
@@ -471,7 +496,7 @@ impl Store for SqliteStore {
                 })
                 .map_err(|e| StoreError::Backend(format!("update session {id}: {e}")))?;
             if changed == 0 {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::NotFound(format!(
                     "update session {id}: no such session"
                 )));
             }
@@ -530,8 +555,7 @@ impl Store for SqliteStore {
         let agent_seq = agent_seq.map(|s| to_i64("agent_seq", s)).transpose()?;
         let id = id.clone();
         self.run("append events", move |conn| {
-            let fail = |what: &str| StoreError::Backend(format!("append events to {id}: {what}"));
-            let sql_fail = |e: rusqlite::Error| fail(&e.to_string());
+            let sql_fail = |e: rusqlite::Error| classify(&format!("append events to {id}"), e);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_fail)?;
@@ -543,15 +567,18 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(sql_fail)?;
-            let last = last.ok_or_else(|| fail("no such session"))?;
+            let last = last.ok_or_else(|| {
+                StoreError::NotFound(format!("append events to {id}: no such session"))
+            })?;
             let last = u64::try_from(last).map_err(|_| {
                 StoreError::Corrupt(format!("session {id}: negative last_seq {last}"))
             })?;
             let mut expected = last + 1;
             for row in &rows {
                 if row.seq != expected {
-                    return Err(fail(&format!(
-                        "event seq {} where {expected} was expected (last_seq {last}); \
+                    return Err(StoreError::Conflict(format!(
+                        "append events to {id}: \
+                         event seq {} where {expected} was expected (last_seq {last}); \
                          nothing was written",
                         row.seq
                     )));
@@ -569,7 +596,9 @@ impl Store for SqliteStore {
                     let seq = to_i64("seq", row.seq)?;
                     insert
                         .execute(params![id.as_str(), seq, row.kind, row.payload])
-                        .map_err(|e| fail(&format!("insert event {seq}: {e}")))?;
+                        .map_err(|e| {
+                            classify(&format!("append events to {id}: insert event {seq}"), e)
+                        })?;
                 }
             }
             let new_last = to_i64("last_seq", expected - 1)?;
@@ -626,7 +655,7 @@ impl Store for SqliteStore {
                 params![key.as_str(), sealed],
             )
             .map(drop)
-            .map_err(|e| StoreError::Backend(format!("store sealed secrets of {key}: {e}")))
+            .map_err(|e| classify(&format!("store sealed secrets of {key}"), e))
         })
         .await
     }
@@ -654,6 +683,51 @@ impl Store for SqliteStore {
             )
             .map(drop)
             .map_err(|e| StoreError::Backend(format!("delete sealed secrets of {key}: {e}")))
+        })
+        .await
+    }
+
+    async fn purge_logs_before(&self, cutoff: SystemTime) -> Result<u64, StoreError> {
+        let cutoff = to_ms("cutoff", cutoff)?;
+        self.run("purge logs", move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM events WHERE session_id IN \
+                     (SELECT id FROM sessions WHERE state IN ('terminated', 'error') \
+                      AND updated_at_ms < ?1)",
+                    [cutoff],
+                )
+                .map_err(backend("purge logs"))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn erase_owner_sessions(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_owned();
+        self.run("erase sessions", move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("begin erase"))?;
+            let live: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM sessions WHERE owner = ?1 \
+                     AND state NOT IN ('terminated', 'error')",
+                    [&owner],
+                    |r| r.get(0),
+                )
+                .map_err(backend("count live sessions"))?;
+            if live > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "{owner} has {live} live sessions; delete them first"
+                )));
+            }
+            // Events and secrets go with their session (ON DELETE CASCADE).
+            let n = tx
+                .execute("DELETE FROM sessions WHERE owner = ?1", [&owner])
+                .map_err(backend("delete sessions"))?;
+            tx.commit().map_err(backend("commit erase"))?;
+            Ok(n as u64)
         })
         .await
     }

@@ -14,7 +14,7 @@ mod in_memory {
             cc_store_sqlite::SqliteStore::in_memory().expect("in-memory store"),
         )
     }
-    crate::suite::conformance!(fresh);
+    cc_store_conformance::store_conformance!(fresh);
 }
 
 mod file_backed {
@@ -23,7 +23,7 @@ mod file_backed {
         let store = cc_store_sqlite::SqliteStore::open(dir.path()).expect("open store");
         (dir, store)
     }
-    crate::suite::conformance!(fresh);
+    cc_store_conformance::store_conformance!(fresh);
 }
 
 fn record() -> SessionRecord {
