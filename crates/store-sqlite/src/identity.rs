@@ -1,7 +1,8 @@
 //! [`IdentityStore`] on SQLite: the `api_tokens` table (hashes only).
 
-use crate::{backend, from_ms, to_ms, SqliteStore};
+use crate::{backend, SqliteStore};
 use cc_core::identity::{ApiTokenRecord, IdentityStore, Role};
+use cc_core::store_codec::{from_ms, to_ms};
 use cc_core::StoreError;
 use rusqlite::{params, OptionalExtension, Row};
 use std::time::SystemTime;
