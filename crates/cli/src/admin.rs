@@ -119,6 +119,8 @@ async fn record(store: &AnyStore, dir: &Path, action: &str, detail: String) -> a
             detail: Some(detail),
         })
         .await?;
+    // With PostgreSQL nothing else may have made the data directory yet.
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(AUDIT_JSONL);
     let mut f = cc_server::auth::open_append(&path)
         .with_context(|| format!("opening {}", path.display()))?;

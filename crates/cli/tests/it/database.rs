@@ -98,13 +98,15 @@ async fn admin_manages_tokens_in_the_database() -> anyhow::Result<()> {
         return Ok(());
     };
     let home = tempfile::tempdir()?;
-    let data = tempfile::tempdir()?;
+    let parent = tempfile::tempdir()?;
+    // Not there yet: only the audit copy will be written to it.
+    let data = parent.path().join("data");
     let admin = |args: &[&str]| {
         let mut c = cli(home.path());
         c.arg("admin")
             .args(args)
             .arg("--data-dir")
-            .arg(data.path())
+            .arg(&data)
             .env("CLAUDECLUSTER_DATABASE_URL", &schema.url);
         c
     };
@@ -119,7 +121,8 @@ async fn admin_manages_tokens_in_the_database() -> anyhow::Result<()> {
         .await?
         .expect("stored in PostgreSQL");
     assert_eq!(rec.user, "alice");
-    assert!(!data.path().join(cc_store_sqlite::DB_FILE).exists());
+    assert!(!data.join(cc_store_sqlite::DB_FILE).exists());
+    assert!(data.join("audit.jsonl").exists());
 
     let out = output(&mut admin(&["token", "list"])).await?;
     assert!(stdout(&out).contains(&rec.id), "{}", describe(&out));
