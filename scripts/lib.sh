@@ -41,6 +41,13 @@ ensure_packages() {
     fi
 }
 
+# A private PostgreSQL for the store tests (exports
+# CLAUDECLUSTER_TEST_DATABASE_URL; stopped when this shell exits).
+ensure_postgres() {
+    # shellcheck source=scripts/postgres.sh
+    source scripts/postgres.sh
+}
+
 build_workspace() {
     log "building the workspace"
     cargo build --workspace --bins --quiet

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_packages
+ensure_postgres
 log "checking formatting"
 cargo fmt --all --check
 log "linting"

@@ -1,14 +1,16 @@
 //! `claudecluster admin`: API tokens, the audit chain and erasing a user,
-//! done directly on the data directory (the server may be running: SQLite
-//! serialises the writes).
+//! done directly on the server's store through the store traits — the
+//! SQLite file in the data directory, or the PostgreSQL database given by
+//! `--database-url` (the server may be running: either backend serialises
+//! the writes).
 //!
 //! Every change made here is itself audited, with actor `cli`.
 
+use crate::store::AnyStore;
 use anyhow::{bail, Context};
 use cc_core::audit::{self, AuditEvent, AuditFilter, AuditRecord, AuditStore};
 use cc_core::identity::{check_user, IdentityStore, NewToken, Role};
 use cc_core::{now, rfc3339};
-use cc_store_sqlite::SqliteStore;
 use clap::{Args, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,15 @@ pub struct DataDir {
         default_value = "./claudecluster-data"
     )]
     data_dir: PathBuf,
+    /// The server's PostgreSQL database, when it runs with one (the data
+    /// directory then holds only the audit copy).
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -87,19 +98,16 @@ pub enum AuditCommand {
     },
 }
 
-fn open(dir: &Path) -> anyhow::Result<SqliteStore> {
-    if !dir.join(cc_store_sqlite::DB_FILE).exists() {
-        bail!("no ClaudeCluster database in {}", dir.display());
+/// The store of an existing server: its PostgreSQL database, or the SQLite
+/// file that must already be in the data directory.
+async fn open(dir: &DataDir) -> anyhow::Result<AnyStore> {
+    if dir.database_url.is_none() && !dir.data_dir.join(cc_store_sqlite::DB_FILE).exists() {
+        bail!("no ClaudeCluster database in {}", dir.data_dir.display());
     }
-    SqliteStore::open(dir).with_context(|| format!("opening {}", dir.display()))
+    AnyStore::open(dir.database_url.as_deref(), &dir.data_dir).await
 }
 
-async fn record(
-    store: &SqliteStore,
-    dir: &Path,
-    action: &str,
-    detail: String,
-) -> anyhow::Result<()> {
+async fn record(store: &AnyStore, dir: &Path, action: &str, detail: String) -> anyhow::Result<()> {
     let rec = store
         .append_audit(AuditEvent {
             time: rfc3339(now()),
@@ -111,6 +119,8 @@ async fn record(
             detail: Some(detail),
         })
         .await?;
+    // With PostgreSQL nothing else may have made the data directory yet.
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(AUDIT_JSONL);
     let mut f = cc_server::auth::open_append(&path)
         .with_context(|| format!("opening {}", path.display()))?;
@@ -120,7 +130,7 @@ async fn record(
 
 /// Rewrites `audit.jsonl` from the (redacted) database, so the erased
 /// user's name does not survive in the copy either.
-async fn rewrite_jsonl(store: &SqliteStore, dir: &Path) -> anyhow::Result<()> {
+async fn rewrite_jsonl(store: &AnyStore, dir: &Path) -> anyhow::Result<()> {
     let path = dir.join(AUDIT_JSONL);
     let tmp = dir.join(format!("{AUDIT_JSONL}.tmp"));
     let mut out = String::new();
@@ -137,7 +147,7 @@ async fn rewrite_jsonl(store: &SqliteStore, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Every audit record, oldest first.
-pub async fn all_records(store: &SqliteStore) -> anyhow::Result<Vec<AuditRecord>> {
+pub async fn all_records(store: &AnyStore) -> anyhow::Result<Vec<AuditRecord>> {
     Ok(store
         .audit_records(&AuditFilter {
             limit: 0,
@@ -157,8 +167,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             check_user(&user).map_err(anyhow::Error::msg)?;
             // Creates the data directory when needed: tokens come first
             // on a server that will listen beyond loopback.
-            let store = SqliteStore::open(&dir.data_dir)
-                .with_context(|| format!("opening {}", dir.data_dir.display()))?;
+            let store = AnyStore::open(dir.database_url.as_deref(), &dir.data_dir).await?;
             let role = Role::parse(&role).context("role")?;
             let new = NewToken::generate(&user, role, label, now());
             store.insert_token(&new.record).await?;
@@ -178,7 +187,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             println!("{}", new.token);
         }
         AdminCommand::Token(TokenCommand::List { dir }) => {
-            let store = open(&dir.data_dir)?;
+            let store = open(&dir).await?;
             println!(
                 "{:<14} {:<20} {:<6} {:<25} {:<25} LABEL",
                 "ID", "USER", "ROLE", "CREATED", "REVOKED"
@@ -196,7 +205,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Token(TokenCommand::Revoke { id, dir }) => {
-            let store = open(&dir.data_dir)?;
+            let store = open(&dir).await?;
             if !store.revoke_token(&id, now()).await? {
                 bail!("no live token {id}");
             }
@@ -210,7 +219,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             println!("revoked {id}");
         }
         AdminCommand::Audit(AuditCommand::Verify { dir }) => {
-            let store = open(&dir.data_dir)?;
+            let store = open(&dir).await?;
             let records = all_records(&store).await?;
             match audit::verify(&records) {
                 Ok(n) => println!("audit chain verified: {n} records"),
@@ -219,8 +228,8 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::EraseUser { user, dir } => {
             check_user(&user).map_err(anyhow::Error::msg)?;
-            let store = open(&dir.data_dir)?;
-            let report = store.erase_user(&user).await?;
+            let store = open(&dir).await?;
+            let report = cc_core::identity::erase_user(&store, &user).await?;
             let redacted = store.redact_audit_actor(&user).await?;
             record(
                 &store,

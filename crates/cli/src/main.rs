@@ -12,6 +12,7 @@ mod push;
 mod run;
 mod serve;
 mod session;
+mod store;
 mod ui;
 
 use clap::{CommandFactory, Parser, Subcommand};

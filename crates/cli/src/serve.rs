@@ -1,13 +1,15 @@
-//! `claudecluster serve`: wires the Docker runtime, the SQLite store and the
-//! sessiond client into the session core and serves the API and gateway.
+//! `claudecluster serve`: wires the Docker runtime, the store (SQLite in the
+//! data directory, or PostgreSQL with `--database-url`; see `store`) and
+//! the sessiond client into the session core and serves the API and
+//! gateway.
 
+use crate::store::AnyStore;
 use anyhow::{bail, Context};
 use cc_core::secrets::SealKey;
 use cc_core::session::Recovery;
-use cc_core::{LimitsPolicy, Manager, ManagerConfig};
+use cc_core::{LimitsPolicy, Manager, ManagerConfig, Store};
 use cc_runtime_docker::DockerRuntime;
 use cc_server::{HttpAgent, ServerConfig, DEFAULT_ANTHROPIC_UPSTREAM};
-use cc_store_sqlite::SqliteStore;
 use cc_wire::api::{EgressMode, Quantity};
 use clap::Args;
 use std::net::SocketAddr;
@@ -30,6 +32,17 @@ pub struct ServeArgs {
         default_value = "./claudecluster-data"
     )]
     data_dir: PathBuf,
+    /// PostgreSQL database for sessions, events, tokens and the audit log
+    /// (`postgres://user:password@host:5432/db`), instead of the SQLite
+    /// file in the data directory. The data directory still holds the
+    /// keys, the audit copy and the git mirrors.
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
     /// Address of the gateway sessions reach (Anthropic and git relays).
     /// Sessions reach it through their network's gateway address, so it
     /// must listen on the Docker bridges. Keep the port fixed: running
@@ -292,12 +305,14 @@ fn init_logging(format: &str) {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
     let limits = limits(&args)?;
+    // The store first: a database that cannot be reached stops the server
+    // before it touches Docker.
+    let store = AnyStore::open(args.database_url.as_deref(), &args.data_dir).await?;
+    tracing::info!(store = store.kind(), "store opened");
     let runtime = DockerRuntime::connect(args.resource_prefix.clone())
         .await
         .context("connecting to Docker")?;
     runtime.check_image(&args.image).await?;
-    let store = SqliteStore::open(&args.data_dir)
-        .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
     let api = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the API to {}", args.listen))?;
@@ -475,7 +490,7 @@ fn random_key(key: &mut [u8; 32]) {
 }
 
 /// Deletes the logs of sessions ended more than `days` ago, hourly.
-fn spawn_retention(store: SqliteStore, days: u64) {
+fn spawn_retention(store: AnyStore, days: u64) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
     let keep = std::time::Duration::from_secs(days * 86_400);
     tokio::spawn(async move {

@@ -23,8 +23,20 @@ pub enum RuntimeError {
     Internal(String),
 }
 
+/// A store backend failure, classified at the seam so callers can tell
+/// what happened without reading backend messages.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// The record the operation needs does not exist (e.g. updating or
+    /// appending to a session that was never inserted).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The operation clashes with what is stored: a duplicate key, an event
+    /// batch that does not continue the log, a precondition that no longer
+    /// holds. Retrying after re-reading may succeed; nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend failed (IO, connection, SQL error).
     #[error("store error: {0}")]
     Backend(String),
     #[error("stored record is corrupt: {0}")]

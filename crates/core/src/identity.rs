@@ -164,6 +164,32 @@ pub trait IdentityStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Number of tokens not revoked.
     fn active_tokens(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Deletes every token of `user` (erasure): the rows go, so the name
+    /// does not stay behind and the tokens stop working. Returns how many.
+    fn delete_user_tokens(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// What [`erase_user`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EraseReport {
+    pub sessions: u64,
+    pub tokens: u64,
+}
+
+/// Erases `user` from a store: their ended sessions with their logs, then
+/// their tokens. Refused with [`StoreError::Conflict`] while the user has a
+/// live session (nothing is deleted then). The audit log is redacted
+/// separately ([`crate::audit::AuditStore::redact_audit_actor`]).
+pub async fn erase_user<S: crate::Store + IdentityStore>(
+    store: &S,
+    user: &str,
+) -> Result<EraseReport, StoreError> {
+    let sessions = store.erase_owner_sessions(user).await?;
+    let tokens = store.delete_user_tokens(user).await?;
+    Ok(EraseReport { sessions, tokens })
 }
 
 // --- session access tokens -------------------------------------------------

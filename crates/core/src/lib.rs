@@ -26,6 +26,7 @@ pub mod reconciler;
 pub mod seams;
 pub mod secrets;
 pub mod session;
+pub mod store_codec;
 mod time;
 
 pub use audit::{AuditEvent, AuditFilter, AuditRecord, AuditStore};

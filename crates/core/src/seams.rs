@@ -251,4 +251,19 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &SessionId,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Retention: deletes the event logs of sessions that ended
+    /// (`terminated` or `error`) before `cutoff`; the session records stay.
+    /// Returns the number of events deleted.
+    fn purge_logs_before(
+        &self,
+        cutoff: SystemTime,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Erasure: deletes every session of `owner` with its event log and
+    /// secrets, returning how many sessions went. Refused with
+    /// [`StoreError::Conflict`] (deleting nothing) while `owner` has a live
+    /// session, so no container outlives its record.
+    fn erase_owner_sessions(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

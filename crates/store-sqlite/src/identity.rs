@@ -1,7 +1,8 @@
 //! [`IdentityStore`] on SQLite: the `api_tokens` table (hashes only).
 
-use crate::{backend, from_ms, to_ms, SqliteStore};
+use crate::{backend, SqliteStore};
 use cc_core::identity::{ApiTokenRecord, IdentityStore, Role};
+use cc_core::store_codec::{from_ms, to_ms};
 use cc_core::StoreError;
 use rusqlite::{params, OptionalExtension, Row};
 use std::time::SystemTime;
@@ -125,85 +126,13 @@ impl IdentityStore for SqliteStore {
         })
         .await
     }
-}
 
-impl SqliteStore {
-    /// Deletes every token of `user` (erase-user): the rows go, so the
-    /// name does not stay behind and the tokens stop working.
-    pub async fn delete_user_tokens(&self, user: &str) -> Result<u64, StoreError> {
+    async fn delete_user_tokens(&self, user: &str) -> Result<u64, StoreError> {
         let user = user.to_owned();
         self.run("delete user tokens", move |conn| {
             let n = conn
                 .execute("DELETE FROM api_tokens WHERE user = ?1", params![user])
                 .map_err(backend("delete user tokens"))?;
-            Ok(n as u64)
-        })
-        .await
-    }
-}
-
-/// What [`SqliteStore::erase_user`] removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EraseReport {
-    pub sessions: u64,
-    pub tokens: u64,
-}
-
-impl SqliteStore {
-    /// Deletes every ended session of `user` with its event log, and
-    /// their tokens. Refuses while the user has
-    /// a live session: end it first, so no container outlives its record.
-    pub async fn erase_user(&self, user: &str) -> Result<EraseReport, StoreError> {
-        let owner = user.to_owned();
-        let sessions = self
-            .run("erase user sessions", move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(backend("begin erase"))?;
-                let live: i64 = tx
-                    .query_row(
-                        "SELECT COUNT(*) FROM sessions WHERE owner = ?1 \
-                         AND state NOT IN ('terminated', 'error')",
-                        [&owner],
-                        |r| r.get(0),
-                    )
-                    .map_err(backend("count live sessions"))?;
-                if live > 0 {
-                    return Err(StoreError::Backend(format!(
-                        "{owner} has {live} live sessions; delete them first"
-                    )));
-                }
-                tx.execute(
-                    "DELETE FROM events WHERE session_id IN \
-                     (SELECT id FROM sessions WHERE owner = ?1)",
-                    [&owner],
-                )
-                .map_err(backend("delete events"))?;
-                let n = tx
-                    .execute("DELETE FROM sessions WHERE owner = ?1", [&owner])
-                    .map_err(backend("delete sessions"))?;
-                tx.commit().map_err(backend("commit erase"))?;
-                Ok(n as u64)
-            })
-            .await?;
-        let tokens = self.delete_user_tokens(user).await?;
-        Ok(EraseReport { sessions, tokens })
-    }
-
-    /// Deletes the event logs of sessions that ended (`terminated` or
-    /// `error`) before `cutoff`; the session records stay. Returns the
-    /// number of events deleted.
-    pub async fn purge_logs_before(&self, cutoff: SystemTime) -> Result<u64, StoreError> {
-        let cutoff = to_ms("cutoff", cutoff)?;
-        self.run("purge logs", move |conn| {
-            let n = conn
-                .execute(
-                    "DELETE FROM events WHERE session_id IN \
-                     (SELECT id FROM sessions WHERE state IN ('terminated', 'error') \
-                      AND updated_at_ms < ?1)",
-                    [cutoff],
-                )
-                .map_err(backend("purge logs"))?;
             Ok(n as u64)
         })
         .await

@@ -1,12 +1,12 @@
 //! The embedded default store: sessions and their event logs in one SQLite
 //! file, `<data_dir>/claudecluster.db`.
 //!
-//! Owns the database file, its schema and migrations (see `schema`), and the
-//! mapping between [`SessionRecord`] / [`ServerMessage`] and rows. Only our
-//! own compact record is stored — one column per field, times as unix
-//! milliseconds (truncated toward the past), states as
-//! [`SessionState::as_str`]; events as the JSON of the [`ServerMessage`]
-//! with its `type` tag beside it in `kind`.
+//! Owns the database file, its schema and migrations (see `schema`). Rows
+//! are encoded by [`cc_core::store_codec`], shared with every backend: only
+//! our own compact record is stored — one column per field, times as unix
+//! milliseconds (truncated toward the past), states as their names; events
+//! as the JSON of the [`ServerMessage`] with its `type` tag beside it in
+//! `kind`.
 //!
 //! Invariants:
 //! - A session's events are exactly `1..=last_seq`, without gaps or
@@ -23,6 +23,12 @@
 //! - Whatever cannot be decoded (unknown state, bad id, unparsable event,
 //!   negative counter, unknown record version) is reported as
 //!   [`StoreError::Corrupt`], never papered over.
+//! - Errors are classified at the seam: a missing session is
+//!   [`StoreError::NotFound`]; a duplicate key or a batch that does not
+//!   continue the log is [`StoreError::Conflict`] (see [`classify`]).
+//!
+//! The backend-neutral behaviour is proven by the `cc-store-conformance`
+//! suite, which this crate's tests run.
 //!
 //! rusqlite is synchronous: the one connection sits behind a mutex and
 //! every operation runs on tokio's blocking pool holding it, so no async
@@ -32,14 +38,18 @@ mod audit;
 mod identity;
 mod schema;
 
-pub use identity::EraseReport;
+pub use cc_core::identity::EraseReport;
 
+use cc_core::store_codec::{
+    decode_event, encode_event, to_i64, to_ms, EventRow, RawSession, SessionRow, RECORD_VERSION,
+    SESSION_COLUMNS,
+};
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
-use cc_wire::api::{EgressMode, ServerMessage, SessionLimits, SessionState};
+use cc_wire::api::ServerMessage;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "claudecluster.db";
@@ -133,267 +143,53 @@ fn create_data_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Wraps a rusqlite error with what we were doing.
 pub(crate) fn backend(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| StoreError::Backend(format!("{what}: {e}"))
+    move |e| classify(what, e)
 }
 
-// --- encoding --------------------------------------------------------------
-
-/// A session record as its columns (everything except `id`).
-struct SessionRow {
-    container_id: Option<String>,
-    state: &'static str,
-    reason: Option<String>,
-    repo_url: String,
-    branch: Option<String>,
-    memory_bytes: i64,
-    cpu: f64,
-    timeout_secs: i64,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-    expires_at_ms: i64,
-    last_seq: i64,
-    agent_seq: i64,
-    owner: String,
-    usage: String,
-    egress: String,
-    idle_timeout_secs: Option<i64>,
-}
-
-impl SessionRow {
-    fn encode(rec: &SessionRecord) -> Result<Self, StoreError> {
-        Ok(Self {
-            container_id: rec.container_id.clone(),
-            state: rec.state.as_str(),
-            reason: rec.reason.clone(),
-            repo_url: rec.repo_url.clone(),
-            branch: rec.branch.clone(),
-            memory_bytes: to_i64("memory_bytes", rec.limits.memory_bytes)?,
-            cpu: rec.limits.cpu,
-            timeout_secs: to_i64("timeout_secs", rec.limits.timeout_secs)?,
-            created_at_ms: to_ms("created_at", rec.created_at)?,
-            updated_at_ms: to_ms("updated_at", rec.updated_at)?,
-            expires_at_ms: to_ms("expires_at", rec.expires_at)?,
-            last_seq: to_i64("last_seq", rec.last_seq)?,
-            agent_seq: to_i64("agent_seq", rec.agent_seq)?,
-            owner: rec.owner.clone(),
-            usage: encode_usage(&rec.usage)?,
-            egress: rec.limits.egress.as_str().to_owned(),
-            idle_timeout_secs: rec
-                .limits
-                .idle_timeout_secs
-                .map(|s| to_i64("idle_timeout_secs", s))
-                .transpose()?,
-        })
-    }
-}
-
-/// A session's usage as the `usage` column holds it.
-fn encode_usage(u: &cc_core::SessionUsage) -> Result<String, StoreError> {
-    let totals = serde_json::to_value(u.totals)
-        .map_err(|e| StoreError::Backend(format!("encode usage: {e}")))?;
-    Ok(serde_json::json!({
-        "totals": totals,
-        "processCostUsd": u.process_cost_usd,
-        "oomKills": u.oom_kills,
-    })
-    .to_string())
-}
-
-fn decode_usage(s: &str) -> Result<cc_core::SessionUsage, String> {
-    if s.is_empty() {
-        return Ok(cc_core::SessionUsage::default());
-    }
-    let v: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("usage: {e}"))?;
-    Ok(cc_core::SessionUsage {
-        totals: serde_json::from_value(v["totals"].clone()).map_err(|e| format!("usage: {e}"))?,
-        process_cost_usd: v["processCostUsd"].as_f64().unwrap_or(0.0),
-        oom_kills: v["oomKills"].as_u64().unwrap_or(0),
-    })
-}
-
-fn to_i64(field: &str, v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v)
-        .map_err(|_| StoreError::Backend(format!("{field} {v} is beyond what the store holds")))
-}
-
-/// Unix milliseconds, truncated toward the past.
-fn to_ms(field: &str, t: SystemTime) -> Result<i64, StoreError> {
-    let ms = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).ok(),
-        Err(before) => {
-            let d = before.duration();
-            let whole = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
-            i64::try_from(whole).ok().map(|m| -m)
+/// Classifies a rusqlite error at the seam: a duplicate key is a
+/// [`StoreError::Conflict`], a row naming a missing parent (a foreign key)
+/// is [`StoreError::NotFound`], anything else [`StoreError::Backend`].
+pub(crate) fn classify(what: &str, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ffi;
+    if let rusqlite::Error::SqliteFailure(ref err, _) = e {
+        match err.extended_code {
+            ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE => {
+                return StoreError::Conflict(format!("{what}: already stored"));
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
+                return StoreError::NotFound(format!("{what}: no such session"));
+            }
+            _ => {}
         }
-    };
-    ms.ok_or_else(|| StoreError::Backend(format!("{field} is beyond what the store holds")))
-}
-
-fn from_ms(ms: i64) -> Option<SystemTime> {
-    let d = Duration::from_millis(ms.unsigned_abs());
-    if ms >= 0 {
-        UNIX_EPOCH.checked_add(d)
-    } else {
-        UNIX_EPOCH.checked_sub(d)
     }
+    StoreError::Backend(format!("{what}: {e}"))
 }
 
-/// A `sessions` row as read, before validation.
-struct RawSession {
-    id: String,
-    record_version: i64,
-    container_id: Option<String>,
-    state: String,
-    reason: Option<String>,
-    repo_url: String,
-    branch: Option<String>,
-    memory_bytes: i64,
-    cpu: f64,
-    timeout_secs: i64,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-    expires_at_ms: i64,
-    last_seq: i64,
-    agent_seq: i64,
-    owner: String,
-    usage: String,
-    egress: String,
-    idle_timeout_secs: Option<i64>,
-}
+// --- rows ------------------------------------------------------------------
 
-const SESSION_COLUMNS: &str = "id, record_version, container_id, state, reason, repo_url, \
-     branch, memory_bytes, cpu, timeout_secs, created_at_ms, updated_at_ms, expires_at_ms, \
-     last_seq, agent_seq, owner, usage, egress, idle_timeout_secs";
-
-impl RawSession {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: r.get(0)?,
-            record_version: r.get(1)?,
-            container_id: r.get(2)?,
-            state: r.get(3)?,
-            reason: r.get(4)?,
-            repo_url: r.get(5)?,
-            branch: r.get(6)?,
-            memory_bytes: r.get(7)?,
-            cpu: r.get(8)?,
-            timeout_secs: r.get(9)?,
-            created_at_ms: r.get(10)?,
-            updated_at_ms: r.get(11)?,
-            expires_at_ms: r.get(12)?,
-            last_seq: r.get(13)?,
-            agent_seq: r.get(14)?,
-            owner: r.get(15)?,
-            usage: r.get(16)?,
-            egress: r.get(17)?,
-            idle_timeout_secs: r.get(18)?,
-        })
-    }
-
-    fn decode(self) -> Result<SessionRecord, StoreError> {
-        let name = self.id;
-        let corrupt = |what: String| StoreError::Corrupt(format!("session {name}: {what}"));
-        if self.record_version != schema::RECORD_VERSION {
-            return Err(corrupt(format!(
-                "record version {} is not {}",
-                self.record_version,
-                schema::RECORD_VERSION
-            )));
-        }
-        let id = SessionId::parse(&name).ok_or_else(|| corrupt("malformed id".into()))?;
-        let state = SessionState::parse(&self.state)
-            .ok_or_else(|| corrupt(format!("unknown state {:?}", self.state)))?;
-        let count = |field: &str, v: i64| {
-            u64::try_from(v).map_err(|_| corrupt(format!("negative {field} {v}")))
-        };
-        let time = |field: &str, ms: i64| {
-            from_ms(ms).ok_or_else(|| corrupt(format!("{field} {ms} ms is out of range")))
-        };
-        Ok(SessionRecord {
-            id,
-            container_id: self.container_id,
-            state,
-            reason: self.reason,
-            repo_url: self.repo_url,
-            branch: self.branch,
-            limits: SessionLimits {
-                memory_bytes: count("memory_bytes", self.memory_bytes)?,
-                cpu: self.cpu,
-                timeout_secs: count("timeout_secs", self.timeout_secs)?,
-                egress: EgressMode::parse(&self.egress)
-                    .ok_or_else(|| corrupt(format!("unknown egress mode {:?}", self.egress)))?,
-                idle_timeout_secs: self
-                    .idle_timeout_secs
-                    .map(|s| count("idle_timeout_secs", s))
-                    .transpose()?,
-            },
-            created_at: time("created_at", self.created_at_ms)?,
-            updated_at: time("updated_at", self.updated_at_ms)?,
-            expires_at: time("expires_at", self.expires_at_ms)?,
-            last_seq: count("last_seq", self.last_seq)?,
-            agent_seq: count("agent_seq", self.agent_seq)?,
-            owner: self.owner,
-            usage: decode_usage(&self.usage).map_err(corrupt)?,
-        })
-    }
-}
-
-/// An event ready to insert: `(seq, kind, payload)`.
-struct EventRow {
-    seq: u64,
-    kind: String,
-    payload: String,
-}
-
-fn encode_event(id: &SessionId, ev: &ServerMessage) -> Result<EventRow, StoreError> {
-    let value = serde_json::to_value(ev)
-        .map_err(|e| StoreError::Backend(format!("encode event for session {id}: {e}")))?;
-    let kind = value
-        .get("type")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| {
-            StoreError::Backend(format!("event for session {id} encodes without a type tag"))
-        })?
-        .to_owned();
-    Ok(EventRow {
-        seq: ev.seq(),
-        kind,
-        payload: value.to_string(),
+/// Reads a `sessions` row (columns in [`SESSION_COLUMNS`] order).
+fn raw_session(r: &Row<'_>) -> rusqlite::Result<RawSession> {
+    Ok(RawSession {
+        id: r.get(0)?,
+        record_version: r.get(1)?,
+        container_id: r.get(2)?,
+        state: r.get(3)?,
+        reason: r.get(4)?,
+        repo_url: r.get(5)?,
+        branch: r.get(6)?,
+        memory_bytes: r.get(7)?,
+        cpu: r.get(8)?,
+        timeout_secs: r.get(9)?,
+        created_at_ms: r.get(10)?,
+        updated_at_ms: r.get(11)?,
+        expires_at_ms: r.get(12)?,
+        last_seq: r.get(13)?,
+        agent_seq: r.get(14)?,
+        owner: r.get(15)?,
+        usage: r.get(16)?,
+        egress: r.get(17)?,
+        idle_timeout_secs: r.get(18)?,
     })
-}
-
-fn decode_event(id: &SessionId, seq: i64, payload: &str) -> Result<ServerMessage, StoreError> {
-    let corrupt = |e: serde_json::Error| {
-        StoreError::Corrupt(format!("session {id} event {seq}: unparsable payload: {e}"))
-    };
-    let value: serde_json::Value = serde_json::from_str(payload).map_err(corrupt)?;
-    let ev: ServerMessage = serde_json::from_value(legacy_event(value)).map_err(corrupt)?;
-    if i64::try_from(ev.seq()).ok() != Some(seq) {
-        return Err(StoreError::Corrupt(format!(
-            "session {id} event {seq}: payload carries seq {}",
-            ev.seq()
-        )));
-    }
-    Ok(ev)
-}
-
-/// Events written before the stream took the seed's `{type, data}`
-/// envelope held their fields beside `type`, with RFC 3339 timestamps; they
-/// are read as the envelope they would be now. Current payloads pass as
-/// they are.
-fn legacy_event(mut value: serde_json::Value) -> serde_json::Value {
-    let Some(obj) = value.as_object_mut() else {
-        return value;
-    };
-    if obj.contains_key("data") {
-        return value;
-    }
-    let ty = obj.remove("type").unwrap_or_default();
-    if let Some(ts) = obj.get("timestamp").and_then(|t| t.as_str()) {
-        let ms = cc_core::rfc3339_to_ms(ts).unwrap_or(0);
-        obj.insert("timestamp".into(), ms.into());
-    }
-    serde_json::json!({ "type": ty, "data": std::mem::take(obj) })
 }
 
 // --- the store -------------------------------------------------------------
@@ -413,7 +209,7 @@ fn write_record(conn: &Connection, id: &SessionId, row: &SessionRow) -> Result<(
         .and_then(|mut st| {
             st.execute(params![
                 id.as_str(),
-                schema::RECORD_VERSION,
+                RECORD_VERSION,
                 row.container_id,
                 row.state,
                 row.reason,
@@ -433,7 +229,7 @@ fn write_record(conn: &Connection, id: &SessionId, row: &SessionRow) -> Result<(
         })
         .map_err(|e| StoreError::Backend(format!("update session {id}: {e}")))?;
     if changed == 0 {
-        return Err(StoreError::Backend(format!(
+        return Err(StoreError::NotFound(format!(
             "update session {id}: no such session"
         )));
     }
@@ -449,8 +245,7 @@ fn append_rows(
     rows: &[EventRow],
     agent_seq: Option<i64>,
 ) -> Result<(), StoreError> {
-    let fail = |what: &str| StoreError::Backend(format!("append events to {id}: {what}"));
-    let sql_fail = |e: rusqlite::Error| fail(&e.to_string());
+    let sql_fail = |e: rusqlite::Error| classify(&format!("append events to {id}"), e);
     let last: Option<i64> = tx
         .query_row(
             "SELECT last_seq FROM sessions WHERE id = ?1",
@@ -459,15 +254,16 @@ fn append_rows(
         )
         .optional()
         .map_err(sql_fail)?;
-    let last = last.ok_or_else(|| fail("no such session"))?;
+    let last = last
+        .ok_or_else(|| StoreError::NotFound(format!("append events to {id}: no such session")))?;
     let last = u64::try_from(last)
         .map_err(|_| StoreError::Corrupt(format!("session {id}: negative last_seq {last}")))?;
     let mut expected = last + 1;
     for row in rows {
         if row.seq != expected {
-            return Err(fail(&format!(
-                "event seq {} where {expected} was expected (last_seq {last}); \
-                 nothing was written",
+            return Err(StoreError::Conflict(format!(
+                "append events to {id}: event seq {} where {expected} was expected \
+                 (last_seq {last}); nothing was written",
                 row.seq
             )));
         }
@@ -483,7 +279,7 @@ fn append_rows(
         let seq = to_i64("seq", row.seq)?;
         insert
             .execute(params![id.as_str(), seq, row.kind, row.payload])
-            .map_err(|e| fail(&format!("insert event {seq}: {e}")))?;
+            .map_err(|e| classify(&format!("append events to {id}: insert event {seq}"), e))?;
     }
     let new_last = to_i64("last_seq", expected - 1)?;
     tx.execute(
@@ -508,7 +304,7 @@ impl Store for SqliteStore {
                 .and_then(|mut st| {
                     st.execute(params![
                         id.as_str(),
-                        schema::RECORD_VERSION,
+                        RECORD_VERSION,
                         row.container_id,
                         row.state,
                         row.reason,
@@ -528,7 +324,7 @@ impl Store for SqliteStore {
                         row.idle_timeout_secs,
                     ])
                 })
-                .map_err(|e| StoreError::Backend(format!("insert session {id}: {e}")))?;
+                .map_err(|e| classify(&format!("insert session {id}"), e))?;
             Ok(())
         })
         .await
@@ -547,7 +343,7 @@ impl Store for SqliteStore {
             .run("get session", move |conn| {
                 let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1");
                 conn.prepare_cached(&sql)
-                    .and_then(|mut st| st.query_row([id.as_str()], RawSession::from_row).optional())
+                    .and_then(|mut st| st.query_row([id.as_str()], raw_session).optional())
                     .map_err(|e| StoreError::Backend(format!("get session {id}: {e}")))
             })
             .await?;
@@ -569,7 +365,7 @@ impl Store for SqliteStore {
                 );
                 conn.prepare_cached(&sql)
                     .and_then(|mut st| {
-                        st.query_map([], RawSession::from_row)?
+                        st.query_map([], raw_session)?
                             .collect::<rusqlite::Result<Vec<_>>>()
                     })
                     .map_err(backend("list sessions"))
@@ -670,7 +466,7 @@ impl Store for SqliteStore {
                 params![key.as_str(), sealed],
             )
             .map(drop)
-            .map_err(|e| StoreError::Backend(format!("store sealed secrets of {key}: {e}")))
+            .map_err(|e| classify(&format!("store sealed secrets of {key}"), e))
         })
         .await
     }
@@ -701,81 +497,49 @@ impl Store for SqliteStore {
         })
         .await
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn millisecond_conversion_truncates_toward_the_past() {
-        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
-        let ms = to_ms("t", t).unwrap();
-        assert_eq!(ms, 1_700_000_000_123);
-        assert_eq!(
-            from_ms(ms),
-            Some(UNIX_EPOCH + Duration::from_millis(ms as u64))
-        );
-
-        let before = UNIX_EPOCH - Duration::new(1, 500_000);
-        let ms = to_ms("t", before).unwrap();
-        assert_eq!(ms, -1_001);
-        assert_eq!(from_ms(ms), Some(UNIX_EPOCH - Duration::from_millis(1_001)));
-        assert_eq!(to_ms("t", UNIX_EPOCH).unwrap(), 0);
+    async fn purge_logs_before(&self, cutoff: SystemTime) -> Result<u64, StoreError> {
+        let cutoff = to_ms("cutoff", cutoff)?;
+        self.run("purge logs", move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM events WHERE session_id IN \
+                     (SELECT id FROM sessions WHERE state IN ('terminated', 'error') \
+                      AND updated_at_ms < ?1)",
+                    [cutoff],
+                )
+                .map_err(backend("purge logs"))?;
+            Ok(n as u64)
+        })
+        .await
     }
 
-    #[test]
-    fn counters_beyond_i64_are_refused() {
-        assert!(to_i64("x", u64::MAX).is_err());
-        assert_eq!(to_i64("x", 7).unwrap(), 7);
-    }
-
-    #[test]
-    fn event_kind_is_the_type_tag() {
-        let id = SessionId::generate();
-        let ev = ServerMessage::Status {
-            seq: 3,
-            state: SessionState::Ready,
-            timestamp: 1_704_067_200_000,
-            reason: None,
-        };
-        let row = encode_event(&id, &ev).unwrap();
-        assert_eq!(row.kind, "status");
-        assert_eq!(row.seq, 3);
-        assert_eq!(decode_event(&id, 3, &row.payload).unwrap(), ev);
-        assert!(matches!(
-            decode_event(&id, 4, &row.payload),
-            Err(StoreError::Corrupt(_))
-        ));
-    }
-
-    #[test]
-    fn events_stored_before_the_envelope_read_as_the_envelope() {
-        let id = SessionId::generate();
-        let old =
-            r#"{"type":"status","seq":3,"state":"ready","timestamp":"2024-01-01T00:00:00.000Z"}"#;
-        assert_eq!(
-            decode_event(&id, 3, old).unwrap(),
-            ServerMessage::Status {
-                seq: 3,
-                state: SessionState::Ready,
-                timestamp: 1_704_067_200_000,
-                reason: None,
+    async fn erase_owner_sessions(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_owned();
+        self.run("erase sessions", move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("begin erase"))?;
+            let live: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM sessions WHERE owner = ?1 \
+                     AND state NOT IN ('terminated', 'error')",
+                    [&owner],
+                    |r| r.get(0),
+                )
+                .map_err(backend("count live sessions"))?;
+            if live > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "{owner} has {live} live sessions; delete them first"
+                )));
             }
-        );
-        let old = r#"{"type":"output","seq":4,"text":"hi","timestamp":"2024-01-01T00:00:00.001Z","event":{"type":"assistant"}}"#;
-        assert_eq!(
-            decode_event(&id, 4, old).unwrap(),
-            ServerMessage::Output {
-                seq: 4,
-                text: "hi".into(),
-                timestamp: 1_704_067_200_001,
-                event: Some(serde_json::json!({"type": "assistant"})),
-            }
-        );
-        assert!(matches!(
-            decode_event(&id, 5, r#"{"type":"status","seq":5}"#),
-            Err(StoreError::Corrupt(_))
-        ));
+            // Events and secrets go with their session (ON DELETE CASCADE).
+            let n = tx
+                .execute("DELETE FROM sessions WHERE owner = ?1", [&owner])
+                .map_err(backend("delete sessions"))?;
+            tx.commit().map_err(backend("commit erase"))?;
+            Ok(n as u64)
+        })
+        .await
     }
 }

@@ -10,11 +10,6 @@ use crate::backend;
 use cc_core::StoreError;
 use rusqlite::{Connection, TransactionBehavior};
 
-/// Layout version of a `sessions` row (its `record_version` column). Bumped
-/// when the meaning of the columns changes; rows of other versions are
-/// refused as corrupt rather than misread.
-pub(crate) const RECORD_VERSION: i64 = 1;
-
 const V1: &str = "
 CREATE TABLE sessions (
     id             TEXT PRIMARY KEY,

@@ -8,6 +8,7 @@
 
 mod admin;
 mod attach;
+mod database;
 mod errors;
 mod options;
 mod reconnect;

@@ -8,22 +8,22 @@ use std::time::{Duration, UNIX_EPOCH};
 use tempfile::TempDir;
 
 mod in_memory {
-    async fn fresh() -> ((), cc_store_sqlite::SqliteStore) {
-        (
+    async fn fresh() -> Option<((), cc_store_sqlite::SqliteStore)> {
+        Some((
             (),
             cc_store_sqlite::SqliteStore::in_memory().expect("in-memory store"),
-        )
+        ))
     }
-    crate::suite::conformance!(fresh);
+    cc_store_conformance::store_conformance!(fresh);
 }
 
 mod file_backed {
-    async fn fresh() -> (tempfile::TempDir, cc_store_sqlite::SqliteStore) {
+    async fn fresh() -> Option<(tempfile::TempDir, cc_store_sqlite::SqliteStore)> {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = cc_store_sqlite::SqliteStore::open(dir.path()).expect("open store");
-        (dir, store)
+        Some((dir, store))
     }
-    crate::suite::conformance!(fresh);
+    cc_store_conformance::store_conformance!(fresh);
 }
 
 fn record() -> SessionRecord {

@@ -1,46 +1,12 @@
-//! The `Store` conformance suite, written against the trait only so any
-//! backend can run it: each case takes a fresh, empty store.
-//!
-//! [`conformance!`] expands to one `#[tokio::test]` per case; its argument
-//! is an async fn returning `(guard, store)`, the guard living for the test
-//! (a temporary directory, a throw-away database schema…).
+//! The [`Store`] cases: session records, event logs and their cursor,
+//! sealed secrets, retention and erasure. Each case takes a fresh, empty
+//! store and uses the trait only.
 
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
 use cc_wire::api::{ServerMessage, SessionLimits, SessionState};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-macro_rules! conformance {
-    ($fresh:path) => {
-        $crate::suite::conformance!(@cases $fresh;
-            record_round_trips,
-            unknown_session_is_none,
-            duplicate_insert_is_refused,
-            update_overwrites_fields_but_not_the_cursor,
-            update_of_unknown_session_is_refused,
-            list_is_newest_first_and_filters_live,
-            append_then_read_with_since_and_limit,
-            cursor_moves_with_the_batch,
-            bad_batches_are_refused_and_write_nothing,
-            append_to_unknown_session_is_refused,
-            concurrent_appends_stay_contiguous,
-            sealed_secrets_are_kept_replaced_and_deleted,
-            a_state_change_writes_its_events_and_the_record_together,
-            a_refused_state_change_writes_neither_events_nor_record,
-        );
-    };
-    (@cases $fresh:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                let (_guard, store) = $fresh().await;
-                $crate::suite::$case(store).await;
-            }
-        )*
-    };
-}
-pub(crate) use conformance;
 
 /// A time with sub-millisecond digits, which the store truncates.
 fn at(ms: u64) -> SystemTime {
@@ -60,7 +26,7 @@ fn truncated(mut rec: SessionRecord) -> SessionRecord {
     rec
 }
 
-fn record(state: SessionState, created_ms: u64) -> SessionRecord {
+pub(crate) fn record(state: SessionState, created_ms: u64) -> SessionRecord {
     SessionRecord {
         id: SessionId::generate(),
         container_id: Some("c0ffee".into()),
@@ -185,7 +151,10 @@ pub async fn duplicate_insert_is_refused<S: Store>(store: S) {
     store.insert_session(&rec).await.expect("insert");
     let mut again = rec.clone();
     again.repo_url = "https://example.test/other.git".into();
-    assert!(store.insert_session(&again).await.is_err());
+    assert!(matches!(
+        store.insert_session(&again).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(get(&store, &rec.id).await, truncated(rec));
 }
 
@@ -237,7 +206,10 @@ pub async fn update_overwrites_fields_but_not_the_cursor<S: Store>(store: S) {
 
 pub async fn update_of_unknown_session_is_refused<S: Store>(store: S) {
     let rec = record(SessionState::Ready, 1_700_000_000_000);
-    assert!(store.update_session(&rec).await.is_err());
+    assert!(matches!(
+        store.update_session(&rec).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert_eq!(store.get_session(&rec.id).await.expect("get"), None);
 }
 
@@ -394,7 +366,10 @@ pub async fn bad_batches_are_refused_and_write_nothing<S: Store>(store: S) {
     ];
     for (what, batch) in bad {
         let res = store.append_events(&rec.id, &batch, Some(99)).await;
-        assert!(res.is_err(), "{what} must be refused");
+        assert!(
+            matches!(res, Err(StoreError::Conflict(_))),
+            "{what} must be refused as a conflict: {res:?}"
+        );
         let after = get(&store, &rec.id).await;
         assert_eq!(
             (after.last_seq, after.agent_seq),
@@ -419,11 +394,14 @@ pub async fn bad_batches_are_refused_and_write_nothing<S: Store>(store: S) {
 
 pub async fn append_to_unknown_session_is_refused<S: Store>(store: S) {
     let id = SessionId::generate();
-    assert!(store
-        .append_events(&id, &events(1..=1), None)
-        .await
-        .is_err());
-    assert!(store.append_events(&id, &[], Some(1)).await.is_err());
+    assert!(matches!(
+        store.append_events(&id, &events(1..=1), None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.append_events(&id, &[], Some(1)).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert!(store.events(&id, 0, 10).await.expect("events").is_empty());
 }
 
@@ -439,7 +417,8 @@ async fn append_racing<S: Store>(store: &S, id: &SessionId, text: String) {
         };
         match store.append_events(id, &[ev], Some(next)).await {
             Ok(()) => return,
-            Err(StoreError::Backend(_)) => tokio::task::yield_now().await,
+            // Lost the race: another writer took `next` first.
+            Err(StoreError::Conflict(_)) => tokio::task::yield_now().await,
             Err(e) => panic!("unexpected error: {e}"),
         }
     }
@@ -612,4 +591,81 @@ pub async fn a_refused_state_change_writes_neither_events_nor_record<S: Store>(s
         .await
         .expect("events")
         .is_empty());
+}
+
+pub async fn secrets_of_an_unknown_session_are_refused<S: Store>(store: S) {
+    let id = SessionId::generate();
+    assert!(matches!(
+        store.put_sealed_secrets(&id, &[1]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.sealed_secrets(&id).await.expect("read"), None);
+}
+
+/// A session with one event, in `state`, last updated at `updated_s`.
+async fn logged<S: Store>(
+    store: &S,
+    owner: &str,
+    state: SessionState,
+    updated_s: u64,
+) -> SessionId {
+    let mut rec = record(state, 1_000);
+    rec.owner = owner.into();
+    rec.updated_at = UNIX_EPOCH + Duration::from_secs(updated_s);
+    store.insert_session(&rec).await.expect("insert");
+    store
+        .append_events(&rec.id, &events(1..=2), None)
+        .await
+        .expect("append");
+    rec.id
+}
+
+pub async fn retention_purges_only_old_ended_logs<S: Store>(store: S) {
+    let mut ids = Vec::new();
+    for (state, updated) in [
+        (SessionState::Terminated, 100),
+        (SessionState::Error, 100),
+        (SessionState::Ready, 100),
+        (SessionState::Terminated, 10_000),
+    ] {
+        ids.push(logged(&store, "alice", state, updated).await);
+    }
+    let cutoff = UNIX_EPOCH + Duration::from_secs(5_000);
+    assert_eq!(store.purge_logs_before(cutoff).await.expect("purge"), 4);
+    let mut left = Vec::new();
+    for id in &ids {
+        left.push(store.events(id, 0, 10).await.expect("events").len());
+        // The records stay.
+        get(&store, id).await;
+    }
+    assert_eq!(left, [0, 0, 2, 2]);
+    assert_eq!(store.purge_logs_before(cutoff).await.expect("again"), 0);
+}
+
+pub async fn erasure_removes_ended_sessions_and_refuses_live_ones<S: Store>(store: S) {
+    let ended = logged(&store, "alice", SessionState::Terminated, 100).await;
+    store
+        .put_sealed_secrets(&ended, &[9])
+        .await
+        .expect("secrets");
+    let live = logged(&store, "alice", SessionState::Ready, 100).await;
+    let other = logged(&store, "bob", SessionState::Terminated, 100).await;
+
+    assert!(matches!(
+        store.erase_owner_sessions("alice").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store.get_session(&ended).await.expect("get").is_some());
+
+    let mut rec = get(&store, &live).await;
+    rec.state = SessionState::Terminated;
+    store.update_session(&rec).await.expect("end it");
+    assert_eq!(store.erase_owner_sessions("alice").await.expect("erase"), 2);
+    for id in [&ended, &live] {
+        assert_eq!(store.get_session(id).await.expect("get"), None);
+        assert!(store.events(id, 0, 10).await.expect("events").is_empty());
+        assert_eq!(store.sealed_secrets(id).await.expect("secrets"), None);
+    }
+    assert_eq!(store.events(&other, 0, 10).await.expect("bob").len(), 2);
+    assert_eq!(store.erase_owner_sessions("nobody").await.expect("none"), 0);
 }

@@ -1,0 +1,334 @@
+//! The row encoding every store backend shares: our own compact session
+//! record as one column per field, and events as JSON, so SQLite and
+//! PostgreSQL store the same values and decode them with the same checks.
+//!
+//! Encoding: times as unix milliseconds (truncated toward the past), states
+//! as [`SessionState::as_str`], counters as `i64` (a value beyond
+//! `i64::MAX` is refused, not wrapped), usage as JSON; an event as the JSON
+//! of its [`ServerMessage`] with its `type` tag beside it in `kind`.
+//! Decoding: whatever cannot be decoded (unknown state, bad id, unparsable
+//! event, negative counter, unknown record version) is
+//! [`StoreError::Corrupt`], never papered over. No IO here.
+
+use crate::error::StoreError;
+use crate::ids::SessionId;
+use crate::seams::SessionRecord;
+use cc_wire::api::{EgressMode, ServerMessage, SessionLimits, SessionState};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Layout version of a session row (its `record_version` column). Bumped
+/// when the meaning of the columns changes; rows of other versions are
+/// refused as corrupt rather than misread.
+pub const RECORD_VERSION: i64 = 1;
+
+/// A session record as its columns (everything except `id`).
+pub struct SessionRow {
+    pub container_id: Option<String>,
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub repo_url: String,
+    pub branch: Option<String>,
+    pub memory_bytes: i64,
+    pub cpu: f64,
+    pub timeout_secs: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub last_seq: i64,
+    pub agent_seq: i64,
+    pub owner: String,
+    pub usage: String,
+    pub egress: String,
+    pub idle_timeout_secs: Option<i64>,
+}
+
+impl SessionRow {
+    pub fn encode(rec: &SessionRecord) -> Result<Self, StoreError> {
+        Ok(Self {
+            container_id: rec.container_id.clone(),
+            state: rec.state.as_str(),
+            reason: rec.reason.clone(),
+            repo_url: rec.repo_url.clone(),
+            branch: rec.branch.clone(),
+            memory_bytes: to_i64("memory_bytes", rec.limits.memory_bytes)?,
+            cpu: rec.limits.cpu,
+            timeout_secs: to_i64("timeout_secs", rec.limits.timeout_secs)?,
+            created_at_ms: to_ms("created_at", rec.created_at)?,
+            updated_at_ms: to_ms("updated_at", rec.updated_at)?,
+            expires_at_ms: to_ms("expires_at", rec.expires_at)?,
+            last_seq: to_i64("last_seq", rec.last_seq)?,
+            agent_seq: to_i64("agent_seq", rec.agent_seq)?,
+            owner: rec.owner.clone(),
+            usage: encode_usage(&rec.usage)?,
+            egress: rec.limits.egress.as_str().to_owned(),
+            idle_timeout_secs: rec
+                .limits
+                .idle_timeout_secs
+                .map(|s| to_i64("idle_timeout_secs", s))
+                .transpose()?,
+        })
+    }
+}
+
+/// A session's usage as the `usage` column holds it.
+pub fn encode_usage(u: &crate::SessionUsage) -> Result<String, StoreError> {
+    let totals = serde_json::to_value(u.totals)
+        .map_err(|e| StoreError::Backend(format!("encode usage: {e}")))?;
+    Ok(serde_json::json!({
+        "totals": totals,
+        "processCostUsd": u.process_cost_usd,
+        "oomKills": u.oom_kills,
+    })
+    .to_string())
+}
+
+pub fn decode_usage(s: &str) -> Result<crate::SessionUsage, String> {
+    if s.is_empty() {
+        return Ok(crate::SessionUsage::default());
+    }
+    let v: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("usage: {e}"))?;
+    Ok(crate::SessionUsage {
+        totals: serde_json::from_value(v["totals"].clone()).map_err(|e| format!("usage: {e}"))?,
+        process_cost_usd: v["processCostUsd"].as_f64().unwrap_or(0.0),
+        oom_kills: v["oomKills"].as_u64().unwrap_or(0),
+    })
+}
+
+pub fn to_i64(field: &str, v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v)
+        .map_err(|_| StoreError::Backend(format!("{field} {v} is beyond what the store holds")))
+}
+
+/// Unix milliseconds, truncated toward the past.
+pub fn to_ms(field: &str, t: SystemTime) -> Result<i64, StoreError> {
+    let ms = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).ok(),
+        Err(before) => {
+            let d = before.duration();
+            let whole = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+            i64::try_from(whole).ok().map(|m| -m)
+        }
+    };
+    ms.ok_or_else(|| StoreError::Backend(format!("{field} is beyond what the store holds")))
+}
+
+pub fn from_ms(ms: i64) -> Option<SystemTime> {
+    let d = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH.checked_add(d)
+    } else {
+        UNIX_EPOCH.checked_sub(d)
+    }
+}
+
+/// A `sessions` row as read, before validation.
+pub struct RawSession {
+    pub id: String,
+    pub record_version: i64,
+    pub container_id: Option<String>,
+    pub state: String,
+    pub reason: Option<String>,
+    pub repo_url: String,
+    pub branch: Option<String>,
+    pub memory_bytes: i64,
+    pub cpu: f64,
+    pub timeout_secs: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub last_seq: i64,
+    pub agent_seq: i64,
+    pub owner: String,
+    pub usage: String,
+    pub egress: String,
+    pub idle_timeout_secs: Option<i64>,
+}
+
+pub const SESSION_COLUMNS: &str = "id, record_version, container_id, state, reason, repo_url, \
+     branch, memory_bytes, cpu, timeout_secs, created_at_ms, updated_at_ms, expires_at_ms, \
+     last_seq, agent_seq, owner, usage, egress, idle_timeout_secs";
+
+impl RawSession {
+    /// Validates the row; a `record_version` other than
+    /// [`RECORD_VERSION`] is corrupt rather than misread.
+    pub fn decode(self) -> Result<SessionRecord, StoreError> {
+        let name = self.id;
+        let corrupt = |what: String| StoreError::Corrupt(format!("session {name}: {what}"));
+        if self.record_version != RECORD_VERSION {
+            return Err(corrupt(format!(
+                "record version {} is not {}",
+                self.record_version, RECORD_VERSION
+            )));
+        }
+        let id = SessionId::parse(&name).ok_or_else(|| corrupt("malformed id".into()))?;
+        let state = SessionState::parse(&self.state)
+            .ok_or_else(|| corrupt(format!("unknown state {:?}", self.state)))?;
+        let count = |field: &str, v: i64| {
+            u64::try_from(v).map_err(|_| corrupt(format!("negative {field} {v}")))
+        };
+        let time = |field: &str, ms: i64| {
+            from_ms(ms).ok_or_else(|| corrupt(format!("{field} {ms} ms is out of range")))
+        };
+        Ok(SessionRecord {
+            id,
+            container_id: self.container_id,
+            state,
+            reason: self.reason,
+            repo_url: self.repo_url,
+            branch: self.branch,
+            limits: SessionLimits {
+                memory_bytes: count("memory_bytes", self.memory_bytes)?,
+                cpu: self.cpu,
+                timeout_secs: count("timeout_secs", self.timeout_secs)?,
+                egress: EgressMode::parse(&self.egress)
+                    .ok_or_else(|| corrupt(format!("unknown egress mode {:?}", self.egress)))?,
+                idle_timeout_secs: self
+                    .idle_timeout_secs
+                    .map(|s| count("idle_timeout_secs", s))
+                    .transpose()?,
+            },
+            created_at: time("created_at", self.created_at_ms)?,
+            updated_at: time("updated_at", self.updated_at_ms)?,
+            expires_at: time("expires_at", self.expires_at_ms)?,
+            last_seq: count("last_seq", self.last_seq)?,
+            agent_seq: count("agent_seq", self.agent_seq)?,
+            owner: self.owner,
+            usage: decode_usage(&self.usage).map_err(corrupt)?,
+        })
+    }
+}
+
+/// An event ready to insert: `(seq, kind, payload)`.
+pub struct EventRow {
+    pub seq: u64,
+    pub kind: String,
+    pub payload: String,
+}
+
+pub fn encode_event(id: &SessionId, ev: &ServerMessage) -> Result<EventRow, StoreError> {
+    let value = serde_json::to_value(ev)
+        .map_err(|e| StoreError::Backend(format!("encode event for session {id}: {e}")))?;
+    let kind = value
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| {
+            StoreError::Backend(format!("event for session {id} encodes without a type tag"))
+        })?
+        .to_owned();
+    Ok(EventRow {
+        seq: ev.seq(),
+        kind,
+        payload: value.to_string(),
+    })
+}
+
+pub fn decode_event(id: &SessionId, seq: i64, payload: &str) -> Result<ServerMessage, StoreError> {
+    let corrupt = |e: serde_json::Error| {
+        StoreError::Corrupt(format!("session {id} event {seq}: unparsable payload: {e}"))
+    };
+    let value: serde_json::Value = serde_json::from_str(payload).map_err(corrupt)?;
+    let ev: ServerMessage = serde_json::from_value(legacy_event(value)).map_err(corrupt)?;
+    if i64::try_from(ev.seq()).ok() != Some(seq) {
+        return Err(StoreError::Corrupt(format!(
+            "session {id} event {seq}: payload carries seq {}",
+            ev.seq()
+        )));
+    }
+    Ok(ev)
+}
+
+/// Events written before the stream took the seed's `{type, data}`
+/// envelope held their fields beside `type`, with RFC 3339 timestamps; they
+/// are read as the envelope they would be now. Current payloads pass as
+/// they are.
+fn legacy_event(mut value: serde_json::Value) -> serde_json::Value {
+    let Some(obj) = value.as_object_mut() else {
+        return value;
+    };
+    if obj.contains_key("data") {
+        return value;
+    }
+    let ty = obj.remove("type").unwrap_or_default();
+    if let Some(ts) = obj.get("timestamp").and_then(|t| t.as_str()) {
+        let ms = crate::rfc3339_to_ms(ts).unwrap_or(0);
+        obj.insert("timestamp".into(), ms.into());
+    }
+    serde_json::json!({ "type": ty, "data": std::mem::take(obj) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millisecond_conversion_truncates_toward_the_past() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        let ms = to_ms("t", t).unwrap();
+        assert_eq!(ms, 1_700_000_000_123);
+        assert_eq!(
+            from_ms(ms),
+            Some(UNIX_EPOCH + Duration::from_millis(ms as u64))
+        );
+
+        let before = UNIX_EPOCH - Duration::new(1, 500_000);
+        let ms = to_ms("t", before).unwrap();
+        assert_eq!(ms, -1_001);
+        assert_eq!(from_ms(ms), Some(UNIX_EPOCH - Duration::from_millis(1_001)));
+        assert_eq!(to_ms("t", UNIX_EPOCH).unwrap(), 0);
+    }
+
+    #[test]
+    fn counters_beyond_i64_are_refused() {
+        assert!(to_i64("x", u64::MAX).is_err());
+        assert_eq!(to_i64("x", 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn event_kind_is_the_type_tag() {
+        let id = SessionId::generate();
+        let ev = ServerMessage::Status {
+            seq: 3,
+            state: SessionState::Ready,
+            timestamp: 1_704_067_200_000,
+            reason: None,
+        };
+        let row = encode_event(&id, &ev).unwrap();
+        assert_eq!(row.kind, "status");
+        assert_eq!(row.seq, 3);
+        assert_eq!(decode_event(&id, 3, &row.payload).unwrap(), ev);
+        assert!(matches!(
+            decode_event(&id, 4, &row.payload),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn events_stored_before_the_envelope_read_as_the_envelope() {
+        let id = SessionId::generate();
+        let old =
+            r#"{"type":"status","seq":3,"state":"ready","timestamp":"2024-01-01T00:00:00.000Z"}"#;
+        assert_eq!(
+            decode_event(&id, 3, old).unwrap(),
+            ServerMessage::Status {
+                seq: 3,
+                state: SessionState::Ready,
+                timestamp: 1_704_067_200_000,
+                reason: None,
+            }
+        );
+        let old = r#"{"type":"output","seq":4,"text":"hi","timestamp":"2024-01-01T00:00:00.001Z","event":{"type":"assistant"}}"#;
+        assert_eq!(
+            decode_event(&id, 4, old).unwrap(),
+            ServerMessage::Output {
+                seq: 4,
+                text: "hi".into(),
+                timestamp: 1_704_067_200_001,
+                event: Some(serde_json::json!({"type": "assistant"})),
+            }
+        );
+        assert!(matches!(
+            decode_event(&id, 5, r#"{"type":"status","seq":5}"#),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}

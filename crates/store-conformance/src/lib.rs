@@ -1,0 +1,71 @@
+//! The store conformance suite: one set of cases per store seam
+//! ([`cc_core::Store`], [`cc_core::IdentityStore`], [`cc_core::AuditStore`]),
+//! written against the traits only, so every backend (SQLite, PostgreSQL)
+//! runs the very same cases.
+//!
+//! A backend's integration tests call [`store_conformance!`] with an async
+//! fn that returns `Some((guard, store))` for a fresh, empty store; the
+//! guard lives for the test (a temporary directory, a throw-away schema…).
+//! `None` skips the case (the backend's server is not configured; the
+//! backend's `fresh` decides whether that is allowed, e.g. not in CI). The
+//! macro expands to one `#[tokio::test]` per case, on a multi-threaded
+//! runtime so the concurrency cases really race.
+//!
+//! What a backend must hold to pass: every invariant documented on the
+//! traits, and errors classified as [`cc_core::StoreError::NotFound`] /
+//! [`cc_core::StoreError::Conflict`] where the cases say so.
+//!
+//! This crate is a dev-dependency only; the shipped binary never links it.
+
+pub mod audit;
+pub mod identity;
+pub mod sessions;
+
+/// Expands to one test per conformance case; `$fresh` is an async fn
+/// returning `Option<(guard, store)>`.
+#[macro_export]
+macro_rules! store_conformance {
+    ($fresh:path) => {
+        $crate::store_conformance!(@cases $fresh; sessions;
+            record_round_trips,
+            unknown_session_is_none,
+            duplicate_insert_is_refused,
+            update_overwrites_fields_but_not_the_cursor,
+            update_of_unknown_session_is_refused,
+            list_is_newest_first_and_filters_live,
+            append_then_read_with_since_and_limit,
+            cursor_moves_with_the_batch,
+            bad_batches_are_refused_and_write_nothing,
+            append_to_unknown_session_is_refused,
+            concurrent_appends_stay_contiguous,
+            sealed_secrets_are_kept_replaced_and_deleted,
+            a_state_change_writes_its_events_and_the_record_together,
+            a_refused_state_change_writes_neither_events_nor_record,
+            secrets_of_an_unknown_session_are_refused,
+            retention_purges_only_old_ended_logs,
+            erasure_removes_ended_sessions_and_refuses_live_ones,
+        );
+        $crate::store_conformance!(@cases $fresh; identity;
+            tokens_are_found_by_hash_and_revoked,
+            tokens_list_oldest_first_and_keep_their_fields,
+            a_duplicate_token_is_a_conflict,
+            a_users_tokens_are_deleted,
+        );
+        $crate::store_conformance!(@cases $fresh; audit;
+            the_chain_verifies_and_filters_work,
+            redacting_a_user_keeps_the_chain,
+            concurrent_appends_never_fork_the_chain,
+        );
+    };
+    (@cases $fresh:path; $module:ident; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let Some((_guard, store)) = $fresh().await else {
+                    return;
+                };
+                $crate::$module::$case(store).await;
+            }
+        )*
+    };
+}

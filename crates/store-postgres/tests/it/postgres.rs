@@ -1,0 +1,159 @@
+//! PostgreSQL-specific tests, and the conformance suite wired to this store.
+
+use crate::support::{fresh, url};
+use cc_core::audit::{verify, AuditStore};
+use cc_core::StoreError;
+use cc_store_conformance::audit::{all, fill};
+use cc_store_postgres::PostgresStore;
+use std::sync::Arc;
+
+mod conformance {
+    use crate::support::fresh;
+    cc_store_conformance::store_conformance!(fresh);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_refuses_deletes_truncation_and_rewrites() {
+    let Some((schema, store)) = fresh().await else {
+        return;
+    };
+    fill(&store).await;
+    let raw = schema.raw().await;
+    for sql in [
+        "DELETE FROM audit_log WHERE seq = 4",
+        "TRUNCATE audit_log",
+        "UPDATE audit_log SET outcome = 'denied' WHERE seq = 4",
+        "UPDATE audit_log SET hash = 'x' WHERE seq = 4",
+    ] {
+        let err = raw.batch_execute(sql).await.expect_err(sql);
+        let msg = err.as_db_error().map(|d| d.message().to_owned());
+        assert_eq!(
+            msg.as_deref(),
+            Some("the audit log is append-only"),
+            "{sql}"
+        );
+    }
+    assert_eq!(verify(&all(&store).await), Ok(5));
+    // A personal field may be rewritten (that is how erasure works), but
+    // not silently: the chain names the record.
+    raw.batch_execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+        .await
+        .expect("personal fields are not hashed directly");
+    assert_eq!(verify(&all(&store).await).unwrap_err().seq, 2);
+}
+
+/// Two stores, each with its own pool, stand in for two replicas (two
+/// processes) appending to one audit log at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_appending_at_once_keep_one_chain() {
+    let Some((schema, a)) = fresh().await else {
+        return;
+    };
+    let b = schema.store().await;
+    let stores = [Arc::new(a), Arc::new(b)];
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, store) in stores.iter().enumerate() {
+        for t in 0..4 {
+            let store = Arc::clone(store);
+            tasks.spawn(async move {
+                for n in 0..15 {
+                    store
+                        .append_audit(cc_core::AuditEvent {
+                            time: "2026-01-01T00:00:00.000Z".into(),
+                            actor: format!("replica{i}"),
+                            source_ip: None,
+                            action: format!("session.r{i}.t{t}.{n}"),
+                            session_id: None,
+                            outcome: "ok".into(),
+                            detail: None,
+                        })
+                        .await
+                        .expect("append");
+                }
+            });
+        }
+    }
+    while let Some(res) = tasks.join_next().await {
+        res.expect("task");
+    }
+    let log = all(&*stores[1]).await;
+    assert_eq!(verify(&log), Ok(120));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_and_a_newer_schema_is_refused() {
+    let Some((schema, _store)) = fresh().await else {
+        return;
+    };
+    // Opening again finds the schema current and changes nothing.
+    let _again = schema.store().await;
+    let raw = schema.raw().await;
+    let versions: Vec<i64> = raw
+        .query("SELECT version FROM schema_version ORDER BY version", &[])
+        .await
+        .expect("versions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+    raw.batch_execute("INSERT INTO schema_version VALUES (999)")
+        .await
+        .expect("pretend a newer build migrated");
+    let err = PostgresStore::connect_with(schema.config(), 1)
+        .await
+        .expect_err("a newer schema");
+    assert!(err.to_string().contains("newer than this build"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_or_unreachable_database_is_a_clear_error_without_the_password() {
+    if url().is_none() {
+        return;
+    }
+    let err = PostgresStore::connect("postgres://u:sekrit@127.0.0.1:1/db")
+        .await
+        .expect_err("nothing listens on port 1");
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Backend(_)), "{msg}");
+    assert!(msg.contains("connecting to PostgreSQL"), "{msg}");
+    assert!(!msg.contains("sekrit"), "{msg}");
+
+    let err = PostgresStore::connect("postgres://u:sekrit@host:notaport/db")
+        .await
+        .expect_err("a bad port");
+    let msg = err.to_string();
+    assert!(msg.contains("not a PostgreSQL URL"), "{msg}");
+    assert!(!msg.contains("sekrit"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_recovers_after_its_connections_are_killed() {
+    let Some((schema, store)) = fresh().await else {
+        return;
+    };
+    fill(&store).await;
+    let raw = schema.raw().await;
+    // Ends the store's connections (this test's only: they carry the
+    // schema's name), as a restarted server or a network cut would.
+    let killed = raw
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&schema.name],
+        )
+        .await
+        .expect("terminate");
+    assert!(!killed.is_empty(), "the store had connections to end");
+    let mut ok = false;
+    // The first call may meet a dead connection (reported, not retried);
+    // the pool then drops it and the next call opens a fresh one.
+    for _ in 0..3 {
+        if store.audit_records(&Default::default()).await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the store opens fresh connections after losing its own");
+    assert_eq!(verify(&all(&store).await), Ok(5));
+    drop(schema);
+}
