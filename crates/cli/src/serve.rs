@@ -276,6 +276,33 @@ fn limits(args: &ServeArgs) -> anyhow::Result<LimitsPolicy> {
     Ok(p)
 }
 
+/// Raises the soft limit on open files to the hard limit: the API and the
+/// gateway may hold thousands of connections (see
+/// `cc_server::auth::connections`), a proxied one two descriptors, beyond
+/// the usual soft limit of 1024.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(hard) = limit.maximum else {
+        return;
+    };
+    if limit.current.is_some_and(|soft| soft >= hard) {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: Some(hard),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(
+            from = limit.current,
+            to = hard,
+            "raised the open-files limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -291,6 +318,7 @@ fn init_logging(format: &str) {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
+    raise_open_files_limit();
     let limits = limits(&args)?;
     let runtime = DockerRuntime::connect(args.resource_prefix.clone())
         .await
@@ -520,4 +548,29 @@ fn parse_egress(s: &str) -> Result<EgressMode, String> {
 
 fn parse_push_prefix(s: &str) -> Result<String, String> {
     cc_core::PushPolicy::validate_prefix(s).map(|()| s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
+    #[test]
+    fn serve_raises_the_open_files_soft_limit_to_the_hard_limit() {
+        let before = getrlimit(Resource::Nofile);
+        let Some(hard) = before.maximum else {
+            return; // unlimited: nothing to raise
+        };
+        // Start from a low soft limit, as many systems ship (1024).
+        let low = hard.min(256);
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(low),
+                maximum: Some(hard),
+            },
+        )
+        .unwrap();
+        super::raise_open_files_limit();
+        assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
+    }
 }

@@ -26,6 +26,7 @@
 //! `403 origin_not_allowed`, audited), so a DNS-rebinding or cross-origin
 //! page cannot act as the administrator.
 
+pub mod connections;
 pub mod container_audit;
 pub mod ip;
 pub mod open_mode;
@@ -86,6 +87,11 @@ pub struct AccessConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Bearer token `GET /metrics` requires; open when unset.
     pub metrics_token: Option<String>,
+    /// Timeouts and connection caps of the API listener.
+    pub api_connections: connections::Limits,
+    /// Timeouts and connection caps of the gateway listener (per IP is per
+    /// session there).
+    pub gateway_connections: connections::Limits,
 }
 
 impl Default for AccessConfig {
@@ -101,6 +107,8 @@ impl Default for AccessConfig {
             session_token_key: None,
             tls: None,
             metrics_token: None,
+            api_connections: connections::Limits::API,
+            gateway_connections: connections::Limits::GATEWAY,
         }
     }
 }
