@@ -516,6 +516,45 @@ async fn forbidden_pushes_are_rejected_with_their_reason_and_audited() {
     );
 }
 
+/// The files of the session's mirror's `objects/pack`.
+fn mirror_packs(relay: &Relay, id: &SessionId) -> Vec<String> {
+    let dir = relay.mirrors.join(format!("{id}.git/objects/pack"));
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_push_leaves_nothing_in_the_mirror() {
+    let relay = Relay::start(&[]).await;
+    let (id, token) = relay.session(None).await;
+    let own = format!("claudecluster/{id}");
+    let work = Clone::of(&relay.url(&id), Some(&token));
+    work.ok(&["checkout", "--quiet", "-b", &own]);
+    work.commit("feature.txt", "v1\n");
+    let (ok, out) = work.push(&[&own]);
+    assert!(ok, "{out}");
+    // A fast-forward: checked in the mirror, whose pack stays there.
+    let tip = work.commit("feature.txt", "v2\n");
+    let (ok, out) = work.push(&[&own]);
+    assert!(ok, "{out}");
+    assert!(relay.mirror_has(&id, &tip));
+    let packs = mirror_packs(&relay, &id);
+
+    // A rewrite with new objects: refused, and its pack is gone again.
+    work.ok(&["reset", "--quiet", "--hard", "HEAD~1"]);
+    let forced = work.commit("other.txt", &"not in the mirror\n".repeat(1000));
+    let (ok, out) = work.push(&["--force", &own]);
+    assert!(!ok && out.contains("force pushes are not allowed"), "{out}");
+    assert!(!relay.mirror_has(&id, &forced), "the refused commit stayed");
+    assert_eq!(mirror_packs(&relay, &id), packs);
+    // What was allowed before is still there.
+    assert!(relay.mirror_has(&id, &tip));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_cannot_push_to_another_sessions_branch() {
     // The default rules, and rules built in code with the sessions' own
@@ -1205,7 +1244,7 @@ async fn the_mirror_fetches_a_named_host_only_when_allowed_and_from_the_checked_
     // Allowed: git is handed the addresses checked, and fetches.
     let allowed = cc_server::gateway::push::Mirrors::new(dir.path().join("b"))
         .allowing(vec![format!("localhost:{port}")]);
-    allowed
+    let _prepared = allowed
         .prepare(&id, &named, None, &[&main], &[])
         .await
         .expect("fetching from an allowed host");
