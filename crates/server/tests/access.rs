@@ -321,6 +321,24 @@ async fn a_blocked_ip_is_403() {
 }
 
 #[tokio::test]
+async fn a_flood_from_a_blocked_ip_writes_one_audit_row() {
+    let api = start(|a| a.allow_ips = vec![Cidr::parse("10.0.0.0/8").unwrap()]).await;
+    for _ in 0..50 {
+        let (s, v) = api.get("/api/v1/sessions", None).await;
+        assert_eq!((s, code(&v)), (403, "ip_not_allowed"), "{v}");
+    }
+    let refused = api
+        .store
+        .audit_records(&cc_core::AuditFilter {
+            action: Some("auth.failure".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+}
+
+#[tokio::test]
 async fn the_rate_limit_is_429_with_retry_after() {
     let api = start(|a| {
         a.rate_limit = Some(RateLimit {

@@ -4,7 +4,9 @@
 //! Every API request passes [`middleware`] in this order (the OpenAPI
 //! document only passes step 1; the probes and metrics of `api::health` are
 //! routed outside it):
-//! 1. the IP allowlist (`403 ip_not_allowed`);
+//! 1. the IP allowlist (`403 ip_not_allowed`; audited once per address
+//!    and at most 64 times in all per minute, since no rate limit applies
+//!    yet);
 //! 2. the per-IP rate limit (`429 rate_limited` + `Retry-After`);
 //! 3. authentication — `Authorization: Bearer <token>` or `?token=` (for
 //!    browsers' WebSockets): the bootstrap admin token, an API token
@@ -117,6 +119,9 @@ impl Default for AccessConfig {
 pub struct Access {
     pub config: AccessConfig,
     limiter: Option<RateLimiter>,
+    /// Audit rows of requests the IP allowlist refuses (made before any
+    /// rate limit applies, so bounded on their own).
+    ip_refusal_audits: rate_limit::AuditThrottle,
     pub(crate) session_key: SessionTokenKey,
     jsonl: Mutex<Option<std::fs::File>>,
     /// One lock per user held while creating, so two concurrent creates
@@ -128,6 +133,7 @@ impl Access {
     pub fn new(config: AccessConfig) -> Self {
         Self {
             limiter: config.rate_limit.map(RateLimiter::new),
+            ip_refusal_audits: Default::default(),
             session_key: config
                 .session_token_key
                 .map_or_else(SessionTokenKey::generate, SessionTokenKey::from_bytes),
@@ -289,18 +295,21 @@ pub async fn middleware<R: Runtime, S: ServerStore>(
             .0
             .is_some_and(|a| access.config.allow_ips.iter().any(|c| c.contains(a)))
     {
-        audit(
-            &st,
-            Audit {
-                actor: ANONYMOUS,
-                ip,
-                action: "auth.failure",
-                session_id: None,
-                outcome: "ip_not_allowed",
-                detail: None,
-            },
-        )
-        .await;
+        let key = ip.text().unwrap_or_default();
+        if access.ip_refusal_audits.allow(&key, Instant::now()) {
+            audit(
+                &st,
+                Audit {
+                    actor: ANONYMOUS,
+                    ip,
+                    action: "auth.failure",
+                    session_id: None,
+                    outcome: "ip_not_allowed",
+                    detail: None,
+                },
+            )
+            .await;
+        }
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "ip_not_allowed",
