@@ -191,6 +191,15 @@ pub struct ServeArgs {
         default_value_t = 10
     )]
     max_sessions_per_user: usize,
+    /// Session WebSockets one user may hold open at once (beyond it,
+    /// 429 too_many_streams).
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_MAX_STREAMS_PER_USER",
+        default_value_t = cc_server::auth::DEFAULT_MAX_STREAMS_PER_USER as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_streams_per_user: u64,
     /// Serve the API over TLS with this certificate chain (PEM); needs
     /// --tls-key.
     #[arg(long, env = "CLAUDECLUSTER_TLS_CERT", requires = "tls_key")]
@@ -430,6 +439,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             rate_limit: Some(args.rate_limit),
             max_sessions_per_user: (args.max_sessions_per_user > 0)
                 .then_some(args.max_sessions_per_user),
+            max_streams_per_user: usize::try_from(args.max_streams_per_user).unwrap_or(usize::MAX),
             audit_jsonl: Some(args.data_dir.join("audit.jsonl")),
             metrics_token: args.metrics_token.clone(),
             session_token_key: Some(session_token_key(&args.data_dir)?),

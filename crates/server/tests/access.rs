@@ -944,3 +944,126 @@ async fn serve_refuses_a_push_prefix_overlapping_the_sessions_branches() {
         "{text}"
     );
 }
+
+/// Opens a session's WebSocket by hand over a raw socket; the socket and
+/// the status line plus headers of the server's answer.
+async fn raw_stream(api: &Api, id: &str, token: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = api.base.trim_start_matches("http://");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /api/v1/sessions/{id}/stream HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if sock.read(&mut byte).await.unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    (sock, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A masked client text frame (RFC 6455 §5.2), as browsers send.
+fn text_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut f = vec![0x81];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Sends `frame` (ignoring a reset: the server may close mid-way), then
+/// reads until the server closes; what it sent.
+async fn send_and_read_until_closed(sock: &mut tokio::net::TcpStream, frame: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = sock.write_all(frame).await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), sock.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the server kept the WebSocket open"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_websocket_message_over_1_mib_closes_the_stream_unread() {
+    let api = start(|_| {}).await;
+    let (s, v) = api.create(ADMIN).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["sessionId"].as_str().unwrap().to_owned();
+    // Under the cap, junk is answered (and the stream stays open).
+    let (mut sock, head) = raw_stream(&api, &id, ADMIN).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    sock.write_all(&text_frame(b"junk")).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut seen = String::new();
+    while !seen.contains("invalid_message") {
+        let n = sock.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // Over it: the server closes without reading it as a message.
+    let big = vec![b'x'; 2 << 20];
+    let after = send_and_read_until_closed(&mut sock, &text_frame(&big)).await;
+    assert!(!after.contains("invalid_message"), "{after}");
+}
+
+#[tokio::test]
+async fn a_user_holds_at_most_the_configured_number_of_streams() {
+    let api = start(|a| a.max_streams_per_user = 2).await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    let (bob, _) = api.token("bob", Role::User).await;
+    let (s, v) = api.create(&alice).await;
+    assert_eq!(s, 201, "{v}");
+    let a_id = v["sessionId"].as_str().unwrap().to_owned();
+    let (s, v) = api.create(&bob).await;
+    assert_eq!(s, 201, "{v}");
+    let b_id = v["sessionId"].as_str().unwrap().to_owned();
+
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (sock, head) = raw_stream(&api, &a_id, &alice).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        open.push(sock);
+    }
+    let (_, head) = raw_stream(&api, &a_id, &alice).await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    // Another user is not held back by alice's streams.
+    let (_bob_sock, head) = raw_stream(&api, &b_id, &bob).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+
+    // One closed, alice may open another (once the server has seen it).
+    drop(open.pop());
+    let mut reopened = false;
+    for _ in 0..100 {
+        let (sock, head) = raw_stream(&api, &a_id, &alice).await;
+        if head.starts_with("HTTP/1.1 101") {
+            open.push(sock);
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened, "a closed stream was not given back");
+}

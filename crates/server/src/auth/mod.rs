@@ -56,6 +56,9 @@ use std::time::{Duration, Instant};
 
 /// The user requests act as in open mode.
 pub const OPEN_MODE_USER: &str = "local";
+/// Session WebSockets one user may hold open at once (a CLI per session
+/// and a few browser tabs); each holds a subscription to a session's log.
+pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 64;
 /// Default lifetime of a session access token handed out in `endpoints`.
 pub const DEFAULT_SESSION_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
@@ -78,6 +81,8 @@ pub struct AccessConfig {
     pub rate_limit: Option<RateLimit>,
     /// Live sessions one user may have; `None` for no limit.
     pub max_sessions_per_user: Option<usize>,
+    /// Session WebSockets one user may hold open at once.
+    pub max_streams_per_user: usize,
     /// Lifetime of the session access tokens in `endpoints` (never beyond
     /// the session's own expiry).
     pub session_token_ttl: Duration,
@@ -104,6 +109,7 @@ impl Default for AccessConfig {
             allow_ips: Vec::new(),
             rate_limit: None,
             max_sessions_per_user: None,
+            max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
             session_token_ttl: DEFAULT_SESSION_TOKEN_TTL,
             audit_jsonl: None,
             session_token_key: None,
@@ -127,6 +133,26 @@ pub struct Access {
     /// One lock per user held while creating, so two concurrent creates
     /// cannot both pass the session limit.
     create_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Open session WebSockets per user.
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open session WebSocket of a user, counted until dropped.
+pub struct StreamPermit {
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut map = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Access {
@@ -139,6 +165,7 @@ impl Access {
                 .map_or_else(SessionTokenKey::generate, SessionTokenKey::from_bytes),
             jsonl: Mutex::new(None),
             create_locks: Mutex::new(HashMap::new()),
+            streams: Default::default(),
             config,
         }
     }
@@ -148,6 +175,21 @@ impl Access {
         // Drop locks nobody holds, so the map does not grow with users.
         map.retain(|_, l| Arc::strong_count(l) > 1);
         map.entry(user.to_owned()).or_default().clone()
+    }
+
+    /// Counts one more session WebSocket for `user`; `None` when the user
+    /// already holds [`AccessConfig::max_streams_per_user`].
+    pub fn open_stream(&self, user: &str) -> Option<StreamPermit> {
+        let mut map = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(user.to_owned()).or_default();
+        if *n >= self.config.max_streams_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(StreamPermit {
+            streams: self.streams.clone(),
+            user: user.to_owned(),
+        })
     }
 
     fn write_jsonl(&self, rec: &cc_core::AuditRecord) {
