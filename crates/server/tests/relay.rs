@@ -663,6 +663,41 @@ async fn the_session_records_branch_is_its_base_even_under_an_allowed_prefix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ref_name_with_line_breaks_or_escapes_forges_no_log_or_audit_line() {
+    let relay = Relay::start(&[]).await;
+    let (id, token) = relay.session(None).await;
+    let zero = "0".repeat(40);
+    let tip = "1".repeat(40);
+    let forged = format!(
+        "refs/heads/claudecluster/{id}\r\n2026-01-01T00:00:00Z INFO push accepted \u{1b}]52;c;aGk=\u{7}"
+    );
+    let line = format!("{zero} {tip} {forged}\0report-status\n");
+    let mut body = format!("{:04x}{line}0000", line.len() + 4).into_bytes();
+    body.extend_from_slice(b"PACK");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/git-receive-pack", relay.url(&id)))
+        .bearer_auth(&token)
+        .header("content-type", "application/x-git-receive-pack-request")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("control characters"), "{text}");
+    assert!(relay
+        .branches()
+        .iter()
+        .all(|b| !b.contains("claudecluster")));
+    let audited = relay.pushes(&id).await;
+    assert_eq!(outcomes(&audited), ["push_refused"], "{audited:#?}");
+    let detail = audited[0].event.detail.as_deref().unwrap_or("");
+    assert!(detail.contains("control characters"), "{detail}");
+    assert!(!detail.chars().any(char::is_control), "{detail:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_the_sessions_token_or_for_other_services_are_refused() {
     let relay = Relay::start(&[]).await;
     let (id, token) = relay.session(None).await;

@@ -201,6 +201,15 @@ pub fn parse(body: &[u8]) -> Result<PushRequest<'_>, String> {
         if !is_oid(old) || !is_oid(new) || refname.is_empty() {
             return Err(format!("malformed ref update {command:?}"));
         }
+        // git refuses such names itself; here they would be written into
+        // log lines and audit records, where a CR/LF or an escape sequence
+        // forges lines or rewrites a terminal. The error quotes the name
+        // escaped.
+        if refname.chars().any(char::is_control) {
+            return Err(format!(
+                "the ref name {refname:?} has control characters, which git does not allow"
+            ));
+        }
         updates.push(RefUpdate {
             old: old.to_owned(),
             new: new.to_owned(),
@@ -623,6 +632,20 @@ mod tests {
         assert_eq!(req.updates.len(), 1);
         assert!(req.updates[0].is_delete());
         assert_eq!(req.pack, b"PACK");
+    }
+
+    #[test]
+    fn a_ref_name_with_control_characters_is_refused_escaped() {
+        for name in [
+            "refs/heads/a\r\nINFO forged",
+            "refs/heads/\u{1b}]52;c;eA==\u{7}",
+            "refs/heads/a\u{85}b",
+        ] {
+            let line = format!("{Z} {A} {name}\0report-status\n");
+            let err = parse(&body(&[&line], b"")).unwrap_err();
+            assert!(err.contains("control characters"), "{err}");
+            assert!(!err.chars().any(char::is_control), "{err:?}");
+        }
     }
 
     #[test]
