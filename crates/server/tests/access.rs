@@ -573,11 +573,13 @@ async fn tls_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
     let store = SqliteStore::open(dir.path()).unwrap();
+    let mut manager_config = ManagerConfig::new("fake-image", 1);
+    manager_config.allowed_repo_hosts = vec!["127.0.0.1:9".into()];
     let manager = Manager::new(
         FakeRuntime,
         HttpAgent::new().unwrap(),
         store,
-        ManagerConfig::new("fake-image", 1),
+        manager_config,
     );
     let config = ServerConfig {
         public_url: None,
@@ -621,6 +623,38 @@ async fn tls_end_to_end() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
+    // The endpoints handed out are the TLS ones.
+    let created: Value = https
+        .post(format!("https://127.0.0.1:{port}/api/v1/sessions/create"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"repoUrl": "http://127.0.0.1:9/r.git", "claudeApiKey": "sk-ant-test"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
+    assert_eq!(
+        created["endpoints"]["http"]
+            .as_str()
+            .unwrap()
+            .split('?')
+            .next(),
+        Some(format!("https://127.0.0.1:{port}/api/v1/sessions/{id}").as_str()),
+        "{created}"
+    );
+    assert!(
+        created["endpoints"]["websocket"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "wss://127.0.0.1:{port}/api/v1/sessions/{id}/stream?"
+            )),
+        "{created}"
+    );
     // Plain HTTP on the TLS port gets no answer, and an untrusting client
     // refuses the certificate.
     assert!(
