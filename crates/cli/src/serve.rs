@@ -175,8 +175,19 @@ pub struct ServeArgs {
     host_firewall: bool,
     /// Bootstrap administrator token (any secret string, ≥ 16 characters).
     /// Without it and without any API token the API only listens on loopback.
+    /// On the command line it is visible to every local user (`ps`): prefer
+    /// --admin-token-file or the environment variable.
     #[arg(long, env = "CLAUDECLUSTER_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// File holding the bootstrap administrator token (surrounding
+    /// whitespace ignored), e.g. a mounted secret.
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_ADMIN_TOKEN_FILE",
+        value_name = "PATH",
+        conflicts_with = "admin_token"
+    )]
+    admin_token_file: Option<PathBuf>,
     /// Clients allowed to use the API (CIDR or address; repeatable).
     /// Default: any.
     #[arg(long = "allow-ip", env = "CLAUDECLUSTER_ALLOW_IPS", value_delimiter = ',', value_parser = cc_server::auth::ip::Cidr::parse)]
@@ -325,9 +336,24 @@ fn init_logging(format: &str) {
     }
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// The secret in `path` without surrounding whitespace; errors name the
+/// flag and the file, never the content.
+fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{flag}: reading {}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        bail!("{flag}: {} is empty", path.display());
+    }
+    Ok(secret.to_owned())
+}
+
+pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
     raise_open_files_limit();
+    if let Some(path) = &args.admin_token_file {
+        args.admin_token = Some(read_secret_file(path, "--admin-token-file")?);
+    }
     let limits = limits(&args)?;
     let runtime = DockerRuntime::connect(args.resource_prefix.clone())
         .await
@@ -563,6 +589,47 @@ fn parse_push_prefix(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
+    #[test]
+    fn the_admin_token_file_is_read_trimmed_and_errors_never_show_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-token");
+        std::fs::write(&path, "  s3cret-admin-token-0123\n").unwrap();
+        assert_eq!(
+            super::read_secret_file(&path, "--admin-token-file").unwrap(),
+            "s3cret-admin-token-0123"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        let err = super::read_secret_file(&path, "--admin-token-file").unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
+        let err =
+            super::read_secret_file(&dir.path().join("none"), "--admin-token-file").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--admin-token-file: reading"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_one_place_only() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: super::ServeArgs,
+        }
+        use clap::Parser;
+        let both = Serve::try_parse_from([
+            "serve",
+            "--admin-token",
+            "0123456789abcdef",
+            "--admin-token-file",
+            "/run/secrets/admin",
+        ]);
+        assert!(both.is_err());
+        let file = Serve::try_parse_from(["serve", "--admin-token-file", "/run/secrets/admin"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(file.args.admin_token_file.is_some());
+    }
 
     #[test]
     fn serve_raises_the_open_files_soft_limit_to_the_hard_limit() {
