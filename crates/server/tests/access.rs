@@ -280,6 +280,65 @@ async fn users_see_only_their_sessions_and_session_tokens_open_one_session() {
     assert_eq!(verify(&log), Ok(log.len() as u64));
 }
 
+/// `GET /metrics` from `peer`, in process (the router as the server runs
+/// it, the peer address as the accept loop hands it over).
+async fn metrics_from(
+    peer: &str,
+    token: Option<&str>,
+    adjust: impl FnOnce(&mut AccessConfig),
+) -> u16 {
+    use tower_service::Service;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let manager = Manager::new(
+        FakeRuntime,
+        HttpAgent::new().unwrap(),
+        store,
+        ManagerConfig::new("fake-image", 1),
+    );
+    let mut access = AccessConfig {
+        admin_token: Some(ADMIN.into()),
+        ..Default::default()
+    };
+    adjust(&mut access);
+    let config = ServerConfig {
+        public_url: None,
+        anthropic_upstream: "http://127.0.0.1:9".into(),
+        check_api_key: false,
+        access,
+        git: Default::default(),
+    };
+    let mut app = cc_server::api::router(manager, Arc::new(config));
+    let mut req = axum::http::Request::get("/metrics");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let mut req = req.body(axum::body::Body::empty()).unwrap();
+    let peer: SocketAddr = peer.parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    app.call(req).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn without_a_metrics_token_the_metrics_answer_only_loopback_clients() {
+    assert_eq!(metrics_from("127.0.0.1:4000", None, |_| {}).await, 200);
+    assert_eq!(metrics_from("[::1]:4000", None, |_| {}).await, 200);
+    assert_eq!(metrics_from("10.1.2.3:4000", None, |_| {}).await, 403);
+    // Not even with an admin token: the metrics are not behind the API's.
+    assert_eq!(
+        metrics_from("10.1.2.3:4000", Some(ADMIN), |_| {}).await,
+        403
+    );
+    // With the metrics token set, any address that presents it.
+    let scrape = |a: &mut AccessConfig| a.metrics_token = Some("scrape-secret".into());
+    assert_eq!(
+        metrics_from("10.1.2.3:4000", Some("scrape-secret"), scrape).await,
+        200
+    );
+    assert_eq!(metrics_from("10.1.2.3:4000", None, scrape).await, 401);
+}
+
 #[tokio::test]
 async fn metrics_take_the_metrics_token_when_one_is_set() {
     let open = start(|_| {}).await;
