@@ -168,6 +168,16 @@ pub struct ServeArgs {
     /// Tools no session may use, comma-separated (e.g. `WebFetch,WebSearch`).
     #[arg(long, env = "CLAUDECLUSTER_FORBIDDEN_TOOLS", value_delimiter = ',')]
     forbidden_tools: Vec<String>,
+    /// A command stdio MCP servers may run, exactly as a session's
+    /// `mcpServers.<name>.command` names it (repeatable; default none, so
+    /// sessions get only http/sse servers). An interpreter or launcher
+    /// (`sh`, `node`, `npx`) allows anything its arguments say.
+    #[arg(
+        long = "allow-mcp-command",
+        env = "CLAUDECLUSTER_ALLOW_MCP_COMMANDS",
+        value_delimiter = ','
+    )]
+    allow_mcp_commands: Vec<String>,
     /// Close the host to sessions except the gateway port (iptables INPUT
     /// rules per session bridge; needs root). `false` leaves every host
     /// port bound to 0.0.0.0 reachable from sessions.
@@ -272,6 +282,7 @@ fn agent_policy(args: &ServeArgs) -> anyhow::Result<cc_core::options::AgentPolic
         max_budget_usd: args.max_budget_usd,
         max_user_budget_usd: args.max_user_budget_usd,
         forbidden_tools: trimmed(&args.forbidden_tools),
+        allowed_mcp_commands: args.allow_mcp_commands.clone(),
     })
 }
 

@@ -1160,3 +1160,29 @@ async fn a_user_holds_at_most_the_configured_number_of_streams() {
     }
     assert!(reopened, "a closed stream was not given back");
 }
+
+#[tokio::test]
+async fn a_stdio_mcp_server_the_admin_did_not_allow_is_refused_at_create() {
+    let api = start(|_| {}).await;
+    let body = json!({
+        "repoUrl": "http://127.0.0.1:9/r.git",
+        "claudeApiKey": "sk-ant-test",
+        "options": {"mcpServers": {"x": {"command": "/bin/sh", "args": ["-c", "id"]}}},
+    });
+    let (s, v, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/sessions/create",
+            Some(ADMIN),
+            Some(body),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_option"), "{v}");
+    let message = v["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("options.mcpServers.x") && message.contains("--allow-mcp-command"),
+        "{message}"
+    );
+    let (_, list) = api.get("/api/v1/sessions", Some(ADMIN)).await;
+    assert_eq!(list, json!([]), "no session was made");
+}
