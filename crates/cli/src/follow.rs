@@ -138,7 +138,7 @@ pub async fn wait_ready(
                         exit::FAILURE,
                         format!(
                             "the session failed to start: {}",
-                            reason.as_deref().unwrap_or(state.as_str())
+                            crate::ui::inert(reason.as_deref().unwrap_or(state.as_str()))
                         ),
                     ))
                 }
@@ -290,7 +290,8 @@ fn collect_files(event: &Value, files: &mut BTreeSet<String>) {
             .and_then(Value::as_str)
         {
             let shown = p.strip_prefix("/workspace/repo/").unwrap_or(p);
-            files.insert(shown.to_owned());
+            // One line in the summary: a newline in a name is shown too.
+            files.insert(crate::ui::inert(shown).replace('\n', "\u{240a}"));
         }
     }
 }
@@ -347,7 +348,7 @@ pub fn summary_lines(out: &TurnOutcome, style: Style) -> Vec<String> {
             state.as_str(),
             reason
                 .as_deref()
-                .map(|r| format!(": {r}"))
+                .map(|r| format!(": {}", crate::ui::inert(r)))
                 .unwrap_or_default()
         ))
     } else if out.interrupted {
@@ -378,6 +379,23 @@ mod tests {
         assert_eq!(
             files.into_iter().collect::<Vec<_>>(),
             vec!["/etc/c".to_owned(), "a.txt".to_owned()]
+        );
+    }
+
+    #[test]
+    fn the_summary_shows_a_sessions_escapes_instead_of_obeying_them() {
+        let ev = json!({"type":"assistant","message":{"content":[
+            {"type":"tool_use","name":"Write","input":{"file_path":"a\u{1b}]52;c;eA==\u{7}\nb"}}]}});
+        let mut out = TurnOutcome::default();
+        collect_files(&ev, &mut out.files);
+        out.session_ended = Some((SessionState::Error, Some("x\u{1b}[2Jy".into())));
+        let lines = summary_lines(&out, crate::ui::Style { color: false });
+        let text = lines.join("\n");
+        assert!(text.contains("a␛]52;c;eA==␇␊b"), "{text}");
+        assert!(text.contains("x␛[2Jy"), "{text}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
         );
     }
 

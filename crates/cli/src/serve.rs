@@ -181,6 +181,16 @@ pub struct ServeArgs {
     /// Tools no session may use, comma-separated (e.g. `WebFetch,WebSearch`).
     #[arg(long, env = "CLAUDECLUSTER_FORBIDDEN_TOOLS", value_delimiter = ',')]
     forbidden_tools: Vec<String>,
+    /// A command stdio MCP servers may run, exactly as a session's
+    /// `mcpServers.<name>.command` names it (repeatable; default none, so
+    /// sessions get only http/sse servers). An interpreter or launcher
+    /// (`sh`, `node`, `npx`) allows anything its arguments say.
+    #[arg(
+        long = "allow-mcp-command",
+        env = "CLAUDECLUSTER_ALLOW_MCP_COMMANDS",
+        value_delimiter = ','
+    )]
+    allow_mcp_commands: Vec<String>,
     /// Close the host to sessions except the gateway port (iptables INPUT
     /// rules per session bridge; needs root). `false` leaves every host
     /// port bound to 0.0.0.0 reachable from sessions.
@@ -188,8 +198,19 @@ pub struct ServeArgs {
     host_firewall: bool,
     /// Bootstrap administrator token (any secret string, ≥ 16 characters).
     /// Without it and without any API token the API only listens on loopback.
+    /// On the command line it is visible to every local user (`ps`): prefer
+    /// --admin-token-file or the environment variable.
     #[arg(long, env = "CLAUDECLUSTER_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// File holding the bootstrap administrator token (surrounding
+    /// whitespace ignored), e.g. a mounted secret.
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_ADMIN_TOKEN_FILE",
+        value_name = "PATH",
+        conflicts_with = "admin_token"
+    )]
+    admin_token_file: Option<PathBuf>,
     /// Clients allowed to use the API (CIDR or address; repeatable).
     /// Default: any.
     #[arg(long = "allow-ip", env = "CLAUDECLUSTER_ALLOW_IPS", value_delimiter = ',', value_parser = cc_server::auth::ip::Cidr::parse)]
@@ -204,6 +225,15 @@ pub struct ServeArgs {
         default_value_t = 10
     )]
     max_sessions_per_user: usize,
+    /// Session WebSockets one user may hold open at once (beyond it,
+    /// 429 too_many_streams).
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_MAX_STREAMS_PER_USER",
+        default_value_t = cc_server::auth::DEFAULT_MAX_STREAMS_PER_USER as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_streams_per_user: u64,
     /// Serve the API over TLS with this certificate chain (PEM); needs
     /// --tls-key.
     #[arg(long, env = "CLAUDECLUSTER_TLS_CERT", requires = "tls_key")]
@@ -265,6 +295,7 @@ fn agent_policy(args: &ServeArgs) -> anyhow::Result<cc_core::options::AgentPolic
         max_budget_usd: args.max_budget_usd,
         max_user_budget_usd: args.max_user_budget_usd,
         forbidden_tools: trimmed(&args.forbidden_tools),
+        allowed_mcp_commands: args.allow_mcp_commands.clone(),
     })
 }
 
@@ -289,6 +320,33 @@ fn limits(args: &ServeArgs) -> anyhow::Result<LimitsPolicy> {
     Ok(p)
 }
 
+/// Raises the soft limit on open files to the hard limit: the API and the
+/// gateway may hold thousands of connections (see
+/// `cc_server::auth::connections`), a proxied one two descriptors, beyond
+/// the usual soft limit of 1024.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(hard) = limit.maximum else {
+        return;
+    };
+    if limit.current.is_some_and(|soft| soft >= hard) {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: Some(hard),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(
+            from = limit.current,
+            to = hard,
+            "raised the open-files limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -302,8 +360,24 @@ fn init_logging(format: &str) {
     }
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// The secret in `path` without surrounding whitespace; errors name the
+/// flag and the file, never the content.
+fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{flag}: reading {}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        bail!("{flag}: {} is empty", path.display());
+    }
+    Ok(secret.to_owned())
+}
+
+pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
+    raise_open_files_limit();
+    if let Some(path) = &args.admin_token_file {
+        args.admin_token = Some(read_secret_file(path, "--admin-token-file")?);
+    }
     let limits = limits(&args)?;
     // The store first: a database that cannot be reached stops the server
     // before it touches Docker.
@@ -417,6 +491,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             rate_limit: Some(args.rate_limit),
             max_sessions_per_user: (args.max_sessions_per_user > 0)
                 .then_some(args.max_sessions_per_user),
+            max_streams_per_user: usize::try_from(args.max_streams_per_user).unwrap_or(usize::MAX),
             audit_jsonl: Some(args.data_dir.join("audit.jsonl")),
             metrics_token: args.metrics_token.clone(),
             session_token_key: Some(session_token_key(&args.data_dir)?),
@@ -535,4 +610,70 @@ fn parse_egress(s: &str) -> Result<EgressMode, String> {
 
 fn parse_push_prefix(s: &str) -> Result<String, String> {
     cc_core::PushPolicy::validate_prefix(s).map(|()| s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
+    #[test]
+    fn the_admin_token_file_is_read_trimmed_and_errors_never_show_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-token");
+        std::fs::write(&path, "  s3cret-admin-token-0123\n").unwrap();
+        assert_eq!(
+            super::read_secret_file(&path, "--admin-token-file").unwrap(),
+            "s3cret-admin-token-0123"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        let err = super::read_secret_file(&path, "--admin-token-file").unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
+        let err =
+            super::read_secret_file(&dir.path().join("none"), "--admin-token-file").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--admin-token-file: reading"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_one_place_only() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: super::ServeArgs,
+        }
+        use clap::Parser;
+        let both = Serve::try_parse_from([
+            "serve",
+            "--admin-token",
+            "0123456789abcdef",
+            "--admin-token-file",
+            "/run/secrets/admin",
+        ]);
+        assert!(both.is_err());
+        let file = Serve::try_parse_from(["serve", "--admin-token-file", "/run/secrets/admin"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(file.args.admin_token_file.is_some());
+    }
+
+    #[test]
+    fn serve_raises_the_open_files_soft_limit_to_the_hard_limit() {
+        let before = getrlimit(Resource::Nofile);
+        let Some(hard) = before.maximum else {
+            return; // unlimited: nothing to raise
+        };
+        // Start from a low soft limit, as many systems ship (1024).
+        let low = hard.min(256);
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(low),
+                maximum: Some(hard),
+            },
+        )
+        .unwrap();
+        super::raise_open_files_limit();
+        assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
+    }
 }

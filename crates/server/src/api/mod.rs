@@ -135,7 +135,8 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for ApiJson<T> {
     }
 }
 
-/// Base URL clients use for this server: configured, or from `Host`.
+/// Base URL clients use for this server: configured, or from `Host` (with
+/// `https` when the API serves TLS, so endpoints become `https://`/`wss://`).
 fn public_base(config: &ServerConfig, headers: &HeaderMap) -> String {
     if let Some(url) = &config.public_url {
         return url.trim_end_matches('/').to_owned();
@@ -145,5 +146,10 @@ fn public_base(config: &ServerConfig, headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("localhost");
-    format!("http://{host}")
+    let scheme = if config.access.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
 }

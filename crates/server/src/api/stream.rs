@@ -6,6 +6,10 @@
 //! events as new. With `?since=N`, every event after `N` (`0`: the whole
 //! log), then live ones, each exactly once. `command`, `interrupt` and
 //! `keepalive` in.
+//!
+//! A client message (or frame) is at most [`MAX_CLIENT_MESSAGE`], as a REST
+//! body; a user holds at most `AccessConfig::max_streams_per_user`
+//! WebSockets at once (`429 too_many_streams` before the upgrade).
 
 use super::AppState;
 use crate::auth::{ClientIp, ServerStore};
@@ -17,6 +21,12 @@ use cc_core::Principal;
 use cc_core::{now_ms, Runtime};
 use cc_wire::api::{ClientMessage, ServerMessage};
 use serde::Deserialize;
+
+/// Largest message (and frame) a client may send: a command is as large as
+/// over REST (whose body limit is the same), far below tungstenite's
+/// default of 64 MiB, which one client could make the server buffer per
+/// connection.
+pub const MAX_CLIENT_MESSAGE: usize = 1 << 20;
 
 #[derive(Deserialize)]
 pub(super) struct StreamQuery {
@@ -49,8 +59,24 @@ pub(super) async fn upgrade<R: Runtime, S: ServerStore>(
             }),
         ),
     };
+    let Some(permit) = st.access.open_stream(&p.user) else {
+        return Err(super::ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "this user already holds {} session streams open, the most allowed; close one first",
+                st.access.config.max_streams_per_user
+            ),
+        ));
+    };
     let sub = st.manager.subscribe(&id, since).await?;
-    Ok(ws.on_upgrade(move |socket| run(socket, st, id, first, sub, (p, ip))))
+    Ok(ws
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            run(socket, st, id, first, sub, (p, ip)).await;
+            drop(permit);
+        }))
 }
 
 async fn run<R: Runtime, S: ServerStore>(

@@ -4,7 +4,9 @@
 //! Every API request passes [`middleware`] in this order (the OpenAPI
 //! document only passes step 1; the probes and metrics of `api::health` are
 //! routed outside it):
-//! 1. the IP allowlist (`403 ip_not_allowed`);
+//! 1. the IP allowlist (`403 ip_not_allowed`; audited once per address
+//!    and at most 64 times in all per minute, since no rate limit applies
+//!    yet);
 //! 2. the per-IP rate limit (`429 rate_limited` + `Retry-After`);
 //! 3. authentication — `Authorization: Bearer <token>` or `?token=` (for
 //!    browsers' WebSockets): the bootstrap admin token, an API token
@@ -26,6 +28,7 @@
 //! `403 origin_not_allowed`, audited), so a DNS-rebinding or cross-origin
 //! page cannot act as the administrator.
 
+pub mod connections;
 pub mod container_audit;
 pub mod ip;
 pub mod open_mode;
@@ -53,6 +56,9 @@ use std::time::{Duration, Instant};
 
 /// The user requests act as in open mode.
 pub const OPEN_MODE_USER: &str = "local";
+/// Session WebSockets one user may hold open at once (a CLI per session
+/// and a few browser tabs); each holds a subscription to a session's log.
+pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 64;
 /// Default lifetime of a session access token handed out in `endpoints`.
 pub const DEFAULT_SESSION_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
@@ -75,6 +81,8 @@ pub struct AccessConfig {
     pub rate_limit: Option<RateLimit>,
     /// Live sessions one user may have; `None` for no limit.
     pub max_sessions_per_user: Option<usize>,
+    /// Session WebSockets one user may hold open at once.
+    pub max_streams_per_user: usize,
     /// Lifetime of the session access tokens in `endpoints` (never beyond
     /// the session's own expiry).
     pub session_token_ttl: Duration,
@@ -86,6 +94,11 @@ pub struct AccessConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Bearer token `GET /metrics` requires; open when unset.
     pub metrics_token: Option<String>,
+    /// Timeouts and connection caps of the API listener.
+    pub api_connections: connections::Limits,
+    /// Timeouts and connection caps of the gateway listener (per IP is per
+    /// session there).
+    pub gateway_connections: connections::Limits,
 }
 
 impl Default for AccessConfig {
@@ -96,11 +109,14 @@ impl Default for AccessConfig {
             allow_ips: Vec::new(),
             rate_limit: None,
             max_sessions_per_user: None,
+            max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
             session_token_ttl: DEFAULT_SESSION_TOKEN_TTL,
             audit_jsonl: None,
             session_token_key: None,
             tls: None,
             metrics_token: None,
+            api_connections: connections::Limits::API,
+            gateway_connections: connections::Limits::GATEWAY,
         }
     }
 }
@@ -109,22 +125,47 @@ impl Default for AccessConfig {
 pub struct Access {
     pub config: AccessConfig,
     limiter: Option<RateLimiter>,
+    /// Audit rows of requests the IP allowlist refuses (made before any
+    /// rate limit applies, so bounded on their own).
+    ip_refusal_audits: rate_limit::AuditThrottle,
     pub(crate) session_key: SessionTokenKey,
     jsonl: Mutex<Option<std::fs::File>>,
     /// One lock per user held while creating, so two concurrent creates
     /// cannot both pass the session limit.
     create_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Open session WebSockets per user.
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open session WebSocket of a user, counted until dropped.
+pub struct StreamPermit {
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut map = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Access {
     pub fn new(config: AccessConfig) -> Self {
         Self {
             limiter: config.rate_limit.map(RateLimiter::new),
+            ip_refusal_audits: Default::default(),
             session_key: config
                 .session_token_key
                 .map_or_else(SessionTokenKey::generate, SessionTokenKey::from_bytes),
             jsonl: Mutex::new(None),
             create_locks: Mutex::new(HashMap::new()),
+            streams: Default::default(),
             config,
         }
     }
@@ -134,6 +175,21 @@ impl Access {
         // Drop locks nobody holds, so the map does not grow with users.
         map.retain(|_, l| Arc::strong_count(l) > 1);
         map.entry(user.to_owned()).or_default().clone()
+    }
+
+    /// Counts one more session WebSocket for `user`; `None` when the user
+    /// already holds [`AccessConfig::max_streams_per_user`].
+    pub fn open_stream(&self, user: &str) -> Option<StreamPermit> {
+        let mut map = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(user.to_owned()).or_default();
+        if *n >= self.config.max_streams_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(StreamPermit {
+            streams: self.streams.clone(),
+            user: user.to_owned(),
+        })
     }
 
     fn write_jsonl(&self, rec: &cc_core::AuditRecord) {
@@ -281,18 +337,21 @@ pub async fn middleware<R: Runtime, S: ServerStore>(
             .0
             .is_some_and(|a| access.config.allow_ips.iter().any(|c| c.contains(a)))
     {
-        audit(
-            &st,
-            Audit {
-                actor: ANONYMOUS,
-                ip,
-                action: "auth.failure",
-                session_id: None,
-                outcome: "ip_not_allowed",
-                detail: None,
-            },
-        )
-        .await;
+        let key = ip.text().unwrap_or_default();
+        if access.ip_refusal_audits.allow(&key, Instant::now()) {
+            audit(
+                &st,
+                Audit {
+                    actor: ANONYMOUS,
+                    ip,
+                    action: "auth.failure",
+                    session_id: None,
+                    outcome: "ip_not_allowed",
+                    detail: None,
+                },
+            )
+            .await;
+        }
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "ip_not_allowed",

@@ -5,6 +5,10 @@
 //! [`PRUNE_EVERY`] checks, buckets that have refilled completely are
 //! dropped (they are indistinguishable from a fresh one), so the map stays
 //! as small as the set of recently active keys.
+//!
+//! [`AuditThrottle`] bounds the audit rows of refusals made before any rate
+//! limit applies (the IP allowlist): once per key and at most
+//! [`THROTTLED_AUDITS`] in all per [`AUDIT_INTERVAL`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +20,35 @@ const PRUNE_EVERY: u64 = 1024;
 /// A key's limit hits are audited at most once per this interval, so a
 /// flood of refused requests cannot flood the audit log.
 const AUDIT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Audit rows an [`AuditThrottle`] lets through per [`AUDIT_INTERVAL`],
+/// whatever the number of keys (a client may own many addresses).
+pub const THROTTLED_AUDITS: usize = 64;
+
+/// Lets an audit row through once per key and at most
+/// [`THROTTLED_AUDITS`] in all per [`AUDIT_INTERVAL`]; what it holds is
+/// bounded by that number.
+#[derive(Debug, Default)]
+pub struct AuditThrottle {
+    window: Mutex<Option<(Instant, std::collections::HashSet<String>)>>,
+}
+
+impl AuditThrottle {
+    /// Whether a refusal for `key` at `now` is audited.
+    pub fn allow(&self, key: &str, now: Instant) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, seen) = w.get_or_insert_with(|| (now, Default::default()));
+        if now.saturating_duration_since(*start) >= AUDIT_INTERVAL {
+            *start = now;
+            seen.clear();
+        }
+        if seen.len() >= THROTTLED_AUDITS || seen.contains(key) {
+            return false;
+        }
+        seen.insert(key.to_owned());
+        true
+    }
+}
 
 /// The configured limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,6 +158,20 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_throttle_lets_one_per_key_and_a_bounded_number_through() {
+        let t = AuditThrottle::default();
+        let t0 = Instant::now();
+        assert!(t.allow("a", t0));
+        assert!(!t.allow("a", t0 + Duration::from_secs(1)));
+        let others = (0..THROTTLED_AUDITS * 2)
+            .filter(|i| t.allow(&format!("k{i}"), t0))
+            .count();
+        assert_eq!(others, THROTTLED_AUDITS - 1);
+        // A new interval starts afresh.
+        assert!(t.allow("a", t0 + AUDIT_INTERVAL));
+    }
 
     #[test]
     fn parses() {

@@ -283,7 +283,8 @@ async fn verdict<R: Runtime, S: ServerStore>(
         .filter(|u| !u.is_create())
         .map(|u| u.old.as_str())
         .collect();
-    let mirror = st
+    // Dropped unkept on every refusal below: the pack leaves the mirror.
+    let (mirror, pushed) = st
         .mirrors
         .prepare(
             session,
@@ -326,6 +327,7 @@ async fn verdict<R: Runtime, S: ServerStore>(
             }
         }
     }
+    pushed.keep();
     Ok(())
 }
 

@@ -201,6 +201,15 @@ pub fn parse(body: &[u8]) -> Result<PushRequest<'_>, String> {
         if !is_oid(old) || !is_oid(new) || refname.is_empty() {
             return Err(format!("malformed ref update {command:?}"));
         }
+        // git refuses such names itself; here they would be written into
+        // log lines and audit records, where a CR/LF or an escape sequence
+        // forges lines or rewrites a terminal. The error quotes the name
+        // escaped.
+        if refname.chars().any(char::is_control) {
+            return Err(format!(
+                "the ref name {refname:?} has control characters, which git does not allow"
+            ));
+        }
         updates.push(RefUpdate {
             old: old.to_owned(),
             new: new.to_owned(),
@@ -313,7 +322,9 @@ impl Mirrors {
     /// pack's delta bases: after a session's first update its mirror
     /// usually holds both already, since each push's `new` is the next
     /// one's `old`. Objects are named by their hashes, so what the mirror
-    /// holds cannot disagree with the upstream.
+    /// holds cannot disagree with the upstream. The pushed pack stays only
+    /// if the push is allowed ([`PushedPack::keep`]): dropped unkept, it
+    /// is removed again, so refused pushes cannot fill the disk.
     pub async fn prepare(
         &self,
         session: &SessionId,
@@ -321,7 +332,7 @@ impl Mirrors {
         auth_header: Option<&str>,
         olds: &[&str],
         pack: &[u8],
-    ) -> Result<PathBuf, String> {
+    ) -> Result<(PathBuf, PushedPack), String> {
         let mirror = self.path(session);
         if !mirror.join("HEAD").exists() {
             tokio::fs::create_dir_all(&self.root)
@@ -335,18 +346,24 @@ impl Mirrors {
             fetch(&mirror, upstream, auth_header, &self.allowed_hosts).await?;
             fetched = true;
         }
+        let mut pushed = PushedPack::default();
         if !pack.is_empty() {
             let index = ["index-pack", "--stdin", "--fix-thin"];
+            let before = pack_files(&mirror).await;
             if let Err(e) = git(&mirror, &[], &index, Some(pack)).await {
                 if fetched {
                     return Err(e);
                 }
                 // A delta base the mirror lacks: fetch, then try again.
                 fetch(&mirror, upstream, auth_header, &self.allowed_hosts).await?;
+                let before = pack_files(&mirror).await;
                 git(&mirror, &[], &index, Some(pack)).await?;
+                pushed.files = new_files(&before, pack_files(&mirror).await);
+            } else {
+                pushed.files = new_files(&before, pack_files(&mirror).await);
             }
         }
-        Ok(mirror)
+        Ok((mirror, pushed))
     }
 
     /// Fetches the upstream into an existing mirror, for a check that
@@ -389,6 +406,49 @@ impl Mirrors {
             }
         }
     }
+}
+
+/// The files indexing a pushed pack added to a mirror (the pack, its index
+/// and reverse index), removed when dropped unless [`Self::keep`] was
+/// called. A pack the mirror already held adds none, so removing never
+/// takes what an earlier push or fetch brought.
+#[derive(Debug, Default)]
+#[must_use = "dropping it removes the pushed pack"]
+pub struct PushedPack {
+    files: Vec<PathBuf>,
+}
+
+impl PushedPack {
+    /// The push was allowed: its pack stays (the next push's `old`).
+    pub fn keep(mut self) {
+        self.files.clear();
+    }
+}
+
+impl Drop for PushedPack {
+    fn drop(&mut self) {
+        // A few unlinks: cheap enough to do in place.
+        for f in self.files.drain(..) {
+            if let Err(e) = std::fs::remove_file(&f) {
+                tracing::warn!(file = %f.display(), error = %e, "removing a refused push's pack");
+            }
+        }
+    }
+}
+
+/// The files under a mirror's `objects/pack`.
+async fn pack_files(mirror: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(mut dir) = tokio::fs::read_dir(mirror.join("objects/pack")).await {
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+fn new_files(before: &[PathBuf], after: Vec<PathBuf>) -> Vec<PathBuf> {
+    after.into_iter().filter(|f| !before.contains(f)).collect()
 }
 
 /// The upstream's branches and tags (a thin pack may take its delta bases
@@ -572,6 +632,20 @@ mod tests {
         assert_eq!(req.updates.len(), 1);
         assert!(req.updates[0].is_delete());
         assert_eq!(req.pack, b"PACK");
+    }
+
+    #[test]
+    fn a_ref_name_with_control_characters_is_refused_escaped() {
+        for name in [
+            "refs/heads/a\r\nINFO forged",
+            "refs/heads/\u{1b}]52;c;eA==\u{7}",
+            "refs/heads/a\u{85}b",
+        ] {
+            let line = format!("{Z} {A} {name}\0report-status\n");
+            let err = parse(&body(&[&line], b"")).unwrap_err();
+            assert!(err.contains("control characters"), "{err}");
+            assert!(!err.chars().any(char::is_control), "{err:?}");
+        }
     }
 
     #[test]

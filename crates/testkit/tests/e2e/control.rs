@@ -59,7 +59,11 @@ fn models_for(h: &Harness, prompt: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_reach_claude_code_and_turns_report_their_cost() -> anyhow::Result<()> {
-    let h = Harness::start().await?;
+    // The probe's stdio command is on the admin's list (none by default).
+    let h = Harness::start_configured(HarnessOptions::default(), |c| {
+        c.agent.allowed_mcp_commands = vec!["/bin/false".into()];
+    })
+    .await?;
     let (id, mut ws) = session_with(
         &h,
         "options",
