@@ -16,6 +16,7 @@
 
 mod anthropic;
 mod git;
+mod meter;
 mod proxy;
 pub mod push;
 
@@ -206,6 +207,14 @@ fn is_hop_header(name: &HeaderName) -> bool {
 
 /// Turns an upstream response into ours, streaming the body.
 fn relay_response(resp: reqwest::Response) -> Response<Body> {
+    let out = response_head(&resp);
+    let body = Body::from_stream(resp.bytes_stream().map_err(std::io::Error::other));
+    out.body(body)
+        .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "bad upstream response"))
+}
+
+/// The status and end-to-end headers of an upstream answer.
+fn response_head(resp: &reqwest::Response) -> axum::http::response::Builder {
     let mut out = Response::builder().status(resp.status().as_u16());
     if let Some(h) = out.headers_mut() {
         for (k, v) in resp.headers() {
@@ -214,9 +223,7 @@ fn relay_response(resp: reqwest::Response) -> Response<Body> {
             }
         }
     }
-    let body = Body::from_stream(resp.bytes_stream().map_err(std::io::Error::other));
-    out.body(body)
-        .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "bad upstream response"))
+    out
 }
 
 /// A refusal in the Anthropic API's error shape (`{"type": "error",
