@@ -7,6 +7,15 @@
 //! This module reads the configuration from the environment, starts the
 //! HTTP server and handles SIGTERM/SIGINT (stop Claude Code gracefully,
 //! end the event streams, exit 0).
+//!
+//! Before anything else the daemon makes itself non-dumpable
+//! (`PR_SET_DUMPABLE` 0): Claude Code and every tool run as the same uid,
+//! and a dumpable process of that uid could be ptraced, or have its
+//! `/proc/<pid>/environ` (where [`TOKEN_VAR`] was, whatever `remove_var`
+//! does to the copy in memory) and `/proc/<pid>/mem` read. Containers hold
+//! no capabilities, so the daemon cannot switch to a uid of its own; the
+//! flag is what keeps it out of the agent's reach. Its children get the
+//! flag back at `execve`, so Claude Code and tools behave as usual.
 
 mod agent;
 mod api;
@@ -100,6 +109,14 @@ impl Config {
 }
 
 fn main() -> ExitCode {
+    // First of all, while the token is in memory and before any thread or
+    // child exists.
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("claudecluster-sessiond: cannot make itself non-dumpable: {e}");
+        return ExitCode::FAILURE;
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

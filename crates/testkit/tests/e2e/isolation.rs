@@ -282,3 +282,29 @@ async fn a_private_repository_clones_with_a_token_the_container_never_sees() -> 
     h.shutdown().await;
     Ok(())
 }
+
+/// From inside the session: sessiond's pid (found by name), whether its
+/// `/proc/<pid>/environ` and `maps` (the memory's layout, guarded as its
+/// contents are) can be read, and whether the container's
+/// init process (`docker --init`) still holds `SESSIOND_TOKEN` in its own.
+const SESSIOND_PROBE: &str = r#"bash: sd=; for p in /proc/[0-9]*; do case "$(cat $p/comm 2>/dev/null)" in claudecluster*) sd=${p#/proc/};; esac; done; env=$( (cat /proc/$sd/environ >/dev/null 2>&1 && echo readable) || echo refused); maps=$( (head -c1 /proc/$sd/maps >/dev/null 2>&1 && echo readable) || echo refused); init=$( (tr '\0' '\n' </proc/1/environ 2>/dev/null | grep -q '^SESSIOND_TOKEN=' && echo token) || echo clean); echo "SESSIOND pid=$sd environ=$env maps=$maps init=$init""#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessionds_environment_and_memory_are_out_of_the_agents_reach() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let (id, mut ws, _) = ready_session(&h, "dumpable").await?;
+    let turn = run_turn(&mut ws, SESSIOND_PROBE).await?;
+    let text = output_text(&turn);
+    let line = text
+        .lines()
+        .find(|l| l.contains("SESSIOND pid="))
+        .unwrap_or_else(|| panic!("no probe line: {}", summary(&turn)));
+    assert!(!line.contains("pid= "), "sessiond not found: {line}");
+    for fact in ["environ=refused", "maps=refused"] {
+        assert!(line.contains(fact), "{fact} not in {line}");
+    }
+    eprintln!("{line}");
+    h.client.delete(&id).await?;
+    h.shutdown().await;
+    Ok(())
+}
