@@ -54,6 +54,10 @@ pub struct Config {
     /// PATH and HOME handed on to children.
     pub path: String,
     pub home: String,
+    /// `SESSIOND_ALLOW_LOCAL=1`: answer clients on this machine (sessiond
+    /// run outside a container, in tests); in a session, clients inside the
+    /// container are refused.
+    pub allow_local: bool,
 }
 
 impl Config {
@@ -87,6 +91,7 @@ impl Config {
             home: get("HOME")
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| FALLBACK_HOME.to_owned()),
+            allow_local: get("SESSIOND_ALLOW_LOCAL").as_deref() == Some("1"),
         })
     }
 
@@ -169,11 +174,11 @@ async fn run(config: Config) -> ExitCode {
     let config = Arc::new(config);
     let journal = Arc::new(journal::Journal::new());
     let session = agent::Session::new(Arc::clone(&config), Arc::clone(&journal));
-    let app = api::router(api::AppState::new(
-        &config.token,
-        Arc::clone(&session),
-        Arc::clone(&journal),
-    ));
+    let app = api::router(
+        api::AppState::new(&config.token, Arc::clone(&session), Arc::clone(&journal))
+            .allowing_local(config.allow_local),
+    )
+    .into_make_service_with_connect_info::<api::Peer>();
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(async move {
