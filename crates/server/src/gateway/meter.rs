@@ -301,7 +301,12 @@ impl<R: Runtime, S: Store> Drop for Metered<R, S> {
         if let Some(spend) = self.meter.take().and_then(|mut m| m.finish()) {
             let manager = self.manager.clone();
             let session = self.session.clone();
-            tokio::spawn(async move { charge(&manager, &session, spend).await });
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn(async move { charge(&manager, &session, spend).await })),
+                // Only at shutdown: nothing is left to record it with.
+                Err(_) => tracing::warn!(session = %session, cost_usd = spend.cost_usd,
+                    "a model call's spend was lost at shutdown"),
+            }
         }
     }
 }
