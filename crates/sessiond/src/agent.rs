@@ -6,7 +6,8 @@
 //! turn runs would be folded into that turn ("the user sent a new message
 //! while you were working") instead of becoming a turn of its own, so later
 //! commands wait in [`Core::queued`] until the running turn's `result`.
-//! Every stdout line is journaled, and each `result` line ends one turn. When the process exits, the next
+//! Every stdout line is journaled (cut at [`MAX_LINE_BYTES`]: whatever runs
+//! in the session can write to that pipe), and each `result` line ends one turn. When the process exits, the next
 //! command starts a new one with `--resume=<session id>` so the
 //! conversation continues.
 //!

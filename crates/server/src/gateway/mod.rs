@@ -6,7 +6,8 @@
 //! the container.
 //! - `/anthropic/{session}/v1/messages` (and `.../count_tokens`): relay
 //!   to the Anthropic API under the admin's model policy and budgets
-//!   ([`anthropic`]);
+//!   ([`anthropic`]), each answer's usage metered as it passes into the
+//!   session's spend ([`meter`]);
 //! - `/git/{session}/{info/refs | git-upload-pack | git-receive-pack}`:
 //!   relay to the session's repository ([`git`]), pushes only under the
 //!   push rules ([`push`]); the repository's host must still pass the
