@@ -178,6 +178,12 @@ pub struct ServeArgs {
     /// What all sessions of one user may spend in USD (default: no limit).
     #[arg(long, env = "CLAUDECLUSTER_MAX_USER_BUDGET_USD")]
     max_user_budget_usd: Option<f64>,
+    /// A model's price in USD per million tokens, replacing or adding to
+    /// the built-in table the gateway prices spend with:
+    /// `MODEL=INPUT,OUTPUT,CACHE_WRITE,CACHE_READ` (`MODEL` is a name
+    /// prefix; `*` sets the price of models not in the table). Repeatable.
+    #[arg(long = "model-price", value_name = "MODEL=IN,OUT,CW,CR")]
+    model_prices: Vec<String>,
     /// Tools no session may use, comma-separated (e.g. `WebFetch,WebSearch`).
     #[arg(long, env = "CLAUDECLUSTER_FORBIDDEN_TOOLS", value_delimiter = ',')]
     forbidden_tools: Vec<String>,
@@ -433,6 +439,12 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("--default-egress is above --max-egress");
     }
     config.agent = agent_policy(&args)?;
+    for spec in &args.model_prices {
+        config
+            .prices
+            .set_from_spec(spec)
+            .map_err(|e| anyhow::anyhow!("--model-price {e}"))?;
+    }
     config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
     config.max_idle_timeout = Duration::from_secs(args.max_idle_timeout);
     if config.max_idle_timeout < config.min_idle_timeout {

@@ -180,6 +180,9 @@ pub struct ManagerConfig {
     pub claude_args: Vec<String>,
     /// What sessions may tell Claude Code (models, budget, tools).
     pub agent: crate::options::AgentPolicy,
+    /// What model calls cost: the gateway prices every answer it relays
+    /// with it, and budgets are checked against that spend.
+    pub prices: crate::pricing::PriceTable,
     /// A session nobody used for this long ends (`None`: never idle out),
     /// unless it asked for its own idle timeout. Sessions stored before the
     /// idle timeout was chosen per session follow this one, as it is now.
@@ -219,6 +222,7 @@ impl ManagerConfig {
                 "bypassPermissions".into(),
             ],
             agent: crate::options::AgentPolicy::default(),
+            prices: crate::pricing::PriceTable::default(),
             idle_timeout: Some(Duration::from_secs(30 * 60)),
             min_idle_timeout: Duration::from_secs(60),
             max_idle_timeout: Duration::from_secs(24 * 3600),

@@ -21,6 +21,7 @@ pub mod ids;
 pub mod metrics;
 pub mod options;
 pub mod policy;
+pub mod pricing;
 pub mod push;
 pub mod reconciler;
 pub mod seams;
@@ -41,6 +42,6 @@ pub use seams::{
     RuntimeEvent, RuntimeEventKind, RuntimeEventStream, SessionRecord, SessionSpec, Store,
     LABEL_MANAGED, LABEL_SESSION,
 };
-pub use session::SessionUsage;
 pub use session::{CreateSession, Manager, Subscription};
+pub use session::{ModelSpend, SessionUsage};
 pub use time::{epoch_ms, from_epoch_ms, now, now_ms, rfc3339, rfc3339_to_ms};

@@ -82,14 +82,21 @@ pub fn encode_usage(u: &crate::SessionUsage) -> Result<String, StoreError> {
     .to_string())
 }
 
+/// The stored usage; a spend that is negative (as a forged cost left it
+/// before spend was measured by the gateway) reads as 0, so it cannot keep
+/// a budget open.
 pub fn decode_usage(s: &str) -> Result<crate::SessionUsage, String> {
     if s.is_empty() {
         return Ok(crate::SessionUsage::default());
     }
     let v: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("usage: {e}"))?;
+    let mut totals: cc_wire::api::UsageTotals =
+        serde_json::from_value(v["totals"].clone()).map_err(|e| format!("usage: {e}"))?;
+    let sound = |c: f64| if c.is_finite() && c >= 0.0 { c } else { 0.0 };
+    totals.cost_usd = sound(totals.cost_usd);
     Ok(crate::SessionUsage {
-        totals: serde_json::from_value(v["totals"].clone()).map_err(|e| format!("usage: {e}"))?,
-        process_cost_usd: v["processCostUsd"].as_f64().unwrap_or(0.0),
+        totals,
+        process_cost_usd: sound(v["processCostUsd"].as_f64().unwrap_or(0.0)),
         oom_kills: v["oomKills"].as_u64().unwrap_or(0),
     })
 }
@@ -259,6 +266,18 @@ fn legacy_event(mut value: serde_json::Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_negative_spend_reads_as_nothing_spent() {
+        let mut u = crate::SessionUsage::default();
+        u.totals.cost_usd = 0.25;
+        u.oom_kills = 2;
+        assert_eq!(decode_usage(&encode_usage(&u).unwrap()).unwrap(), u);
+        u.totals.cost_usd = -999.95;
+        u.process_cost_usd = -1000.0;
+        let back = decode_usage(&encode_usage(&u).unwrap()).unwrap();
+        assert_eq!((back.totals.cost_usd, back.process_cost_usd), (0.0, 0.0));
+    }
 
     #[test]
     fn millisecond_conversion_truncates_toward_the_past() {

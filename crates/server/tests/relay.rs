@@ -125,6 +125,16 @@ impl Relay {
     /// configuration (the admin's agent policy, the egress allowlist)
     /// changed by `configure`.
     async fn start_with(push: PushPolicy, configure: impl FnOnce(&mut ManagerConfig)) -> Relay {
+        Self::start_against(push, configure, None).await
+    }
+
+    /// [`Self::start_with`], relaying model calls to `anthropic_upstream`
+    /// (`None`: the [`FakeAnthropic`]).
+    async fn start_against(
+        push: PushPolicy,
+        configure: impl FnOnce(&mut ManagerConfig),
+        anthropic_upstream: Option<String>,
+    ) -> Relay {
         let anthropic = FakeAnthropic::start().await;
         let upstream = GitServer::start().await.expect("starting the git server");
         upstream
@@ -144,7 +154,7 @@ impl Relay {
         );
         let mut config = ServerConfig {
             public_url: None,
-            anthropic_upstream: anthropic.url.clone(),
+            anthropic_upstream: anthropic_upstream.unwrap_or_else(|| anthropic.url.clone()),
             check_api_key: false,
             access: Default::default(),
             git: Default::default(),
@@ -1056,6 +1066,124 @@ async fn a_model_call_is_refused_once_the_users_budget_is_spent() {
         "{message}"
     );
     assert_eq!(relay.anthropic.seen().len(), 1, "only the call before");
+}
+
+/// The usage an answer shows: a JSON answer's `model` and `usage`, or a
+/// stream's `message_start` usage updated by its `message_delta`s.
+fn shown_usage(answer: &str) -> (String, cc_wire::api::TokenUsage) {
+    let mut model = String::new();
+    let mut usage = serde_json::Map::new();
+    let mut take = |u: &serde_json::Value| {
+        for (k, v) in u.as_object().into_iter().flatten() {
+            usage.insert(k.clone(), v.clone());
+        }
+    };
+    if let Ok(whole) = serde_json::from_str::<serde_json::Value>(answer) {
+        model = whole["model"].as_str().unwrap().to_owned();
+        take(&whole["usage"]);
+    } else {
+        for data in answer.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            let event: serde_json::Value = serde_json::from_str(data).unwrap();
+            match event["type"].as_str() {
+                Some("message_start") => {
+                    model = event["message"]["model"].as_str().unwrap().to_owned();
+                    take(&event["message"]["usage"]);
+                }
+                Some("message_delta") => take(&event["usage"]),
+                _ => {}
+            }
+        }
+    }
+    let n = |k: &str| {
+        usage
+            .get(k)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let usage = cc_wire::api::TokenUsage {
+        input_tokens: n("input_tokens"),
+        output_tokens: n("output_tokens"),
+        cache_creation_input_tokens: n("cache_creation_input_tokens"),
+        cache_read_input_tokens: n("cache_read_input_tokens"),
+    };
+    (model, usage)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_spend_is_what_the_gateway_measured_and_budgets_hold_on_it() {
+    let double = cc_model_double::spawn(cc_model_double::ModelDoubleConfig {
+        api_key: None,
+        latency_ms: 0,
+    })
+    .await
+    .unwrap();
+    let relay = Relay::start_against(
+        PushPolicy::default(),
+        |c| c.agent.max_user_budget_usd = Some(0.01),
+        Some(double.base_url()),
+    )
+    .await;
+    let (id, token) = relay.session(None).await;
+    let http = reqwest::Client::new();
+    let prices = cc_core::pricing::PriceTable::default();
+    let mut expected = 0.0;
+    let mut tokens = cc_wire::api::TokenUsage::default();
+    // Token counting is free.
+    let resp = http
+        .post(relay.anthropic(&id, "v1/messages/count_tokens"))
+        .header("x-api-key", &token)
+        .header("content-type", "application/json")
+        .body(message_body("claude-sonnet-4-5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A small plain call within the budget, then a large streamed one
+    // beyond it (the double counts ~4 bytes a token).
+    for (model, stream, words) in [
+        ("claude-haiku-4-5", false, 10),
+        ("claude-sonnet-4-5", true, 4000),
+    ] {
+        let prompt = "say: ".to_owned() + &"many words to count ".repeat(words);
+        let body = serde_json::json!({
+            "model": model, "max_tokens": 64, "stream": stream,
+            "messages": [{"role": "user", "content": prompt}],
+        });
+        let resp = http
+            .post(relay.anthropic(&id, "v1/messages"))
+            .header("x-api-key", &token)
+            // Asked for compressed, it still arrives readable to the gateway.
+            .header("accept-encoding", "gzip")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let (shown_model, shown) = shown_usage(&resp.text().await.unwrap());
+        assert!(
+            shown.input_tokens > 0 && shown.output_tokens > 1,
+            "{shown:?}"
+        );
+        expected += prices.cost(&shown_model, &shown);
+        tokens.input_tokens += shown.input_tokens;
+        tokens.output_tokens += shown.output_tokens;
+    }
+
+    let usage = relay.store.get_session(&id).await.unwrap().unwrap().usage;
+    assert!(expected > 0.01, "{expected}");
+    assert!(
+        (usage.totals.cost_usd - expected).abs() < 1e-12,
+        "measured {} USD, the double's usage prices at {expected}",
+        usage.totals.cost_usd
+    );
+    assert_eq!(usage.totals.tokens, tokens);
+    // The measured spend is what the budget sees: the next call is refused.
+    let path = format!("/anthropic/{id}/v1/messages");
+    let body = message_body("claude-sonnet-4-5");
+    let (status, answer) = raw_request(&relay.gateway, "POST", &path, &token, &body).await;
+    assert_eq!(status, 403, "{answer}");
+    // The double records model calls only (not token counts).
+    assert_eq!(double.requests().len(), 2, "the refused call never left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

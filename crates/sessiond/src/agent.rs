@@ -6,7 +6,8 @@
 //! turn runs would be folded into that turn ("the user sent a new message
 //! while you were working") instead of becoming a turn of its own, so later
 //! commands wait in [`Core::queued`] until the running turn's `result`.
-//! Every stdout line is journaled, and each `result` line ends one turn. When the process exits, the next
+//! Every stdout line is journaled (cut at [`MAX_LINE_BYTES`]: whatever runs
+//! in the session can write to that pipe), and each `result` line ends one turn. When the process exits, the next
 //! command starts a new one with `--resume=<session id>` so the
 //! conversation continues.
 //!
@@ -577,25 +578,100 @@ async fn write_stdin(mut stdin: ChildStdin, mut lines: mpsc::UnboundedReceiver<S
     }
 }
 
+/// Longest line taken from Claude Code's output (or stderr): whatever runs
+/// in the session can write to those pipes, and each line is journaled and
+/// sent on. The rest of a longer line is discarded as it is read.
+pub(crate) const MAX_LINE_BYTES: usize = 1024 * 1024;
+
 /// Calls `on_line` for each line (without its line ending; invalid UTF-8
-/// replaced) until end of file.
+/// replaced) until end of file. A line beyond [`MAX_LINE_BYTES`] is cut
+/// there, with a marker saying how much was discarded (and so is no JSON
+/// event any more); the discarded bytes are never held.
 async fn read_lines(pipe: impl AsyncRead + Unpin, mut on_line: impl FnMut(String)) {
     let mut reader = BufReader::new(pipe);
-    let mut buf = Vec::new();
+    let mut line = Vec::new();
+    let mut discarded = 0usize;
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) => return,
-            Ok(_) => {
-                while matches!(buf.last(), Some(b'\n' | b'\r')) {
-                    buf.pop();
-                }
-                on_line(String::from_utf8_lossy(&buf).into_owned());
-            }
+        let buf = match reader.fill_buf().await {
+            Ok(buf) => buf,
             Err(e) => {
                 tracing::warn!("reading Claude Code's output failed: {e}");
                 return;
             }
+        };
+        if buf.is_empty() {
+            if !line.is_empty() || discarded > 0 {
+                on_line(finish_line(&mut line, discarded));
+            }
+            return;
         }
+        let newline = buf.iter().position(|b| *b == b'\n');
+        let part = &buf[..newline.unwrap_or(buf.len())];
+        let room = MAX_LINE_BYTES - line.len();
+        let kept = part.len().min(room);
+        line.extend_from_slice(&part[..kept]);
+        discarded += part.len() - kept;
+        let used = newline.map_or(buf.len(), |i| i + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            on_line(finish_line(&mut line, discarded));
+            discarded = 0;
+        }
+    }
+}
+
+/// The line read so far as text (emptying `line`), marked when `discarded`
+/// bytes of it were dropped.
+fn finish_line(line: &mut Vec<u8>, discarded: usize) -> String {
+    while matches!(line.last(), Some(b'\n' | b'\r')) {
+        line.pop();
+    }
+    let mut text = String::from_utf8_lossy(line).into_owned();
+    line.clear();
+    if discarded > 0 {
+        text.push_str(&format!(
+            " … [line truncated at {MAX_LINE_BYTES} bytes: {discarded} more discarded]"
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines_of(input: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        read_lines(input, |l| lines.push(l)).await;
+        lines
+    }
+
+    #[tokio::test]
+    async fn a_line_beyond_the_limit_is_cut_with_a_marker() {
+        let mut input = b"{\"type\":\"a\"}\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3 * MAX_LINE_BYTES + 5));
+        input.extend(b"\nlast");
+        let lines = lines_of(&input).await;
+        assert_eq!(
+            lines.len(),
+            3,
+            "{:?}",
+            lines.iter().map(String::len).collect::<Vec<_>>()
+        );
+        assert_eq!(lines[0], "{\"type\":\"a\"}");
+        let marker = format!(
+            " … [line truncated at {MAX_LINE_BYTES} bytes: {} more discarded]",
+            2 * MAX_LINE_BYTES + 5
+        );
+        assert!(
+            lines[1].ends_with(&marker),
+            "{}",
+            &lines[1][MAX_LINE_BYTES..]
+        );
+        assert_eq!(lines[1].len(), MAX_LINE_BYTES + marker.len());
+        assert_eq!(lines[2], "last");
+        // A line just at the limit is whole.
+        let exact = vec![b'y'; MAX_LINE_BYTES];
+        assert_eq!(lines_of(&exact).await, [String::from_utf8(exact).unwrap()]);
     }
 }

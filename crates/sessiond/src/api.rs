@@ -28,6 +28,9 @@ pub struct AppState {
     token: Arc<str>,
     session: Arc<Session>,
     journal: Arc<Journal>,
+    /// Whether clients inside the container (see [`Peer::is_inside`]) are
+    /// answered: only for running sessiond outside one (tests, development).
+    allow_local: bool,
 }
 
 impl AppState {
@@ -36,6 +39,43 @@ impl AppState {
             token: token.into(),
             session,
             journal,
+            allow_local: false,
+        }
+    }
+
+    /// Answers clients on this machine too (`SESSIOND_ALLOW_LOCAL=1`).
+    pub fn allowing_local(mut self, allow: bool) -> Self {
+        self.allow_local = allow;
+        self
+    }
+}
+
+/// Both ends of a connection, for telling the orchestrator (on another
+/// host or the container's bridge gateway) from a client in the container.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub remote: std::net::SocketAddr,
+    pub local: Option<std::net::SocketAddr>,
+}
+
+impl Peer {
+    /// Whether the client runs in this network namespace: it came from
+    /// loopback or from the address it connected to. Containers hold no
+    /// `CAP_NET_RAW`, so nothing in one can send from another address.
+    pub fn is_inside(&self) -> bool {
+        let ip = self.remote.ip().to_canonical();
+        ip.is_loopback() || self.local.is_some_and(|l| l.ip().to_canonical() == ip)
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer {
+            remote: *stream.remote_addr(),
+            local: stream.io().local_addr().ok(),
         }
     }
 }
@@ -115,6 +155,21 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // The token may be within the agent's reach (the container's init
+    // process holds it in its environment), so a client inside the
+    // container is refused whatever it presents.
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|c| c.0);
+    if !state.allow_local && peer.is_none_or(|p| p.is_inside()) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "local_client",
+            "sessiond answers only the orchestrator, not clients inside the session",
+        )
+        .into_response();
+    }
     if !authorized(request.headers(), &state.token) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -398,14 +453,53 @@ mod tests {
             repo_dir: PathBuf::from("/nonexistent/repo"),
             path: "/usr/bin:/bin".into(),
             home: "/tmp".into(),
+            allow_local: true,
         });
         let journal = Arc::new(Journal::new());
         let session = Session::new(Arc::clone(&config), Arc::clone(&journal));
-        let app = router(AppState::new(&config.token, session, journal));
+        let app = router(AppState::new(&config.token, session, journal).allowing_local(true));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_client_inside_the_container_is_refused_even_with_the_token() {
+        let config = Arc::new(Config {
+            token: "tok".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            claude_bin: "/nonexistent/claude".into(),
+            repo_dir: PathBuf::from("/nonexistent/repo"),
+            path: "/usr/bin:/bin".into(),
+            home: "/tmp".into(),
+            allow_local: false,
+        });
+        let journal = Arc::new(Journal::new());
+        let session = Session::new(Arc::clone(&config), Arc::clone(&journal));
+        let app = router(AppState::new(&config.token, session, journal))
+            .into_make_service_with_connect_info::<Peer>();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let resp = reqwest::Client::new()
+            .get(format!("http://{addr}/v1/health"))
+            .bearer_auth("tok")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "local_client", "{body}");
+
+        let peer = |remote: &str, local: &str| Peer {
+            remote: remote.parse().unwrap(),
+            local: Some(local.parse().unwrap()),
+        };
+        assert!(peer("127.0.0.1:5", "127.0.0.1:7700").is_inside());
+        assert!(peer("172.18.0.2:5", "172.18.0.2:7700").is_inside());
+        assert!(peer("[::ffff:172.18.0.2]:5", "172.18.0.2:7700").is_inside());
+        assert!(!peer("172.18.0.1:5", "172.18.0.2:7700").is_inside());
     }
 
     #[tokio::test]

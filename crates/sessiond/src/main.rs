@@ -7,6 +7,15 @@
 //! This module reads the configuration from the environment, starts the
 //! HTTP server and handles SIGTERM/SIGINT (stop Claude Code gracefully,
 //! end the event streams, exit 0).
+//!
+//! Before anything else the daemon makes itself non-dumpable
+//! (`PR_SET_DUMPABLE` 0): Claude Code and every tool run as the same uid,
+//! and a dumpable process of that uid could be ptraced, or have its
+//! `/proc/<pid>/environ` (where [`TOKEN_VAR`] was, whatever `remove_var`
+//! does to the copy in memory) and `/proc/<pid>/mem` read. Containers hold
+//! no capabilities, so the daemon cannot switch to a uid of its own; the
+//! flag is what keeps it out of the agent's reach. Its children get the
+//! flag back at `execve`, so Claude Code and tools behave as usual.
 
 mod agent;
 mod api;
@@ -45,6 +54,10 @@ pub struct Config {
     /// PATH and HOME handed on to children.
     pub path: String,
     pub home: String,
+    /// `SESSIOND_ALLOW_LOCAL=1`: answer clients on this machine (sessiond
+    /// run outside a container, in tests); in a session, clients inside the
+    /// container are refused.
+    pub allow_local: bool,
 }
 
 impl Config {
@@ -78,6 +91,7 @@ impl Config {
             home: get("HOME")
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| FALLBACK_HOME.to_owned()),
+            allow_local: get("SESSIOND_ALLOW_LOCAL").as_deref() == Some("1"),
         })
     }
 
@@ -100,6 +114,14 @@ impl Config {
 }
 
 fn main() -> ExitCode {
+    // First of all, while the token is in memory and before any thread or
+    // child exists.
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("claudecluster-sessiond: cannot make itself non-dumpable: {e}");
+        return ExitCode::FAILURE;
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -152,11 +174,11 @@ async fn run(config: Config) -> ExitCode {
     let config = Arc::new(config);
     let journal = Arc::new(journal::Journal::new());
     let session = agent::Session::new(Arc::clone(&config), Arc::clone(&journal));
-    let app = api::router(api::AppState::new(
-        &config.token,
-        Arc::clone(&session),
-        Arc::clone(&journal),
-    ));
+    let app = api::router(
+        api::AppState::new(&config.token, Arc::clone(&session), Arc::clone(&journal))
+            .allowing_local(config.allow_local),
+    )
+    .into_make_service_with_connect_info::<api::Peer>();
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(async move {

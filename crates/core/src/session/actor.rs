@@ -58,6 +58,8 @@ pub(crate) enum ActorMsg {
     /// The kernel killed a process in the container for exceeding the
     /// memory limit; the container lives on.
     OomKill,
+    /// The gateway relayed a model call and measured what it cost.
+    Spend { spend: super::usage::ModelSpend },
 }
 
 pub(crate) struct Actor<R, A, S> {
@@ -144,7 +146,11 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         // Late messages get a clear answer instead of hanging.
         rx.close();
         while let Some(msg) = rx.recv().await {
-            self.refuse(msg);
+            match msg {
+                // A call relayed while the session ended still cost.
+                ActorMsg::Spend { spend } => self.on_spend(spend).await,
+                other => self.refuse(other),
+            }
         }
     }
 
@@ -306,8 +312,20 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     tracing::error!(session = %self.record.id, error = %e, "recording an out-of-memory kill");
                 }
             }
+            ActorMsg::Spend { spend } => self.on_spend(spend).await,
         }
         None
+    }
+
+    /// Adds a model call the gateway measured to the session's spend and
+    /// stores it, so the next budget check (of this session or its owner's
+    /// others) sees it.
+    async fn on_spend(&mut self, spend: super::usage::ModelSpend) {
+        super::usage::add_spend(&self.record.id, &mut self.record.usage, &spend);
+        if let Err(e) = self.inner.store.update_session(&self.record).await {
+            tracing::error!(session = %self.record.id, error = %e, "storing the session's spend");
+        }
+        self.record_tx.send_replace(self.record.clone());
     }
 
     /// Counts the kill and tells the stream: the process that died was the
@@ -638,7 +656,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             ActorMsg::Files { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Push { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Terminate { reply, .. } => drop(reply.send(self.record.clone())),
-            ActorMsg::ContainerExited { .. } | ActorMsg::OomKill => {}
+            ActorMsg::ContainerExited { .. } | ActorMsg::OomKill | ActorMsg::Spend { .. } => {}
         }
     }
 }

@@ -21,7 +21,7 @@ pub(crate) mod usage;
 pub use adopt::Recovery;
 pub use create::CreateSession;
 pub use subscription::Subscription;
-pub use usage::SessionUsage;
+pub use usage::{ModelSpend, SessionUsage};
 
 use crate::config::ManagerConfig;
 use crate::credentials::CredentialRegistry;
@@ -199,6 +199,29 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         if let Some(limit) = self.inner.config.agent.max_user_budget_usd {
             usage::check_user_budget(&self.inner.store, &record.owner, limit).await?;
         }
+        Ok(())
+    }
+
+    /// Adds a model call the gateway relayed for session `id`, priced from
+    /// the upstream's answer, to the session's spend: the figure budgets
+    /// are checked against. The session's actor applies it in order with
+    /// the session's other writes; a session without one (it ended) has
+    /// its stored record updated.
+    pub async fn record_spend(&self, id: &SessionId, spend: ModelSpend) -> Result<(), CoreError> {
+        if let Some(h) = self.inner.handle(id) {
+            // When the actor is gone, the stored record is updated instead.
+            if h.tx.send(ActorMsg::Spend { spend }).await.is_ok() {
+                return Ok(());
+            }
+        }
+        let mut record = self
+            .inner
+            .store
+            .get_session(id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(id.to_string()))?;
+        usage::add_spend(id, &mut record.usage, &spend);
+        self.inner.store.update_session(&record).await?;
         Ok(())
     }
 

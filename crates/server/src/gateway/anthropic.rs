@@ -16,10 +16,16 @@
 //!   their length.
 //! - Every refusal is in the Anthropic API's error shape, which Claude Code
 //!   shows, and counts as a deny in the gateway's metrics.
+//! - Every successful `/v1/messages` answer is metered as it passes
+//!   ([`super::meter`]): its usage, priced with the admin's price table, is
+//!   the session's spend. The upstream is asked for an uncompressed answer
+//!   (`accept-encoding` is not forwarded) so the gateway can read it.
 
+use super::meter::{metered, Meter};
 use super::push::Reservation;
 use super::{
-    authenticate, is_hop_header, read_whole, refuse, relay_response, BodyError, GatewayState,
+    authenticate, is_hop_header, read_whole, refuse, relay_response, response_head, BodyError,
+    GatewayState,
 };
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -95,10 +101,12 @@ pub(super) async fn relay<R: Runtime, S: Store>(
     }
     let mut upstream = st.client.request(req.method().clone(), &url);
     for (k, v) in req.headers() {
-        if !is_hop_header(k) && k != "x-api-key" && k != "authorization" {
+        if !is_hop_header(k) && k != "x-api-key" && k != "authorization" && k != "accept-encoding" {
             upstream = upstream.header(k, v);
         }
     }
+    // Model calls cost; token counts do not.
+    let metering = rest == "v1/messages";
     let mut held = st.body_budget.reserve();
     let body = match read_body(req, &mut held).await {
         Ok(body) => body,
@@ -133,6 +141,19 @@ pub(super) async fn relay<R: Runtime, S: Store>(
     let answer = upstream.body(body).send().await;
     drop(held);
     match answer {
+        Ok(resp) if metering && resp.status().is_success() => {
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let meter = Meter::new(&content_type, &model, st.manager.config().prices.clone());
+            let head = response_head(&resp);
+            let body = metered(resp.bytes_stream(), meter, st.manager.clone(), session);
+            head.body(Body::from_stream(body))
+                .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "bad upstream response"))
+        }
         Ok(resp) => relay_response(resp),
         Err(e) => {
             tracing::warn!(session = %session, error = %e, "anthropic upstream unreachable");

@@ -6,7 +6,8 @@
 //! the container.
 //! - `/anthropic/{session}/v1/messages` (and `.../count_tokens`): relay
 //!   to the Anthropic API under the admin's model policy and budgets
-//!   ([`anthropic`]);
+//!   ([`anthropic`]), each answer's usage metered as it passes into the
+//!   session's spend ([`meter`]);
 //! - `/git/{session}/{info/refs | git-upload-pack | git-receive-pack}`:
 //!   relay to the session's repository ([`git`]), pushes only under the
 //!   push rules ([`push`]); the repository's host must still pass the
@@ -16,6 +17,7 @@
 
 mod anthropic;
 mod git;
+mod meter;
 mod proxy;
 pub mod push;
 
@@ -206,6 +208,14 @@ fn is_hop_header(name: &HeaderName) -> bool {
 
 /// Turns an upstream response into ours, streaming the body.
 fn relay_response(resp: reqwest::Response) -> Response<Body> {
+    let out = response_head(&resp);
+    let body = Body::from_stream(resp.bytes_stream().map_err(std::io::Error::other));
+    out.body(body)
+        .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "bad upstream response"))
+}
+
+/// The status and end-to-end headers of an upstream answer.
+fn response_head(resp: &reqwest::Response) -> axum::http::response::Builder {
     let mut out = Response::builder().status(resp.status().as_u16());
     if let Some(h) = out.headers_mut() {
         for (k, v) in resp.headers() {
@@ -214,9 +224,7 @@ fn relay_response(resp: reqwest::Response) -> Response<Body> {
             }
         }
     }
-    let body = Body::from_stream(resp.bytes_stream().map_err(std::io::Error::other));
-    out.body(body)
-        .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "bad upstream response"))
+    out
 }
 
 /// A refusal in the Anthropic API's error shape (`{"type": "error",

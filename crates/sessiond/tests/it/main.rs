@@ -137,6 +137,7 @@ impl Daemon {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", fx.path().join("home"))
             .env("SESSIOND_TOKEN", TOKEN)
+            .env("SESSIOND_ALLOW_LOCAL", "1")
             .env("SESSIOND_LISTEN", format!("127.0.0.1:{port}"))
             .env("SESSIOND_CLAUDE_BIN", fx.path().join("fake-claude"))
             .env("SESSIOND_REPO_DIR", fx.repo_dir())

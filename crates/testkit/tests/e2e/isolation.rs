@@ -423,3 +423,31 @@ async fn system_calls_outside_the_profile_fail_inside_a_session() -> anyhow::Res
     h.shutdown().await;
     Ok(())
 }
+
+/// From inside the session: sessiond's pid (found by name), whether its
+/// `/proc/<pid>/environ` and `maps` (the memory's layout, guarded as its
+/// contents are) can be read, and whether the container's
+/// init process (`docker --init`) still holds `SESSIOND_TOKEN` in its own.
+const SESSIOND_PROBE: &str = r#"bash: sd=; for p in /proc/[0-9]*; do case "$(cat $p/comm 2>/dev/null)" in claudecluster*) sd=${p#/proc/};; esac; done; env=$( (cat /proc/$sd/environ >/dev/null 2>&1 && echo readable) || echo refused); maps=$( (head -c1 /proc/$sd/maps >/dev/null 2>&1 && echo readable) || echo refused); tok=$(tr '\0' '\n' </proc/1/environ 2>/dev/null | sed -n 's/^SESSIOND_TOKEN=//p'); init=$( [ -n "$tok" ] && echo token || echo clean); ask() { exec 3<>/dev/tcp/$1/7700 && printf 'GET /v1/health HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %s\r\nconnection: close\r\n\r\n' "$tok" >&3 && head -1 <&3 | cut -d' ' -f2; exec 3<&-; }; me=$(getent ahostsv4 "$(cat /etc/hostname)" | awk 'NR==1{print $1}'); echo "SESSIOND pid=$sd environ=$env maps=$maps init=$init lo=$(ask 127.0.0.1) own=$(ask $me) me=$me""#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessionds_environment_and_memory_are_out_of_the_agents_reach() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let (id, mut ws, _) = ready_session(&h, "dumpable").await?;
+    let turn = run_turn(&mut ws, SESSIOND_PROBE).await?;
+    let text = output_text(&turn);
+    let line = text
+        .lines()
+        .find(|l| l.contains("SESSIOND pid="))
+        .unwrap_or_else(|| panic!("no probe line: {}", summary(&turn)));
+    assert!(!line.contains("pid= "), "sessiond not found: {line}");
+    // The init process's copy of the token is beyond sessiond's reach; it
+    // opens nothing from inside: sessiond refuses clients in the container.
+    for fact in ["environ=refused", "maps=refused", "lo=403", "own=403"] {
+        assert!(line.contains(fact), "{fact} not in {line}");
+    }
+    eprintln!("{line}");
+    h.client.delete(&id).await?;
+    h.shutdown().await;
+    Ok(())
+}

@@ -7,6 +7,7 @@
 mod access;
 mod bad_input;
 mod control;
+mod forgery;
 mod isolation;
 mod lifecycle;
 mod oom;
