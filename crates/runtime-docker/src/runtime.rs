@@ -27,7 +27,7 @@ use cc_core::{
 };
 use cc_wire::sessiond::{DEFAULT_PORT, WORKSPACE_DIR};
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 /// The seccomp profile of every session container
@@ -512,28 +512,41 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         }));
         let this = self.clone();
+        // Sessions this feed saw an `oom` event for: the container's state
+        // may not say OOMKilled yet when its `die` is handled.
+        let oom_seen = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
         Ok(feed
             .filter_map(move |msg| {
                 let this = this.clone();
+                let oom_seen = oom_seen.clone();
                 async move {
                     let (session, code) = match msg {
                         Ok(msg) => match crate::observe::observe(&msg)? {
                             (session, crate::observe::Observed::Died(code)) => (session, code),
                             (session, crate::observe::Observed::Oom) => {
-                                return Some(Ok(crate::observe::oom_kill(session)))
+                                oom_seen
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(session.clone());
+                                return Some(Ok(crate::observe::oom_kill(session)));
                             }
                         },
                         Err(e) => return Some(Err(classify(e, "reading Docker events"))),
                     };
+                    let seen = oom_seen
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&session);
                     // The die event does not say whether the kernel's OOM
                     // killer did it; the container's state does.
-                    let oom = matches!(
-                        this.inspect(&session).await,
-                        Ok(Some(ContainerStatus {
-                            oom_killed: true,
-                            ..
-                        }))
-                    );
+                    let oom = seen
+                        || matches!(
+                            this.inspect(&session).await,
+                            Ok(Some(ContainerStatus {
+                                oom_killed: true,
+                                ..
+                            }))
+                        );
                     Some(Ok(crate::observe::exited(session, code, oom)))
                 }
             })

@@ -860,14 +860,16 @@ async fn the_runtime_reports_an_oom_kill_as_such() -> anyhow::Result<()> {
         session: id.clone(),
         kind: RuntimeEventKind::OomKill,
     };
-    let exit = RuntimeEvent {
-        session: id,
-        kind: RuntimeEventKind::Exited {
-            code: Some(137),
-            oom: true,
-        },
-    };
-    assert!(seen.contains(&kill) && seen.contains(&exit), "{seen:?}");
+    assert!(seen.contains(&kill), "{seen:?}");
+    // The exit says OOM whenever the kill was seen first; a `die` handled
+    // before the Engine marks the container OOMKilled (and before its
+    // `oom` event) can only report the code.
+    let oom_first = seen[0] == kill;
+    assert!(
+        seen.iter().any(|e| e.session == id
+            && matches!(e.kind, RuntimeEventKind::Exited { code: Some(137), oom } if oom || !oom_first)),
+        "{seen:?}"
+    );
     Ok(())
 }
 
