@@ -267,14 +267,16 @@ pub(crate) fn init_request(
     options: crate::options::ResolvedOptions,
 ) -> InitRequest {
     let base = placement.gateway_url.trim_end_matches('/').to_owned();
-    // `host:port` of the gateway, for the proxy URL and NO_PROXY.
-    let authority = base
-        .split_once("://")
-        .map_or(base.as_str(), |(_, rest)| rest)
-        .to_owned();
-    let gw_host = match authority.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host.to_owned(),
-        _ => authority.clone(),
+    // The gateway's `host:port` for the proxy URL, and its bare host
+    // (IPv6 without brackets) for NO_PROXY.
+    let parsed = url::Url::parse(&base).ok();
+    let authority = parsed
+        .as_ref()
+        .map_or(base.clone(), |u| u.authority().to_owned());
+    let bare_gw = match parsed.as_ref().and_then(|u| u.host()) {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(host) => host.to_string(),
+        None => authority.clone(),
     };
     // The session's own variables first: ours below always win (the
     // policy already refuses names that collide).
@@ -304,10 +306,6 @@ pub(crate) fn init_request(
         for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
             env.insert(name.into(), proxy.clone());
         }
-        let bare_gw = gw_host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
         env.insert("NO_PROXY".into(), bare_gw.clone());
         env.insert("no_proxy".into(), bare_gw);
     }

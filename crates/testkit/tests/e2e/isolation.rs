@@ -251,14 +251,22 @@ async fn a_session_reaches_only_its_gateway_and_holds_no_secrets() -> anyhow::Re
 /// The model sessions may use in the relay test.
 const ALLOWED_MODEL: &str = "claude-sonnet-4-5";
 
+/// A bash function for the probes below: the status code of the HTTP
+/// answer on fd 3 (or the read's error). gVisor's host-network sockets
+/// answer a blocking `read` with `EAGAIN` while no data has arrived yet, so
+/// that error is waited out rather than taken as the answer.
+const READ_STATUS: &str = r#"status() { local l; for _ in $(seq 200); do l=$(head -1 <&3 2>&1) && { echo "$l" | cut -d' ' -f2; return; }; case $l in *unavailable*) sleep 0.05;; *) break;; esac; done; echo "$l"; }; "#;
+
 /// Calls from inside the session straight to its Anthropic relay, with the
 /// session's own token (bash's `/dev/tcp`, the image has no curl): one
-/// `RELAY` line with each answer's status.
+/// `RELAY` line with each answer's status, or the call's error. Each
+/// request goes out in one write (bash's `printf` writes line by line, and
+/// a server may answer a refused request's head before its body arrives).
 fn relay_probe() -> String {
     let body =
         r#"{"model":"claude-opus-4-1","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#;
     format!(
-        r#"bash: gwhp=${{ANTHROPIC_BASE_URL#http://}}; base=/${{gwhp#*/}}; gwhp=${{gwhp%%/*}}; call() {{ exec 3<>/dev/tcp/${{gwhp%:*}}/${{gwhp#*:}} && printf '%s %s HTTP/1.1\r\nhost: gw\r\nx-api-key: %s\r\ncontent-type: application/json\r\ncontent-length: %s\r\nconnection: close\r\n\r\n%s' "$1" "$base/$2" "$ANTHROPIC_API_KEY" "${{#3}}" "$3" >&3 && head -1 <&3 | cut -d' ' -f2; exec 3<&-; }}; B='{body}'; echo "RELAY opus=$(call POST v1/messages "$B") files=$(call GET v1/files '') escape=$(call POST 'v1/..%2Fv1/messages' "$B")""#
+        r#"bash: {READ_STATUS}gwhp=${{ANTHROPIC_BASE_URL#http://}}; base=/${{gwhp#*/}}; gwhp=${{gwhp%%/*}}; call() {{ printf -v r '%s %s HTTP/1.1\r\nhost: gw\r\nx-api-key: %s\r\ncontent-type: application/json\r\ncontent-length: %s\r\nconnection: close\r\n\r\n%s' "$1" "$base/$2" "$ANTHROPIC_API_KEY" "${{#3}}" "$3"; exec 3<>/dev/tcp/${{gwhp%:*}}/${{gwhp#*:}} && head -c ${{#r}} <<<"$r" >&3 && status; exec 3<&-; }}; B='{body}'; echo "RELAY opus=$(call POST v1/messages "$B" 2>&1) files=$(call GET v1/files '' 2>&1) escape=$(call POST 'v1/..%2Fv1/messages' "$B" 2>&1)""#
     )
 }
 
@@ -486,14 +494,19 @@ async fn system_calls_outside_the_profile_fail_inside_a_session() -> anyhow::Res
 /// From inside the session: sessiond's pid (found by name), whether its
 /// `/proc/<pid>/environ` and `maps` (the memory's layout, guarded as its
 /// contents are) can be read, and whether the container's
-/// init process (`docker --init`) still holds `SESSIOND_TOKEN` in its own.
-const SESSIOND_PROBE: &str = r#"bash: sd=; for p in /proc/[0-9]*; do case "$(cat $p/comm 2>/dev/null)" in claudecluster*) sd=${p#/proc/};; esac; done; env=$( (cat /proc/$sd/environ >/dev/null 2>&1 && echo readable) || echo refused); maps=$( (head -c1 /proc/$sd/maps >/dev/null 2>&1 && echo readable) || echo refused); tok=$(tr '\0' '\n' </proc/1/environ 2>/dev/null | sed -n 's/^SESSIOND_TOKEN=//p'); init=$( [ -n "$tok" ] && echo token || echo clean); ask() { exec 3<>/dev/tcp/$1/7700 && printf 'GET /v1/health HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %s\r\nconnection: close\r\n\r\n' "$tok" >&3 && head -1 <&3 | cut -d' ' -f2; exec 3<&-; }; me=$(getent ahostsv4 "$(cat /etc/hostname)" | awk 'NR==1{print $1}'); echo "SESSIOND pid=$sd environ=$env maps=$maps init=$init lo=$(ask 127.0.0.1) own=$(ask $me) me=$me""#;
+/// init process (`docker --init`) still holds `SESSIOND_TOKEN` in its own;
+/// each call's answer or error (requests in one write, as in the relay probe).
+const SESSIOND_PROBE: &str = r#"sd=; for p in /proc/[0-9]*; do case "$(cat $p/comm 2>/dev/null)" in claudecluster*) sd=${p#/proc/};; esac; done; env=$( (cat /proc/$sd/environ >/dev/null 2>&1 && echo readable) || echo refused); maps=$( (head -c1 /proc/$sd/maps >/dev/null 2>&1 && echo readable) || echo refused); tok=$(tr '\0' '\n' </proc/1/environ 2>/dev/null | sed -n 's/^SESSIOND_TOKEN=//p'); init=$( [ -n "$tok" ] && echo token || echo clean); ask() { printf -v r 'GET /v1/health HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %s\r\nconnection: close\r\n\r\n' "$tok"; exec 3<>/dev/tcp/$1/7700 && head -c ${#r} <<<"$r" >&3 && status; exec 3<&-; }; me=$(getent ahostsv4 "$(cat /etc/hostname)" | awk 'NR==1{print $1}'); echo "SESSIOND pid=$sd environ=$env maps=$maps init=$init lo=$(ask 127.0.0.1 2>&1) own=$(ask $me 2>&1) me=$me""#;
+
+fn sessiond_probe() -> String {
+    format!("bash: {READ_STATUS}{SESSIOND_PROBE}")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessionds_environment_and_memory_are_out_of_the_agents_reach() -> anyhow::Result<()> {
     let h = Harness::start().await?;
     let (id, mut ws, _) = ready_session(&h, "dumpable").await?;
-    let turn = run_turn(&mut ws, SESSIOND_PROBE).await?;
+    let turn = run_turn(&mut ws, &sessiond_probe()).await?;
     let text = output_text(&turn);
     let line = text
         .lines()

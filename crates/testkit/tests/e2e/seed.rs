@@ -72,6 +72,18 @@ async fn turn(ws: &mut Socket, command: &str) -> anyhow::Result<String> {
         .collect())
 }
 
+/// A GET with the bearer token, answered 2xx with JSON.
+async fn get_json(http: &reqwest::Client, url: &str, auth: &str) -> anyhow::Result<Value> {
+    Ok(http
+        .get(url)
+        .header("authorization", auth)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_knows_only_the_seed_runs_a_session() -> anyhow::Result<()> {
     let h = Harness::start().await?;
@@ -152,25 +164,11 @@ async fn a_client_that_knows_only_the_seed_runs_a_session() -> anyhow::Result<()
     );
     until_state(&mut again, "ready", TURN_TIMEOUT).await?;
 
-    let status: Value = http
-        .get(format!("{base}/api/v1/sessions/{id}/status"))
-        .header("authorization", &auth)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let status = get_json(&http, &format!("{base}/api/v1/sessions/{id}/status"), &auth).await?;
     assert_eq!(status["status"], "ready", "{status}");
 
     // The logs are the same envelopes, numbers as numbers.
-    let logs: Value = http
-        .get(format!("{base}/api/v1/sessions/{id}/logs"))
-        .header("authorization", &auth)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let logs = get_json(&http, &format!("{base}/api/v1/sessions/{id}/logs"), &auth).await?;
     let events = logs["events"].as_array().expect("events");
     assert!(events.len() > 5, "{logs}");
     for e in events {
