@@ -48,6 +48,14 @@ ensure_postgres() {
     source scripts/postgres.sh
 }
 
+# A real single-node Kubernetes 1.20 built from Debian's source package
+# (exports CLAUDECLUSTER_TEST_KUBECONFIG, _KUBE_NODE, _KUBE_NAMESPACE,
+# _KUBE_HOST_IP, _KUBE_POD_CIDR; stopped when this shell exits).
+ensure_kubernetes() {
+    # shellcheck source=scripts/kubernetes.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/kubernetes.sh"
+}
+
 build_workspace() {
     log "building the workspace"
     cargo build --workspace --bins --quiet

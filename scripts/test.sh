@@ -36,6 +36,19 @@ ensure_runsc
 log "end-to-end session and isolation tests under gVisor (runsc)"
 CLAUDECLUSTER_TEST_CONTAINER_RUNTIME=runsc cargo test -p cc-testkit --test e2e --no-fail-fast \
     -- session:: seed:: isolation:: 2>&1 | tee -a "$results"
+# Kubernetes: the runtime's conformance suite, a Pod that cannot start and
+# a whole session through `serve --runtime kubernetes`, on a real
+# single-node cluster (kube-apiserver and kubelet 1.20 built from Debian's
+# source package, cached in /var/tmp/cc-kube; stopped when this script
+# exits); then the manifests and the session Pod against current schemas
+# and the restricted Pod Security Standard, offline.
+ensure_kubernetes
+log "Kubernetes runtime tests on the real cluster"
+cargo test -p cc-runtime-kubernetes --test cluster --no-fail-fast -- --ignored 2>&1 | tee -a "$results"
+cargo test -p claudecluster --test it --no-fail-fast -- --ignored kubernetes:: 2>&1 | tee -a "$results"
+log "Kubernetes start-up figures (a session Pod beside a bare one)"
+cargo run -q -p cc-runtime-kubernetes --example start_figures -- 5
+scripts/kube-manifests.sh
 # The API contract: docs/openapi.json drift is a cargo test (cc-server);
 # here Schemathesis fuzzes a live server from that document.
 scripts/schemathesis.sh

@@ -7,9 +7,12 @@ mod config;
 mod doctor;
 mod follow;
 mod image;
+#[cfg(feature = "kubernetes")]
+mod kube;
 mod options;
 mod push;
 mod run;
+mod runtime;
 mod serve;
 mod session;
 mod store;
@@ -46,6 +49,10 @@ enum Command {
     Session(session::SessionArgs),
     /// Check Docker, the worker image, the API, the data dir and the upstream.
     Doctor(doctor::DoctorArgs),
+    /// Kubernetes: review what the runtime creates for a session.
+    #[cfg(feature = "kubernetes")]
+    #[command(subcommand)]
+    Kube(kube::KubeCommand),
     /// Benchmark spawn, command latency, concurrency, fan-out and the API beside their baselines.
     Bench(Box<bench::BenchArgs>),
     /// Print shell completions.
@@ -76,6 +83,8 @@ fn main() -> ExitCode {
             Command::Session(args) => session::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Bench(args) => bench::run(*args).await,
+            #[cfg(feature = "kubernetes")]
+            Command::Kube(cmd) => kube::run(cmd).await,
             Command::Completions { shell } => {
                 let mut cmd = Cli::command();
                 clap_complete::generate(shell, &mut cmd, "claudecluster", &mut std::io::stdout());

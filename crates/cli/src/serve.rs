@@ -1,14 +1,15 @@
-//! `claudecluster serve`: wires the Docker runtime, the store (SQLite in the
+//! `claudecluster serve`: wires the runtime (Docker, or Kubernetes; see
+//! `runtime`), the store (SQLite in the
 //! data directory, or PostgreSQL with `--database-url`; see `store`) and
 //! the sessiond client into the session core and serves the API and
 //! gateway.
 
+use crate::runtime::{AnyRuntime, DockerArgs, KubeArgs, RuntimeKind};
 use crate::store::AnyStore;
 use anyhow::{bail, Context};
 use cc_core::secrets::SealKey;
 use cc_core::session::Recovery;
 use cc_core::{LimitsPolicy, Manager, ManagerConfig, Store};
-use cc_runtime_docker::DockerRuntime;
 use cc_server::{HttpAgent, ServerConfig, DEFAULT_ANTHROPIC_UPSTREAM};
 use cc_wire::api::{EgressMode, Quantity};
 use clap::Args;
@@ -114,7 +115,17 @@ pub struct ServeArgs {
         default_value = "claudecluster-worker:latest"
     )]
     image: String,
-    /// Prefix of every Docker resource this server creates.
+    /// Where sessions run: containers on this host's Docker Engine, or
+    /// Pods in a Kubernetes namespace (see each runtime's flags below).
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_RUNTIME",
+        value_enum,
+        default_value = "docker"
+    )]
+    runtime: RuntimeKind,
+    /// Prefix of every resource this server creates (containers, networks,
+    /// volumes; Pods, Secrets, NetworkPolicies).
     #[arg(long, env = "CLAUDECLUSTER_RESOURCE_PREFIX", default_value = cc_runtime_docker::DEFAULT_PREFIX)]
     resource_prefix: String,
     /// Base URL clients use to reach this server, for the endpoints
@@ -197,11 +208,6 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     allow_mcp_commands: Vec<String>,
-    /// Close the host to sessions except the gateway port (iptables INPUT
-    /// rules per session bridge; needs root). `false` leaves every host
-    /// port bound to 0.0.0.0 reachable from sessions.
-    #[arg(long, env = "CLAUDECLUSTER_HOST_FIREWALL", default_value_t = true, action = clap::ArgAction::Set)]
-    host_firewall: bool,
     /// Bootstrap administrator token (any secret string, ≥ 16 characters).
     /// Without it and without any API token the API only listens on loopback.
     /// On the command line it is visible to every local user (`ps`): prefer
@@ -251,25 +257,13 @@ pub struct ServeArgs {
     /// ago (0: keep forever). Checked hourly.
     #[arg(long, env = "CLAUDECLUSTER_LOG_RETENTION_DAYS", default_value_t = 0)]
     log_retention_days: u64,
-    /// OCI runtime for session containers, registered with Docker (e.g.
-    /// `runsc` for gVisor); Docker's default when unset.
-    #[arg(long, env = "CLAUDECLUSTER_CONTAINER_RUNTIME")]
-    container_runtime: Option<String>,
-    /// Give session networks subnets from this IPv4 pool, `CIDR[/LEN]`
-    /// (e.g. `10.213.0.0/16`, or `10.213.0.0/16/28`), instead of Docker's
-    /// default address pools, which hold only about 30 networks. Off by
-    /// default: Docker does not check an explicit subnet against the
-    /// host's routes, so no fixed range is safe on every host (a LAN or
-    /// VPN route could be shadowed); pick one the host does not use.
-    #[arg(long, env = "CLAUDECLUSTER_SESSION_SUBNET_POOL")]
-    session_subnet_pool: Option<String>,
-    /// Prefix length of each session's subnet in --session-subnet-pool
-    /// (16..=29; a /28 has 14 hosts, a session needs one).
-    #[arg(long, env = "CLAUDECLUSTER_SESSION_SUBNET_SIZE", default_value_t = 28)]
-    session_subnet_size: u8,
     /// Log format.
     #[arg(long, env = "CLAUDECLUSTER_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    #[command(flatten)]
+    docker: DockerArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
 }
 
 /// The admin's policy over what sessions tell Claude Code.
@@ -389,10 +383,6 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     // before it touches Docker.
     let store = AnyStore::open(args.database_url.as_deref(), &args.data_dir).await?;
     tracing::info!(store = store.kind(), "store opened");
-    let runtime = DockerRuntime::connect(args.resource_prefix.clone())
-        .await
-        .context("connecting to Docker")?;
-    runtime.check_image(&args.image).await?;
     let api = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the API to {}", args.listen))?;
@@ -409,25 +399,16 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the gateway to {}", args.gateway_listen))?;
     let gateway_port = gateway.local_addr()?.port();
-    let runtime = match &args.container_runtime {
-        Some(name) => runtime.with_container_runtime(name).await?,
-        None => runtime,
-    };
-    let runtime = match &args.session_subnet_pool {
-        Some(spec) => {
-            let pool = cc_runtime_docker::SubnetPool::parse(spec, args.session_subnet_size)
-                .context("--session-subnet-pool")?;
-            tracing::info!(pool = %pool, subnets = pool.len(), "session subnet pool");
-            runtime.with_subnet_pool(pool.cidr(), pool.subnet_prefix())?
-        }
-        None => runtime,
-    };
-    let runtime = if args.host_firewall {
-        runtime.with_host_firewall(gateway_port).await?
-    } else {
-        tracing::warn!("--host-firewall off: sessions can reach every host port bound to 0.0.0.0");
-        runtime.with_gateway_port(gateway_port)
-    };
+    let runtime = AnyRuntime::open(
+        args.runtime,
+        &args.resource_prefix,
+        &args.docker,
+        &args.kube,
+        &args.image,
+        gateway_port,
+    )
+    .await?;
+    tracing::info!(runtime = runtime.kind(), "runtime connected");
 
     let mut config = ManagerConfig::new(args.image.clone(), gateway_port);
     config.limits = limits;

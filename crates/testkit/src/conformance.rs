@@ -1,7 +1,8 @@
 //! One conformance suite for the [`Runtime`] seam, run by every backend:
 //! the in-memory [`crate::fake_runtime::FakeRuntime`] (no Docker) and the
-//! Docker runtime (the end-to-end tests), and the Kubernetes one when it
-//! comes. What the core relies on is asserted here, once.
+//! Docker runtime (the end-to-end tests) and the Kubernetes runtime (on a
+//! real cluster, `cc-runtime-kubernetes`'s tests). What the core relies on
+//! is asserted here, once.
 
 use anyhow::{ensure, Context};
 use cc_core::{Runtime, RuntimeEvent, RuntimeEventKind, SessionId, SessionSpec};
@@ -22,6 +23,12 @@ pub trait RuntimeDriver {
     /// Makes the kernel kill a process in the container for exceeding the
     /// memory limit, the container living on.
     fn oom_kill_child(&self, id: &SessionId) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Whether the runtime reports such a kill of a child process
+    /// ([`RuntimeEventKind::OomKill`]). Docker does (its `oom` events);
+    /// the Kubernetes API shows only the container's own end.
+    fn reports_child_oom_kills(&self) -> bool {
+        true
+    }
 }
 
 /// A spec for a new session of `image` with a 256 MiB memory limit.
@@ -40,10 +47,14 @@ pub fn spec(image: &str) -> SessionSpec {
     }
 }
 
-/// The whole suite against one runtime.
-pub async fn run<R: Runtime + RuntimeDriver>(rt: &R, image: &str) -> anyhow::Result<()> {
+/// The whole suite against one runtime, failed from outside by `driver`.
+pub async fn run<R: Runtime>(
+    rt: &R,
+    driver: &impl RuntimeDriver,
+    image: &str,
+) -> anyhow::Result<()> {
     lifecycle(rt, image).await.context("lifecycle")?;
-    exits_are_reported(rt, image)
+    exits_are_reported(rt, driver, image)
         .await
         .context("exits are reported")?;
     Ok(())
@@ -104,7 +115,11 @@ async fn lifecycle<R: Runtime>(rt: &R, image: &str) -> anyhow::Result<()> {
 
 /// A child's OOM kill (the container lives on) and the container's own
 /// exit reach the event feed; a stopped container is not located.
-async fn exits_are_reported<R: Runtime + RuntimeDriver>(rt: &R, image: &str) -> anyhow::Result<()> {
+async fn exits_are_reported<R: Runtime>(
+    rt: &R,
+    driver: &impl RuntimeDriver,
+    image: &str,
+) -> anyhow::Result<()> {
     let s = spec(image);
     let mut feed = rt.events().await?;
     rt.create(&s).await?;
@@ -121,15 +136,17 @@ async fn exits_are_reported<R: Runtime + RuntimeDriver>(rt: &R, image: &str) -> 
         }
     };
 
-    rt.oom_kill_child(&s.id).await?;
-    let ev = next_of_ours().await?;
-    ensure!(ev.kind == RuntimeEventKind::OomKill, "{ev:?}");
+    driver.oom_kill_child(&s.id).await?;
+    if driver.reports_child_oom_kills() {
+        let ev = next_of_ours().await?;
+        ensure!(ev.kind == RuntimeEventKind::OomKill, "{ev:?}");
+    }
     ensure!(
         rt.inspect(&s.id).await?.is_some_and(|st| st.running),
         "the container lives on after a child's OOM kill"
     );
 
-    rt.kill(&s.id).await?;
+    driver.kill(&s.id).await?;
     // One hog may take more than one kill to stop (one event each).
     let ev = loop {
         let ev = next_of_ours().await?;
@@ -164,11 +181,87 @@ async fn exits_are_reported<R: Runtime + RuntimeDriver>(rt: &R, image: &str) -> 
     Ok(())
 }
 
-/// Docker as the outside world would fail it: `docker kill`, and a memory
-/// hog run with `docker exec` (`tail` holds its endless first line).
-impl RuntimeDriver for cc_runtime_docker::DockerRuntime {
+/// Fails session containers from outside through the local Docker Engine:
+/// `docker kill`, and a memory hog run with `docker exec` (`tail` holds its
+/// endless first line). It serves the Docker runtime and a single-node
+/// Kubernetes whose kubelet runs its containers on this engine.
+pub struct DockerDriver {
+    target: Target,
+}
+
+enum Target {
+    /// Containers of the Docker runtime with this prefix.
+    DockerRuntime { prefix: String },
+    /// The kubelet's containers of Pods named `<pod_prefix><id>`.
+    Kubelet {
+        namespace: String,
+        container: String,
+        pod_prefix: String,
+    },
+}
+
+impl DockerDriver {
+    /// The Docker runtime's containers, found by their labels.
+    pub fn for_docker_runtime(rt: &cc_runtime_docker::DockerRuntime) -> Self {
+        Self {
+            target: Target::DockerRuntime {
+                prefix: rt.prefix().to_owned(),
+            },
+        }
+    }
+
+    /// The container `container` of the Pod `<pod_prefix><id>`, found by
+    /// the labels the kubelet's dockershim gives it.
+    pub fn for_kubelet(namespace: &str, container: &str, pod_prefix: &str) -> Self {
+        Self {
+            target: Target::Kubelet {
+                namespace: namespace.to_owned(),
+                container: container.to_owned(),
+                pod_prefix: pod_prefix.to_owned(),
+            },
+        }
+    }
+
+    /// `docker ps --filter` values that find one session's container.
+    fn filters(&self, id: &SessionId) -> Vec<String> {
+        match &self.target {
+            Target::DockerRuntime { prefix } => vec![
+                format!("label={}={id}", cc_core::LABEL_SESSION),
+                format!("label={}={prefix}", cc_runtime_docker::LABEL_PREFIX),
+            ],
+            Target::Kubelet {
+                namespace,
+                container,
+                pod_prefix,
+            } => vec![
+                format!("label=io.kubernetes.pod.name={pod_prefix}{id}"),
+                format!("label=io.kubernetes.pod.namespace={namespace}"),
+                format!("label=io.kubernetes.container.name={container}"),
+            ],
+        }
+    }
+
+    async fn container(&self, id: &SessionId) -> anyhow::Result<String> {
+        let mut cmd = tokio::process::Command::new("docker");
+        cmd.args(["ps", "-q"]);
+        for f in self.filters(id) {
+            cmd.args(["--filter", &f]);
+        }
+        let out = cmd.output().await?;
+        let found = String::from_utf8_lossy(&out.stdout);
+        let ids: Vec<&str> = found.split_whitespace().collect();
+        ensure!(
+            out.status.success() && ids.len() == 1,
+            "one running container of session {id}, found {ids:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(ids[0].to_owned())
+    }
+}
+
+impl RuntimeDriver for DockerDriver {
     async fn kill(&self, id: &SessionId) -> anyhow::Result<()> {
-        let name = format!("{}{id}", self.prefix());
+        let name = self.container(id).await?;
         let out = tokio::process::Command::new("docker")
             .args(["kill", &name])
             .output()
@@ -182,7 +275,7 @@ impl RuntimeDriver for cc_runtime_docker::DockerRuntime {
     }
 
     async fn oom_kill_child(&self, id: &SessionId) -> anyhow::Result<()> {
-        let name = format!("{}{id}", self.prefix());
+        let name = self.container(id).await?;
         let out = tokio::process::Command::new("docker")
             .args(["exec", &name, "bash", "-c"])
             .arg("head -c 1500M /dev/zero | tail > /dev/null")
@@ -196,5 +289,10 @@ impl RuntimeDriver for cc_runtime_docker::DockerRuntime {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(())
+    }
+
+    /// The Kubernetes API reports no OOM kill of a child process.
+    fn reports_child_oom_kills(&self) -> bool {
+        matches!(self.target, Target::DockerRuntime { .. })
     }
 }

@@ -10,6 +10,8 @@ mod admin;
 mod attach;
 mod database;
 mod errors;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod options;
 mod reconnect;
 mod session;

@@ -11,7 +11,8 @@ async fn the_docker_runtime_passes_the_runtime_conformance_suite() -> anyhow::Re
     let rt = cc_runtime_docker::DockerRuntime::connect(guard.prefix.clone())
         .await?
         .with_gateway_port(8081);
-    cc_testkit::conformance::run(&rt, &image).await?;
+    let driver = cc_testkit::conformance::DockerDriver::for_docker_runtime(&rt);
+    cc_testkit::conformance::run(&rt, &driver, &image).await?;
     let left = guard.all_leftovers();
     assert!(left.is_empty(), "left behind: {left:?}");
     Ok(())

@@ -1,0 +1,262 @@
+//! `claudecluster serve --runtime kubernetes` on the real test cluster
+//! (`scripts/kubernetes.sh`: kube-apiserver and kubelet 1.20 on this
+//! machine's Docker): a whole session as a Pod — create, the Pod running,
+//! the clone through the gateway, a turn of the real Claude Code streamed
+//! over the WebSocket, delete, the Pod and its objects gone. `#[ignore]`d
+//! in a plain `cargo test`; `scripts/test.sh` runs it with the cluster up.
+
+use super::cli;
+use anyhow::Context;
+use cc_core::Runtime;
+use cc_wire::api::{CreateSessionRequest, ServerMessage, SessionConfigRequest, SessionState};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const ADMIN: &str = "kube-admin-token-0123456789";
+/// A cold Pod on a loaded 2-core machine, then the clone and sessiond.
+const READY_TIMEOUT: Duration = Duration::from_secs(240);
+const TURN_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn var(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: start the test cluster with scripts/kubernetes.sh (scripts/test.sh does)")
+    })
+}
+
+/// Reads until `done` matches a message (returned with all before it).
+async fn read_until(
+    ws: &mut cc_client::EventStream,
+    timeout: Duration,
+    mut done: impl FnMut(&ServerMessage) -> bool,
+) -> anyhow::Result<Vec<ServerMessage>> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, ws.next())
+            .await
+            .with_context(|| {
+                format!(
+                    "waited {timeout:?}: {}",
+                    cc_testkit::harness::summary(&seen)
+                )
+            })??
+            .with_context(|| {
+                format!("the stream ended: {}", cc_testkit::harness::summary(&seen))
+            })?;
+        let stop = done(&msg);
+        seen.push(msg);
+        if stop {
+            return Ok(seen);
+        }
+    }
+}
+
+fn state_is(m: &ServerMessage, want: SessionState) -> bool {
+    matches!(m, ServerMessage::Status { state, .. } if *state == want)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (scripts/kubernetes.sh)"]
+async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
+    let image = var("CLAUDECLUSTER_TEST_IMAGE")?;
+    let kubeconfig = var("CLAUDECLUSTER_TEST_KUBECONFIG")?;
+    let namespace = var("CLAUDECLUSTER_TEST_KUBE_NAMESPACE")?;
+    let node = var("CLAUDECLUSTER_TEST_KUBE_NODE")?;
+    let host_ip = var("CLAUDECLUSTER_TEST_KUBE_HOST_IP")?;
+
+    let api_key = format!("sk-ant-kube-{}", cc_core::Token::generate().expose());
+    let model = cc_model_double::spawn(cc_model_double::ModelDoubleConfig {
+        api_key: Some(api_key.clone()),
+        latency_ms: 0,
+    })
+    .await?;
+    let git = cc_testkit::git_server::GitServer::start().await?;
+    let repo = git.create_repo("on-kube", &[("README.md", "# Cloned into a Pod\n")])?;
+    // The gateway's port must be known before the server starts: the
+    // sessions' Pods are told its URL.
+    let gateway_port = std::net::TcpListener::bind("0.0.0.0:0")?
+        .local_addr()?
+        .port();
+    let prefix = format!("cck{}-", &cc_core::SessionId::generate().as_str()[..6]);
+    let gateway_url = format!("http://{host_ip}:{gateway_port}");
+
+    let home = tempfile::tempdir()?;
+    let data = tempfile::tempdir()?;
+    let serve = || {
+        let mut c = cli(home.path());
+        c.args([
+            "serve",
+            "--runtime",
+            "kubernetes",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--gateway-listen", &format!("0.0.0.0:{gateway_port}")])
+        .args(["--image", &image, "--admin-token", ADMIN])
+        .args(["--resource-prefix", &prefix])
+        .args(["--anthropic-base-url", &model.base_url()])
+        .args(["--allow-repo-host", &git.addr().to_string()])
+        .args(["--kubeconfig", &kubeconfig, "--kube-namespace", &namespace])
+        .args(["--kube-node", &node, "--kube-gateway-url", &gateway_url])
+        .args(["--kube-image-pull-policy", "Never"])
+        .args(["--kube-seccomp", "localhost:claudecluster.json"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_LOG", "warn");
+        start(c)
+    };
+    let (mut server, base) = serve().await?;
+    let client = cc_client::Client::with_token(base, Some(ADMIN.into()))?;
+
+    let request = CreateSessionRequest {
+        repo_url: repo,
+        branch: None,
+        claude_api_key: api_key,
+        repo_token: None,
+        config: Some(SessionConfigRequest {
+            memory: None,
+            cpu: None,
+            timeout: Some(600),
+            idle_timeout: None,
+            egress: None,
+        }),
+        options: None,
+    };
+    let created = client.create(&request).await?;
+    let id = created.session_id.clone();
+    let mut ws =
+        cc_client::EventStream::connect(&format!("{}&since=0", created.endpoints.websocket))
+            .await?;
+    let started = read_until(&mut ws, READY_TIMEOUT, |m| {
+        state_is(m, SessionState::Ready) || state_is(m, SessionState::Error)
+    })
+    .await?;
+    assert!(
+        state_is(started.last().unwrap(), SessionState::Ready),
+        "the session did not get ready: {}",
+        cc_testkit::harness::summary(&started)
+    );
+
+    // The session is a Pod of this deployment, running.
+    let mut settings =
+        cc_runtime_kubernetes::KubeSettings::new(namespace.clone(), gateway_url.clone());
+    settings.prefix = prefix.clone();
+    let kube =
+        cc_runtime_kubernetes::KubernetesRuntime::connect(settings, Some(kubeconfig.as_ref()))
+            .await?;
+    let sid = cc_core::SessionId::parse(&id).context("a session ID")?;
+    assert!(kube.list().await?.contains(&sid), "no Pod for {id}");
+    assert!(kube.inspect(&sid).await?.is_some_and(|s| s.running));
+
+    // A turn of the real Claude Code in the Pod, on the cloned checkout.
+    ws.command("bash: cat README.md; echo uid=$(id -u)").await?;
+    let mut busy = false;
+    let turn = read_until(&mut ws, TURN_TIMEOUT, |m| {
+        busy |= state_is(m, SessionState::Busy);
+        (busy && state_is(m, SessionState::Ready)) || state_is(m, SessionState::Error)
+    })
+    .await?;
+    let text = cc_testkit::harness::output_text(&turn);
+    assert!(
+        text.contains("# Cloned into a Pod") && text.contains("uid=1000"),
+        "{}",
+        cc_testkit::harness::summary(&turn)
+    );
+    let status = client.status(&id).await?;
+    assert!(
+        status.resources.is_some(),
+        "resources from the node's summary: {status:?}"
+    );
+
+    // The orchestrator dies (SIGKILL); the next one adopts the running Pod
+    // and the session goes on with its checkout.
+    server.kill().await?;
+    drop(ws);
+    let (mut server, base) = serve().await?;
+    let client = cc_client::Client::with_token(base, Some(ADMIN.into()))?;
+    let status = client.status(&id).await?;
+    assert_eq!(status.state, SessionState::Ready, "adopted: {status:?}");
+    let mut ws = client.stream_from_now(&id).await?;
+    ws.command("bash: echo second-turn > note.txt; ls").await?;
+    let mut busy = false;
+    let turn = read_until(&mut ws, TURN_TIMEOUT, |m| {
+        busy |= state_is(m, SessionState::Busy);
+        (busy && state_is(m, SessionState::Ready)) || state_is(m, SessionState::Error)
+    })
+    .await?;
+    let text = cc_testkit::harness::output_text(&turn);
+    assert!(
+        text.contains("note.txt") && text.contains("README.md"),
+        "{}",
+        cc_testkit::harness::summary(&turn)
+    );
+
+    // Delete: the Pod, its Secret and NetworkPolicy go.
+    client.delete(&id).await?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !kube.list().await?.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?}",
+            kube.list().await?
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // A Pod killed from outside ends its session in `error` with the
+    // reason, and the core removes its objects.
+    let created = client.create(&request).await?;
+    let id = created.session_id.clone();
+    let mut ws = client.stream(&id, 0).await?;
+    let started = read_until(&mut ws, READY_TIMEOUT, |m| {
+        state_is(m, SessionState::Ready) || state_is(m, SessionState::Error)
+    })
+    .await?;
+    assert!(state_is(started.last().unwrap(), SessionState::Ready));
+    let pod = format!("{prefix}{id}");
+    let killed = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker kill $(docker ps -q --filter label=io.kubernetes.pod.name={pod} --filter label=io.kubernetes.container.name=session)"
+        ))
+        .output()
+        .await?;
+    assert!(killed.status.success(), "{killed:?}");
+    let ended = read_until(&mut ws, TURN_TIMEOUT, |m| state_is(m, SessionState::Error)).await?;
+    let Some(ServerMessage::Status { reason, .. }) = ended.last() else {
+        unreachable!()
+    };
+    let reason = reason.clone().unwrap_or_default();
+    assert!(reason.contains("137"), "the exit in the reason: {reason}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !kube.list().await?.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?}",
+            kube.list().await?
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    server.kill().await?;
+    Ok(())
+}
+
+/// Starts `serve` and returns it with the API's base URL (its first line).
+async fn start(
+    mut serve: tokio::process::Command,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    serve.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = serve.spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .context("serve did not start")??
+        .unwrap_or_default();
+    let base = first
+        .strip_prefix("listening on ")
+        .with_context(|| format!("unexpected first line {first:?}"))?
+        .to_owned();
+    Ok((child, base))
+}
