@@ -36,7 +36,13 @@ pub enum StoreError {
     /// holds. Retrying after re-reading may succeed; nothing was written.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The backend failed (IO, connection, SQL error).
+    /// The backend cannot be reached: no connection can be opened, or the
+    /// one in use broke (the database restarted, the network was cut). A
+    /// read can be retried; a write in flight may or may not have happened.
+    /// The API answers `503` while it lasts.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed otherwise (an SQL error, a constraint of its own).
     #[error("store error: {0}")]
     Backend(String),
     #[error("stored record is corrupt: {0}")]
@@ -115,8 +121,15 @@ impl CoreError {
 }
 
 impl From<StoreError> for CoreError {
+    /// A store that cannot be reached is the service being unavailable
+    /// (`503`, retry later); any other store failure is ours (`500`).
     fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            StoreError::Unavailable(m) => Self::Unavailable(format!(
+                "the session store is unavailable, retry later: {m}"
+            )),
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 
@@ -128,6 +141,27 @@ impl From<RuntimeError> for CoreError {
             }
             RuntimeError::Invalid(m) => Self::Unavailable(m),
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_store_is_unavailable_and_other_failures_internal() {
+        let e = CoreError::from(StoreError::Unavailable("connection refused".into()));
+        assert!(
+            matches!(&e, CoreError::Unavailable(m) if m.contains("connection refused")),
+            "{e:?}"
+        );
+        for other in [
+            StoreError::Backend("syntax".into()),
+            StoreError::Corrupt("row".into()),
+            StoreError::Conflict("seq".into()),
+        ] {
+            assert!(matches!(CoreError::from(other), CoreError::Internal(_)));
         }
     }
 }

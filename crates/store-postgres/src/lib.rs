@@ -102,16 +102,30 @@ pub(crate) fn pg_error(what: &'static str) -> impl Fn(tokio_postgres::Error) -> 
 /// Classifies a PostgreSQL error at the seam: a unique violation is a
 /// [`StoreError::Conflict`], a foreign-key violation (a row naming a missing
 /// session) [`StoreError::NotFound`], a serialization failure or deadlock a
-/// `Conflict` (retrying may succeed), anything else
-/// [`StoreError::Backend`]. Only the server's primary message is kept:
+/// `Conflict` (retrying may succeed), a database that cannot be reached
+/// [`StoreError::Unavailable`], anything else [`StoreError::Backend`].
+/// Only the server's primary message is kept:
 /// its detail can quote the values of a violated key.
 pub(crate) fn classify(what: &str, e: &tokio_postgres::Error) -> StoreError {
     let Some(db) = e.as_db_error() else {
-        // IO and protocol errors: the connection is closed and not reused.
-        return StoreError::Backend(format!("{what}: {e}"));
+        // A closed connection or an IO error: the database went away or the
+        // network broke (the connection is not reused). Anything else the
+        // client says (a value that does not convert) is ours.
+        let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+        return if e.is_closed() || io {
+            StoreError::Unavailable(format!("{what}: {e}"))
+        } else {
+            StoreError::Backend(format!("{what}: {e}"))
+        };
     };
     let code = db.code();
-    if *code == SqlState::UNIQUE_VIOLATION {
+    // Connection exceptions (class 08), the server shutting down or not yet
+    // accepting (57P01..57P03), no connection slot left (53300).
+    let unreachable = code.code().starts_with("08")
+        || ["57P01", "57P02", "57P03", "53300"].contains(&code.code());
+    if unreachable {
+        StoreError::Unavailable(format!("{what}: {}", db.message()))
+    } else if *code == SqlState::UNIQUE_VIOLATION {
         StoreError::Conflict(format!("{what}: already stored"))
     } else if *code == SqlState::FOREIGN_KEY_VIOLATION {
         StoreError::NotFound(format!("{what}: no such session"))

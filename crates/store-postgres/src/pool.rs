@@ -42,7 +42,7 @@ impl Pool {
             .slots
             .acquire()
             .await
-            .map_err(|_| StoreError::Backend("the connection pool is closed".into()))?;
+            .map_err(|_| StoreError::Unavailable("the connection pool is closed".into()))?;
         let idle = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             std::iter::from_fn(|| idle.pop()).find(|c| !c.is_closed())
@@ -63,7 +63,7 @@ impl Pool {
             .config
             .connect(NoTls)
             .await
-            .map_err(|e| StoreError::Backend(format!("connecting to PostgreSQL: {e}")))?;
+            .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
         // The connection task drives the socket; it ends when the client
         // is dropped or the server goes away. Its error also surfaces, with
         // context, on the next query made through the client (which is

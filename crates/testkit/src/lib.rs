@@ -8,6 +8,8 @@
 //!   tests sharing one Docker engine never touch each other's resources.
 //! - [`ports`]: ports outside the kernel's ephemeral range, for a port a
 //!   test rebinds after a restart or needs closed.
+//! - [`tcp_relay`]: a TCP relay a test cuts, to lose a server (PostgreSQL)
+//!   while a client uses it.
 //! - [`fake_runtime`]: a stateful in-memory runtime, and
 //!   [`conformance`]: the runtime seam's suite that it, Docker and every
 //!   other backend pass.
@@ -21,5 +23,6 @@ pub mod fake_runtime;
 pub mod git_server;
 pub mod harness;
 pub mod ports;
+pub mod tcp_relay;
 
 pub use harness::Harness;

@@ -206,3 +206,95 @@ async fn serve_answers_from_the_database() -> anyhow::Result<()> {
     child.kill().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_503_while_the_database_is_lost_and_recovers() -> anyhow::Result<()> {
+    let Ok(image) = std::env::var("CLAUDECLUSTER_TEST_IMAGE") else {
+        eprintln!("skipped: CLAUDECLUSTER_TEST_IMAGE is not set");
+        return Ok(());
+    };
+    let Some(schema) = Schema::create().await else {
+        return Ok(());
+    };
+    // The server reaches the database only through a relay the test cuts.
+    let mut url = url::Url::parse(&schema.url)?;
+    let relay = cc_testkit::tcp_relay::TcpRelay::start(format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432)
+    ))
+    .await?;
+    url.set_host(Some("127.0.0.1"))?;
+    url.set_port(Some(relay.port()))
+        .map_err(|()| anyhow::anyhow!("a port"))?;
+    const ADMIN: &str = "admin-token-0123456789";
+    let home = tempfile::tempdir()?;
+    let data = tempfile::tempdir()?;
+    let mut c = cli(home.path());
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--gateway-listen",
+        "127.0.0.1:0",
+    ])
+    .args(["--image", &image, "--admin-token", ADMIN])
+    .args([
+        "--resource-prefix",
+        &format!("{}-", schema.name.replace('_', "-")),
+    ])
+    .arg("--data-dir")
+    .arg(data.path())
+    .env("CLAUDECLUSTER_DATABASE_URL", url.as_str())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .kill_on_drop(true);
+    let mut child = c.spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+        .await??
+        .unwrap_or_default();
+    let base = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    let http = reqwest::Client::new();
+    let sessions = || {
+        http.get(format!("{base}/api/v1/sessions"))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    assert_eq!(sessions().await?.status(), 200);
+
+    relay.cut(true);
+    for _ in 0..2 {
+        let r = sessions().await?;
+        assert_eq!(r.status(), 503, "a lost database is a 503");
+        let body: serde_json::Value = r.json().await?;
+        assert_eq!(body["code"], "unavailable", "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("session store is unavailable")),
+            "{body}"
+        );
+    }
+    let ready = http.get(format!("{base}/readyz")).send().await?;
+    assert_eq!(ready.status(), 503);
+
+    relay.cut(false);
+    let mut back = false;
+    for _ in 0..3 {
+        if sessions().await?.status() == 200 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the server answers again once the database is back");
+    assert_eq!(
+        http.get(format!("{base}/readyz")).send().await?.status(),
+        200
+    );
+    child.kill().await?;
+    Ok(())
+}

@@ -74,11 +74,9 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
     .await?;
     let git = cc_testkit::git_server::GitServer::start().await?;
     let repo = git.create_repo("on-kube", &[("README.md", "# Cloned into a Pod\n")])?;
-    // The gateway's port must be known before the server starts: the
-    // sessions' Pods are told its URL.
-    let gateway_port = std::net::TcpListener::bind("0.0.0.0:0")?
-        .local_addr()?
-        .port();
+    // The gateway's port must be known before the server starts (the
+    // sessions' Pods are told its URL) and kept across its restart.
+    let gateway_port = cc_testkit::ports::fixed_port();
     let prefix = format!("cck{}-", &cc_core::SessionId::generate().as_str()[..6]);
     let gateway_url = format!("http://{host_ip}:{gateway_port}");
 

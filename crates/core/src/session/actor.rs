@@ -77,6 +77,32 @@ pub(crate) struct Actor<R, A, S> {
     spawn_started: Option<Instant>,
     /// When the running turn's command was accepted.
     turn_started: Option<Instant>,
+    oom: OomIncidents,
+}
+
+/// Out-of-memory notifications closer than this to the previous one belong
+/// to the same incident.
+const OOM_INCIDENT_GAP: Duration = Duration::from_secs(2);
+
+/// Groups the runtime's out-of-memory notifications into incidents: the
+/// memory cgroup notifies each time an allocation fails while the process
+/// the kernel killed is still exiting, so one kill comes as a burst of
+/// notifications (five in a row were seen for one `tail`). One incident is
+/// one kill counted and reported.
+#[derive(Debug, Default)]
+struct OomIncidents {
+    last: Option<Instant>,
+}
+
+impl OomIncidents {
+    /// Whether a notification at `at` begins a new incident.
+    fn is_new(&mut self, at: Instant) -> bool {
+        let new = self
+            .last
+            .is_none_or(|l| at.saturating_duration_since(l) >= OOM_INCIDENT_GAP);
+        self.last = Some(at);
+        new
+    }
 }
 
 /// Why the actor's loop ended.
@@ -105,6 +131,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             activity: Arc::new(Activity::new()),
             spawn_started: None,
             turn_started: None,
+            oom: OomIncidents::default(),
         }
     }
 
@@ -328,9 +355,13 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         self.record_tx.send_replace(self.record.clone());
     }
 
-    /// Counts the kill and tells the stream: the process that died was the
-    /// session's (a tool, a build), not the session, which stays usable.
+    /// Counts the kill and tells the stream (once per incident, see
+    /// [`OomIncidents`]): the process that died was the session's (a tool,
+    /// a build), not the session, which stays usable.
     async fn on_oom_kill(&mut self) -> Result<(), CoreError> {
+        if !self.oom.is_new(Instant::now()) {
+            return Ok(());
+        }
         CoreMetrics::inc(&self.inner.metrics.oom_kills_total);
         self.record.usage.oom_kills += 1;
         let limit = self.record.limits.memory_bytes;
@@ -782,6 +813,19 @@ fn format_mib(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_of_oom_notifications_is_one_incident() {
+        let mut oom = OomIncidents::default();
+        let t0 = Instant::now();
+        assert!(oom.is_new(t0));
+        // The burst of one kill, each close to the one before it.
+        for ms in [1, 40, 900, 2500] {
+            assert!(!oom.is_new(t0 + Duration::from_millis(ms)), "{ms} ms");
+        }
+        // A later kill, after a quiet gap.
+        assert!(oom.is_new(t0 + Duration::from_millis(2500) + OOM_INCIDENT_GAP));
+    }
 
     fn refused(status: u16, code: &str) -> AgentError {
         AgentError::Refused {

@@ -477,10 +477,12 @@ async fn authenticate<R: Runtime, S: ServerStore>(
     path_id: Option<&str>,
 ) -> Result<(Principal, Option<String>), (ApiError, String)> {
     let store = st.manager.store();
+    // A store that cannot be reached answers 503 (retry later), any other
+    // failure 500.
     let internal = |e: cc_core::StoreError| {
         tracing::error!(error = %e, "reading tokens");
         (
-            ApiError::from(cc_core::CoreError::Internal(e.to_string())),
+            ApiError::from(cc_core::CoreError::from(e)),
             "store error".to_owned(),
         )
     };

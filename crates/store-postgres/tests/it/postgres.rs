@@ -114,7 +114,7 @@ async fn a_bad_or_unreachable_database_is_a_clear_error_without_the_password() {
         .await
         .expect_err("nothing listens on port 1");
     let msg = err.to_string();
-    assert!(matches!(err, StoreError::Backend(_)), "{msg}");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{msg}");
     assert!(msg.contains("connecting to PostgreSQL"), "{msg}");
     assert!(!msg.contains("sekrit"), "{msg}");
 
@@ -154,6 +154,54 @@ async fn the_store_recovers_after_its_connections_are_killed() {
         }
     }
     assert!(ok, "the store opens fresh connections after losing its own");
+    assert_eq!(verify(&all(&store).await), Ok(5));
+    drop(schema);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_is_unavailable_until_it_is_back() {
+    let Some(url) = url() else {
+        return;
+    };
+    let schema = crate::support::Schema::create(&url).await;
+    let server = url::Url::parse(&url).unwrap();
+    let relay = cc_testkit::tcp_relay::TcpRelay::start(format!(
+        "{}:{}",
+        server.host_str().unwrap(),
+        server.port().unwrap_or(5432)
+    ))
+    .await
+    .unwrap();
+    let mut through = server.clone();
+    through.set_host(Some("127.0.0.1")).unwrap();
+    through.set_port(Some(relay.port())).unwrap();
+    let mut config: cc_store_postgres::Config = through.as_str().parse().unwrap();
+    config.options(format!("-c search_path={}", schema.name));
+    let store = PostgresStore::connect_with(config, 2).await.unwrap();
+    fill(&store).await;
+
+    relay.cut(true);
+    // The connection in use breaks, and no new one opens: both are the
+    // database being unavailable, which the API answers with 503.
+    for _ in 0..2 {
+        let err = store
+            .audit_records(&Default::default())
+            .await
+            .expect_err("the database is cut off");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        let api = cc_core::CoreError::from(err);
+        assert!(matches!(api, cc_core::CoreError::Unavailable(_)), "{api:?}");
+    }
+
+    relay.cut(false);
+    let mut back = false;
+    for _ in 0..3 {
+        if store.audit_records(&Default::default()).await.is_ok() {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the store works again once the database is back");
     assert_eq!(verify(&all(&store).await), Ok(5));
     drop(schema);
 }
