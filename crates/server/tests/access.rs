@@ -1190,3 +1190,38 @@ async fn a_stdio_mcp_server_the_admin_did_not_allow_is_refused_at_create() {
     let (_, list) = api.get("/api/v1/sessions", Some(ADMIN)).await;
     assert_eq!(list, json!([]), "no session was made");
 }
+
+#[tokio::test]
+async fn a_refused_push_branch_is_audited_with_its_control_characters_escaped() {
+    let api = start(|_| {}).await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    let (s, created) = api.create(&alice).await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    // A line break that would forge an audit line, and a terminal escape.
+    let branch = "evil\n2026-01-01T00:00:00Z forged \u{1b}[2J";
+    let (s, v, _) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/sessions/{id}/push"),
+            Some(&alice),
+            Some(json!({ "branch": branch })),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["code"], "push_refused", "{v}");
+    let log = api.audit().await;
+    let rec = log
+        .iter()
+        .find(|r| r.event.action == "session.push")
+        .expect("the refused push is audited");
+    assert_eq!(rec.event.outcome, "push_refused");
+    let detail = rec.event.detail.as_deref().unwrap_or_default();
+    assert!(!detail.chars().any(char::is_control), "{detail:?}");
+    assert!(
+        detail.contains(r"evil\n2026") && detail.contains(r"\u{1b}[2J"),
+        "{detail}"
+    );
+    let jsonl = std::fs::read_to_string(api._dir.path().join("audit.jsonl")).unwrap();
+    assert!(!jsonl.contains("forged \u{1b}"), "the copy is escaped too");
+}

@@ -38,6 +38,10 @@ pub(super) async fn push<R: Runtime, S: ServerStore>(
         .branch
         .clone()
         .unwrap_or_else(|| session_branch(&rec.id));
+    // The name as audit records and logs show it: control characters
+    // escaped (a CR/LF would forge a line, an escape sequence rewrite a
+    // terminal); a name git accepts has none and reads as it is.
+    let shown = branch.escape_debug().to_string();
     let audited = |outcome: &'static str, detail: String| {
         record(
             &st,
@@ -55,7 +59,7 @@ pub(super) async fn push<R: Runtime, S: ServerStore>(
         .push
         .check_branch(&rec.id, rec.branch.as_deref(), &branch);
     if let Err(refusal) = checked {
-        audited("push_refused", format!("{branch}: {refusal}")).await;
+        audited("push_refused", format!("{shown}: {refusal}")).await;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "push_refused",
@@ -74,11 +78,11 @@ pub(super) async fn push<R: Runtime, S: ServerStore>(
         .await;
     let outcome = match pushed {
         Ok(o) => {
-            audited("ok", format!("{branch} at {}", short_commit(&o.commit))).await;
+            audited("ok", format!("{shown} at {}", short_commit(&o.commit))).await;
             o
         }
         Err(e) => {
-            audited(error_code(&e), format!("{branch}: {e}")).await;
+            audited(error_code(&e), format!("{shown}: {e}")).await;
             return Err(e.into());
         }
     };
