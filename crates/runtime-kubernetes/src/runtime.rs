@@ -195,6 +195,23 @@ impl KubernetesRuntime {
         )
     }
 
+    /// The sessions this deployment's objects of one kind belong to.
+    async fn sessions_of<K>(&self, api: Api<K>, kind: &str) -> Result<Vec<SessionId>, RuntimeError>
+    where
+        K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    {
+        let objects = api
+            .list(&ListParams::default().labels(&self.selector()))
+            .await
+            .map_err(|e| classify(e, &format!("listing session {kind}")))?;
+        Ok(objects
+            .items
+            .iter()
+            .filter_map(|o| o.labels().get(LABEL_SESSION))
+            .filter_map(|s| SessionId::parse(s))
+            .collect())
+    }
+
     /// The kubelet's summary of the Pod's node (what metrics-server reads),
     /// through the API server's node proxy.
     async fn node_summary(&self, node: &str) -> Result<serde_json::Value, RuntimeError> {
@@ -263,29 +280,10 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn list(&self) -> Result<Vec<SessionId>, RuntimeError> {
-        let lp = ListParams::default().labels(&self.selector());
         let mut ids = std::collections::BTreeSet::new();
-        let session_of = |labels: &std::collections::BTreeMap<String, String>| {
-            labels.get(LABEL_SESSION).and_then(|s| SessionId::parse(s))
-        };
-        let pods = self
-            .pods()
-            .list(&lp)
-            .await
-            .map_err(|e| classify(e, "listing session Pods"))?;
-        ids.extend(pods.items.iter().filter_map(|o| session_of(o.labels())));
-        let secrets = self
-            .secrets()
-            .list(&lp)
-            .await
-            .map_err(|e| classify(e, "listing session Secrets"))?;
-        ids.extend(secrets.items.iter().filter_map(|o| session_of(o.labels())));
-        let policies = self
-            .policies()
-            .list(&lp)
-            .await
-            .map_err(|e| classify(e, "listing session NetworkPolicies"))?;
-        ids.extend(policies.items.iter().filter_map(|o| session_of(o.labels())));
+        ids.extend(self.sessions_of(self.pods(), "Pods").await?);
+        ids.extend(self.sessions_of(self.secrets(), "Secrets").await?);
+        ids.extend(self.sessions_of(self.policies(), "NetworkPolicies").await?);
         Ok(ids.into_iter().collect())
     }
 

@@ -203,20 +203,7 @@ impl Harness {
 
     /// A create request for `repo_url` with the harness's key.
     pub fn create_request(&self, repo_url: &str, branch: Option<&str>) -> CreateSessionRequest {
-        CreateSessionRequest {
-            repo_url: repo_url.into(),
-            branch: branch.map(Into::into),
-            claude_api_key: self.api_key.clone(),
-            repo_token: None,
-            config: Some(SessionConfigRequest {
-                memory: None,
-                cpu: None,
-                timeout: Some(600),
-                idle_timeout: None,
-                egress: None,
-            }),
-            options: None,
-        }
+        session_request(repo_url, branch, &self.api_key)
     }
 
     /// Ends every session and stops the server.
@@ -270,6 +257,29 @@ pub async fn read_until(
 /// True for a `status` message with this state.
 pub fn is_state(msg: &ServerMessage, state: SessionState) -> bool {
     matches!(msg, ServerMessage::Status { state: s, .. } if *s == state)
+}
+
+/// The tests' create request: `repo_url` (at `branch`), the user's
+/// `api_key`, a 600 s lifetime, everything else the server's default.
+pub fn session_request(
+    repo_url: &str,
+    branch: Option<&str>,
+    api_key: &str,
+) -> CreateSessionRequest {
+    CreateSessionRequest {
+        repo_url: repo_url.into(),
+        branch: branch.map(Into::into),
+        claude_api_key: api_key.into(),
+        repo_token: None,
+        config: Some(SessionConfigRequest {
+            memory: None,
+            cpu: None,
+            timeout: Some(600),
+            idle_timeout: None,
+            egress: None,
+        }),
+        options: None,
+    }
 }
 
 /// The concatenated `output` text of messages.

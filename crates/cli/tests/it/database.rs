@@ -3,13 +3,42 @@
 //! unset, the tests fail under `CI=true` and are skipped elsewhere), and a
 //! database that cannot be reached stopping `serve` with a clear message.
 
-use super::{cli, describe, output, stderr, stdout};
+use super::{cli, describe, output, spawn_serve, stderr, stdout};
 use cc_core::identity::{hash_token, IdentityStore};
 use cc_store_postgres::PostgresStore;
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const URL_VAR: &str = "CLAUDECLUSTER_TEST_DATABASE_URL";
+const ADMIN: &str = "admin-token-0123456789";
+
+/// `serve` on the database at `database_url` with [`ADMIN`], its resources
+/// under a prefix of `schema`'s own (its orphan sweep sees nothing else).
+async fn serve_on(
+    schema: &Schema,
+    database_url: &str,
+    image: &str,
+    home: &std::path::Path,
+    data: &std::path::Path,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let mut c = cli(home);
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--gateway-listen",
+        "127.0.0.1:0",
+    ])
+    .args(["--image", image, "--admin-token", ADMIN])
+    .args([
+        "--resource-prefix",
+        &format!("{}-", schema.name.replace('_', "-")),
+    ])
+    .arg("--data-dir")
+    .arg(data)
+    .env("CLAUDECLUSTER_DATABASE_URL", database_url)
+    .stderr(Stdio::null());
+    spawn_serve(c).await
+}
 
 /// A schema of its own on the test server, dropped with the guard; `url`
 /// reaches only it (through `search_path`).
@@ -148,7 +177,6 @@ async fn serve_answers_from_the_database() -> anyhow::Result<()> {
     };
     let home = tempfile::tempdir()?;
     let data = tempfile::tempdir()?;
-    const ADMIN: &str = "admin-token-0123456789";
     // A token made beforehand, straight in the database.
     let store = PostgresStore::connect(&schema.url).await?;
     let new = cc_core::identity::NewToken::generate(
@@ -159,35 +187,8 @@ async fn serve_answers_from_the_database() -> anyhow::Result<()> {
     );
     store.insert_token(&new.record).await?;
 
-    let mut c = cli(home.path());
-    c.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--gateway-listen",
-        "127.0.0.1:0",
-    ])
-    .args(["--image", &image, "--admin-token", ADMIN])
-    // A prefix of its own: this server's orphan sweep sees nothing else.
-    .args([
-        "--resource-prefix",
-        &format!("{}-", schema.name.replace('_', "-")),
-    ])
-    .arg("--data-dir")
-    .arg(data.path())
-    .env("CLAUDECLUSTER_DATABASE_URL", &schema.url)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .kill_on_drop(true);
-    let mut child = c.spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
-        .await??
-        .unwrap_or_default();
-    let base = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
+    let (mut child, base) =
+        serve_on(&schema, &schema.url, &image, home.path(), data.path()).await?;
     let http = reqwest::Client::new();
     let health = http.get(format!("{base}/healthz")).send().await?;
     assert_eq!(health.status(), 200);
@@ -227,37 +228,10 @@ async fn serve_answers_503_while_the_database_is_lost_and_recovers() -> anyhow::
     url.set_host(Some("127.0.0.1"))?;
     url.set_port(Some(relay.port()))
         .map_err(|()| anyhow::anyhow!("a port"))?;
-    const ADMIN: &str = "admin-token-0123456789";
     let home = tempfile::tempdir()?;
     let data = tempfile::tempdir()?;
-    let mut c = cli(home.path());
-    c.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--gateway-listen",
-        "127.0.0.1:0",
-    ])
-    .args(["--image", &image, "--admin-token", ADMIN])
-    .args([
-        "--resource-prefix",
-        &format!("{}-", schema.name.replace('_', "-")),
-    ])
-    .arg("--data-dir")
-    .arg(data.path())
-    .env("CLAUDECLUSTER_DATABASE_URL", url.as_str())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .kill_on_drop(true);
-    let mut child = c.spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
-        .await??
-        .unwrap_or_default();
-    let base = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
+    let (mut child, base) =
+        serve_on(&schema, url.as_str(), &image, home.path(), data.path()).await?;
     let http = reqwest::Client::new();
     let sessions = || {
         http.get(format!("{base}/api/v1/sessions"))

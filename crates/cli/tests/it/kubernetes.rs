@@ -5,13 +5,13 @@
 //! over the WebSocket, delete, the Pod and its objects gone. `#[ignore]`d
 //! in a plain `cargo test`; `scripts/test.sh` runs it with the cluster up.
 
-use super::cli;
+use super::{cli, spawn_serve};
 use anyhow::Context;
 use cc_core::Runtime;
-use cc_wire::api::{CreateSessionRequest, ServerMessage, SessionConfigRequest, SessionState};
+use cc_testkit::harness::{is_state, output_text, read_until, summary};
+use cc_wire::api::{ServerMessage, SessionState};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const ADMIN: &str = "kube-admin-token-0123456789";
 /// A cold Pod on a loaded 2-core machine, then the clone and sessiond.
@@ -24,37 +24,18 @@ fn var(name: &str) -> anyhow::Result<String> {
     })
 }
 
-/// Reads until `done` matches a message (returned with all before it).
-async fn read_until(
+/// Sends a command and reads until the turn's final `ready` (or `error`).
+async fn run_turn(
     ws: &mut cc_client::EventStream,
-    timeout: Duration,
-    mut done: impl FnMut(&ServerMessage) -> bool,
+    command: &str,
 ) -> anyhow::Result<Vec<ServerMessage>> {
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, ws.next())
-            .await
-            .with_context(|| {
-                format!(
-                    "waited {timeout:?}: {}",
-                    cc_testkit::harness::summary(&seen)
-                )
-            })??
-            .with_context(|| {
-                format!("the stream ended: {}", cc_testkit::harness::summary(&seen))
-            })?;
-        let stop = done(&msg);
-        seen.push(msg);
-        if stop {
-            return Ok(seen);
-        }
-    }
-}
-
-fn state_is(m: &ServerMessage, want: SessionState) -> bool {
-    matches!(m, ServerMessage::Status { state, .. } if *state == want)
+    ws.command(command).await?;
+    let mut busy = false;
+    read_until(ws, TURN_TIMEOUT, |m| {
+        busy |= is_state(m, SessionState::Busy);
+        (busy && is_state(m, SessionState::Ready)) || is_state(m, SessionState::Error)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,39 +83,27 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
         .args(["--kube-seccomp", "localhost:claudecluster.json"])
         .arg("--data-dir")
         .arg(data.path())
-        .env("RUST_LOG", "warn");
-        start(c)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit());
+        spawn_serve(c)
     };
     let (mut server, base) = serve().await?;
     let client = cc_client::Client::with_token(base, Some(ADMIN.into()))?;
 
-    let request = CreateSessionRequest {
-        repo_url: repo,
-        branch: None,
-        claude_api_key: api_key,
-        repo_token: None,
-        config: Some(SessionConfigRequest {
-            memory: None,
-            cpu: None,
-            timeout: Some(600),
-            idle_timeout: None,
-            egress: None,
-        }),
-        options: None,
-    };
+    let request = cc_testkit::harness::session_request(&repo, None, &api_key);
     let created = client.create(&request).await?;
     let id = created.session_id.clone();
     let mut ws =
         cc_client::EventStream::connect(&format!("{}&since=0", created.endpoints.websocket))
             .await?;
     let started = read_until(&mut ws, READY_TIMEOUT, |m| {
-        state_is(m, SessionState::Ready) || state_is(m, SessionState::Error)
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
     })
     .await?;
     assert!(
-        state_is(started.last().unwrap(), SessionState::Ready),
+        is_state(started.last().unwrap(), SessionState::Ready),
         "the session did not get ready: {}",
-        cc_testkit::harness::summary(&started)
+        summary(&started)
     );
 
     // The session is a Pod of this deployment, running.
@@ -149,18 +118,12 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
     assert!(kube.inspect(&sid).await?.is_some_and(|s| s.running));
 
     // A turn of the real Claude Code in the Pod, on the cloned checkout.
-    ws.command("bash: cat README.md; echo uid=$(id -u)").await?;
-    let mut busy = false;
-    let turn = read_until(&mut ws, TURN_TIMEOUT, |m| {
-        busy |= state_is(m, SessionState::Busy);
-        (busy && state_is(m, SessionState::Ready)) || state_is(m, SessionState::Error)
-    })
-    .await?;
-    let text = cc_testkit::harness::output_text(&turn);
+    let turn = run_turn(&mut ws, "bash: cat README.md; echo uid=$(id -u)").await?;
+    let text = output_text(&turn);
     assert!(
         text.contains("# Cloned into a Pod") && text.contains("uid=1000"),
         "{}",
-        cc_testkit::harness::summary(&turn)
+        summary(&turn)
     );
     let status = client.status(&id).await?;
     assert!(
@@ -177,18 +140,12 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
     let status = client.status(&id).await?;
     assert_eq!(status.state, SessionState::Ready, "adopted: {status:?}");
     let mut ws = client.stream_from_now(&id).await?;
-    ws.command("bash: echo second-turn > note.txt; ls").await?;
-    let mut busy = false;
-    let turn = read_until(&mut ws, TURN_TIMEOUT, |m| {
-        busy |= state_is(m, SessionState::Busy);
-        (busy && state_is(m, SessionState::Ready)) || state_is(m, SessionState::Error)
-    })
-    .await?;
-    let text = cc_testkit::harness::output_text(&turn);
+    let turn = run_turn(&mut ws, "bash: echo second-turn > note.txt; ls").await?;
+    let text = output_text(&turn);
     assert!(
         text.contains("note.txt") && text.contains("README.md"),
         "{}",
-        cc_testkit::harness::summary(&turn)
+        summary(&turn)
     );
 
     // Delete: the Pod, its Secret and NetworkPolicy go.
@@ -209,10 +166,10 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
     let id = created.session_id.clone();
     let mut ws = client.stream(&id, 0).await?;
     let started = read_until(&mut ws, READY_TIMEOUT, |m| {
-        state_is(m, SessionState::Ready) || state_is(m, SessionState::Error)
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
     })
     .await?;
-    assert!(state_is(started.last().unwrap(), SessionState::Ready));
+    assert!(is_state(started.last().unwrap(), SessionState::Ready));
     let pod = format!("{prefix}{id}");
     let killed = tokio::process::Command::new("sh")
         .arg("-c")
@@ -222,7 +179,7 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
         .output()
         .await?;
     assert!(killed.status.success(), "{killed:?}");
-    let ended = read_until(&mut ws, TURN_TIMEOUT, |m| state_is(m, SessionState::Error)).await?;
+    let ended = read_until(&mut ws, TURN_TIMEOUT, |m| is_state(m, SessionState::Error)).await?;
     let Some(ServerMessage::Status { reason, .. }) = ended.last() else {
         unreachable!()
     };
@@ -239,22 +196,4 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
     }
     server.kill().await?;
     Ok(())
-}
-
-/// Starts `serve` and returns it with the API's base URL (its first line).
-async fn start(
-    mut serve: tokio::process::Command,
-) -> anyhow::Result<(tokio::process::Child, String)> {
-    serve.stdout(Stdio::piped()).stderr(Stdio::inherit());
-    let mut child = serve.spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .context("serve did not start")??
-        .unwrap_or_default();
-    let base = first
-        .strip_prefix("listening on ")
-        .with_context(|| format!("unexpected first line {first:?}"))?
-        .to_owned();
-    Ok((child, base))
 }

@@ -78,6 +78,25 @@ pub async fn ready_session(h: &cc_testkit::Harness, repo: &str) -> anyhow::Resul
     Ok(created.session_id)
 }
 
+/// Starts `serve` (stdout piped, stderr as the caller set it) and returns
+/// it with the API's base URL, from the first line it prints.
+pub async fn spawn_serve(mut serve: Command) -> anyhow::Result<(tokio::process::Child, String)> {
+    use anyhow::Context;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    serve.stdout(std::process::Stdio::piped());
+    let mut child = serve.spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .context("serve did not start")??
+        .unwrap_or_default();
+    let base = first
+        .strip_prefix("listening on ")
+        .with_context(|| format!("unexpected first line {first:?}"))?
+        .to_owned();
+    Ok((child, base))
+}
+
 /// Everything about an invocation, for assertion messages.
 pub fn describe(o: &Output) -> String {
     format!(

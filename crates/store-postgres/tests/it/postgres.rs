@@ -126,6 +126,18 @@ async fn a_bad_or_unreachable_database_is_a_clear_error_without_the_password() {
     assert!(!msg.contains("sekrit"), "{msg}");
 }
 
+/// Whether the store answers within three calls: the first may meet a dead
+/// connection (reported, not retried); the pool then drops it and the next
+/// call opens a fresh one.
+async fn answers_again(store: &PostgresStore) -> bool {
+    for _ in 0..3 {
+        if store.audit_records(&Default::default()).await.is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_recovers_after_its_connections_are_killed() {
     let Some((schema, store)) = fresh().await else {
@@ -144,15 +156,7 @@ async fn the_store_recovers_after_its_connections_are_killed() {
         .await
         .expect("terminate");
     assert!(!killed.is_empty(), "the store had connections to end");
-    let mut ok = false;
-    // The first call may meet a dead connection (reported, not retried);
-    // the pool then drops it and the next call opens a fresh one.
-    for _ in 0..3 {
-        if store.audit_records(&Default::default()).await.is_ok() {
-            ok = true;
-            break;
-        }
-    }
+    let ok = answers_again(&store).await;
     assert!(ok, "the store opens fresh connections after losing its own");
     assert_eq!(verify(&all(&store).await), Ok(5));
     drop(schema);
@@ -194,14 +198,10 @@ async fn a_lost_database_is_unavailable_until_it_is_back() {
     }
 
     relay.cut(false);
-    let mut back = false;
-    for _ in 0..3 {
-        if store.audit_records(&Default::default()).await.is_ok() {
-            back = true;
-            break;
-        }
-    }
-    assert!(back, "the store works again once the database is back");
+    assert!(
+        answers_again(&store).await,
+        "the store works again once the database is back"
+    );
     assert_eq!(verify(&all(&store).await), Ok(5));
     drop(schema);
 }

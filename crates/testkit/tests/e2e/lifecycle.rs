@@ -438,20 +438,7 @@ impl Deployment {
     }
 
     fn request(&self, url: &str) -> CreateSessionRequest {
-        CreateSessionRequest {
-            repo_url: url.into(),
-            branch: None,
-            claude_api_key: self.api_key.clone(),
-            repo_token: None,
-            config: Some(SessionConfigRequest {
-                memory: None,
-                cpu: None,
-                timeout: Some(600),
-                idle_timeout: None,
-                egress: None,
-            }),
-            options: None,
-        }
+        cc_testkit::harness::session_request(url, None, &self.api_key)
     }
 }
 
