@@ -14,6 +14,7 @@
 //! | [`fanout`] | delivery lag to many watchers | — |
 //! | [`api`] | `GET status` requests per second | — |
 //! | [`push`] | `POST push` → response, creating and fast-forwarding the branch | `git push` from a host clone |
+//! | [`replicas`] | two replicas on PostgreSQL: create → ready, command → first output, `kill -9` of the owner → served by the survivor | the same on SQLite (spawn, command) |
 //!
 //! plus quality figures: a RustSec scan of `Cargo.lock` ([`audit`]), the
 //! worker image's size ([`image`]) and test coverage ([`coverage`]).
@@ -31,6 +32,7 @@ pub mod coverage;
 pub mod fanout;
 pub mod image;
 pub mod push;
+pub mod replicas;
 pub mod report;
 pub mod session;
 pub mod spawn;
@@ -87,6 +89,18 @@ pub struct BenchOptions {
     /// `None` leaves the networks to Docker's default address pools, which
     /// hold only about 30.
     pub subnet_pool: Option<String>,
+    /// Replicas on PostgreSQL (`replicas`); `None` skips the phase.
+    pub replicas: Option<ReplicaOptions>,
+    /// Failover trials of the replicas phase.
+    pub failover_trials: usize,
+}
+
+/// What the replicas phase needs: the binary to start `serve` from and a
+/// PostgreSQL database to make a schema in.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    pub serve_bin: PathBuf,
+    pub database_url: String,
 }
 
 /// The bench's session subnet pool unless told otherwise: 4096 /28s, so
@@ -113,6 +127,8 @@ impl BenchOptions {
             advisory_db: None,
             coverage: None,
             subnet_pool: Some(DEFAULT_SUBNET_POOL.into()),
+            replicas: None,
+            failover_trials: 10,
         }
     }
 
@@ -127,6 +143,7 @@ impl BenchOptions {
             api_clients: 16,
             api_duration: Duration::from_secs(2),
             push_samples: 3,
+            failover_trials: 2,
             ..Self::full(image)
         }
     }
@@ -253,6 +270,21 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
     let push = push::measure(&h, &repo, opts.push_samples).await;
     report.failures.extend(prefixed("push", &push.errors));
     report.push = Some(push);
+
+    if let Some(r) = &opts.replicas {
+        progress(&format!(
+            "replicas: two on PostgreSQL, {} failover trials (kill -9 of the owner)",
+            opts.failover_trials
+        ));
+        let setup = replicas::Setup {
+            serve_bin: &r.serve_bin,
+            database_url: &r.database_url,
+            image: &opts.image,
+        };
+        let result = replicas::measure(&h, &repo, &setup, opts.failover_trials).await;
+        report.failures.extend(prefixed("replicas", &result.errors));
+        report.replicas = Some(result);
+    }
     h.shutdown().await;
 
     progress("quality: vulnerability scan, image size, coverage");

@@ -36,6 +36,7 @@ pub struct Report {
     pub fanout: Option<FanoutResult>,
     pub api: Option<ApiResult>,
     pub push: Option<PushResult>,
+    pub replicas: Option<crate::replicas::ReplicasResult>,
     pub audit: Option<AuditReport>,
     #[serde(rename = "imageSize")]
     pub image_report: Option<ImageReport>,
@@ -63,6 +64,7 @@ impl Report {
             fanout: None,
             api: None,
             push: None,
+            replicas: None,
             audit: None,
             image_report: None,
             coverage: crate::coverage::read(None),
@@ -221,6 +223,44 @@ impl Report {
                     signed_ms(p95)
                 );
             }
+        }
+        if let Some(r) = &self.replicas {
+            let sqlite = |s: Option<&Summary>, what: &str| {
+                s.map(|s| format!("{what} on SQLite {}", ms(s.p50)))
+            };
+            row(
+                &mut t,
+                "PostgreSQL: create → ready",
+                r.spawn_ms.as_ref(),
+                sqlite(
+                    self.spawn.as_ref().and_then(|s| s.cold_ms.as_ref()),
+                    "the same",
+                ),
+                crate::spawn::ratio(
+                    r.spawn_ms.as_ref(),
+                    self.spawn.as_ref().and_then(|s| s.cold_ms.as_ref()),
+                ),
+            );
+            row(
+                &mut t,
+                "PostgreSQL: command → first output",
+                r.command_ms.as_ref(),
+                sqlite(
+                    self.command.as_ref().and_then(|c| c.ours_ms.as_ref()),
+                    "the same",
+                ),
+                crate::spawn::ratio(
+                    r.command_ms.as_ref(),
+                    self.command.as_ref().and_then(|c| c.ours_ms.as_ref()),
+                ),
+            );
+            row(
+                &mut t,
+                "failover: kill -9 → served by B",
+                r.failover_ms.as_ref(),
+                Some("lease 6 s, renewed every 2 s".into()),
+                None,
+            );
         }
         let _ = writeln!(t);
         if let Some(c) = &self.concurrency {

@@ -54,6 +54,20 @@ pub struct BenchArgs {
     /// Docker's default address pools (about 30 sessions at once).
     #[arg(long, env = "CLAUDECLUSTER_SESSION_SUBNET_POOL")]
     session_subnet_pool: Option<String>,
+    /// A PostgreSQL database to measure two replicas on (a schema of the
+    /// run's own is made and dropped): create → ready and command → first
+    /// output beside SQLite, and failover after `kill -9` of the owner.
+    /// Without it the phase is skipped.
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_BENCH_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    /// Failover trials of the replicas phase (full: 10, quick: 2).
+    #[arg(long)]
+    failover_trials: Option<usize>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -80,6 +94,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.watchers {
         opts.watchers = n;
+    }
+    if let Some(n) = args.failover_trials {
+        opts.failover_trials = n;
+    }
+    if let Some(url) = args.database_url {
+        opts.replicas = Some(cc_bench::ReplicaOptions {
+            serve_bin: std::env::current_exe().context("locating this executable")?,
+            database_url: url,
+        });
     }
     let root = workspace_root();
     opts.lockfile = args

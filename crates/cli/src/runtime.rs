@@ -150,7 +150,9 @@ pub enum AnyRuntime {
 
 impl AnyRuntime {
     /// Connects to the runtime `kind` with its flags and checks it can run
-    /// `image`; `gateway_port` is where this server's gateway listens.
+    /// `image`; `gateway_port` is where this server's gateway listens, and
+    /// `gateway_url`, when given, where sessions reach it instead (a load
+    /// balancer in front of several replicas).
     pub async fn open(
         kind: RuntimeKind,
         prefix: &str,
@@ -158,6 +160,7 @@ impl AnyRuntime {
         kube: &KubeArgs,
         image: &str,
         gateway_port: u16,
+        gateway_url: Option<&url::Url>,
     ) -> anyhow::Result<Self> {
         match kind {
             RuntimeKind::Docker => {
@@ -179,6 +182,15 @@ impl AnyRuntime {
                     }
                     None => rt,
                 };
+                let (rt, gateway_port) = match gateway_url {
+                    Some(url) => {
+                        let port = url
+                            .port_or_known_default()
+                            .context("--gateway-url needs a port sessions reach the gateway on")?;
+                        (rt.with_gateway_url(url.as_str()), port)
+                    }
+                    None => (rt, gateway_port),
+                };
                 let rt = if docker.host_firewall {
                     rt.with_host_firewall(gateway_port).await?
                 } else {
@@ -191,6 +203,11 @@ impl AnyRuntime {
             }
             #[cfg(feature = "kubernetes")]
             RuntimeKind::Kubernetes => {
+                let mut kube = kube.clone();
+                if kube.kube_gateway_url.is_none() {
+                    kube.kube_gateway_url =
+                        gateway_url.map(|u| u.as_str().trim_end_matches('/').to_owned());
+                }
                 let settings = kube.settings(prefix)?;
                 let rt = cc_runtime_kubernetes::KubernetesRuntime::connect(
                     settings,

@@ -261,9 +261,111 @@ pub struct ServeArgs {
     #[arg(long, env = "CLAUDECLUSTER_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
     #[command(flatten)]
+    replicas: ReplicaArgs,
+    #[command(flatten)]
     docker: DockerArgs,
     #[command(flatten)]
     kube: KubeArgs,
+}
+
+/// Several orchestrators on one PostgreSQL (`--database-url`).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Replicas (several orchestrators on one --database-url)")]
+struct ReplicaArgs {
+    /// A file holding the secret every replica shares (32 random bytes or
+    /// more, e.g. `openssl rand -hex 32`): the keys that seal session
+    /// secrets in the database, sign session access tokens and sign the
+    /// requests replicas forward to each other are derived from it.
+    /// Required with --database-url; without it, keys are generated in
+    /// the data directory.
+    #[arg(long, env = "CLAUDECLUSTER_SECRET_KEY_FILE", value_name = "PATH")]
+    secret_key_file: Option<PathBuf>,
+    /// This replica's name among those sharing the database, unique and
+    /// stable across its restarts (a Pod's name): it holds its sessions'
+    /// leases under it, and takes them back at once after a restart.
+    /// Default: `local` on SQLite, a random name with --database-url.
+    #[arg(long, env = "CLAUDECLUSTER_REPLICA_ID")]
+    replica_id: Option<String>,
+    /// The URL other replicas reach this one's API at, to forward
+    /// operations on the sessions it runs (default: http:// and --listen,
+    /// unless that is a wildcard address).
+    #[arg(long, env = "CLAUDECLUSTER_ADVERTISE_URL", value_name = "URL")]
+    advertise_url: Option<url::Url>,
+    /// Where sessions reach the gateway, when not at this replica's own
+    /// listener: a load balancer in front of every replica's gateway (an
+    /// address of this host with --runtime docker, whose port the host
+    /// firewall then admits; a Service with --runtime kubernetes), so a
+    /// session outlives the replica that started it.
+    #[arg(long, env = "CLAUDECLUSTER_GATEWAY_URL", value_name = "URL")]
+    gateway_url: Option<url::Url>,
+}
+
+/// Keys derived from the replicas' shared secret (`--secret-key-file`),
+/// one per purpose, so none can stand in for another.
+struct SharedKeys {
+    seal: SealKey,
+    session_tokens: [u8; 32],
+    replicas: [u8; 32],
+}
+
+/// Shortest shared secret accepted: 32 bytes, as hex or raw.
+const MIN_SECRET_BYTES: usize = 32;
+
+impl SharedKeys {
+    fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let secret = std::fs::read(path)
+            .with_context(|| format!("--secret-key-file: reading {}", path.display()))?;
+        let secret = secret.trim_ascii();
+        if secret.len() < MIN_SECRET_BYTES {
+            bail!(
+                "--secret-key-file: {} holds {} bytes; it needs at least {MIN_SECRET_BYTES} \
+                 random bytes (e.g. `openssl rand -hex 32 > {}`)",
+                path.display(),
+                secret.len(),
+                path.display()
+            );
+        }
+        let derive = |purpose: &str| -> [u8; 32] {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(b"claudecluster ");
+            h.update(purpose.as_bytes());
+            h.update(b"\n");
+            h.update(secret);
+            h.finalize().into()
+        };
+        Ok(Self {
+            seal: SealKey::from_bytes(derive("seal")),
+            session_tokens: derive("session-token"),
+            replicas: derive("replica"),
+        })
+    }
+}
+
+/// This replica as the others see it.
+fn replica(
+    args: &ReplicaArgs,
+    clustered: bool,
+    api: SocketAddr,
+    tls: bool,
+) -> anyhow::Result<cc_core::Replica> {
+    let id = match &args.replica_id {
+        Some(id) if id.is_empty() || id.len() > 200 => {
+            bail!("--replica-id must be 1 to 200 characters")
+        }
+        Some(id) => id.clone(),
+        None if clustered => format!("replica-{}", &cc_core::Token::generate().expose()[..12]),
+        None => "local".into(),
+    };
+    let url = match &args.advertise_url {
+        Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+        None if clustered && api.ip().is_unspecified() => bail!(
+            "--advertise-url is needed with --database-url when --listen is {api}: \
+             the URL the other replicas reach this one's API at"
+        ),
+        None => format!("{}://{api}", if tls { "https" } else { "http" }),
+    };
+    Ok(cc_core::Replica { id, url })
 }
 
 /// The admin's policy over what sessions tell Claude Code.
@@ -379,6 +481,17 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         args.admin_token = Some(read_secret_file(path, "--admin-token-file")?);
     }
     let limits = limits(&args)?;
+    // Replicas share their keys; one process alone keeps its own.
+    let clustered = args.database_url.is_some();
+    let shared = match &args.replicas.secret_key_file {
+        Some(path) => Some(SharedKeys::load(path)?),
+        None if clustered => bail!(
+            "--database-url needs --secret-key-file: every replica sharing the database must \
+             seal session secrets and sign tokens with the same key (create one with \
+             `openssl rand -hex 32 > FILE` and give it to each replica)"
+        ),
+        None => None,
+    };
     // The store first: a database that cannot be reached stops the server
     // before it touches Docker.
     let store = AnyStore::open(args.database_url.as_deref(), &args.data_dir).await?;
@@ -399,6 +512,12 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the gateway to {}", args.gateway_listen))?;
     let gateway_port = gateway.local_addr()?.port();
+    let replica = replica(
+        &args.replicas,
+        clustered,
+        api.local_addr()?,
+        args.tls_cert.is_some(),
+    )?;
     let runtime = AnyRuntime::open(
         args.runtime,
         &args.resource_prefix,
@@ -406,6 +525,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         &args.kube,
         &args.image,
         gateway_port,
+        args.replicas.gateway_url.as_ref(),
     )
     .await?;
     tracing::info!(runtime = runtime.kind(), "runtime connected");
@@ -445,8 +565,14 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     }
     config.reconcile_interval = Duration::from_secs(args.reconcile_interval);
     config.warm_pool = args.warm_pool;
-    config.seal_key =
-        Some(SealKey::load_or_create(&args.data_dir).context("loading the server's sealing key")?);
+    config.seal_key = Some(match &shared {
+        Some(keys) => keys.seal.clone(),
+        None => {
+            SealKey::load_or_create(&args.data_dir).context("loading the server's sealing key")?
+        }
+    });
+    tracing::info!(replica = %replica.id, url = %replica.url, "this replica");
+    config.replica = replica;
     let manager = Manager::new(runtime, HttpAgent::new()?, store, config);
     let recovery = manager
         .recover()
@@ -487,7 +613,10 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             max_streams_per_user: usize::try_from(args.max_streams_per_user).unwrap_or(usize::MAX),
             audit_jsonl: Some(args.data_dir.join("audit.jsonl")),
             metrics_token: args.metrics_token.clone(),
-            session_token_key: Some(session_token_key(&args.data_dir)?),
+            session_token_key: Some(match &shared {
+                Some(keys) => keys.session_tokens,
+                None => session_token_key(&args.data_dir)?,
+            }),
             tls: match (&args.tls_cert, &args.tls_key) {
                 (Some(cert), Some(key)) => Some(cc_server::tls::TlsFiles {
                     cert: cert.clone(),
@@ -504,6 +633,12 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             forges: args.forges.clone(),
             mirror_dir: Some(args.data_dir.join("git-mirrors")),
         },
+        peers: match (&shared, clustered) {
+            (Some(keys), true) => Some(cc_server::cluster::Peers::new(
+                cc_server::cluster::ClusterKey::new(keys.replicas),
+            )?),
+            _ => None,
+        },
     };
     // Stops accepting, lets in-flight requests finish, then returns.
     cc_server::serve(api, gateway, manager.clone(), server, shutdown_signal()).await?;
@@ -519,6 +654,11 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             live = manager.live_records().len(),
             "shutting down: live sessions keep running for the next orchestrator"
         );
+        if clustered {
+            // The other replicas take them over now, not when the leases
+            // run out.
+            manager.release_leases().await;
+        }
     }
     Ok(())
 }

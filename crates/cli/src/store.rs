@@ -1,5 +1,5 @@
 //! The store chosen by value: [`AnyStore`] delegates every store seam
-//! (sessions and events, identity, audit) to the backend `serve` and
+//! (sessions and events, leases, identity, audit) to the backend `serve` and
 //! `admin` opened — SQLite in the data directory by default, PostgreSQL
 //! with `--database-url` — so the server stays generic over one type
 //! (an enum over the closed set of backends, not a boxed trait object).
@@ -7,12 +7,13 @@
 use anyhow::Context;
 use cc_core::audit::{AuditEvent, AuditFilter, AuditRecord, AuditStore};
 use cc_core::identity::{ApiTokenRecord, IdentityStore};
+use cc_core::lease::{Heartbeat, Leases, Replica};
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
 use cc_store_postgres::PostgresStore;
 use cc_store_sqlite::SqliteStore;
 use cc_wire::api::ServerMessage;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 #[derive(Clone, Debug)]
 pub enum AnyStore {
@@ -106,6 +107,42 @@ impl Store for AnyStore {
     }
     async fn erase_owner_sessions(&self, owner: &str) -> Result<u64, StoreError> {
         delegate!(self, s => s.erase_owner_sessions(owner))
+    }
+}
+
+impl Leases for AnyStore {
+    async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Vec<(SessionId, u64)>, StoreError> {
+        delegate!(self, s => s.heartbeat(beat))
+    }
+    async fn claim(
+        &self,
+        id: &SessionId,
+        replica: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        delegate!(self, s => s.claim(id, replica, ttl))
+    }
+    async fn release(&self, id: &SessionId, replica: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.release(id, replica))
+    }
+    async fn unowned(&self) -> Result<Vec<SessionId>, StoreError> {
+        delegate!(self, s => s.unowned())
+    }
+    async fn holder(&self, id: &SessionId) -> Result<Option<Replica>, StoreError> {
+        delegate!(self, s => s.holder(id))
+    }
+    async fn held_by_replicas(&self) -> Result<Vec<SessionId>, StoreError> {
+        delegate!(self, s => s.held_by_replicas())
+    }
+    async fn lock_job(&self, job: &str, replica: &str, ttl: Duration) -> Result<bool, StoreError> {
+        delegate!(self, s => s.lock_job(job, replica, ttl))
+    }
+    // Not async, so not through `delegate!`.
+    fn event_feed(&self) -> Option<tokio::sync::broadcast::Receiver<SessionId>> {
+        match self {
+            Self::Sqlite(s) => s.event_feed(),
+            Self::Postgres(s) => s.event_feed(),
+        }
     }
 }
 

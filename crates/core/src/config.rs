@@ -204,6 +204,12 @@ pub struct ManagerConfig {
     /// (`host`, `host:port`, `*.domain`); empty: no egress beyond the
     /// Anthropic and git relays. See [`crate::policy::egress_allowed`].
     pub egress_allow: Vec<String>,
+    /// This orchestrator among the replicas sharing the store: the holder
+    /// name of its session leases and the URL the others forward
+    /// operations on its sessions to (see `crate::lease`). One process
+    /// alone keeps the default, `local`, so a restart on the same data
+    /// takes its sessions back at once.
+    pub replica: crate::lease::Replica,
 }
 
 impl ManagerConfig {
@@ -230,6 +236,10 @@ impl ManagerConfig {
             seal_key: None,
             warm_pool: 0,
             egress_allow: Vec::new(),
+            replica: crate::lease::Replica {
+                id: "local".into(),
+                url: String::new(),
+            },
         }
     }
 

@@ -36,6 +36,11 @@ pub enum StoreError {
     /// holds. Retrying after re-reading may succeed; nothing was written.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The write carried a fencing number older than the session's lease:
+    /// another replica owns the session now (see `crate::lease`). Nothing
+    /// was written; the writer must let the session go.
+    #[error("fenced off: {0}")]
+    Fenced(String),
     /// The backend cannot be reached: no connection can be opened, or the
     /// one in use broke (the database restarted, the network was cut). A
     /// read can be retried; a write in flight may or may not have happened.
@@ -85,6 +90,10 @@ pub enum CoreError {
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
     Unavailable(String),
+    /// Another replica took the session over (its lease has a newer fence):
+    /// this replica must let the session go and leave it running.
+    #[error("{0}")]
+    Fenced(String),
     /// Logged in full where raised; clients get a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -128,6 +137,9 @@ impl From<StoreError> for CoreError {
             StoreError::Unavailable(m) => Self::Unavailable(format!(
                 "the session store is unavailable, retry later: {m}"
             )),
+            StoreError::Fenced(m) => {
+                Self::Fenced(format!("another replica owns the session now: {m}"))
+            }
             other => Self::Internal(other.to_string()),
         }
     }

@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod error;
 pub mod identity;
 pub mod ids;
+pub mod lease;
 pub mod metrics;
 pub mod options;
 pub mod policy;
@@ -36,12 +37,13 @@ pub use credentials::{CredentialRegistry, SessionCredentials};
 pub use error::{AgentError, CoreError, RuntimeError, StoreError};
 pub use identity::{IdentityStore, Principal, Role};
 pub use ids::{SessionId, Token};
+pub use lease::{Heartbeat, Lease, Leases, Replica};
 pub use push::{session_branch, PushPolicy, PushRefusal};
 pub use seams::{
     Agent, AgentEndpoint, ContainerStatus, EventStream, Placement, ResourceUsage, Runtime,
     RuntimeEvent, RuntimeEventKind, RuntimeEventStream, SessionRecord, SessionSpec, Store,
     LABEL_MANAGED, LABEL_SESSION,
 };
-pub use session::{CreateSession, Manager, Subscription};
+pub use session::{CreateSession, Manager, Route, Subscription};
 pub use session::{ModelSpend, SessionUsage};
 pub use time::{epoch_ms, from_epoch_ms, now, now_ms, rfc3339, rfc3339_to_ms};

@@ -184,17 +184,25 @@ pub struct SessionRecord {
     /// Cost and token totals of the session's turns, plus what is needed to
     /// price the next turn (see `session::usage`).
     pub usage: crate::session::usage::SessionUsage,
+    /// Which replica owns the live session, under which fencing number
+    /// (see `crate::lease`). Written by the lease operations and by
+    /// [`Store::insert_session`]; the other writes only check it.
+    pub lease: crate::lease::Lease,
 }
 
-/// Persistence for sessions and their event logs.
-pub trait Store: Send + Sync + 'static {
+/// Persistence for sessions and their event logs, with the leases that
+/// say which replica owns each live session (one process alone holds
+/// them all; see `crate::lease`).
+pub trait Store: crate::lease::Leases + Send + Sync + 'static {
     fn insert_session(
         &self,
         rec: &SessionRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Overwrites the session's fields except the log cursor (`last_seq`,
-    /// `agent_seq`), which only `append_events` moves. Times are kept to
-    /// the millisecond.
+    /// `agent_seq`), which only `append_events` moves, and the lease, which
+    /// only the lease operations move. Times are kept to the millisecond.
+    /// Refused with [`StoreError::Fenced`] when `rec.lease.fence` is older
+    /// than the stored one (another replica took the session over).
     fn update_session(
         &self,
         rec: &SessionRecord,

@@ -53,6 +53,11 @@ impl SealKey {
         Self(k)
     }
 
+    /// A key derived elsewhere (the replicas' shared secret).
+    pub fn from_bytes(key: [u8; KEY_LEN]) -> Self {
+        Self(key)
+    }
+
     /// Reads `<dir>/secrets.key`, creating it (mode 0600) on first use.
     pub fn load_or_create(dir: &Path) -> Result<Self, SecretsError> {
         let path = dir.join(KEY_FILE);

@@ -40,6 +40,8 @@ pub struct SessionRow {
     pub usage: String,
     pub egress: String,
     pub idle_timeout_secs: Option<i64>,
+    pub lease_holder: Option<String>,
+    pub lease_fence: i64,
 }
 
 impl SessionRow {
@@ -66,6 +68,8 @@ impl SessionRow {
                 .idle_timeout_secs
                 .map(|s| to_i64("idle_timeout_secs", s))
                 .transpose()?,
+            lease_holder: rec.lease.holder.clone(),
+            lease_fence: to_i64("lease_fence", rec.lease.fence)?,
         })
     }
 }
@@ -149,11 +153,16 @@ pub struct RawSession {
     pub usage: String,
     pub egress: String,
     pub idle_timeout_secs: Option<i64>,
+    pub lease_holder: Option<String>,
+    pub lease_fence: i64,
 }
 
+/// The columns [`RawSession`] reads, in its order. The lease columns
+/// (`lease_holder`, `lease_fence`) come last; `lease_expires_ms` is the
+/// store's own (judged by its clock) and never read into a record.
 pub const SESSION_COLUMNS: &str = "id, record_version, container_id, state, reason, repo_url, \
      branch, memory_bytes, cpu, timeout_secs, created_at_ms, updated_at_ms, expires_at_ms, \
-     last_seq, agent_seq, owner, usage, egress, idle_timeout_secs";
+     last_seq, agent_seq, owner, usage, egress, idle_timeout_secs, lease_holder, lease_fence";
 
 impl RawSession {
     /// Validates the row; a `record_version` other than
@@ -201,6 +210,10 @@ impl RawSession {
             agent_seq: count("agent_seq", self.agent_seq)?,
             owner: self.owner,
             usage: decode_usage(&self.usage).map_err(corrupt)?,
+            lease: crate::lease::Lease {
+                holder: self.lease_holder,
+                fence: count("lease_fence", self.lease_fence)?,
+            },
         })
     }
 }

@@ -57,6 +57,10 @@ pub struct DockerRuntime {
     container_runtime: Option<String>,
     /// Port of the gateway listener; see [`DockerRuntime::with_gateway_port`].
     gateway_port: u16,
+    /// The gateway's URL as every session reaches it, when it is not this
+    /// process's listener on the bridge (a load balancer in front of
+    /// several replicas); see [`DockerRuntime::with_gateway_url`].
+    gateway_url: Option<String>,
     /// Session subnets from our own pool; Docker's default address pools
     /// (about 30 networks) when `None`.
     subnet_pool: Option<SubnetPool>,
@@ -90,6 +94,7 @@ impl DockerRuntime {
             firewall: None,
             container_runtime: None,
             gateway_port: 0,
+            gateway_url: None,
             subnet_pool: None,
             cpu_samples: Default::default(),
         })
@@ -141,6 +146,17 @@ impl DockerRuntime {
     /// network's gateway address (the host side of the session's bridge).
     pub fn with_gateway_port(mut self, gateway_port: u16) -> Self {
         self.gateway_port = gateway_port;
+        self
+    }
+
+    /// Sessions reach the gateway at `url` instead of this process's
+    /// listener on their bridge: an address of this host in front of
+    /// several replicas' gateways (e.g. `http://172.17.0.1:8090`, a load
+    /// balancer), so a session outlives the replica that started it. The
+    /// host firewall must admit the URL's port (give it to
+    /// [`Self::with_host_firewall`]).
+    pub fn with_gateway_url(mut self, url: impl Into<String>) -> Self {
+        self.gateway_url = Some(url.into().trim_end_matches('/').to_owned());
         self
     }
 
@@ -358,7 +374,10 @@ impl DockerRuntime {
         Ok(Placement {
             container_id: c.id.unwrap_or_default(),
             agent_url: format!("http://{host}:{DEFAULT_PORT}"),
-            gateway_url: format!("http://{gateway}:{}", self.gateway_port),
+            gateway_url: self
+                .gateway_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{gateway}:{}", self.gateway_port)),
         })
     }
 }

@@ -16,6 +16,7 @@
 pub mod agent_client;
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod forge;
 pub mod gateway;
 pub mod metrics;
@@ -48,6 +49,9 @@ pub struct ServerConfig {
     pub access: auth::AccessConfig,
     /// Pushes and pull requests.
     pub git: GitConfig,
+    /// The other replicas sharing the store, when there are any: requests
+    /// on sessions they own are forwarded to them (see [`cluster`]).
+    pub peers: Option<cluster::Peers>,
 }
 
 /// How a session's work leaves it: the push rules the git relay enforces

@@ -53,6 +53,7 @@ async fn start_server(adjust: impl FnOnce(&mut ServerConfig)) -> Api {
         check_api_key: false,
         access,
         git: Default::default(),
+        peers: None,
     };
     adjust(&mut server);
     let app = cc_server::api::router(manager, Arc::new(server));
@@ -307,6 +308,7 @@ async fn metrics_from(
         check_api_key: false,
         access,
         git: Default::default(),
+        peers: None,
     };
     let mut app = cc_server::api::router(manager, Arc::new(config));
     let mut req = axum::http::Request::get("/metrics");
@@ -558,6 +560,7 @@ async fn without_tokens_the_api_stays_on_loopback() {
         check_api_key: false,
         access: AccessConfig::default(),
         git: Default::default(),
+        peers: None,
     };
     let api = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -655,6 +658,7 @@ async fn tls_end_to_end() {
             ..Default::default()
         },
         git: Default::default(),
+        peers: None,
     };
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = api.local_addr().unwrap().port();
@@ -1027,6 +1031,7 @@ async fn serve_refuses_a_push_prefix_overlapping_the_sessions_branches() {
         check_api_key: false,
         access: AccessConfig::default(),
         git: Default::default(),
+        peers: None,
     };
     config.git.push.prefixes = vec!["bots/".into(), "claudecluster/".into()];
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -158,6 +158,7 @@ impl Relay {
             check_api_key: false,
             access: Default::default(),
             git: Default::default(),
+            peers: None,
         };
         config.git.push = push;
         let mirrors = dir.path().join("mirrors");
@@ -210,6 +211,7 @@ impl Relay {
             last_seq: 0,
             agent_seq: 0,
             usage: Default::default(),
+            lease: Default::default(),
         };
         self.store.insert_session(&record).await.unwrap();
         let token = Token::generate();

@@ -1,5 +1,6 @@
 //! The store conformance suite: one set of cases per store seam
-//! ([`cc_core::Store`], [`cc_core::IdentityStore`], [`cc_core::AuditStore`]),
+//! ([`cc_core::Store`], [`cc_core::Leases`], [`cc_core::IdentityStore`],
+//! [`cc_core::AuditStore`]),
 //! written against the traits only, so every backend (SQLite, PostgreSQL)
 //! runs the very same cases.
 //!
@@ -13,12 +14,14 @@
 //!
 //! What a backend must hold to pass: every invariant documented on the
 //! traits, and errors classified as [`cc_core::StoreError::NotFound`] /
-//! [`cc_core::StoreError::Conflict`] where the cases say so.
+//! [`cc_core::StoreError::Conflict`] / [`cc_core::StoreError::Fenced`]
+//! where the cases say so.
 //!
 //! This crate is a dev-dependency only; the shipped binary never links it.
 
 pub mod audit;
 pub mod identity;
+pub mod leases;
 pub mod sessions;
 
 /// Expands to one test per conformance case; `$fresh` is an async fn
@@ -44,6 +47,19 @@ macro_rules! store_conformance {
             secrets_of_an_unknown_session_are_refused,
             retention_purges_only_old_ended_logs,
             erasure_removes_ended_sessions_and_refuses_live_ones,
+        );
+        $crate::store_conformance!(@cases $fresh; leases;
+            a_created_session_is_held_by_its_creator,
+            a_session_without_a_holder_is_unowned_and_claimable,
+            heartbeat_renews_and_reports_held_sessions,
+            an_expired_lease_moves_with_a_higher_fence,
+            a_write_with_an_old_fence_is_refused_and_writes_nothing,
+            release_makes_a_session_claimable_at_once,
+            ended_sessions_are_never_unowned_or_claimable,
+            concurrent_claims_have_one_winner,
+            a_job_lock_is_exclusive_until_it_expires,
+            held_by_replicas_leaves_out_expired_replicas,
+            the_event_feed_wakes_on_appends,
         );
         $crate::store_conformance!(@cases $fresh; identity;
             tokens_are_found_by_hash_and_revoked,

@@ -48,6 +48,7 @@ pub(crate) fn record(state: SessionState, created_ms: u64) -> SessionRecord {
         last_seq: 0,
         agent_seq: 0,
         usage: Default::default(),
+        lease: Default::default(),
     }
 }
 
@@ -120,6 +121,10 @@ pub async fn record_round_trips<S: Store>(store: S) {
     let mut counted = record(SessionState::Busy, 1_700_000_000_001);
     counted.last_seq = 41;
     counted.agent_seq = 99;
+    counted.lease = cc_core::Lease {
+        holder: Some("replica-7".into()),
+        fence: 12,
+    };
     for rec in [&full, &bare, &counted] {
         store.insert_session(rec).await.expect("insert");
     }

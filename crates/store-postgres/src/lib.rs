@@ -25,14 +25,24 @@
 //!   stored [`StoreError::Conflict`]; messages never carry the database URL
 //!   or its password, nor the values of a violated key.
 //!
-//! Not yet here (issue 15): leases and fencing numbers for session
-//! ownership across replicas.
+//! - Leases (see `lease` and `cc_core::lease`): [`Store::insert_session`]
+//!   writes the record's lease (expiring [`LEASE_TTL`] after the insert by
+//!   the database's clock when it names a holder);
+//!   [`Store::update_session`] and [`Store::record_change`] never write the
+//!   lease columns and refuse, with [`StoreError::Fenced`] and writing
+//!   nothing, a record whose fence is older than the stored one.
+//! - Every append of events notifies channel `cc_events` with the
+//!   session's ID at commit; each store listens on its own connection and
+//!   hands the IDs to its event feed (see `feed`).
 
 mod audit;
+mod feed;
 mod identity;
+mod lease;
 mod pool;
 mod schema;
 
+use cc_core::lease::LEASE_TTL;
 use cc_core::store_codec::{
     decode_event, encode_event, to_i64, to_ms, EventRow, RawSession, SessionRow, RECORD_VERSION,
     SESSION_COLUMNS,
@@ -58,6 +68,7 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Arc<Pool>,
+    feed: Arc<feed::Feed>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -82,13 +93,15 @@ impl PostgresStore {
     /// `search_path` through `options`) and at most `pool_size`
     /// connections, and runs pending migrations.
     pub async fn connect_with(config: Config, pool_size: usize) -> Result<Self, StoreError> {
-        let pool = Pool::new(config, pool_size);
+        let pool = Pool::new(config.clone(), pool_size);
         {
             let mut conn = pool.get().await?;
             schema::migrate(&mut conn).await?;
         }
+        let feed = feed::Feed::start(config).await?;
         Ok(Self {
             pool: Arc::new(pool),
+            feed: Arc::new(feed),
         })
     }
 }
@@ -160,6 +173,8 @@ fn raw_session(r: &Row) -> Result<RawSession, StoreError> {
         usage: r.try_get(16).map_err(get)?,
         egress: r.try_get(17).map_err(get)?,
         idle_timeout_secs: r.try_get(18).map_err(get)?,
+        lease_holder: r.try_get(19).map_err(get)?,
+        lease_fence: r.try_get(20).map_err(get)?,
     })
 }
 
@@ -170,7 +185,9 @@ fn decode_sessions(rows: Vec<Row>) -> Result<Vec<SessionRecord>, StoreError> {
 }
 
 /// Overwrites every field of the session's row but the log cursor, which
-/// only [`append_rows`] moves (see the crate docs).
+/// only [`append_rows`] moves, and the lease, which only the lease
+/// operations move (see the crate docs); refused when the stored fence is
+/// newer than the record's.
 async fn write_record(
     client: &impl tokio_postgres::GenericClient,
     id: &SessionId,
@@ -183,7 +200,7 @@ async fn write_record(
              reason = $5, repo_url = $6, branch = $7, memory_bytes = $8, cpu = $9, \
              timeout_secs = $10, created_at_ms = $11, updated_at_ms = $12, \
              expires_at_ms = $13, owner = $14, usage = $15, egress = $16, \
-             idle_timeout_secs = $17 WHERE id = $1",
+             idle_timeout_secs = $17 WHERE id = $1 AND lease_fence <= $18",
             &[
                 &id.as_str(),
                 &RECORD_VERSION,
@@ -202,14 +219,39 @@ async fn write_record(
                 &row.usage,
                 &row.egress,
                 &row.idle_timeout_secs,
+                &row.lease_fence,
             ],
         )
         .await
         .map_err(|e| classify(&what, &e))?;
     if changed == 0 {
-        return Err(StoreError::NotFound(format!("{what}: no such session")));
+        let stored: Option<i64> = client
+            .query_opt(
+                "SELECT lease_fence FROM sessions WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(|e| classify(&what, &e))?
+            .map(|r| r.get(0));
+        return Err(match stored {
+            None => StoreError::NotFound(format!("{what}: no such session")),
+            Some(stored) => StoreError::Fenced(format!(
+                "{what}: fence {} is older than the stored {stored}; nothing was written",
+                row.lease_fence
+            )),
+        });
     }
     Ok(())
+}
+
+/// The database's clock as unix milliseconds (SQL): every replica judges
+/// expiry by it, never by its own.
+pub(crate) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// A lease length in milliseconds, saturating (a lease of 290 million
+/// years is as good as forever, and leaves room to add the clock).
+pub(crate) fn ttl_ms(ttl: std::time::Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 /// Appends `rows`, which must continue the session's log, and moves its
@@ -261,6 +303,11 @@ async fn append_rows(
         )
         .await
         .map_err(fail)?;
+        // Wakes every replica's event feed, at commit (never for a batch
+        // that is rolled back).
+        tx.execute("SELECT pg_notify('cc_events', $1)", &[&id.as_str()])
+            .await
+            .map_err(fail)?;
     }
     let new_last = to_i64("last_seq", expected - 1)?;
     tx.execute(
@@ -277,11 +324,14 @@ impl Store for PostgresStore {
     async fn insert_session(&self, rec: &SessionRecord) -> Result<(), StoreError> {
         let row = SessionRow::encode(rec)?;
         let what = format!("insert session {}", rec.id);
+        // A replica creating a session holds its lease from the insert.
+        let lease_ttl = row.lease_holder.as_ref().map(|_| ttl_ms(LEASE_TTL));
         let conn = self.pool.get().await?;
         conn.execute(
             &format!(
-                "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+                "INSERT INTO sessions ({SESSION_COLUMNS}, lease_expires_ms) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                 $18, $19, $20, $21, {NOW_MS} + $22::BIGINT)"
             ),
             &[
                 &rec.id.as_str(),
@@ -303,6 +353,9 @@ impl Store for PostgresStore {
                 &row.usage,
                 &row.egress,
                 &row.idle_timeout_secs,
+                &row.lease_holder,
+                &row.lease_fence,
+                &lease_ttl,
             ],
         )
         .await
@@ -386,8 +439,10 @@ impl Store for PostgresStore {
         let mut conn = self.pool.get().await?;
         // One transaction: the events and the record together, or neither.
         let tx = conn.transaction().await.map_err(fail)?;
-        append_rows(&tx, &rec.id, &rows, agent_seq).await?;
+        // The record first: a fenced or missing session refuses the change
+        // before any event is looked at.
         write_record(&tx, &rec.id, &row).await?;
+        append_rows(&tx, &rec.id, &rows, agent_seq).await?;
         tx.commit().await.map_err(fail)
     }
 

@@ -12,7 +12,7 @@ use tokio_postgres::{Client, Config, NoTls};
 
 /// How long opening one connection may take before the store reports the
 /// database unreachable (a request waits at most this long for it).
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(crate) struct Pool {
     config: Config,

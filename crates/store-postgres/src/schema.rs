@@ -93,7 +93,30 @@ CREATE TRIGGER audit_log_no_rewrite
     ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 ";
 
-const MIGRATIONS: &[&str] = &[V1];
+/// Version 2: leases (see `cc_core::lease`). Each session's owner replica,
+/// fencing number and lease expiry (unix ms by the database's clock); the
+/// replicas' heartbeats (`held`: a JSON array of session IDs); cluster-wide
+/// job locks. Sessions stored before read as unowned (no holder, fence 0,
+/// no expiry).
+const V2: &str = "
+ALTER TABLE sessions ADD COLUMN lease_holder TEXT;
+ALTER TABLE sessions ADD COLUMN lease_fence BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN lease_expires_ms BIGINT;
+CREATE INDEX sessions_lease_holder ON sessions(lease_holder);
+CREATE TABLE replicas (
+    id         TEXT PRIMARY KEY,
+    url        TEXT NOT NULL,
+    held       TEXT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
+CREATE TABLE job_locks (
+    job        TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -23,6 +23,12 @@
 //! - Whatever cannot be decoded (unknown state, bad id, unparsable event,
 //!   negative counter, unknown record version) is reported as
 //!   [`StoreError::Corrupt`], never papered over.
+//! - Leases (see `lease` and `cc_core::lease`): [`Store::insert_session`]
+//!   writes the record's lease (expiring [`LEASE_TTL`] after the insert
+//!   when it names a holder); [`Store::update_session`] and
+//!   [`Store::record_change`] never write the lease columns and refuse,
+//!   with [`StoreError::Fenced`] and writing nothing, a record whose fence
+//!   is older than the stored one. Time is this process's clock.
 //! - Errors are classified at the seam: a missing session is
 //!   [`StoreError::NotFound`]; a duplicate key or a batch that does not
 //!   continue the log is [`StoreError::Conflict`] (see [`classify`]).
@@ -36,10 +42,12 @@
 
 mod audit;
 mod identity;
+mod lease;
 mod schema;
 
 pub use cc_core::identity::EraseReport;
 
+use cc_core::lease::LEASE_TTL;
 use cc_core::store_codec::{
     decode_event, encode_event, to_i64, to_ms, EventRow, RawSession, SessionRow, RECORD_VERSION,
     SESSION_COLUMNS,
@@ -189,13 +197,16 @@ fn raw_session(r: &Row<'_>) -> rusqlite::Result<RawSession> {
         usage: r.get(16)?,
         egress: r.get(17)?,
         idle_timeout_secs: r.get(18)?,
+        lease_holder: r.get(19)?,
+        lease_fence: r.get(20)?,
     })
 }
 
 // --- the store -------------------------------------------------------------
 
-/// Overwrites every field of the session's row but the log cursor (see
-/// the crate docs); inside whatever transaction `conn` is in.
+/// Overwrites every field of the session's row but the log cursor and the
+/// lease (see the crate docs), unless the stored fence is newer than the
+/// record's; inside whatever transaction `conn` is in.
 fn write_record(conn: &Connection, id: &SessionId, row: &SessionRow) -> Result<(), StoreError> {
     let changed = conn
         .prepare_cached(
@@ -204,7 +215,7 @@ fn write_record(conn: &Connection, id: &SessionId, row: &SessionRow) -> Result<(
              timeout_secs = ?10, created_at_ms = ?11, updated_at_ms = ?12, \
              expires_at_ms = ?13, owner = ?14, usage = ?15, egress = ?16, \
              idle_timeout_secs = ?17 \
-             WHERE id = ?1",
+             WHERE id = ?1 AND lease_fence <= ?18",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -225,15 +236,46 @@ fn write_record(conn: &Connection, id: &SessionId, row: &SessionRow) -> Result<(
                 row.usage,
                 row.egress,
                 row.idle_timeout_secs,
+                row.lease_fence,
             ])
         })
         .map_err(|e| StoreError::Backend(format!("update session {id}: {e}")))?;
     if changed == 0 {
-        return Err(StoreError::NotFound(format!(
-            "update session {id}: no such session"
-        )));
+        let stored: Option<i64> = conn
+            .query_row(
+                "SELECT lease_fence FROM sessions WHERE id = ?1",
+                [id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| StoreError::Backend(format!("update session {id}: {e}")))?;
+        return Err(refused(id, row.lease_fence, stored));
     }
     Ok(())
+}
+
+/// Why a session write changed no row: the session is missing, or the
+/// stored fence (`stored`) is newer than the writer's (`mine`).
+fn refused(id: &SessionId, mine: i64, stored: Option<i64>) -> StoreError {
+    match stored {
+        None => StoreError::NotFound(format!("update session {id}: no such session")),
+        Some(stored) => StoreError::Fenced(format!(
+            "update session {id}: fence {mine} is older than the stored {stored}; \
+             nothing was written"
+        )),
+    }
+}
+
+/// The store's clock as unix milliseconds: this process's, as one
+/// machine owns the database file.
+pub(crate) fn now_ms() -> i64 {
+    to_ms("now", SystemTime::now()).unwrap_or(i64::MAX)
+}
+
+/// A lease length in milliseconds, saturating (a lease of 290 million
+/// years is as good as forever).
+pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 /// Checks that `rows` continue the session's `last_seq` contiguously,
@@ -296,9 +338,15 @@ impl Store for SqliteStore {
         let id = rec.id.clone();
         let row = SessionRow::encode(rec)?;
         self.run("insert session", move |conn| {
+            // A replica creating a session holds its lease from the insert.
+            let lease_expires = row
+                .lease_holder
+                .as_ref()
+                .map(|_| now_ms().saturating_add(ttl_ms(LEASE_TTL)));
             let sql = format!(
-                "INSERT INTO sessions ({SESSION_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+                "INSERT INTO sessions ({SESSION_COLUMNS}, lease_expires_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                 ?17, ?18, ?19, ?20, ?21, ?22)"
             );
             conn.prepare_cached(&sql)
                 .and_then(|mut st| {
@@ -322,6 +370,9 @@ impl Store for SqliteStore {
                         row.usage,
                         row.egress,
                         row.idle_timeout_secs,
+                        row.lease_holder,
+                        row.lease_fence,
+                        lease_expires,
                     ])
                 })
                 .map_err(|e| classify(&format!("insert session {id}"), e))?;
@@ -417,8 +468,10 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(fail)?;
-            append_rows(&tx, &id, &rows, agent_seq)?;
+            // The record first: a fenced or missing session refuses the
+            // change before any event is looked at.
             write_record(&tx, &id, &row)?;
+            append_rows(&tx, &id, &rows, agent_seq)?;
             tx.commit().map_err(fail)
         })
         .await

@@ -104,7 +104,30 @@ const V6: &str = "
 ALTER TABLE sessions ADD COLUMN idle_timeout_secs INTEGER;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+/// Version 7: leases (see `cc_core::lease`). Each session's owner replica,
+/// fencing number and lease expiry (unix ms by the store's clock); the
+/// replicas' heartbeats (`held`: a JSON array of session IDs); cluster-wide
+/// job locks. Sessions stored before
+/// read as unowned (no holder, fence 0, no expiry).
+const V7: &str = "
+ALTER TABLE sessions ADD COLUMN lease_holder TEXT;
+ALTER TABLE sessions ADD COLUMN lease_fence INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN lease_expires_ms INTEGER;
+CREATE INDEX sessions_lease_holder ON sessions(lease_holder);
+CREATE TABLE replicas (
+    id         TEXT PRIMARY KEY,
+    url        TEXT NOT NULL,
+    held       TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE job_locks (
+    job        TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

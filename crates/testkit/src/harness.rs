@@ -173,6 +173,7 @@ impl Harness {
                     .collect(),
                 ..opts.git
             },
+            peers: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(cc_server::serve(

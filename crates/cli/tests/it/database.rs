@@ -35,21 +35,32 @@ async fn serve_on(
     ])
     .arg("--data-dir")
     .arg(data)
+    .arg("--secret-key-file")
+    .arg(secret_key_file(home)?)
     .env("CLAUDECLUSTER_DATABASE_URL", database_url)
     .stderr(Stdio::null());
     spawn_serve(c).await
 }
 
+/// A shared secret for `serve --database-url` (replicas must share one).
+fn secret_key_file(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join("secret.key");
+    if !path.exists() {
+        std::fs::write(&path, cc_core::Token::generate().expose())?;
+    }
+    Ok(path)
+}
+
 /// A schema of its own on the test server, dropped with the guard; `url`
 /// reaches only it (through `search_path`).
-struct Schema {
+pub(crate) struct Schema {
     base: String,
-    name: String,
-    url: String,
+    pub(crate) name: String,
+    pub(crate) url: String,
 }
 
 impl Schema {
-    async fn create() -> Option<Self> {
+    pub(crate) async fn create() -> Option<Self> {
         let base = match std::env::var(URL_VAR) {
             Ok(u) if !u.is_empty() => u,
             _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
@@ -107,6 +118,8 @@ async fn serve_with_an_unreachable_database_stops_with_a_clear_message() -> anyh
     let mut c = cli(home.path());
     c.args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
         .arg("postgres://cc:sekrit@127.0.0.1:1/cc")
+        .arg("--secret-key-file")
+        .arg(secret_key_file(home.path())?)
         .arg("--data-dir")
         .arg(data.path());
     let out = output(&mut c).await?;
@@ -118,6 +131,42 @@ async fn serve_with_an_unreachable_database_stops_with_a_clear_message() -> anyh
         describe(&out)
     );
     assert!(!err.contains("sekrit"), "the password leaked: {err}");
+    Ok(())
+}
+
+/// Replicas sharing a database must share their keys: without one, `serve`
+/// stops before it connects, saying what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_database_without_a_shared_key_stops_with_a_clear_message() -> anyhow::Result<()>
+{
+    let home = tempfile::tempdir()?;
+    let mut c = cli(home.path());
+    c.args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg("postgres://cc:sekrit@127.0.0.1:1/cc")
+        .arg("--data-dir")
+        .arg(home.path());
+    let out = output(&mut c).await?;
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("--database-url needs --secret-key-file"),
+        "{}",
+        describe(&out)
+    );
+    std::fs::write(home.path().join("short.key"), "too short")?;
+    let mut c = cli(home.path());
+    c.args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg("postgres://cc:sekrit@127.0.0.1:1/cc")
+        .arg("--secret-key-file")
+        .arg(home.path().join("short.key"))
+        .arg("--data-dir")
+        .arg(home.path());
+    let out = output(&mut c).await?;
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("needs at least 32"),
+        "{}",
+        describe(&out)
+    );
     Ok(())
 }
 

@@ -14,6 +14,7 @@ mod errors;
 mod kubernetes;
 mod options;
 mod reconnect;
+mod replicas;
 mod session;
 
 use std::path::Path;

@@ -4,11 +4,14 @@
 //!   runtime end their sessions with the reason within moments;
 //! - [`orphan_gc`]: periodically removes resources nobody owns and checks
 //!   that every live session's container still runs;
-//! - [`warm_pool`]: keeps pre-started containers ready for creates.
+//! - [`warm_pool`]: keeps pre-started containers ready for creates;
+//! - [`leases`]: renews this replica's session leases and takes over the
+//!   sessions of replicas that stopped renewing theirs.
 //!
 //! Idle and lifetime expiry live with each session's actor
 //! (`session::reaper`).
 
+pub mod leases;
 pub mod orphan_gc;
 pub mod runtime_events;
 pub mod warm_pool;
@@ -36,6 +39,7 @@ pub fn start<R: Runtime, A: Agent, S: Store>(manager: &Manager<R, A, S>) -> Back
     let mut tasks = vec![
         tokio::spawn(runtime_events::run(manager.clone())),
         tokio::spawn(orphan_gc::run(manager.clone(), interval)),
+        tokio::spawn(leases::run(manager.clone())),
     ];
     if manager.config().warm_pool > 0 {
         tasks.push(tokio::spawn(warm_pool::run(manager.clone())));

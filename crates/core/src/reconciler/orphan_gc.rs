@@ -1,5 +1,5 @@
 //! Every interval: removes containers, networks and volumes of sessions
-//! that are unknown or ended, and ends live sessions whose container
+//! that are unknown or ended (one replica at a time), and ends live sessions whose container
 //! stopped or vanished without an event reaching us.
 
 use crate::seams::{Agent, Runtime, Store};
@@ -12,7 +12,7 @@ pub async fn run<R: Runtime, A: Agent, S: Store>(manager: Manager<R, A, S>, ever
     tick.tick().await; // the first tick is immediate; recover() just ran
     loop {
         tick.tick().await;
-        match manager.remove_orphans().await {
+        match manager.sweep_orphans().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed orphaned session resources"),
             Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),

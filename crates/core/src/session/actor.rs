@@ -60,6 +60,9 @@ pub(crate) enum ActorMsg {
     OomKill,
     /// The gateway relayed a model call and measured what it cost.
     Spend { spend: super::usage::ModelSpend },
+    /// Another replica holds the session's lease now: stop without
+    /// touching the session (see `crate::lease`).
+    Release { reason: String },
 }
 
 pub(crate) struct Actor<R, A, S> {
@@ -109,6 +112,8 @@ impl OomIncidents {
 enum Exit {
     Terminated(String, Option<oneshot::Sender<SessionRecord>>),
     Failed(String),
+    /// The session belongs to another replica now; it goes on there.
+    Released(String),
 }
 
 impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
@@ -151,9 +156,16 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         let id = self.record.id.clone();
         let exit = match self.serve(&mut rx).await {
             Ok(exit) => exit,
+            // A write was fenced off: the session's new owner carries on.
+            Err(CoreError::Fenced(m)) => Exit::Released(m),
             Err(e) => Exit::Failed(format!("internal error: {e}")),
         };
         let result = match exit {
+            Exit::Released(reason) => {
+                tracing::warn!(session = %id, %reason, "let the session go to another replica");
+                self.inner.credentials.remove(&id);
+                Ok(())
+            }
             Exit::Terminated(reason, reply) => {
                 let r = self.finish(SessionState::Terminated, reason, None).await;
                 if let Some(reply) = reply {
@@ -340,6 +352,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 }
             }
             ActorMsg::Spend { spend } => self.on_spend(spend).await,
+            ActorMsg::Release { reason } => return Some(Exit::Released(reason)),
         }
         None
     }
@@ -622,6 +635,19 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         error: Option<String>,
     ) -> Result<(), CoreError> {
         let id = self.record.id.clone();
+        // Only the session's owner may end it: a replica that lost the
+        // lease (and has not noticed yet) leaves the container alone.
+        let me = &self.inner.config.replica.id;
+        if let Ok(None) = self
+            .inner
+            .store
+            .claim(&id, me, crate::lease::LEASE_TTL)
+            .await
+        {
+            return Err(CoreError::Fenced(format!(
+                "session {id} is no longer held by replica {me}"
+            )));
+        }
         if state == SessionState::Terminated {
             self.set_state(SessionState::Terminating, None, None)
                 .await?;
@@ -687,7 +713,10 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             ActorMsg::Files { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Push { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Terminate { reply, .. } => drop(reply.send(self.record.clone())),
-            ActorMsg::ContainerExited { .. } | ActorMsg::OomKill | ActorMsg::Spend { .. } => {}
+            ActorMsg::ContainerExited { .. }
+            | ActorMsg::OomKill
+            | ActorMsg::Spend { .. }
+            | ActorMsg::Release { .. } => {}
         }
     }
 }

@@ -81,38 +81,136 @@ pub(crate) fn exit_reason(code: Option<i64>, oom: bool) -> String {
 }
 
 impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
-    /// Run once at startup, before serving: adopts the live sessions a
-    /// previous orchestrator left whose containers still run (when a seal
-    /// key is configured), ends the others with the reason, and removes
-    /// resources of sessions that are unknown or already ended.
+    /// Run once at startup, before serving: takes back the sessions this
+    /// replica held in a previous life (same replica ID) and those whose
+    /// owner stopped renewing its lease, adopting those whose containers
+    /// still run (when a seal key is configured) and ending the others with
+    /// the reason; then removes resources of sessions that are unknown or
+    /// already ended. Sessions another live replica holds are left to it.
     pub async fn recover(&self) -> Result<Recovery, CoreError> {
-        let inner = &self.inner;
         let mut out = Recovery::default();
-        for rec in inner.store.list_sessions(true).await? {
-            if inner.handle(&rec.id).is_some() {
-                continue;
+        let held = self.renew_leases().await?;
+        let unowned = self.inner.store.unowned().await?;
+        let mine = held.into_iter().map(|(id, _)| id);
+        for id in mine.chain(unowned) {
+            self.take_over(&id, &mut out).await?;
+        }
+        out.orphans = self.sweep_orphans().await?;
+        Ok(out)
+    }
+
+    /// Claims the session's lease (when it is free, expired or already
+    /// this replica's) and adopts it; nothing when another replica holds it
+    /// or this one runs it already.
+    pub(crate) async fn take_over(
+        &self,
+        id: &SessionId,
+        out: &mut Recovery,
+    ) -> Result<(), CoreError> {
+        let inner = &self.inner;
+        if inner.handle(id).is_some() || !inner.start_taking_over(id) {
+            return Ok(());
+        }
+        let result = self.take_over_claimed(id, out).await;
+        inner.done_taking_over(id);
+        result
+    }
+
+    async fn take_over_claimed(&self, id: &SessionId, out: &mut Recovery) -> Result<(), CoreError> {
+        let inner = &self.inner;
+        let me = &inner.config.replica.id;
+        let Some(fence) = inner.store.claim(id, me, crate::lease::LEASE_TTL).await? else {
+            return Ok(());
+        };
+        let Some(mut rec) = inner.store.get_session(id).await? else {
+            return Ok(());
+        };
+        rec.lease = crate::lease::Lease {
+            holder: Some(me.clone()),
+            fence,
+        };
+        let rec = self.settle_state(rec).await?;
+        if !rec.state.is_live() {
+            // It had ended; only its record had not been told.
+            return Ok(());
+        }
+        match self.adopt(rec.clone()).await {
+            Ok(()) => {
+                tracing::info!(session = %id, state = rec.state.as_str(), fence, "adopted session");
+                CoreMetrics::inc(&inner.metrics.adopted_total);
+                out.adopted += 1;
             }
-            let rec = self.settle_state(rec).await?;
-            if !rec.state.is_live() {
-                // It had ended; only its record had not been told.
-                continue;
-            }
-            let id = rec.id.clone();
-            match self.adopt(rec.clone()).await {
-                Ok(()) => {
-                    tracing::info!(session = %id, state = rec.state.as_str(), "adopted session");
-                    CoreMetrics::inc(&inner.metrics.adopted_total);
-                    out.adopted += 1;
-                }
-                Err(reason) => {
-                    tracing::warn!(session = %id, %reason, "could not adopt session");
-                    self.end_unadopted(rec, reason).await?;
-                    out.failed += 1;
-                }
+            Err(reason) => {
+                tracing::warn!(session = %id, %reason, "could not adopt session");
+                self.end_unadopted(rec, reason).await?;
+                out.failed += 1;
             }
         }
-        out.orphans = self.remove_orphans().await?;
+        Ok(())
+    }
+
+    /// Renews this replica's leases (announcing its address and its warm
+    /// pool) and lets go of sessions another replica took over; returns
+    /// the sessions it holds.
+    pub async fn renew_leases(&self) -> Result<Vec<(SessionId, u64)>, CoreError> {
+        let inner = &self.inner;
+        let pool = inner.pool.owned_ids();
+        let held = inner
+            .store
+            .heartbeat(&crate::lease::Heartbeat {
+                replica: &inner.config.replica,
+                held: &pool,
+                ttl: crate::lease::LEASE_TTL,
+            })
+            .await?;
+        let still: std::collections::HashSet<&SessionId> = held.iter().map(|(id, _)| id).collect();
+        for id in inner.live_ids() {
+            if still.contains(&id) {
+                continue;
+            }
+            if let Some(h) = inner.handle(&id) {
+                let reason = "another replica took the session over".to_owned();
+                let _ = h.tx.send(ActorMsg::Release { reason }).await;
+            }
+        }
+        Ok(held)
+    }
+
+    /// Lets go of every session this replica runs, leaving them running, so
+    /// another replica takes them over at once instead of when the leases
+    /// run out (a replica stopping without ending its sessions).
+    pub async fn release_leases(&self) {
+        let inner = &self.inner;
+        for id in inner.live_ids() {
+            if let Err(e) = inner.store.release(&id, &inner.config.replica.id).await {
+                tracing::warn!(session = %id, error = %e, "releasing the session's lease");
+            }
+        }
+    }
+
+    /// Adopts the live sessions whose owner stopped renewing its lease.
+    pub async fn take_over_unowned(&self) -> Result<Recovery, CoreError> {
+        let mut out = Recovery::default();
+        for id in self.inner.store.unowned().await? {
+            self.take_over(&id, &mut out).await?;
+        }
         Ok(out)
+    }
+
+    /// [`Self::remove_orphans`] by one replica at a time (a cluster-wide
+    /// job lock): two sweeps racing would each see the other's fresh
+    /// resources as unknown.
+    pub async fn sweep_orphans(&self) -> Result<usize, CoreError> {
+        let inner = &self.inner;
+        let hold = inner.config.reconcile_interval.max(crate::lease::LEASE_TTL) * 2;
+        if !inner
+            .store
+            .lock_job("orphan-sweep", &inner.config.replica.id, hold)
+            .await?
+        {
+            return Ok(0);
+        }
+        self.remove_orphans().await
     }
 
     /// The record with the state its event log ends in.
@@ -249,12 +347,14 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
 
     /// Removes resources of sessions that are unknown or ended (a crash
     /// between a create and its record, or during a removal). Sessions
-    /// being created are live in the store and left alone.
+    /// being created are live in the store and left alone, and so are the
+    /// warm pools of every live replica.
     pub async fn remove_orphans(&self) -> Result<usize, CoreError> {
         let inner = &self.inner;
         let mut removed = 0;
+        let held = inner.store.held_by_replicas().await?;
         for id in inner.runtime.list().await? {
-            if inner.handle(&id).is_some() || inner.pool.owns(&id) {
+            if inner.handle(&id).is_some() || inner.pool.owns(&id) || held.contains(&id) {
                 continue;
             }
             let live_in_store = inner

@@ -102,6 +102,11 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             last_seq: 0,
             agent_seq: 0,
             usage: Default::default(),
+            // The creating replica owns the session from its insert.
+            lease: crate::lease::Lease {
+                holder: Some(inner.config.replica.id.clone()),
+                fence: 1,
+            },
         };
         let inserted = inner.store.insert_session(&record).await;
         if warm.is_some() {

@@ -64,6 +64,9 @@ pub(crate) struct Inner<R, A, S> {
     pub(crate) metrics: CoreMetrics,
     pub(crate) pool: pool::WarmPool,
     live: Mutex<HashMap<SessionId, Handle>>,
+    /// Sessions this replica is claiming and adopting right now, so the
+    /// takeover loop and a request's takeover never adopt one twice.
+    taking_over: Mutex<std::collections::HashSet<SessionId>>,
     /// Recent resource samples, so status polls do not queue on Docker.
     usage_cache:
         tokio::sync::Mutex<HashMap<SessionId, (tokio::time::Instant, crate::seams::ResourceUsage)>>,
@@ -73,6 +76,17 @@ pub(crate) struct Inner<R, A, S> {
 /// stats one container at a time (~65 ms each here), so without a cache 16
 /// clients polling one session wait ~1 s each.
 const USAGE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Which replica serves operations on a session (commands, interrupt,
+/// diff, files, push, delete): see [`Manager::route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This replica: it runs the session's actor, or the session is not
+    /// live (the operation answers for itself).
+    Here,
+    /// Another replica holds the session's lease; forward to it.
+    Replica(crate::lease::Replica),
+}
 
 /// How the manager reaches a live session's actor.
 #[derive(Clone)]
@@ -97,6 +111,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 metrics: CoreMetrics::default(),
                 pool: Default::default(),
                 live: Mutex::new(HashMap::new()),
+                taking_over: Default::default(),
                 usage_cache: Default::default(),
             }),
         }
@@ -109,6 +124,40 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
     /// What the gateway consults to turn session tokens into secrets.
     pub fn credentials(&self) -> &CredentialRegistry {
         &self.inner.credentials
+    }
+
+    /// The credentials of `session` if `token` is its session token, for
+    /// the gateway: from this replica's registry when it runs the session,
+    /// else — a session another replica runs, whose traffic a load balancer
+    /// sent here — from its sealed secrets in the store (never cached, so a
+    /// session that ended elsewhere is refused at once).
+    pub async fn session_credentials(
+        &self,
+        session: &SessionId,
+        token: &str,
+    ) -> Option<Arc<crate::credentials::SessionCredentials>> {
+        if let Some(c) = self.inner.credentials.authenticate(session, token) {
+            return Some(c);
+        }
+        let key = self.inner.config.seal_key.as_ref()?;
+        let store = &self.inner.store;
+        let rec = store.get_session(session).await.ok().flatten()?;
+        if !rec.state.is_live() {
+            return None;
+        }
+        let sealed = store.sealed_secrets(session).await.ok().flatten()?;
+        let secrets = crate::secrets::open(key, session, &sealed).ok()?;
+        if !crate::ids::secret_eq(secrets.session_token.expose(), token) {
+            return None;
+        }
+        Some(Arc::new(crate::credentials::SessionCredentials {
+            session_id: rec.id,
+            token: secrets.session_token,
+            claude_api_key: secrets.claude_api_key,
+            repo_token: secrets.repo_token,
+            egress: rec.limits.egress,
+            repo_url: rec.repo_url,
+        }))
     }
 
     pub fn runtime(&self) -> &R {
@@ -317,6 +366,35 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         rx.await.map_err(|_| ended())?
     }
 
+    /// Where operations on the session are served. A live session nobody
+    /// holds (its owner stopped renewing its lease) is taken over here and
+    /// now, so a client retrying after its replica died is served at once.
+    pub async fn route(&self, id: &str) -> Result<Route, CoreError> {
+        let Some(id) = SessionId::parse(id) else {
+            return Ok(Route::Here);
+        };
+        if self.inner.handle(&id).is_some() {
+            return Ok(Route::Here);
+        }
+        let live = self
+            .inner
+            .store
+            .get_session(&id)
+            .await?
+            .is_some_and(|r| r.state.is_live());
+        if !live {
+            return Ok(Route::Here);
+        }
+        match self.inner.store.holder(&id).await? {
+            Some(r) if r.id != self.inner.config.replica.id => Ok(Route::Replica(r)),
+            Some(_) => Ok(Route::Here),
+            None => {
+                self.take_over(&id, &mut Recovery::default()).await?;
+                Ok(Route::Here)
+            }
+        }
+    }
+
     /// Stored events after `since`.
     pub async fn logs(
         &self,
@@ -336,7 +414,12 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
     pub async fn subscribe(&self, id: &str, since: u64) -> Result<Subscription<S>, CoreError> {
         let rec = self.get(id).await?;
         let rx = self.inner.handle(&rec.id).map(|h| h.events.subscribe());
-        Ok(Subscription::new(self.inner.clone(), rec.id, since, rx))
+        // A session another replica runs is followed through the store.
+        let feed = match rx {
+            None if rec.state.is_live() => Some(self.inner.store.event_feed()),
+            _ => None,
+        };
+        Ok(Subscription::new(self.inner.clone(), rec.id, since, rx).following(feed))
     }
 
     /// A live session's handle, or why there is none.
@@ -369,6 +452,21 @@ impl<R, A, S> Inner<R, A, S> {
 
     pub(crate) fn remove_handle(&self, id: &SessionId) {
         self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Marks the session as being taken over; `false` when it already is.
+    pub(crate) fn start_taking_over(&self, id: &SessionId) -> bool {
+        self.taking_over
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone())
+    }
+
+    pub(crate) fn done_taking_over(&self, id: &SessionId) {
+        self.taking_over
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);

@@ -85,6 +85,18 @@ impl WarmPool {
         st.starting.contains(id) || st.claimed.contains(id) || st.ready.iter().any(|w| w.id == *id)
     }
 
+    /// Every ID whose resources belong to the pool (for the replica's
+    /// heartbeat: other replicas' sweeps leave them alone).
+    pub(crate) fn owned_ids(&self) -> Vec<SessionId> {
+        let st = self.state();
+        st.starting
+            .iter()
+            .chain(st.claimed.iter())
+            .chain(st.ready.iter().map(|w| &w.id))
+            .cloned()
+            .collect()
+    }
+
     /// The claiming session's record exists now (or its create failed).
     pub(crate) fn settled(&self, id: &SessionId) {
         self.state().claimed.retain(|c| c != id);

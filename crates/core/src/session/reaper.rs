@@ -128,6 +128,7 @@ mod tests {
             last_seq: 0,
             agent_seq: 0,
             usage: Default::default(),
+            lease: Default::default(),
             owner: String::new(),
         }
     }

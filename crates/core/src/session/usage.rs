@@ -33,7 +33,8 @@ pub struct SessionUsage {
 }
 
 /// One relayed model call as the gateway measured it.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ModelSpend {
     pub tokens: TokenUsage,
     /// The tokens priced by the admin's price table, in USD.

@@ -62,6 +62,11 @@ impl From<CoreError> for ApiError {
             CoreError::Unavailable(message) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
+            // The session changed replicas while the request was served:
+            // retrying reaches its new owner.
+            CoreError::Fenced(message) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "session_moved", message)
+            }
             CoreError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Self::new(

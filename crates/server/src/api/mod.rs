@@ -110,6 +110,12 @@ pub fn router_with_access<R: Runtime, S: ServerStore>(
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Inside authentication: the owner of a session another replica
+        // runs gets the request (see `crate::cluster`).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::middleware::<R, S>,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::middleware::<R, S>,
@@ -117,7 +123,9 @@ pub fn router_with_access<R: Runtime, S: ServerStore>(
         // Outermost: refusals by the layers above are logged too.
         .layer(axum::middleware::from_fn(request_log::middleware))
         .with_state(state.clone())
-        // Probes and metrics bypass authentication (see `health`).
+        // Probes and metrics bypass authentication (see `health`), and so
+        // do the replicas' own calls, which carry their signature instead.
+        .merge(crate::cluster::router(state.clone()))
         .merge(health::router(state))
 }
 

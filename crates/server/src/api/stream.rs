@@ -148,6 +148,9 @@ async fn handle<R: Runtime, S: ServerStore>(
             });
         }
         ClientMessage::Command(c) => {
+            if let Some(answer) = forward(st, p, *ip, id, "command", &c).await {
+                return answer;
+            }
             // Audited by its length only, as over REST.
             super::sessions::audit_command(st, p, *ip, id, c.command.len(), None).await;
             st.manager
@@ -162,12 +165,70 @@ async fn handle<R: Runtime, S: ServerStore>(
                 .await
                 .map(|_| ())
         }
-        ClientMessage::Interrupt => st.manager.interrupt(id).await.map(|_| ()),
+        ClientMessage::Interrupt => {
+            if let Some(answer) = forward(st, p, *ip, id, "interrupt", &serde_json::json!({})).await
+            {
+                return answer;
+            }
+            st.manager.interrupt(id).await.map(|_| ())
+        }
     };
     result.err().map(|e| {
         let e = super::ApiError::from(e);
         error_msg(e.code, e.message)
     })
+}
+
+/// A command or interrupt for a session another replica runs, sent there
+/// as the REST call it stands for (see `crate::cluster`); `None` when the
+/// session runs here. The answer is what the socket replies: nothing when
+/// the owner accepted it, else its `{code, message}` as an `error`.
+async fn forward<R: Runtime, S: ServerStore>(
+    st: &AppState<R, S>,
+    p: &Principal,
+    ip: ClientIp,
+    id: &str,
+    verb: &str,
+    body: &impl serde::Serialize,
+) -> Option<Option<ServerMessage>> {
+    let peers = st.config.peers.as_ref()?;
+    let owner = match st.manager.route(id).await {
+        Ok(cc_core::Route::Replica(r)) => r,
+        Ok(cc_core::Route::Here) => return None,
+        Err(e) => {
+            let e = super::ApiError::from(e);
+            return Some(Some(error_msg(e.code, e.message)));
+        }
+    };
+    let who = crate::cluster::Forwarded {
+        principal: p.clone(),
+        ip: ip.0,
+    };
+    let json = axum::http::HeaderValue::from_static("application/json");
+    let answer = peers
+        .forward(
+            &owner,
+            &who,
+            axum::http::Method::POST,
+            &format!("/api/v1/sessions/{id}/{verb}"),
+            Some(&json),
+            serde_json::to_vec(body).unwrap_or_default().into(),
+        )
+        .await;
+    if answer.status().is_success() {
+        return Some(None);
+    }
+    let bytes = axum::body::to_bytes(answer.into_body(), super::MAX_BODY_BYTES)
+        .await
+        .unwrap_or_default();
+    let err: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    Some(Some(error_msg(
+        err["code"].as_str().unwrap_or("internal"),
+        err["message"]
+            .as_str()
+            .unwrap_or("the session's replica refused the request")
+            .to_owned(),
+    )))
 }
 
 fn error_msg(code: &str, message: String) -> ServerMessage {

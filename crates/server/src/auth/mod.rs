@@ -331,6 +331,24 @@ pub async fn middleware<R: Runtime, S: ServerStore>(
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip()),
     );
+    // Another replica forwarded a request it authenticated (see
+    // `crate::cluster`): it acts for the principal it names.
+    if let Some(value) = req.headers().get(crate::cluster::FORWARDED_HEADER) {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("", |p| p.as_str())
+            .to_owned();
+        let verified = st.config.peers.as_ref().and_then(|peers| {
+            peers.verify(value.to_str().unwrap_or_default(), req.method(), &path)
+        });
+        let Some(fwd) = verified else {
+            return unauthorized("the forwarded request's signature is not valid").into_response();
+        };
+        req.extensions_mut().insert(fwd.principal);
+        req.extensions_mut().insert(ClientIp(fwd.ip));
+        return next.run(req).await;
+    }
     let access = &st.access;
     if !access.config.allow_ips.is_empty()
         && !ip
@@ -596,6 +614,7 @@ pub fn error_code(e: &cc_core::CoreError) -> &'static str {
         | E::Conflict { code, .. } => code,
         E::NotFound(_) => "session_not_found",
         E::Unavailable(_) => "unavailable",
+        E::Fenced(_) => "session_moved",
         E::Internal(_) => "internal",
     }
 }

@@ -56,7 +56,7 @@ pub(super) async fn relay<R: Runtime, S: Store>(
     Path((session, _)): Path<(String, String)>,
     req: Request,
 ) -> Response<Body> {
-    let (session, creds) = match authenticate(&st, &session, req.headers()) {
+    let (session, creds) = match authenticate(&st, &session, req.headers()).await {
         Ok(found) => found,
         Err(refusal) => return refusal,
     };
@@ -150,7 +150,13 @@ pub(super) async fn relay<R: Runtime, S: Store>(
                 .to_owned();
             let meter = Meter::new(&content_type, &model, st.manager.config().prices.clone());
             let head = response_head(&resp);
-            let body = metered(resp.bytes_stream(), meter, st.manager.clone(), session);
+            let body = metered(
+                resp.bytes_stream(),
+                meter,
+                st.manager.clone(),
+                st.config.peers.clone(),
+                session,
+            );
             head.body(Body::from_stream(body))
                 .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "bad upstream response"))
         }

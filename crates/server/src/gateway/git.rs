@@ -39,7 +39,7 @@ pub(super) async fn relay<R: Runtime, S: ServerStore>(
     Path((session, rest)): Path<(String, String)>,
     req: Request,
 ) -> Response<Body> {
-    let (session, creds) = match authenticate(&st, &session, req.headers()) {
+    let (session, creds) = match authenticate(&st, &session, req.headers()).await {
         Ok(found) => found,
         Err(refusal) => return refusal,
     };

@@ -242,11 +242,13 @@ pub(super) fn metered<R: Runtime, S: Store>(
     body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
     meter: Meter,
     manager: AppManager<R, S>,
+    peers: Option<crate::cluster::Peers>,
     session: SessionId,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let state = Metered {
         meter: Some(meter),
         manager,
+        peers,
         session,
     };
     futures_util::stream::unfold(
@@ -280,12 +282,14 @@ struct Metered<R: Runtime, S: Store> {
     /// `None` once the answer ended and was charged.
     meter: Option<Meter>,
     manager: AppManager<R, S>,
+    /// Where the spend of a session another replica runs goes.
+    peers: Option<crate::cluster::Peers>,
     session: SessionId,
 }
 
 impl<R: Runtime, S: Store> Metered<R, S> {
     async fn charge(&self, spend: ModelSpend) {
-        charge(&self.manager, &self.session, spend).await;
+        charge(&self.manager, self.peers.as_ref(), &self.session, spend).await;
     }
 
     async fn end(&mut self) {
@@ -300,9 +304,14 @@ impl<R: Runtime, S: Store> Drop for Metered<R, S> {
         // The client went away mid-answer: charge what was used so far.
         if let Some(spend) = self.meter.take().and_then(|mut m| m.finish()) {
             let manager = self.manager.clone();
+            let peers = self.peers.clone();
             let session = self.session.clone();
             match tokio::runtime::Handle::try_current() {
-                Ok(rt) => drop(rt.spawn(async move { charge(&manager, &session, spend).await })),
+                Ok(rt) => {
+                    drop(rt.spawn(async move {
+                        charge(&manager, peers.as_ref(), &session, spend).await
+                    }))
+                }
                 // Only at shutdown: nothing is left to record it with.
                 Err(_) => tracing::warn!(session = %session, cost_usd = spend.cost_usd,
                     "a model call's spend was lost at shutdown"),
@@ -311,8 +320,11 @@ impl<R: Runtime, S: Store> Drop for Metered<R, S> {
     }
 }
 
+/// Adds the spend to the session: here when this replica runs it, else at
+/// the replica that does (its actor owns the session's totals).
 async fn charge<R: Runtime, S: Store>(
     manager: &AppManager<R, S>,
+    peers: Option<&crate::cluster::Peers>,
     session: &SessionId,
     spend: ModelSpend,
 ) {
@@ -323,9 +335,60 @@ async fn charge<R: Runtime, S: Store>(
         output_tokens = spend.tokens.output_tokens,
         "model call metered"
     );
+    if let Some(peers) = peers {
+        if charge_owner(manager, peers, session, spend).await.is_err() {
+            // The owner died: its sessions move within seconds (here, or
+            // to another replica), so the spend is carried there, in the
+            // background, while the answer goes on to the session.
+            let (manager, peers, session) = (manager.clone(), peers.clone(), session.clone());
+            tokio::spawn(async move {
+                for _ in 0..SPEND_RETRIES {
+                    tokio::time::sleep(SPEND_RETRY_EVERY).await;
+                    if charge_owner(&manager, &peers, &session, spend)
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                tracing::error!(session = %session, cost_usd = spend.cost_usd,
+                    "a model call's spend was lost: the session's replica never answered");
+            });
+        }
+        return;
+    }
     if let Err(e) = manager.record_spend(session, spend).await {
         tracing::error!(session = %session, error = %e, "recording a model call's spend");
     }
+}
+
+/// How often, and how long, a spend whose owner did not take it is carried
+/// on: long enough for a dead replica's lease to run out (6 s) and its
+/// sessions to be taken over.
+const SPEND_RETRIES: u32 = 10;
+const SPEND_RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Records the spend at the session's owner: this replica or another.
+async fn charge_owner<R: Runtime, S: Store>(
+    manager: &AppManager<R, S>,
+    peers: &crate::cluster::Peers,
+    session: &SessionId,
+    spend: ModelSpend,
+) -> Result<(), ()> {
+    let result = match manager.route(session.as_str()).await {
+        Ok(cc_core::Route::Replica(owner)) => peers
+            .send_spend(&owner, session, &spend)
+            .await
+            .map_err(|e| format!("replica {}: {e}", owner.id)),
+        Ok(cc_core::Route::Here) => manager
+            .record_spend(session, spend)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(format!("finding the session's replica: {e}")),
+    };
+    result.map_err(|e| {
+        tracing::warn!(session = %session, error = %e, "recording a model call's spend");
+    })
 }
 
 #[cfg(test)]

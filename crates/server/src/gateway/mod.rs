@@ -252,9 +252,11 @@ fn refuse(status: StatusCode, message: &str) -> Response<Body> {
         .unwrap_or_default()
 }
 
-/// The session named in the path, if the request carries its token.
+/// The session named in the path, if the request carries its token (a
+/// session this replica runs, or one another replica runs: see
+/// `Manager::session_credentials`).
 #[allow(clippy::result_large_err)] // the refusal is the handler's answer
-fn authenticate<R: Runtime, S: Store>(
+async fn authenticate<R: Runtime, S: Store>(
     st: &GatewayState<R, S>,
     session: &str,
     headers: &HeaderMap,
@@ -262,8 +264,11 @@ fn authenticate<R: Runtime, S: Store>(
     let Some(session) = SessionId::parse(session) else {
         return Err(refuse(StatusCode::UNAUTHORIZED, "unknown session"));
     };
-    match presented_token(headers).and_then(|t| st.manager.credentials().authenticate(&session, t))
-    {
+    let creds = match presented_token(headers) {
+        Some(t) => st.manager.session_credentials(&session, t).await,
+        None => None,
+    };
+    match creds {
         Some(creds) => Ok((session, creds)),
         None => Err(refuse(StatusCode::UNAUTHORIZED, "invalid session token")),
     }

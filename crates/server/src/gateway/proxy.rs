@@ -33,7 +33,12 @@ pub(super) async fn connect_or_not_found<R: Runtime, S: Store>(
     if req.method() != Method::CONNECT {
         return refuse(StatusCode::NOT_FOUND, "not a gateway route");
     }
-    let Some(creds) = proxy_session(&st, &req) else {
+    let login = proxy_login(&req);
+    let creds = match login {
+        Some((session, token)) => st.manager.session_credentials(&session, &token).await,
+        None => None,
+    };
+    let Some(creds) = creds else {
         let mut resp = refuse(
             StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             "proxy authentication required",
@@ -114,11 +119,8 @@ pub(super) async fn connect_or_not_found<R: Runtime, S: Store>(
     Response::new(Body::empty())
 }
 
-/// The credentials of the session the request authenticates as.
-fn proxy_session<R: Runtime, S: Store>(
-    st: &GatewayState<R, S>,
-    req: &Request,
-) -> Option<std::sync::Arc<cc_core::SessionCredentials>> {
+/// The session and token of a `Proxy-Authorization: Basic` header.
+fn proxy_login(req: &Request) -> Option<(SessionId, String)> {
     let value = req.headers().get("proxy-authorization")?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
@@ -126,6 +128,5 @@ fn proxy_session<R: Runtime, S: Store>(
         .ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (user, token) = decoded.split_once(':')?;
-    let session = SessionId::parse(user)?;
-    st.manager.credentials().authenticate(&session, token)
+    Some((SessionId::parse(user)?, token.to_owned()))
 }

@@ -2,9 +2,11 @@
 
 use crate::support::{fresh, url};
 use cc_core::audit::{verify, AuditStore};
-use cc_core::StoreError;
+use cc_core::{Leases, SessionId, SessionRecord, Store, StoreError};
 use cc_store_conformance::audit::{all, fill};
+use cc_store_conformance::leases::wait_for;
 use cc_store_postgres::PostgresStore;
+use cc_wire::api::{ServerMessage, SessionLimits, SessionState};
 use std::sync::Arc;
 
 mod conformance {
@@ -95,7 +97,7 @@ async fn migrations_run_once_and_a_newer_schema_is_refused() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     raw.batch_execute("INSERT INTO schema_version VALUES (999)")
         .await
         .expect("pretend a newer build migrated");
@@ -204,4 +206,107 @@ async fn a_lost_database_is_unavailable_until_it_is_back() {
     );
     assert_eq!(verify(&all(&store).await), Ok(5));
     drop(schema);
+}
+
+fn session() -> SessionRecord {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_000);
+    SessionRecord {
+        id: SessionId::generate(),
+        container_id: None,
+        state: SessionState::Ready,
+        reason: None,
+        repo_url: "https://example.test/repo.git".into(),
+        branch: None,
+        limits: SessionLimits {
+            memory_bytes: 1 << 30,
+            cpu: 1.0,
+            timeout_secs: 600,
+            egress: cc_wire::api::EgressMode::None,
+            idle_timeout_secs: None,
+        },
+        created_at: at,
+        updated_at: at,
+        expires_at: at,
+        owner: "alice".into(),
+        last_seq: 0,
+        agent_seq: 0,
+        usage: Default::default(),
+        lease: Default::default(),
+    }
+}
+
+fn command(seq: u64) -> ServerMessage {
+    ServerMessage::Command {
+        seq,
+        text: format!("turn {seq}"),
+        timestamp: 1_714_564_800_000,
+    }
+}
+
+/// Two stores stand in for two replicas: an append through one wakes the
+/// other's feed with the session's ID, at commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_through_one_store_wakes_the_feed_of_another() {
+    let Some((schema, a)) = fresh().await else {
+        return;
+    };
+    let b = schema.store().await;
+    let mut feed = b.event_feed().expect("PostgreSQL has an event feed");
+    let rec = session();
+    a.insert_session(&rec).await.expect("insert");
+    a.append_events(&rec.id, &[command(1)], None)
+        .await
+        .expect("append");
+    wait_for(&mut feed, &rec.id).await;
+    let mut next = rec.clone();
+    next.state = SessionState::Busy;
+    a.record_change(&next, &[command(2)], None)
+        .await
+        .expect("record_change");
+    wait_for(&mut feed, &rec.id).await;
+}
+
+/// The feed's receivers keep working when its listening connection is
+/// killed: the store listens again on a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_listens_again_after_its_connection_is_killed() {
+    let Some((schema, store)) = fresh().await else {
+        return;
+    };
+    let mut feed = store.event_feed().expect("feed");
+    let rec = session();
+    store.insert_session(&rec).await.expect("insert");
+    let raw = schema.raw().await;
+    let killed = raw
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+            &[&schema.name],
+        )
+        .await
+        .expect("terminate");
+    assert_eq!(killed.len(), 1, "the store listens on one connection");
+    // Appends until one is heard: those made before the store listens
+    // again are lost (the feed is a hint, not a log).
+    let heard = async {
+        for seq in 1.. {
+            store
+                .append_events(&rec.id, &[command(seq)], None)
+                .await
+                .expect("append");
+            let wait = tokio::time::timeout(std::time::Duration::from_millis(200), feed.recv());
+            // Other tests' sessions (the channel is the database's) and
+            // lag are skipped; a closed feed is a failure.
+            match wait.await {
+                Ok(Ok(got)) if got == rec.id => return,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    panic!("the feed closed")
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), heard)
+        .await
+        .expect("the feed wakes again");
 }

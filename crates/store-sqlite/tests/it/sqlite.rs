@@ -1,5 +1,6 @@
 //! SQLite-specific tests, and the conformance suite wired to this store.
 
+use cc_core::lease::{Lease, Leases, LEASE_TTL};
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
 use cc_store_sqlite::{SqliteStore, DB_FILE};
 use cc_wire::api::{ServerMessage, SessionLimits, SessionState};
@@ -48,6 +49,7 @@ fn record() -> SessionRecord {
         last_seq: 0,
         agent_seq: 0,
         usage: Default::default(),
+        lease: Default::default(),
     }
 }
 
@@ -93,6 +95,7 @@ async fn data_survives_reopening() {
             last_seq: 0,
             agent_seq: 0,
             usage: Default::default(),
+            lease: Default::default(),
             ..back
         },
         rec
@@ -146,14 +149,15 @@ async fn a_session_stored_before_idle_timeouts_reads_as_none() {
             .expect("schema version")
     };
     let newest = max_version(&raw(dir.path()));
-    // Back to the schema before version 6: the column and its version gone.
-    let conn = raw(dir.path());
-    conn.execute_batch(
-        "ALTER TABLE sessions DROP COLUMN idle_timeout_secs; \
-         DELETE FROM schema_version WHERE version >= 6;",
-    )
-    .expect("downgrade");
-    drop(conn);
+    // Back to the schema before version 6: what it and later versions
+    // added gone, with their versions.
+    downgrade_before_leases(dir.path());
+    raw(dir.path())
+        .execute_batch(
+            "ALTER TABLE sessions DROP COLUMN idle_timeout_secs; \
+             DELETE FROM schema_version WHERE version >= 6;",
+        )
+        .expect("downgrade");
 
     let store = SqliteStore::open(dir.path()).expect("open migrates");
     assert_eq!(max_version(&raw(dir.path())), newest);
@@ -183,6 +187,45 @@ async fn a_session_stored_before_idle_timeouts_reads_as_none() {
         .expect("get")
         .expect("kept");
     assert_eq!(again.limits.idle_timeout_secs, Some(300));
+}
+
+/// Takes the database back to the schema before version 7 (leases).
+fn downgrade_before_leases(dir: &Path) {
+    raw(dir)
+        .execute_batch(
+            "DROP INDEX sessions_lease_holder; \
+             ALTER TABLE sessions DROP COLUMN lease_holder; \
+             ALTER TABLE sessions DROP COLUMN lease_fence; \
+             ALTER TABLE sessions DROP COLUMN lease_expires_ms; \
+             DROP TABLE replicas; DROP TABLE job_locks; \
+             DELETE FROM schema_version WHERE version >= 7;",
+        )
+        .expect("downgrade");
+}
+
+#[tokio::test]
+async fn a_session_stored_before_leases_reads_as_unowned() {
+    let (dir, rec) = seeded().await;
+    downgrade_before_leases(dir.path());
+    let store = SqliteStore::open(dir.path()).expect("open migrates");
+    let back = store
+        .get_session(&rec.id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(back.lease, Lease::default());
+    assert_eq!(
+        store.unowned().await.expect("unowned"),
+        std::slice::from_ref(&rec.id)
+    );
+    assert_eq!(store.holder(&rec.id).await.expect("holder"), None);
+    assert_eq!(
+        store
+            .claim(&rec.id, "replica-1", LEASE_TTL)
+            .await
+            .expect("claim"),
+        Some(1)
+    );
 }
 
 #[tokio::test]
