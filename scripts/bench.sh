@@ -9,9 +9,13 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_packages
+# Two replicas on PostgreSQL are measured too (a private server on loopback,
+# stopped at the end).
+ensure_postgres
 log "building the workspace (release)"
 cargo build --workspace --bins --release --quiet
 log "building the worker image"
 image="$("$TARGET_DIR/release/claudecluster" image build)"
 log "benchmarking with $image"
-exec "$TARGET_DIR/release/claudecluster" bench --image "$image" "$@"
+"$TARGET_DIR/release/claudecluster" bench --image "$image" \
+    --database-url "$CLAUDECLUSTER_TEST_DATABASE_URL" "$@"

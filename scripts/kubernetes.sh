@@ -133,10 +133,12 @@ PY
 kube_source_version() {
     local changed versions
     changed="$(kube_ensure_deb_src)"
-    versions="$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/ {print $2}')"
+    # apt-cache fails (exit 100) until the new deb-src lists are fetched:
+    # an empty answer here, which the update below fills.
+    versions="$( (apt-cache showsrc kubernetes 2>/dev/null || true) | awk '/^Version:/ {print $2}')"
     if [ -n "$changed" ] || [ -z "$versions" ]; then
         apt-get update -qq >&2
-        versions="$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/ {print $2}')"
+        versions="$( (apt-cache showsrc kubernetes 2>/dev/null || true) | awk '/^Version:/ {print $2}')"
     fi
     [ -n "$versions" ] || kube_die "apt knows no source package 'kubernetes' (deb-src entries: $CC_KUBE_APT_SOURCES)"
     local best="" v

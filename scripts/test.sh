@@ -18,7 +18,7 @@ export CLAUDECLUSTER_TEST_IMAGE
 # The benchmarks' small profile: fails on real errors, never on timings.
 log "benchmark smoke run (claudecluster bench --quick)"
 "$TARGET_DIR/debug/claudecluster" bench --quick --image "$CLAUDECLUSTER_TEST_IMAGE" \
-    --out "$TARGET_DIR/bench-quick.json"
+    --database-url "$CLAUDECLUSTER_TEST_DATABASE_URL" --out "$TARGET_DIR/bench-quick.json"
 log "running the tests against $CLAUDECLUSTER_TEST_IMAGE"
 results="$(mktemp)"
 trap 'restore_docker_runtimes; rm -f "$results"' EXIT

@@ -198,6 +198,8 @@ impl Replica {
             .args(["--resource-prefix", &self.prefix])
             .args(["--anthropic-base-url", &self.model_url])
             .args(["--allow-repo-host", &self.git_host])
+            // The failover poll asks every 25 ms: above the default limit.
+            .args(["--rate-limit", "100000/10000"])
             .arg("--secret-key-file")
             .arg(&self.key)
             .arg("--data-dir")

@@ -494,6 +494,14 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     };
     // The store first: a database that cannot be reached stops the server
     // before it touches Docker.
+    // It holds the audit copy and the git mirrors whatever the store; only
+    // its owner may read it (mode 0700, as the SQLite store makes it).
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let store = AnyStore::open(args.database_url.as_deref(), &args.data_dir).await?;
     tracing::info!(store = store.kind(), "store opened");
     let api = TcpListener::bind(args.listen)

@@ -137,6 +137,10 @@ impl Leases for AnyStore {
     async fn lock_job(&self, job: &str, replica: &str, ttl: Duration) -> Result<bool, StoreError> {
         delegate!(self, s => s.lock_job(job, replica, ttl))
     }
+
+    async fn unlock_job(&self, job: &str, replica: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.unlock_job(job, replica))
+    }
     // Not async, so not through `delegate!`.
     fn event_feed(&self) -> Option<tokio::sync::broadcast::Receiver<SessionId>> {
         match self {

@@ -116,6 +116,12 @@ pub trait Leases: Send + Sync + 'static {
         replica: &str,
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Lets `replica`'s lock `job` go now; nothing when another holds it.
+    fn unlock_job(
+        &self,
+        job: &str,
+        replica: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Wakes when any replica appended events to any session (the session's
     /// ID), so readers of sessions owned elsewhere follow them without
     /// polling; `None` when the store has no such feed (a store one process

@@ -353,6 +353,70 @@ async fn take_spend<R: cc_core::Runtime, S: crate::ServerStore>(
     }
 }
 
+/// One user's creates, one at a time across replicas, so two creates on
+/// two replicas cannot both pass the per-user session limit. A job lock in
+/// the store, released on drop (and by its expiry, should this replica die
+/// holding it).
+pub struct UserCreateLock<R: cc_core::Runtime, S: crate::ServerStore> {
+    manager: crate::AppManager<R, S>,
+    job: String,
+    /// This acquisition's own holder name (the replica and a nonce), so a
+    /// late release can never free a later holder's lock.
+    holder: String,
+}
+
+/// How long a user's create lock holds if its replica dies holding it; a
+/// create (the container start included) finishes well within it.
+const CREATE_LOCK_TTL: Duration = Duration::from_secs(30);
+/// Pause between tries for a user's create lock another replica holds.
+const CREATE_LOCK_RETRY: Duration = Duration::from_millis(20);
+
+impl<R: cc_core::Runtime, S: crate::ServerStore> UserCreateLock<R, S> {
+    pub async fn acquire(manager: &crate::AppManager<R, S>, user: &str) -> Result<Self, ApiError> {
+        let job = format!("create:{user}");
+        let holder = format!(
+            "{}/{}",
+            manager.config().replica.id,
+            &cc_core::Token::generate().expose()[..12]
+        );
+        let deadline = tokio::time::Instant::now() + CREATE_LOCK_TTL;
+        loop {
+            let held = cc_core::Leases::lock_job(manager.store(), &job, &holder, CREATE_LOCK_TTL)
+                .await
+                .map_err(|e| ApiError::from(cc_core::CoreError::from(e)))?;
+            if held {
+                return Ok(Self {
+                    manager: manager.clone(),
+                    job,
+                    holder,
+                });
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "another create of yours is still running; retry",
+                ));
+            }
+            tokio::time::sleep(CREATE_LOCK_RETRY).await;
+        }
+    }
+}
+
+impl<R: cc_core::Runtime, S: crate::ServerStore> Drop for UserCreateLock<R, S> {
+    fn drop(&mut self) {
+        let (manager, job) = (self.manager.clone(), std::mem::take(&mut self.job));
+        let holder = std::mem::take(&mut self.holder);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = cc_core::Leases::unlock_job(manager.store(), &job, &holder).await {
+                    tracing::warn!(%job, error = %e, "releasing a create lock (it expires by itself)");
+                }
+            });
+        }
+    }
+}
+
 /// The answer when the session's replica cannot be reached: its sessions
 /// move to another replica once its lease runs out, so retrying works.
 fn unreachable(to: &Replica) -> Response {

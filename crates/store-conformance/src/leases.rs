@@ -444,6 +444,23 @@ pub async fn a_job_lock_is_exclusive_until_it_expires<S: Leases>(store: S) {
         .lock_job("other", &a.id, LEASE_TTL)
         .await
         .expect("lock"));
+    // Released by its holder, it is free at once; another cannot release it.
+    store.unlock_job("other", &a.id).await.expect("unlock");
+    assert!(
+        !store
+            .lock_job("other", &a.id, LEASE_TTL)
+            .await
+            .expect("lock"),
+        "only its holder releases a lock"
+    );
+    store.unlock_job("other", &b.id).await.expect("unlock");
+    assert!(
+        store
+            .lock_job("other", &a.id, LEASE_TTL)
+            .await
+            .expect("lock"),
+        "a released lock is free at once"
+    );
 }
 
 pub async fn held_by_replicas_leaves_out_expired_replicas<S: Store + Leases>(store: S) {

@@ -189,6 +189,17 @@ impl Leases for PostgresStore {
         Ok(row.is_some())
     }
 
+    async fn unlock_job(&self, job: &str, replica: &str) -> Result<(), StoreError> {
+        let conn = self.pool.get().await?;
+        conn.execute(
+            "DELETE FROM job_locks WHERE job = $1 AND holder = $2",
+            &[&job, &replica],
+        )
+        .await
+        .map_err(|e| classify(&format!("release job lock {job}"), &e))?;
+        Ok(())
+    }
+
     fn event_feed(&self) -> Option<tokio::sync::broadcast::Receiver<SessionId>> {
         Some(self.feed.subscribe())
     }

@@ -220,6 +220,20 @@ impl Leases for SqliteStore {
         .await
     }
 
+    async fn unlock_job(&self, job: &str, replica: &str) -> Result<(), StoreError> {
+        let job = job.to_owned();
+        let replica = replica.to_owned();
+        self.run("release a job lock", move |conn| {
+            conn.execute(
+                "DELETE FROM job_locks WHERE job = ?1 AND holder = ?2",
+                params![job, replica],
+            )
+            .map(drop)
+            .map_err(|e| StoreError::Backend(format!("release job lock {job}: {e}")))
+        })
+        .await
+    }
+
     fn event_feed(&self) -> Option<tokio::sync::broadcast::Receiver<SessionId>> {
         None
     }

@@ -437,3 +437,41 @@ async fn query(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
     });
     client.query(sql, &[]).await.expect(sql)
 }
+
+/// The per-user session limit holds across replicas: two creates at once,
+/// one on each replica, with room for one session — exactly one passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_session_limit_holds_across_replicas() -> anyhow::Result<()> {
+    let Some(pair) = Pair::new().await? else {
+        return Ok(());
+    };
+    let repo = pair
+        .git
+        .create_repo("limit", &[("README.md", "# Limit\n")])?;
+    let one = ["--max-sessions-per-user", "1"];
+    let (mut a, client_a) = pair.serve(0, &one).await?;
+    let (mut b, client_b) = pair.serve(1, &one).await?;
+    let request = cc_testkit::harness::session_request(&repo, None, &pair.api_key);
+    for round in 0..3 {
+        let (on_a, on_b) = tokio::join!(client_a.create(&request), client_b.create(&request));
+        let created: Vec<_> = [&on_a, &on_b]
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|c| c.session_id.clone())
+            .collect();
+        let refused = [&on_a, &on_b]
+            .iter()
+            .filter(|r| r.as_ref().err().and_then(|e| e.code()) == Some("too_many_sessions"))
+            .count();
+        assert_eq!(
+            (created.len(), refused),
+            (1, 1),
+            "round {round}: {on_a:?} / {on_b:?}"
+        );
+        client_b.delete(&created[0]).await?;
+    }
+    assert_eq!(pair.guard.all_leftovers(), Vec::<String>::new());
+    a.kill().await?;
+    b.kill().await?;
+    Ok(())
+}

@@ -109,9 +109,14 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
         }
     }
     // Held across the create so concurrent creates cannot both pass the
-    // per-user limit.
+    // per-user limit: in this process, and across replicas (a job lock in
+    // the store, released when the create is done).
     let lock = st.access.create_lock(&p.user);
     let _held = lock.lock().await;
+    let _cluster_held = match st.access.config.max_sessions_per_user {
+        Some(_) => Some(crate::cluster::UserCreateLock::acquire(&st.manager, &p.user).await?),
+        None => None,
+    };
     if let Some(max) = st.access.config.max_sessions_per_user {
         let live = st.manager.list(true).await?;
         if live.iter().filter(|r| r.owner == p.user).count() >= max {
