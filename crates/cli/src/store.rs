@@ -141,6 +141,10 @@ impl Leases for AnyStore {
     async fn unlock_job(&self, job: &str, replica: &str) -> Result<(), StoreError> {
         delegate!(self, s => s.unlock_job(job, replica))
     }
+
+    async fn replicas(&self) -> Result<Vec<Replica>, StoreError> {
+        delegate!(self, s => s.replicas())
+    }
     // Not async, so not through `delegate!`.
     fn event_feed(&self) -> Option<tokio::sync::broadcast::Receiver<SessionId>> {
         match self {

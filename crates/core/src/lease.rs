@@ -105,6 +105,8 @@ pub trait Leases: Send + Sync + 'static {
         &self,
         id: &SessionId,
     ) -> impl Future<Output = Result<Option<Replica>, StoreError>> + Send;
+    /// The replicas whose heartbeat has not expired, this one included.
+    fn replicas(&self) -> impl Future<Output = Result<Vec<Replica>, StoreError>> + Send;
     /// Resources held by live replicas (see [`Heartbeat::held`]).
     fn held_by_replicas(&self) -> impl Future<Output = Result<Vec<SessionId>, StoreError>> + Send;
     /// Takes (or renews) the cluster-wide lock `job` for `ttl` when it is

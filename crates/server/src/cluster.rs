@@ -144,9 +144,59 @@ impl Peers {
         })
     }
 
-    /// Sends `method path` with `body` to the replica that owns the
-    /// session, on behalf of `who`, and returns its answer as it gave it.
-    pub async fn forward(
+    /// Sends `method path` with `body` to the replica that owns session
+    /// `id`, on behalf of `who`, and returns its answer as it gave it;
+    /// `None` when the session is (now) this replica's to serve. An owner
+    /// that refuses the connection (killed, stopped) is asked again, each
+    /// time through the session's lease, until its lease has run out and
+    /// the session was taken over — here or by another replica — for at
+    /// most [`OWNER_WAIT`]. Only a refused connection is retried: once the
+    /// request may have reached the owner, its fate is the answer.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn to_owner<R: cc_core::Runtime, S: crate::ServerStore>(
+        &self,
+        manager: &crate::AppManager<R, S>,
+        id: &str,
+        who: &Forwarded,
+        method: Method,
+        path: &str,
+        content_type: Option<&HeaderValue>,
+        body: bytes::Bytes,
+    ) -> Option<Response> {
+        let deadline = tokio::time::Instant::now() + OWNER_WAIT;
+        loop {
+            let owner = match manager.route(id).await {
+                Ok(cc_core::Route::Here) => return None,
+                Ok(cc_core::Route::Replica(r)) => r,
+                Err(e) => return Some(ApiError::from(e).into_response()),
+            };
+            match self
+                .forward(
+                    &owner,
+                    who,
+                    method.clone(),
+                    path,
+                    content_type,
+                    body.clone(),
+                )
+                .await
+            {
+                Ok(answer) => return Some(answer),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(replica = %owner.id, error = %e, "the session's replica refused; waiting for its lease to run out");
+                    tokio::time::sleep(OWNER_RETRY).await;
+                }
+                Err(e) => {
+                    tracing::warn!(replica = %owner.id, url = %owner.url, error = %e, "the session's replica does not answer");
+                    return Some(unreachable(&owner));
+                }
+            }
+        }
+    }
+
+    /// One try of [`Self::to_owner`]: `Err` when the connection could not
+    /// be made (nothing reached the owner).
+    async fn forward(
         &self,
         to: &Replica,
         who: &Forwarded,
@@ -154,7 +204,7 @@ impl Peers {
         path: &str,
         content_type: Option<&HeaderValue>,
         body: bytes::Bytes,
-    ) -> Response {
+    ) -> Result<Response, reqwest::Error> {
         let url = format!("{}{path}", to.url.trim_end_matches('/'));
         let mut req = self
             .client
@@ -165,9 +215,10 @@ impl Peers {
         }
         let answer = match req.body(body).send().await {
             Ok(a) => a,
+            Err(e) if e.is_connect() => return Err(e),
             Err(e) => {
                 tracing::warn!(replica = %to.id, url = %to.url, error = %e, "forwarding to the session's replica failed");
-                return unreachable(to);
+                return Ok(unreachable(to));
             }
         };
         let status = answer.status();
@@ -176,7 +227,7 @@ impl Peers {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(replica = %to.id, error = %e, "reading the session's replica's answer failed");
-                return unreachable(to);
+                return Ok(unreachable(to));
             }
         };
         let mut resp = Response::new(Body::from(bytes));
@@ -184,9 +235,16 @@ impl Peers {
         if let Some(ct) = content_type {
             resp.headers_mut().insert(reqwest::header::CONTENT_TYPE, ct);
         }
-        resp
+        Ok(resp)
     }
 }
+
+/// Longest a request waits for a dead owner's sessions to move: a lease
+/// runs out [`cc_core::lease::LEASE_TTL`] after its last renewal, and the
+/// takeover follows within a scan.
+const OWNER_WAIT: Duration = Duration::from_secs(10);
+/// Pause between asks while an owner refuses connections.
+const OWNER_RETRY: Duration = Duration::from_millis(250);
 
 /// The session a request must reach the owner for, if it is one of those
 /// operations: `DELETE …/sessions/{id}` and `…/{id}/command|interrupt|diff|
@@ -215,11 +273,11 @@ pub async fn middleware<R: cc_core::Runtime, S: crate::ServerStore>(
     let Some(id) = owner_only(req.method(), req.uri().path()).map(str::to_owned) else {
         return next.run(req).await;
     };
-    let owner = match st.manager.route(&id).await {
+    match st.manager.route(&id).await {
         Ok(cc_core::Route::Here) => return next.run(req).await,
-        Ok(cc_core::Route::Replica(r)) => r,
+        Ok(cc_core::Route::Replica(_)) => {}
         Err(e) => return ApiError::from(e).into_response(),
-    };
+    }
     if req.headers().contains_key(FORWARDED_HEADER) {
         // Forwarded here, owned elsewhere: it moved in between.
         return ApiError::new(
@@ -237,34 +295,40 @@ pub async fn middleware<R: cc_core::Runtime, S: crate::ServerStore>(
     ) else {
         return next.run(req).await;
     };
-    let method = req.method().clone();
-    let path = req
-        .uri()
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
         .path_and_query()
-        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-    let content_type = req.headers().get(reqwest::header::CONTENT_TYPE).cloned();
-    let body = match axum::body::to_bytes(req.into_body(), crate::api::MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the request body is too large",
-            )
-            .into_response()
-        }
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let content_type = parts.headers.get(reqwest::header::CONTENT_TYPE).cloned();
+    let Ok(body) = axum::body::to_bytes(body, crate::api::MAX_BODY_BYTES).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body is too large",
+        )
+        .into_response();
     };
-    tracing::debug!(session = %id, replica = %owner.id, "forwarding to the session's replica");
-    peers
-        .forward(
-            &owner,
-            &Forwarded { principal, ip },
-            method,
+    let who = Forwarded { principal, ip };
+    match peers
+        .to_owner(
+            &st.manager,
+            &id,
+            &who,
+            parts.method.clone(),
             &path,
             content_type.as_ref(),
-            body,
+            body.clone(),
         )
         .await
+    {
+        Some(answer) => answer,
+        // Taken over here while we waited: served here.
+        None => {
+            next.run(axum::extract::Request::from_parts(parts, Body::from(body)))
+                .await
+        }
+    }
 }
 
 /// Path of the internal endpoint that takes a model call's spend measured
@@ -413,6 +477,27 @@ impl<R: cc_core::Runtime, S: crate::ServerStore> Drop for UserCreateLock<R, S> {
                     tracing::warn!(%job, error = %e, "releasing a create lock (it expires by itself)");
                 }
             });
+        }
+    }
+}
+
+/// Keeps the rate limits shared among the live replicas (each enforces its
+/// share, see `crate::auth::rate_limit`), re-counted as often as replicas
+/// renew their leases, until `stop`.
+pub async fn share_limits<R: cc_core::Runtime, S: crate::ServerStore>(
+    manager: crate::AppManager<R, S>,
+    access: std::sync::Arc<crate::auth::Access>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(cc_core::lease::RENEW_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match cc_core::Leases::replicas(manager.store()).await {
+            Ok(live) => access.set_replicas(u32::try_from(live.len()).unwrap_or(u32::MAX)),
+            Err(e) => tracing::warn!(error = %e, "counting the live replicas"),
         }
     }
 }

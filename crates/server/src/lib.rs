@@ -122,6 +122,13 @@ pub async fn serve<R: Runtime, S: ServerStore>(
         let _ = stop_tx.send(true);
     });
     let access = Arc::new(auth::Access::new(config.access.clone()));
+    if config.peers.is_some() {
+        tokio::spawn(cluster::share_limits(
+            manager.clone(),
+            access.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let gateway_router = gateway::router(manager.clone(), config.clone(), access.clone());
     tokio::spawn(auth::container_audit::follow(
         manager.clone(),

@@ -473,10 +473,14 @@ pub async fn held_by_replicas_leaves_out_expired_replicas<S: Store + Leases>(sto
     let mut all = [kept.as_slice(), gone.as_slice()].concat();
     all.sort();
     assert_eq!(store.held_by_replicas().await.expect("held"), all);
+    let mut both = vec![a.clone(), b.clone()];
+    both.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(store.replicas().await.expect("replicas"), both);
     // b's last heartbeat is short, and b stops.
     beat(&store, &b, &gone, SHORT).await;
     tokio::time::sleep(PAST_SHORT).await;
     assert_eq!(store.held_by_replicas().await.expect("held"), kept);
+    assert_eq!(store.replicas().await.expect("replicas"), vec![a]);
 }
 
 /// Only for stores with a feed (PostgreSQL); others skip it.

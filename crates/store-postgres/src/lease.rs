@@ -145,6 +145,24 @@ impl Leases for PostgresStore {
         }))
     }
 
+    async fn replicas(&self) -> Result<Vec<Replica>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                &format!("SELECT id, url FROM replicas WHERE expires_ms > {NOW_MS} ORDER BY id"),
+                &[],
+            )
+            .await
+            .map_err(pg_error("read replicas"))?;
+        Ok(rows
+            .iter()
+            .map(|r| Replica {
+                id: r.get(0),
+                url: r.get(1),
+            })
+            .collect())
+    }
+
     async fn held_by_replicas(&self) -> Result<Vec<SessionId>, StoreError> {
         let conn = self.pool.get().await?;
         let rows = conn

@@ -168,6 +168,23 @@ impl Leases for SqliteStore {
         .await
     }
 
+    async fn replicas(&self) -> Result<Vec<Replica>, StoreError> {
+        self.run("read replicas", move |conn| {
+            conn.prepare_cached("SELECT id, url FROM replicas WHERE expires_ms > ?1 ORDER BY id")
+                .and_then(|mut st| {
+                    st.query_map([now_ms()], |r| {
+                        Ok(Replica {
+                            id: r.get(0)?,
+                            url: r.get(1)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(backend("read replicas"))
+        })
+        .await
+    }
+
     async fn held_by_replicas(&self) -> Result<Vec<SessionId>, StoreError> {
         let rows = self
             .run("read held resources", move |conn| {

@@ -192,29 +192,22 @@ async fn forward<R: Runtime, S: ServerStore>(
     body: &impl serde::Serialize,
 ) -> Option<Option<ServerMessage>> {
     let peers = st.config.peers.as_ref()?;
-    let owner = match st.manager.route(id).await {
-        Ok(cc_core::Route::Replica(r)) => r,
-        Ok(cc_core::Route::Here) => return None,
-        Err(e) => {
-            let e = super::ApiError::from(e);
-            return Some(Some(error_msg(e.code, e.message)));
-        }
-    };
     let who = crate::cluster::Forwarded {
         principal: p.clone(),
         ip: ip.0,
     };
     let json = axum::http::HeaderValue::from_static("application/json");
     let answer = peers
-        .forward(
-            &owner,
+        .to_owner(
+            &st.manager,
+            id,
             &who,
             axum::http::Method::POST,
             &format!("/api/v1/sessions/{id}/{verb}"),
             Some(&json),
             serde_json::to_vec(body).unwrap_or_default().into(),
         )
-        .await;
+        .await?;
     if answer.status().is_success() {
         return Some(None);
     }

@@ -170,6 +170,13 @@ impl Access {
         }
     }
 
+    /// How many replicas share the rate limits (see `rate_limit`).
+    pub fn set_replicas(&self, n: u32) {
+        if let Some(l) = &self.limiter {
+            l.set_replicas(n);
+        }
+    }
+
     pub(crate) fn create_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.create_locks.lock().unwrap_or_else(|p| p.into_inner());
         // Drop locks nobody holds, so the map does not grow with users.

@@ -6,6 +6,12 @@
 //! dropped (they are indistinguishable from a fresh one), so the map stays
 //! as small as the set of recently active keys.
 //!
+//! With several replicas behind one balancer, each replica's buckets hold
+//! and refill at its share of the limit ([`RateLimiter::set_replicas`]: the
+//! limit divided by the live replicas, burst at least 1), so a client
+//! spread over the replicas gets the configured limit in all and never
+//! more; one that sticks to a replica gets that replica's share.
+//!
 //! [`AuditThrottle`] bounds the audit rows of refusals made before any rate
 //! limit applies (the IP allowlist): once per key and at most
 //! [`THROTTLED_AUDITS`] in all per [`AUDIT_INTERVAL`].
@@ -99,6 +105,8 @@ pub struct RateLimiter {
     limit: RateLimit,
     buckets: Mutex<HashMap<String, Bucket>>,
     checks: AtomicU64,
+    /// Live replicas sharing the limit (1 alone).
+    replicas: std::sync::atomic::AtomicU32,
 }
 
 impl RateLimiter {
@@ -107,16 +115,26 @@ impl RateLimiter {
             limit,
             buckets: Mutex::new(HashMap::new()),
             checks: AtomicU64::new(0),
+            replicas: std::sync::atomic::AtomicU32::new(1),
         }
     }
 
+    /// How many replicas share the limit from now on (at least 1).
+    pub fn set_replicas(&self, n: u32) {
+        self.replicas.store(n.max(1), Ordering::Relaxed);
+    }
+
+    fn share(&self) -> f64 {
+        f64::from(self.replicas.load(Ordering::Relaxed).max(1))
+    }
+
     fn per_sec(&self) -> f64 {
-        f64::from(self.limit.per_minute) / 60.0
+        f64::from(self.limit.per_minute) / 60.0 / self.share()
     }
 
     /// Takes one request from `key`'s bucket.
     pub fn check(&self, key: &str, now: Instant) -> Decision {
-        let burst = f64::from(self.limit.burst);
+        let burst = (f64::from(self.limit.burst) / self.share()).max(1.0);
         let per_sec = self.per_sec();
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
@@ -158,6 +176,35 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_share_the_limit() {
+        let l = RateLimiter::new(RateLimit {
+            per_minute: 60,
+            burst: 10,
+        });
+        l.set_replicas(2);
+        let t0 = Instant::now();
+        let allowed = (0..10)
+            .filter(|_| l.check("ip:a", t0) == Decision::Allow)
+            .count();
+        assert_eq!(allowed, 5, "half the burst on each of two replicas");
+        // Refills at half the rate: one request per two seconds.
+        assert_ne!(
+            l.check("ip:a", t0 + Duration::from_secs(1)),
+            Decision::Allow
+        );
+        assert_eq!(
+            l.check("ip:a", t0 + Duration::from_secs(3)),
+            Decision::Allow
+        );
+        // Alone again: the whole limit.
+        l.set_replicas(1);
+        let allowed = (0..20)
+            .filter(|_| l.check("ip:b", t0) == Decision::Allow)
+            .count();
+        assert_eq!(allowed, 10);
+    }
 
     #[test]
     fn the_audit_throttle_lets_one_per_key_and_a_bounded_number_through() {
