@@ -606,7 +606,11 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on {scheme}://{api_addr}");
     tracing::info!(%api_addr, gateway_port, image = %args.image, "claudecluster serving");
     if args.log_retention_days > 0 {
-        spawn_retention(manager.store().clone(), args.log_retention_days);
+        spawn_retention(
+            manager.store().clone(),
+            manager.config().replica.id.clone(),
+            args.log_retention_days,
+        );
     }
     let server = ServerConfig {
         public_url: args.public_url.clone(),
@@ -706,18 +710,27 @@ fn random_key(key: &mut [u8; 32]) {
 }
 
 /// Deletes the logs of sessions ended more than `days` ago, hourly.
-fn spawn_retention(store: AnyStore, days: u64) {
+/// Deletes the logs of sessions ended more than `days` ago, hourly, by one
+/// replica at a time (a cluster-wide job lock held for the hour).
+fn spawn_retention(store: AnyStore, replica: String, days: u64) {
+    use cc_core::Leases;
     const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
     let keep = std::time::Duration::from_secs(days * 86_400);
     tokio::spawn(async move {
         loop {
-            let cutoff = cc_core::now()
-                .checked_sub(keep)
-                .unwrap_or(std::time::UNIX_EPOCH);
-            match store.purge_logs_before(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(events = n, "retention: deleted old session logs"),
-                Err(e) => tracing::error!(error = %e, "retention: purging session logs"),
+            match store.lock_job("retention", &replica, EVERY).await {
+                Ok(true) => {
+                    let cutoff = cc_core::now()
+                        .checked_sub(keep)
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    match store.purge_logs_before(cutoff).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(events = n, "retention: deleted old session logs"),
+                        Err(e) => tracing::error!(error = %e, "retention: purging session logs"),
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "retention: taking the job lock"),
             }
             tokio::time::sleep(EVERY).await;
         }

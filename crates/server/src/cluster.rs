@@ -419,19 +419,24 @@ async fn take_spend<R: cc_core::Runtime, S: crate::ServerStore>(
 
 /// One user's creates, one at a time across replicas, so two creates on
 /// two replicas cannot both pass the per-user session limit. A job lock in
-/// the store, released on drop (and by its expiry, should this replica die
-/// holding it).
+/// the store, renewed while the create runs and released on drop; a replica
+/// that dies holding it blocks the user's creates for at most
+/// [`CREATE_LOCK_TTL`].
 pub struct UserCreateLock<R: cc_core::Runtime, S: crate::ServerStore> {
     manager: crate::AppManager<R, S>,
     job: String,
     /// This acquisition's own holder name (the replica and a nonce), so a
     /// late release can never free a later holder's lock.
     holder: String,
+    renew: tokio::task::JoinHandle<()>,
 }
 
-/// How long a user's create lock holds if its replica dies holding it; a
-/// create (the container start included) finishes well within it.
-const CREATE_LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long a user's create lock holds without renewal (it is renewed
+/// every third of it while the create runs).
+const CREATE_LOCK_TTL: Duration = cc_core::lease::LEASE_TTL;
+/// Longest a create waits for the user's other create: long enough for a
+/// dead holder's lock to run out.
+const CREATE_LOCK_WAIT: Duration = Duration::from_secs(20);
 /// Pause between tries for a user's create lock another replica holds.
 const CREATE_LOCK_RETRY: Duration = Duration::from_millis(20);
 
@@ -443,16 +448,32 @@ impl<R: cc_core::Runtime, S: crate::ServerStore> UserCreateLock<R, S> {
             manager.config().replica.id,
             &cc_core::Token::generate().expose()[..12]
         );
-        let deadline = tokio::time::Instant::now() + CREATE_LOCK_TTL;
+        let deadline = tokio::time::Instant::now() + CREATE_LOCK_WAIT;
         loop {
             let held = cc_core::Leases::lock_job(manager.store(), &job, &holder, CREATE_LOCK_TTL)
                 .await
                 .map_err(|e| ApiError::from(cc_core::CoreError::from(e)))?;
             if held {
+                let renew = {
+                    let (manager, job, holder) = (manager.clone(), job.clone(), holder.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(CREATE_LOCK_TTL / 3).await;
+                            let store = manager.store();
+                            if let Err(e) =
+                                cc_core::Leases::lock_job(store, &job, &holder, CREATE_LOCK_TTL)
+                                    .await
+                            {
+                                tracing::warn!(%job, error = %e, "renewing a create lock");
+                            }
+                        }
+                    })
+                };
                 return Ok(Self {
                     manager: manager.clone(),
                     job,
                     holder,
+                    renew,
                 });
             }
             if tokio::time::Instant::now() > deadline {
@@ -469,6 +490,7 @@ impl<R: cc_core::Runtime, S: crate::ServerStore> UserCreateLock<R, S> {
 
 impl<R: cc_core::Runtime, S: crate::ServerStore> Drop for UserCreateLock<R, S> {
     fn drop(&mut self) {
+        self.renew.abort();
         let (manager, job) = (self.manager.clone(), std::mem::take(&mut self.job));
         let holder = std::mem::take(&mut self.holder);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

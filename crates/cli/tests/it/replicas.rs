@@ -215,7 +215,23 @@ async fn two_replicas_serve_one_session_and_the_survivor_takes_it_over() -> anyh
         summary(&turn)
     );
 
-    // A client reconnecting with `since` gets every event once, in order.
+    // A client reconnecting with `since` gets every event once, in order,
+    // whichever replica it lands on: here through one API address in front
+    // of both (A is gone, so B answers).
+    let api = cc_testkit::tcp_relay::Balancer::start(
+        "127.0.0.1:0",
+        [client_a.base_url(), client_b.base_url()]
+            .iter()
+            .map(|u| {
+                u.trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned()
+            })
+            .collect(),
+    )
+    .await?;
+    let client_b =
+        cc_client::Client::with_token(format!("http://{}", api.addr()), Some(ADMIN.into()))?;
     let logs = client_b.logs(&id, 0, 1000).await?;
     let all = seqs(&logs.events);
     assert_eq!(
