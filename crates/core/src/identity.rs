@@ -274,8 +274,9 @@ impl SessionTokenKey {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104) with a 32-byte key.
-fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 (RFC 2104) with a 32-byte key (session access tokens here,
+/// the requests replicas forward to each other in the server).
+pub fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut ipad = [0x36u8; BLOCK];
     let mut opad = [0x5cu8; BLOCK];
@@ -294,7 +295,8 @@ fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
         .into()
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+/// Lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

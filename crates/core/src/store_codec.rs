@@ -218,6 +218,48 @@ impl RawSession {
     }
 }
 
+/// The lease rows' encoding (see `crate::lease`), shared by both stores.
+pub mod lease {
+    use crate::error::StoreError;
+    use crate::ids::SessionId;
+
+    /// The states a lease is kept for (an SQL condition on `sessions`):
+    /// anything but an ended session.
+    pub const LIVE: &str = "state NOT IN ('terminated', 'error')";
+
+    /// A stored session ID, or [`StoreError::Corrupt`].
+    pub fn session_id(what: &str, s: &str) -> Result<SessionId, StoreError> {
+        SessionId::parse(s)
+            .ok_or_else(|| StoreError::Corrupt(format!("{what}: malformed id {s:?}")))
+    }
+
+    /// A stored fencing number, or [`StoreError::Corrupt`] when negative.
+    pub fn fence(id: &str, f: i64) -> Result<u64, StoreError> {
+        u64::try_from(f)
+            .map_err(|_| StoreError::Corrupt(format!("session {id}: negative lease_fence {f}")))
+    }
+
+    /// A replica's held resources as its `held` column stores them.
+    pub fn encode_held(held: &[SessionId]) -> Result<String, StoreError> {
+        serde_json::to_string(&held.iter().map(|id| id.as_str()).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Backend(format!("encode held resources: {e}")))
+    }
+
+    /// Adds the resources in `replica`'s `held` column to `into`.
+    pub fn decode_held(
+        replica: &str,
+        held: &str,
+        into: &mut std::collections::BTreeSet<SessionId>,
+    ) -> Result<(), StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt(format!("replica {replica}: held {what}"));
+        let ids: Vec<String> = serde_json::from_str(held).map_err(|e| corrupt(e.to_string()))?;
+        for id in ids {
+            into.insert(SessionId::parse(&id).ok_or_else(|| corrupt(format!("id {id:?}")))?);
+        }
+        Ok(())
+    }
+}
+
 /// An event ready to insert: `(seq, kind, payload)`.
 pub struct EventRow {
     pub seq: u64,

@@ -22,10 +22,9 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use cc_core::identity::{Principal, Role};
+use cc_core::identity::{hex, Principal, Role};
 use cc_core::lease::Replica;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -539,29 +538,10 @@ fn unreachable(to: &Replica) -> Response {
     .into_response()
 }
 
-/// HMAC-SHA256 (RFC 2104) of the parts, each followed by a newline.
+/// HMAC-SHA256 of the parts, each followed by a newline.
 fn hmac(key: &[u8; 32], parts: &[&str]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut ipad = [0x36u8; BLOCK];
-    let mut opad = [0x5cu8; BLOCK];
-    for (i, k) in key.iter().enumerate() {
-        ipad[i] ^= k;
-        opad[i] ^= k;
-    }
-    let mut inner = Sha256::new();
-    inner.update(ipad);
-    for p in parts {
-        inner.update(p.as_bytes());
-        inner.update(b"\n");
-    }
-    let mut outer = Sha256::new();
-    outer.update(opad);
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let msg: String = parts.iter().flat_map(|p| [*p, "\n"]).collect();
+    cc_core::identity::hmac_sha256(key, msg.as_bytes())
 }
 
 #[cfg(test)]

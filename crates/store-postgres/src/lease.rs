@@ -19,25 +19,11 @@ use cc_core::lease::{Heartbeat, Leases, Replica};
 use cc_core::{SessionId, StoreError};
 use std::time::Duration;
 
-/// The states a lease is kept for (SQL): anything but an ended session.
-const LIVE: &str = "state NOT IN ('terminated', 'error')";
-
-/// A stored session ID, or [`StoreError::Corrupt`].
-fn session_id(what: &str, s: &str) -> Result<SessionId, StoreError> {
-    SessionId::parse(s).ok_or_else(|| StoreError::Corrupt(format!("{what}: malformed id {s:?}")))
-}
-
-/// A stored fencing number, or [`StoreError::Corrupt`] when negative.
-fn fence(id: &str, f: i64) -> Result<u64, StoreError> {
-    u64::try_from(f)
-        .map_err(|_| StoreError::Corrupt(format!("session {id}: negative lease_fence {f}")))
-}
+use cc_core::store_codec::lease::{decode_held, encode_held, fence, session_id, LIVE};
 
 impl Leases for PostgresStore {
     async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Vec<(SessionId, u64)>, StoreError> {
-        let held =
-            serde_json::to_string(&beat.held.iter().map(|id| id.as_str()).collect::<Vec<_>>())
-                .map_err(|e| StoreError::Backend(format!("encode held resources: {e}")))?;
+        let held = encode_held(beat.held)?;
         let ttl = ttl_ms(beat.ttl);
         let conn = self.pool.get().await?;
         // The replica's row and its leases in one statement: the CTE's
@@ -175,13 +161,7 @@ impl Leases for PostgresStore {
         let mut all = std::collections::BTreeSet::new();
         for r in &rows {
             let (replica, held): (&str, &str) = (r.get(0), r.get(1));
-            let corrupt =
-                |what: String| StoreError::Corrupt(format!("replica {replica}: held {what}"));
-            let ids: Vec<String> =
-                serde_json::from_str(held).map_err(|e| corrupt(e.to_string()))?;
-            for id in ids {
-                all.insert(SessionId::parse(&id).ok_or_else(|| corrupt(format!("id {id:?}")))?);
-            }
+            decode_held(replica, held, &mut all)?;
         }
         Ok(all.into_iter().collect())
     }

@@ -5,7 +5,7 @@
 //! over the WebSocket, delete, the Pod and its objects gone. `#[ignore]`d
 //! in a plain `cargo test`; `scripts/test.sh` runs it with the cluster up.
 
-use super::{cli, spawn_serve};
+use super::{await_ready, cli, run_turn, spawn_serve, TURN_TIMEOUT};
 use anyhow::Context;
 use cc_core::Runtime;
 use cc_testkit::harness::{is_state, output_text, read_until, summary};
@@ -16,26 +16,11 @@ use std::time::{Duration, Instant};
 const ADMIN: &str = "kube-admin-token-0123456789";
 /// A cold Pod on a loaded 2-core machine, then the clone and sessiond.
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
-const TURN_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn var(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| {
         format!("{name} is not set: start the test cluster with scripts/kubernetes.sh (scripts/test.sh does)")
     })
-}
-
-/// Sends a command and reads until the turn's final `ready` (or `error`).
-async fn run_turn(
-    ws: &mut cc_client::EventStream,
-    command: &str,
-) -> anyhow::Result<Vec<ServerMessage>> {
-    ws.command(command).await?;
-    let mut busy = false;
-    read_until(ws, TURN_TIMEOUT, |m| {
-        busy |= is_state(m, SessionState::Busy);
-        (busy && is_state(m, SessionState::Ready)) || is_state(m, SessionState::Error)
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,15 +81,7 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
     let mut ws =
         cc_client::EventStream::connect(&format!("{}&since=0", created.endpoints.websocket))
             .await?;
-    let started = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    assert!(
-        is_state(started.last().unwrap(), SessionState::Ready),
-        "the session did not get ready: {}",
-        summary(&started)
-    );
+    await_ready(&mut ws, READY_TIMEOUT).await?;
 
     // The session is a Pod of this deployment, running.
     let mut settings =
@@ -165,11 +142,7 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
     let created = client.create(&request).await?;
     let id = created.session_id.clone();
     let mut ws = client.stream(&id, 0).await?;
-    let started = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    assert!(is_state(started.last().unwrap(), SessionState::Ready));
+    await_ready(&mut ws, READY_TIMEOUT).await?;
     let pod = format!("{prefix}{id}");
     let killed = tokio::process::Command::new("sh")
         .arg("-c")

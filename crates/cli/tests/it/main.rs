@@ -79,6 +79,47 @@ pub async fn ready_session(h: &cc_testkit::Harness, repo: &str) -> anyhow::Resul
     Ok(created.session_id)
 }
 
+/// A turn never takes this long, even on a loaded machine.
+pub const TURN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Reads the stream until the session's first `ready`, failing with what
+/// it saw when it ends in `error` instead (or `timeout` passes).
+pub async fn await_ready(
+    ws: &mut cc_client::EventStream,
+    timeout: Duration,
+) -> anyhow::Result<Vec<cc_wire::api::ServerMessage>> {
+    use cc_testkit::harness::{is_state, read_until, summary};
+    use cc_wire::api::SessionState;
+    let seen = read_until(ws, timeout, |m| {
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    anyhow::ensure!(
+        seen.last()
+            .is_some_and(|m| is_state(m, SessionState::Ready)),
+        "the session did not get ready: {}",
+        summary(&seen)
+    );
+    Ok(seen)
+}
+
+/// Sends a command on the stream and reads until the turn's closing
+/// `ready` (or an `error`).
+pub async fn run_turn(
+    ws: &mut cc_client::EventStream,
+    command: &str,
+) -> anyhow::Result<Vec<cc_wire::api::ServerMessage>> {
+    use cc_testkit::harness::{is_state, read_until};
+    use cc_wire::api::SessionState;
+    ws.command(command).await?;
+    let mut busy = false;
+    read_until(ws, TURN_TIMEOUT, |m| {
+        busy |= is_state(m, SessionState::Busy);
+        (busy && is_state(m, SessionState::Ready)) || is_state(m, SessionState::Error)
+    })
+    .await
+}
+
 /// Starts `serve` (stdout piped, stderr as the caller set it) and returns
 /// it with the API's base URL, from the first line it prints.
 pub async fn spawn_serve(mut serve: Command) -> anyhow::Result<(tokio::process::Child, String)> {

@@ -12,7 +12,7 @@
 //!   client reconnecting with `since` gets every event exactly once.
 
 use super::database::Schema;
-use super::{cli, spawn_serve};
+use super::{await_ready, cli, run_turn, spawn_serve, TURN_TIMEOUT};
 use anyhow::Context;
 use cc_testkit::harness::{is_state, output_text, read_until, summary};
 use cc_wire::api::{ServerMessage, SessionState};
@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 const ADMIN: &str = "replicas-admin-token-0123456789";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
-const TURN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Every message's `seq`, in order.
 fn seqs(msgs: &[ServerMessage]) -> Vec<u64> {
@@ -148,24 +147,10 @@ async fn two_replicas_serve_one_session_and_the_survivor_takes_it_over() -> anyh
     let request = cc_testkit::harness::session_request(&repo, None, api_key);
     let id = client_a.create(&request).await?.session_id;
     let mut ws = client_b.stream(&id, 0).await?;
-    let started = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    assert!(
-        is_state(started.last().unwrap(), SessionState::Ready),
-        "the session did not get ready: {}",
-        summary(&started)
-    );
+    await_ready(&mut ws, READY_TIMEOUT).await?;
 
     // A command on B's socket runs in A's session (B forwards it).
-    ws.command("bash: cat README.md").await?;
-    let mut busy = false;
-    let turn = read_until(&mut ws, TURN_TIMEOUT, |m| {
-        busy |= is_state(m, SessionState::Busy);
-        (busy && is_state(m, SessionState::Ready)) || is_state(m, SessionState::Error)
-    })
-    .await?;
+    let turn = run_turn(&mut ws, "bash: cat README.md").await?;
     assert!(
         output_text(&turn).contains("# Two replicas")
             && is_state(turn.last().unwrap(), SessionState::Ready),
@@ -200,15 +185,7 @@ async fn two_replicas_serve_one_session_and_the_survivor_takes_it_over() -> anyh
         killed.elapsed()
     );
     // B runs it now: a command through B is served by B itself.
-    let turn = {
-        client_b.command(&id, "bash: ls").await?;
-        let mut busy = false;
-        read_until(&mut ws, TURN_TIMEOUT, |m| {
-            busy |= is_state(m, SessionState::Busy);
-            (busy && is_state(m, SessionState::Ready)) || is_state(m, SessionState::Error)
-        })
-        .await?
-    };
+    let turn = run_turn(&mut ws, "bash: ls").await?;
     assert!(
         output_text(&turn).contains("after.txt"),
         "{}",
@@ -282,7 +259,9 @@ async fn churn_over_two_replicas_with_one_killed_leaves_nothing_behind() -> anyh
         .git
         .create_repo("churn", &[("README.md", "# Churn\n")])?;
     // Sweeps every 2 s: what a killed replica was creating is removed soon.
-    let fast = ["--reconcile-interval", "2"];
+    // Room for the kept sessions, the cycles in flight and what the killed
+    // replica leaves live (the per-user create lock is still taken).
+    let fast = ["--reconcile-interval", "2", "--max-sessions-per-user", "50"];
     let (mut a, client_a) = pair.serve(0, &fast).await?;
     let (mut b, client_b) = pair.serve(1, &fast).await?;
     let request = cc_testkit::harness::session_request(&repo, None, &pair.api_key);
@@ -292,15 +271,7 @@ async fn churn_over_two_replicas_with_one_killed_leaves_nothing_behind() -> anyh
     for _ in 0..3 {
         let id = client_a.create(&request).await?.session_id;
         let mut ws = client_a.stream(&id, 0).await?;
-        let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
-            is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-        })
-        .await?;
-        assert!(
-            is_state(seen.last().unwrap(), SessionState::Ready),
-            "{}",
-            summary(&seen)
-        );
+        await_ready(&mut ws, READY_TIMEOUT).await?;
         kept.push(id);
     }
 
@@ -376,13 +347,7 @@ async fn churn_over_two_replicas_with_one_killed_leaves_nothing_behind() -> anyh
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let mut ws = client_b.stream_from_now(id).await?;
-        ws.command("bash: cat README.md").await?;
-        let mut busy = false;
-        let turn = read_until(&mut ws, TURN_TIMEOUT, |m| {
-            busy |= is_state(m, SessionState::Busy);
-            (busy && is_state(m, SessionState::Ready)) || is_state(m, SessionState::Error)
-        })
-        .await?;
+        let turn = run_turn(&mut ws, "bash: cat README.md").await?;
         assert!(output_text(&turn).contains("# Churn"), "{}", summary(&turn));
     }
 
