@@ -103,12 +103,19 @@ pub async fn redacting_a_user_keeps_the_chain<S: AuditStore>(store: S) {
 }
 
 pub async fn concurrent_appends_never_fork_the_chain<S: AuditStore>(store: S) {
+    appends_through_several_handles_never_fork_the_chain(vec![Arc::new(store)]).await;
+}
+
+/// Appends racing through every handle (one store, or several connected to
+/// the same database: replicas) make one chain, each record once.
+pub async fn appends_through_several_handles_never_fork_the_chain<S: AuditStore>(
+    handles: Vec<Arc<S>>,
+) {
     const TASKS: usize = 8;
     const PER_TASK: usize = 20;
-    let store = Arc::new(store);
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..TASKS {
-        let store = Arc::clone(&store);
+        let store = Arc::clone(&handles[t % handles.len()]);
         tasks.spawn(async move {
             for i in 0..PER_TASK {
                 store
@@ -121,10 +128,12 @@ pub async fn concurrent_appends_never_fork_the_chain<S: AuditStore>(store: S) {
     while let Some(res) = tasks.join_next().await {
         res.expect("task");
     }
-    let log = all(&*store).await;
-    let total = (TASKS * PER_TASK) as u64;
-    assert_eq!(verify(&log), Ok(total));
-    assert_eq!(seqs(&log), (1..=total).collect::<Vec<_>>());
-    let actions: BTreeSet<&str> = log.iter().map(|r| r.event.action.as_str()).collect();
-    assert_eq!(actions.len() as u64, total, "every append landed once");
+    for store in &handles {
+        let log = all(&**store).await;
+        let total = (TASKS * PER_TASK) as u64;
+        assert_eq!(verify(&log), Ok(total));
+        assert_eq!(seqs(&log), (1..=total).collect::<Vec<_>>());
+        let actions: BTreeSet<&str> = log.iter().map(|r| r.event.action.as_str()).collect();
+        assert_eq!(actions.len() as u64, total, "every append landed once");
+    }
 }

@@ -3,7 +3,9 @@
 use crate::support::{fresh, url};
 use cc_core::audit::{verify, AuditStore};
 use cc_core::{Leases, SessionId, SessionRecord, Store, StoreError};
-use cc_store_conformance::audit::{all, fill};
+use cc_store_conformance::audit::{
+    all, appends_through_several_handles_never_fork_the_chain, fill,
+};
 use cc_store_conformance::leases::wait_for;
 use cc_store_postgres::PostgresStore;
 use cc_wire::api::{ServerMessage, SessionLimits, SessionState};
@@ -241,6 +243,17 @@ fn command(seq: u64) -> ServerMessage {
         text: format!("turn {seq}"),
         timestamp: 1_714_564_800_000,
     }
+}
+
+/// Two stores (two connection pools) stand in for two replicas appending
+/// to the audit log at once: one chain, each record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_appending_audit_records_never_fork_the_chain() {
+    let Some((schema, a)) = fresh().await else {
+        return;
+    };
+    let b = schema.store().await;
+    appends_through_several_handles_never_fork_the_chain(vec![Arc::new(a), Arc::new(b)]).await;
 }
 
 /// Two stores stand in for two replicas: an append through one wakes the
