@@ -218,7 +218,10 @@ fn print_path(found: &cc_wire::api::SessionPath) -> anyhow::Result<()> {
                     EntryKind::File => entry.size.to_string(),
                     _ => "-".into(),
                 };
-                println!("{kind} {size:>10}  {}{suffix}", entry.name);
+                println!(
+                    "{kind} {size:>10}  {}{suffix}",
+                    crate::ui::for_stdout(&entry.name)
+                );
             }
             if *truncated {
                 eprintln!(
@@ -241,8 +244,14 @@ fn print_path(found: &cc_wire::api::SessionPath) -> anyhow::Result<()> {
                         .decode(content)
                         .map_err(|err| anyhow::anyhow!("the server sent bad base64: {err}"))?,
                 };
+            let Some(shown) = crate::ui::file_for_stdout(&bytes) else {
+                anyhow::bail!(
+                    "{} bytes of binary content: redirect the output to a file to save them",
+                    bytes.len()
+                );
+            };
             let mut out = std::io::stdout().lock();
-            out.write_all(&bytes)?;
+            out.write_all(&shown)?;
             out.flush()?;
             if *truncated {
                 eprintln!(
@@ -362,13 +371,14 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
             if d.json {
                 print_json(&diff);
             } else if d.patch {
-                print!("{}", diff.patches);
+                print!("{}", crate::ui::for_stdout(&diff.patches));
             } else {
                 for f in &diff.files {
+                    let path = crate::ui::for_stdout(&f.path);
                     if f.binary {
-                        println!(" {} (binary)", f.path);
+                        println!(" {path} (binary)");
                     } else {
-                        println!(" {} +{} -{}", f.path, f.insertions, f.deletions);
+                        println!(" {path} +{} -{}", f.insertions, f.deletions);
                     }
                 }
                 println!(
@@ -377,7 +387,7 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
                     diff.insertions,
                     diff.deletions
                 );
-                print!("{}", diff.diff);
+                print!("{}", crate::ui::for_stdout(&diff.diff));
             }
             if diff.truncated {
                 eprintln!(
@@ -481,7 +491,7 @@ fn print_status(s: &SessionStatus) {
     let row = |k: &str, v: &str| println!("{} {v}", style.dim(&format!("{k:<10}")));
     row("session", &s.session_id);
     let state = match &s.reason {
-        Some(r) => format!("{} ({r})", s.state.as_str()),
+        Some(r) => format!("{} ({})", s.state.as_str(), crate::ui::for_stdout(r)),
         None => s.state.as_str().to_owned(),
     };
     row("state", &state);

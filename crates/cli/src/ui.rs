@@ -187,6 +187,40 @@ pub fn inert(text: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// What the session sent, for stdout: [`inert`] on a terminal (a diff, a
+/// file name or a file's text can carry escape sequences the session
+/// wrote), exactly as sent when stdout is a file or a pipe (`session diff
+/// --patch | git am` needs every byte).
+pub fn for_stdout(text: &str) -> std::borrow::Cow<'_, str> {
+    shown(text, std::io::IsTerminal::is_terminal(&std::io::stdout()))
+}
+
+fn shown(text: &str, terminal: bool) -> std::borrow::Cow<'_, str> {
+    if terminal {
+        inert(text)
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// A file's bytes for stdout: as they are into a file or a pipe; on a
+/// terminal, UTF-8 text made [`inert`], and `None` for anything else
+/// (binary bytes would drive the terminal).
+pub fn file_for_stdout(bytes: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    file_shown(bytes, std::io::IsTerminal::is_terminal(&std::io::stdout()))
+}
+
+fn file_shown(bytes: &[u8], terminal: bool) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if !terminal {
+        return Some(std::borrow::Cow::Borrowed(bytes));
+    }
+    let text = std::str::from_utf8(bytes).ok()?;
+    Some(match inert(text) {
+        std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(bytes),
+        std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.into_bytes()),
+    })
+}
+
 fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
@@ -394,6 +428,24 @@ fn colour_lines(text: &str, f: impl Fn(&str) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_text_is_inert_on_a_terminal_and_exact_elsewhere() {
+        let osc52 = "a\u{1b}]52;c;ZXZpbA==\u{7}b\n";
+        assert_eq!(shown(osc52, false), osc52);
+        assert_eq!(shown(osc52, true), "a\u{241b}]52;c;ZXZpbA==\u{2407}b\n");
+        assert_eq!(
+            file_shown(osc52.as_bytes(), true).as_deref(),
+            Some("a\u{241b}]52;c;ZXZpbA==\u{2407}b\n".as_bytes())
+        );
+        assert_eq!(
+            file_shown(osc52.as_bytes(), false).as_deref(),
+            Some(osc52.as_bytes())
+        );
+        let binary = [0x1b, 0xff, 0x00];
+        assert_eq!(file_shown(&binary, true), None);
+        assert_eq!(file_shown(&binary, false).as_deref(), Some(&binary[..]));
+    }
 
     #[test]
     fn connection_errors_read_naturally() {
