@@ -4,7 +4,11 @@
 //! [`TlsListener`] accepts TCP connections and runs each TLS handshake in
 //! its own task (bounded by [`HANDSHAKE_TIMEOUT`]), so a slow or silent
 //! client never holds up the others; finished handshakes are handed to the
-//! HTTP server in order of completion.
+//! HTTP server in order of completion. Handshakes in progress are capped
+//! per client IP and in all ([`HandshakeLimits`]): a connection over a cap
+//! is closed at once, so connections that never finish a handshake cannot
+//! pile up before the server's own connection caps (which count finished
+//! ones) apply.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,6 +24,71 @@ use tokio_rustls::TlsAcceptor;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for the HTTP server to take them.
 const READY_QUEUE: usize = 64;
+/// Handshakes one client IP may have in progress: a browser opens a few at
+/// once, a client behind a NAT a few dozen.
+pub const HANDSHAKES_PER_IP: usize = 32;
+/// Handshakes in progress in all: each holds a socket for up to
+/// [`HANDSHAKE_TIMEOUT`].
+pub const HANDSHAKES_TOTAL: usize = 512;
+
+/// How many handshakes may be in progress, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    pub per_ip: usize,
+    pub total: usize,
+    pub timeout: Duration,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        Self {
+            per_ip: HANDSHAKES_PER_IP,
+            total: HANDSHAKES_TOTAL,
+            timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// Handshakes in progress, per client IP and in all.
+#[derive(Default)]
+struct InProgress {
+    per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One handshake's place, given back when dropped.
+struct Place {
+    ip: std::net::IpAddr,
+    counts: Arc<InProgress>,
+}
+
+impl InProgress {
+    /// A place for a handshake from `ip`, or `None` over a cap.
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr, limits: &HandshakeLimits) -> Option<Place> {
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = map.values().sum();
+        let mine = map.entry(ip).or_default();
+        if *mine >= limits.per_ip || total >= limits.total {
+            return None;
+        }
+        *mine += 1;
+        Some(Place {
+            ip,
+            counts: self.clone(),
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut map = self.counts.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Where the certificate chain and private key are (PEM).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +135,18 @@ pub struct TlsListener {
 
 impl TlsListener {
     pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Self> {
+        Self::with_limits(tcp, acceptor, HandshakeLimits::default())
+    }
+
+    /// [`Self::new`] with other handshake caps and timeout.
+    pub fn with_limits(
+        tcp: TcpListener,
+        acceptor: TlsAcceptor,
+        limits: HandshakeLimits,
+    ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(READY_QUEUE);
+        let in_progress = Arc::new(InProgress::default());
         tokio::spawn(async move {
             while !tx.is_closed() {
                 let (sock, peer) = match tcp.accept().await {
@@ -79,9 +158,17 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Some(place) = in_progress.enter(peer.ip().to_canonical(), &limits) else {
+                    tracing::debug!(%peer, "too many TLS handshakes in progress: closed");
+                    drop(sock);
+                    continue;
+                };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+                    let handshake =
+                        tokio::time::timeout(limits.timeout, acceptor.accept(sock)).await;
+                    drop(place);
+                    match handshake {
                         Ok(Ok(stream)) => {
                             let _ = tx.send((stream, peer)).await;
                         }

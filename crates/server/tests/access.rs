@@ -735,6 +735,50 @@ async fn tls_end_to_end() {
     server.await.unwrap().unwrap();
 }
 
+/// Connections that never finish their TLS handshake are capped per client
+/// IP: beyond the cap the listener closes a connection at once (well within
+/// the handshake timeout, set long here), while those within it stay open.
+#[tokio::test]
+async fn unfinished_tls_handshakes_are_capped_per_client() {
+    use axum::serve::Listener;
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let acceptor = cc_server::tls::acceptor(&cc_server::tls::TlsFiles { cert, key }).unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let limits = cc_server::tls::HandshakeLimits {
+        per_ip: 2,
+        total: 100,
+        timeout: Duration::from_secs(600),
+    };
+    let listener = cc_server::tls::TlsListener::with_limits(tcp, acceptor, limits).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Two silent clients take the two places (the listener accepts in the
+    // order the kernel queued the connections).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // The third is closed by the listener: EOF, long before the 600 s
+    // handshake timeout could close it.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(60), third.read(&mut buf))
+        .await
+        .expect("the connection over the cap is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    // The two within the cap are still open (no EOF yet).
+    for s in &mut held {
+        let open = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await;
+        assert!(
+            open.is_err(),
+            "a connection within the cap was closed: {open:?}"
+        );
+    }
+    drop(listener);
+}
+
 #[test]
 fn tls_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
