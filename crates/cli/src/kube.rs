@@ -44,6 +44,7 @@ pub async fn run(cmd: KubeCommand) -> anyhow::Result<()> {
         image: args.image,
         limits: cc_core::LimitsPolicy::default().default,
         agent_token: cc_core::Token::from_string("<redacted: 64 hex digits per session>".into()),
+        pooled: false,
     };
     println!("{}", render(&settings, &spec)?);
     Ok(())
@@ -80,6 +81,7 @@ mod tests {
             image: "claudecluster-worker:latest".into(),
             limits: cc_core::LimitsPolicy::default().default,
             agent_token: cc_core::Token::generate(),
+            pooled: false,
         };
         let text = render(&settings, &spec).unwrap();
         assert!(!text.contains(spec.agent_token.expose()));

@@ -8,7 +8,7 @@
 use anyhow::Context;
 use cc_core::{
     ContainerStatus, Placement, ResourceUsage, Runtime, RuntimeError, RuntimeEventStream,
-    SessionId, SessionSpec,
+    SessionId, SessionSpec, Started,
 };
 use cc_runtime_docker::DockerRuntime;
 use clap::{Args, ValueEnum};
@@ -254,8 +254,11 @@ macro_rules! delegate {
 }
 
 impl Runtime for AnyRuntime {
-    async fn create(&self, spec: &SessionSpec) -> Result<Placement, RuntimeError> {
+    async fn create(&self, spec: &SessionSpec) -> Result<Started, RuntimeError> {
         delegate!(self, r => r.create(spec))
+    }
+    async fn wait_running(&self, id: &SessionId) -> Result<Placement, RuntimeError> {
+        delegate!(self, r => r.wait_running(id))
     }
     async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {
         delegate!(self, r => r.remove(id))

@@ -41,7 +41,7 @@ pub use lease::{Heartbeat, Lease, Leases, Replica};
 pub use push::{session_branch, PushPolicy, PushRefusal};
 pub use seams::{
     Agent, AgentEndpoint, ContainerStatus, EventStream, Placement, ResourceUsage, Runtime,
-    RuntimeEvent, RuntimeEventKind, RuntimeEventStream, SessionRecord, SessionSpec, Store,
+    RuntimeEvent, RuntimeEventKind, RuntimeEventStream, SessionRecord, SessionSpec, Started, Store,
     LABEL_MANAGED, LABEL_SESSION,
 };
 pub use session::{CreateSession, Manager, Route, Subscription};

@@ -23,6 +23,10 @@ pub struct SessionSpec {
     pub limits: SessionLimits,
     /// Bearer token sessiond requires on every request.
     pub agent_token: Token,
+    /// Started ahead of any session, for the warm pool: its lifetime
+    /// begins when a session claims it, so the runtime gives it no
+    /// deadline of its own (the session's actor ends it in time).
+    pub pooled: bool,
 }
 
 /// Where a started session lives.
@@ -38,10 +42,28 @@ pub struct Placement {
     pub gateway_url: String,
 }
 
+/// How far [`Runtime::create`] got.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started {
+    /// The container runs.
+    Running(Placement),
+    /// The runtime accepted the session but its container does not run
+    /// yet (a Pod waiting for a node or its image); [`Runtime::wait_running`]
+    /// says when it does. Its ID and the gateway URL its sessions will
+    /// use are known already.
+    Pending {
+        container_id: String,
+        gateway_url: String,
+    },
+}
+
 /// A container's observed condition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerStatus {
     pub running: bool,
+    /// Not running yet, and may still: waiting for its place (a Pending
+    /// Pod). Never set with `running` or an exit code.
+    pub starting: bool,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
 }
@@ -81,11 +103,33 @@ pub type RuntimeEventStream = BoxStream<'static, Result<RuntimeEvent, RuntimeErr
 /// Where session containers run.
 pub trait Runtime: Send + Sync + 'static {
     /// Creates and starts everything the session needs (its network,
-    /// workspace volume and container). Idempotent per session ID.
+    /// workspace volume and container). Idempotent per session ID. Returns
+    /// as soon as the runtime has accepted the session: the placement when
+    /// the container runs already, else [`Started::Pending`].
     fn create(
         &self,
         spec: &SessionSpec,
+    ) -> impl Future<Output = Result<Started, RuntimeError>> + Send;
+    /// Waits until the session's container runs, up to the runtime's own
+    /// start deadline, and says where it is; fails with the reason when it
+    /// cannot run (the scheduler's, the image's) or no longer exists.
+    fn wait_running(
+        &self,
+        id: &SessionId,
     ) -> impl Future<Output = Result<Placement, RuntimeError>> + Send;
+    /// [`Runtime::create`], then [`Runtime::wait_running`] when the
+    /// container waits for its place: returns once it runs.
+    fn create_running(
+        &self,
+        spec: &SessionSpec,
+    ) -> impl Future<Output = Result<Placement, RuntimeError>> + Send {
+        async move {
+            match self.create(spec).await? {
+                Started::Running(p) => Ok(p),
+                Started::Pending { .. } => self.wait_running(&spec.id).await,
+            }
+        }
+    }
     /// Removes every resource of the session. Missing resources are fine.
     fn remove(&self, id: &SessionId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// The session container's status; `None` when it does not exist.

@@ -23,7 +23,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use cc_core::{
     ContainerStatus, Placement, ResourceUsage, Runtime, RuntimeError, RuntimeEventStream,
-    SessionId, SessionSpec, LABEL_MANAGED, LABEL_SESSION,
+    SessionId, SessionSpec, Started, LABEL_MANAGED, LABEL_SESSION,
 };
 use cc_wire::sessiond::{DEFAULT_PORT, WORKSPACE_DIR};
 use futures_util::StreamExt;
@@ -383,7 +383,9 @@ impl DockerRuntime {
 }
 
 impl Runtime for DockerRuntime {
-    async fn create(&self, spec: &SessionSpec) -> Result<Placement, RuntimeError> {
+    /// Docker starts the container in the call: always
+    /// [`Started::Running`].
+    async fn create(&self, spec: &SessionSpec) -> Result<Started, RuntimeError> {
         self.create_network(&spec.id).await?;
         if let Some(fw) = &self.firewall {
             fw.install(&spec.id).await?;
@@ -407,7 +409,13 @@ impl Runtime for DockerRuntime {
             Err(e) if status(&e) == Some(304) => {} // already running
             Err(e) => return Err(classify(e, "starting the session container")),
         }
-        self.placement(&spec.id).await
+        self.placement(&spec.id).await.map(Started::Running)
+    }
+
+    async fn wait_running(&self, id: &SessionId) -> Result<Placement, RuntimeError> {
+        self.locate(id)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound("the session container does not run".into()))
     }
 
     async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {
@@ -448,8 +456,10 @@ impl Runtime for DockerRuntime {
         {
             Ok(c) => {
                 let st = c.state.unwrap_or_default();
+                // Docker starts a container in `create`: never `starting`.
                 Ok(Some(ContainerStatus {
                     running: st.running.unwrap_or(false),
+                    starting: false,
                     exit_code: st.exit_code,
                     oom_killed: st.oom_killed.unwrap_or(false),
                 }))

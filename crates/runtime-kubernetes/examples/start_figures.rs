@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
 
         let spec = cc_testkit::conformance::spec(&image);
         let t = Instant::now();
-        rt.create(&spec).await?;
+        rt.create_running(&spec).await?;
         session.push(t.elapsed());
         rt.remove(&spec.id).await?;
     }

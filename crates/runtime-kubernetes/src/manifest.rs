@@ -210,7 +210,9 @@ pub fn pod(settings: &KubeSettings, spec: &SessionSpec) -> Pod {
             // does under Docker.
             share_process_namespace: Some(true),
             termination_grace_period_seconds: Some(GRACE_SECONDS),
-            active_deadline_seconds: Some(limits.timeout_secs.max(1) as i64),
+            // A backstop to the session's own lifetime; a warm Pod's
+            // begins when it is claimed.
+            active_deadline_seconds: (!spec.pooled).then(|| limits.timeout_secs.max(1) as i64),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(SESSION_UID),
@@ -292,6 +294,7 @@ mod tests {
                 idle_timeout_secs: None,
             },
             agent_token: cc_core::Token::generate(),
+            pooled: false,
         }
     }
 
@@ -332,6 +335,17 @@ mod tests {
             assert!(v.get("hostPath").is_none(), "{v}");
         }
         assert_eq!(json["metadata"]["labels"][LABEL_SESSION], spec.id.as_str());
+
+        // A warm Pod's lifetime begins at its claim: no deadline before.
+        let warm = SessionSpec {
+            pooled: true,
+            ..spec
+        };
+        let json = serde_json::to_value(super::pod(&s, &warm)).unwrap();
+        assert!(
+            json["spec"].get("activeDeadlineSeconds").is_none(),
+            "{json}"
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub fn status(pod: &Pod) -> ContainerStatus {
     if let Some(t) = terminated(pod) {
         return ContainerStatus {
             running: false,
+            starting: false,
             exit_code: Some(i64::from(t.exit_code)),
             oom_killed: t.reason.as_deref() == Some("OOMKilled"),
         };
@@ -54,6 +55,7 @@ pub fn status(pod: &Pod) -> ContainerStatus {
             .is_some_and(|s| s.running.is_some());
     ContainerStatus {
         running,
+        starting: !running && phase(pod) == "Pending",
         exit_code: None,
         oom_killed: false,
     }
@@ -169,6 +171,7 @@ mod tests {
             status(&p),
             ContainerStatus {
                 running: true,
+                starting: false,
                 exit_code: None,
                 oom_killed: false
             }
@@ -190,6 +193,7 @@ mod tests {
             status(&p),
             ContainerStatus {
                 running: false,
+                starting: false,
                 exit_code: Some(137),
                 oom_killed: true
             }
@@ -224,12 +228,14 @@ mod tests {
             "may still be scheduled"
         );
         assert!(pending_reason(&unschedulable).contains("Insufficient memory"));
+        assert!(status(&unschedulable).starting);
 
         let deadline = pod(serde_json::json!({
             "phase": "Failed", "reason": "DeadlineExceeded",
             "message": "Pod was active on the node longer than the specified deadline"
         }));
         assert!(finished(&deadline));
+        assert!(!status(&deadline).starting);
         assert!(start_failure(&deadline)
             .unwrap()
             .contains("DeadlineExceeded"));

@@ -5,7 +5,7 @@ use crate::observe;
 use crate::settings::KubeSettings;
 use cc_core::{
     ContainerStatus, Placement, ResourceUsage, Runtime, RuntimeError, RuntimeEvent,
-    RuntimeEventKind, RuntimeEventStream, SessionId, SessionSpec,
+    RuntimeEventKind, RuntimeEventStream, SessionId, SessionSpec, Started,
 };
 use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt;
@@ -127,7 +127,7 @@ impl KubernetesRuntime {
     /// Waits until the session Pod runs (or cannot, or misses the start
     /// deadline), watching it from the version last read, so a change is
     /// seen as it happens rather than at the next poll.
-    async fn wait_running(&self, id: &SessionId) -> Result<Placement, RuntimeError> {
+    async fn watch_until_running(&self, id: &SessionId) -> Result<Placement, RuntimeError> {
         let deadline = tokio::time::Instant::now() + self.settings.start_deadline;
         let gone = || RuntimeError::NotFound("the session Pod was deleted while it started".into());
         let wp = WatchParams::default()
@@ -173,7 +173,9 @@ impl KubernetesRuntime {
         }
     }
 
-    async fn create_objects(&self, spec: &SessionSpec) -> Result<(), RuntimeError> {
+    /// Creates the session's Secret, NetworkPolicy and Pod (keeping those
+    /// that exist: a retried create); returns the Pod's UID.
+    async fn create_objects(&self, spec: &SessionSpec) -> Result<String, RuntimeError> {
         let pp = PostParams::default();
         keep_existing(
             self.secrets()
@@ -187,12 +189,21 @@ impl KubernetesRuntime {
                 .await,
             "creating the session's NetworkPolicy",
         )?;
-        keep_existing(
-            self.pods()
-                .create(&pp, &manifest::pod(&self.settings, spec))
-                .await,
-            "creating the session Pod",
-        )
+        let what = "creating the session Pod";
+        let pod = match self
+            .pods()
+            .create(&pp, &manifest::pod(&self.settings, spec))
+            .await
+        {
+            Ok(pod) => pod,
+            Err(e) if api_code(&e) == Some(409) => self
+                .get_pod(&spec.id)
+                .await?
+                .ok_or_else(|| RuntimeError::NotFound(format!("{what}: deleted meanwhile")))?,
+            Err(e) => return Err(classify(e, what)),
+        };
+        pod.uid()
+            .ok_or_else(|| RuntimeError::Internal(format!("{what}: the API server gave no UID")))
     }
 
     /// The sessions this deployment's objects of one kind belong to.
@@ -226,18 +237,21 @@ impl KubernetesRuntime {
 }
 
 impl Runtime for KubernetesRuntime {
-    async fn create(&self, spec: &SessionSpec) -> Result<Placement, RuntimeError> {
-        let placed = match self.create_objects(spec).await {
-            Ok(()) => self.wait_running(&spec.id).await,
-            Err(e) => Err(e),
-        };
-        if placed.is_err() {
-            // Nothing is left behind by a session that could not start.
-            if let Err(e) = self.remove(&spec.id).await {
-                tracing::warn!(session = %spec.id, error = %e, "removing a session that failed to start");
-            }
-        }
-        placed
+    /// Creates the session's objects and answers at once: the Pod is
+    /// [`Started::Pending`] until the kubelet runs it.
+    async fn create(&self, spec: &SessionSpec) -> Result<Started, RuntimeError> {
+        let uid = self.create_objects(spec).await?;
+        Ok(Started::Pending {
+            container_id: uid,
+            gateway_url: self.settings.gateway_url.clone(),
+        })
+    }
+
+    /// Watches the Pod until it runs, cannot run (an image that is not
+    /// there, a container that failed) or misses the start deadline
+    /// (still Pending: the scheduler's reason).
+    async fn wait_running(&self, id: &SessionId) -> Result<Placement, RuntimeError> {
+        self.watch_until_running(id).await
     }
 
     async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {

@@ -73,12 +73,14 @@ async fn a_pod_that_cannot_start_fails_with_the_reason_and_leaves_nothing() -> a
     c.settings.start_deadline = Duration::from_secs(60);
     let rt = c.runtime().await;
     let spec = conformance::spec("claudecluster-worker:not-built-here");
-    let err = rt.create(&spec).await.expect_err("no such image");
+    let err = rt.create_running(&spec).await.expect_err("no such image");
     let RuntimeError::Invalid(msg) = &err else {
         panic!("a missing image is the request's fault: {err:?}");
     };
     assert!(msg.contains("ErrImageNeverPull"), "{msg}");
     assert!(msg.contains("not-built-here"), "{msg}");
+    // What the core then does with a session that could not start.
+    rt.remove(&spec.id).await?;
     assert!(rt.list().await?.is_empty(), "left behind");
     Ok(())
 }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use cc_core::{Runtime, RuntimeError};
+use cc_core::{Runtime, RuntimeError, Started};
 use cc_runtime_kubernetes::{KubeSettings, KubernetesRuntime};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -202,14 +202,28 @@ async fn an_rbac_refusal_names_the_permission_and_creates_nothing() {
 }
 
 #[tokio::test]
-async fn a_pod_the_scheduler_cannot_place_fails_with_its_reason_and_is_removed() {
+async fn a_pod_the_scheduler_cannot_place_is_pending_then_fails_with_its_reason() {
     let (rt, s, _dir) = scripted(Script::default()).await;
     let spec = cc_testkit::conformance::spec("claudecluster-worker:latest");
-    let err = rt.create(&spec).await.expect_err("never scheduled");
+    // Create answers at once: the Pod exists and waits.
+    let started = rt.create(&spec).await.unwrap();
+    assert!(
+        matches!(&started, Started::Pending { container_id, gateway_url }
+            if container_id == "uid-1" && gateway_url == "http://gateway.cc.svc:8081"),
+        "{started:?}"
+    );
+    let st = rt.inspect(&spec.id).await.unwrap().unwrap();
+    assert!(st.starting && !st.running, "{st:?}");
+    let err = rt
+        .wait_running(&spec.id)
+        .await
+        .expect_err("never scheduled");
     let RuntimeError::Unavailable(msg) = &err else {
         panic!("a Pod that is not placed in time: {err:?}");
     };
     assert!(msg.contains("Insufficient memory"), "{msg}");
+    // What the core then does with a session that could not start.
+    rt.remove(&spec.id).await.unwrap();
     let s = s.lock().unwrap();
     assert!(s.pods.is_empty(), "the Pod is deleted");
     let name = format!("cc-{}", spec.id);

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 mod common;
-use common::FakeRuntime;
 
 const ADMIN: &str = "test-admin-token-0123456789";
 const KEY: [u8; 32] = [7; 32];
@@ -36,7 +35,7 @@ async fn start_server(adjust: impl FnOnce(&mut ServerConfig)) -> Api {
     let mut config = ManagerConfig::new("fake-image", 1);
     config.allowed_repo_hosts = vec!["127.0.0.1:9".into()];
     let manager = Manager::new(
-        FakeRuntime,
+        common::runtime(),
         HttpAgent::new().unwrap(),
         store.clone(),
         config,
@@ -292,7 +291,7 @@ async fn metrics_from(
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let manager = Manager::new(
-        FakeRuntime,
+        common::runtime(),
         HttpAgent::new().unwrap(),
         store,
         ManagerConfig::new("fake-image", 1),
@@ -549,7 +548,7 @@ async fn without_tokens_the_api_stays_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let manager = Manager::new(
-        FakeRuntime,
+        common::runtime(),
         HttpAgent::new().unwrap(),
         store.clone(),
         ManagerConfig::new("fake-image", 1),
@@ -638,7 +637,7 @@ async fn tls_end_to_end() {
     let mut manager_config = ManagerConfig::new("fake-image", 1);
     manager_config.allowed_repo_hosts = vec!["127.0.0.1:9".into()];
     let manager = Manager::new(
-        FakeRuntime,
+        common::runtime(),
         HttpAgent::new().unwrap(),
         store,
         manager_config,
@@ -1064,7 +1063,7 @@ async fn serve_refuses_a_push_prefix_overlapping_the_sessions_branches() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let manager = Manager::new(
-        FakeRuntime,
+        common::runtime(),
         HttpAgent::new().unwrap(),
         store,
         ManagerConfig::new("fake-image", 1),

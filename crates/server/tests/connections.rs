@@ -15,7 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod common;
-use common::FakeRuntime;
 
 const ADMIN: &str = "test-admin-token-0123456789";
 /// Short, so the tests need not wait the real one out.
@@ -30,7 +29,7 @@ async fn start(limits: Limits) -> (SocketAddr, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let manager = Manager::new(
-        FakeRuntime,
+        common::runtime(),
         HttpAgent::new().unwrap(),
         store,
         ManagerConfig::new("fake-image", 1),

@@ -147,7 +147,7 @@ impl Relay {
         manager_config.allowed_repo_hosts = vec![upstream.addr().to_string()];
         configure(&mut manager_config);
         let manager = Manager::new(
-            FakeRuntime,
+            common::runtime(),
             HttpAgent::new().unwrap(),
             store.clone(),
             manager_config,

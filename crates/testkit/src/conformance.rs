@@ -5,7 +5,7 @@
 //! is asserted here, once.
 
 use anyhow::{ensure, Context};
-use cc_core::{Runtime, RuntimeEvent, RuntimeEventKind, SessionId, SessionSpec};
+use cc_core::{Runtime, RuntimeEvent, RuntimeEventKind, SessionId, SessionSpec, Started};
 use cc_wire::api::SessionLimits;
 use futures_util::StreamExt;
 use std::future::Future;
@@ -44,6 +44,7 @@ pub fn spec(image: &str) -> SessionSpec {
             idle_timeout_secs: None,
         },
         agent_token: cc_core::Token::generate(),
+        pooled: false,
     }
 }
 
@@ -60,10 +61,37 @@ pub async fn run<R: Runtime>(
     Ok(())
 }
 
-/// create → locate/inspect/list/stats → remove, each idempotent.
+/// create → (wait until running) → locate/inspect/list/stats → remove,
+/// each idempotent.
 async fn lifecycle<R: Runtime>(rt: &R, image: &str) -> anyhow::Result<()> {
     let s = spec(image);
-    let placed = rt.create(&s).await?;
+    let started = rt.create(&s).await?;
+    let placed = match &started {
+        Started::Running(p) => p.clone(),
+        Started::Pending {
+            container_id,
+            gateway_url,
+        } => {
+            // Pending: not located yet, but known, and on its way.
+            let st = rt.inspect(&s.id).await?;
+            ensure!(
+                st.as_ref().is_some_and(|st| (st.starting || st.running)
+                    && st.starting != st.running
+                    && st.exit_code.is_none()),
+                "a pending container is starting (or running by now): {st:?}"
+            );
+            ensure!(
+                rt.list().await?.contains(&s.id),
+                "list has a pending session"
+            );
+            let p = rt.wait_running(&s.id).await?;
+            ensure!(
+                &p.gateway_url == gateway_url && &p.container_id == container_id,
+                "the IDs and gateway URL said at create are those it runs with: {p:?}"
+            );
+            p
+        }
+    };
     ensure!(!placed.container_id.is_empty(), "a container ID");
     ensure!(
         placed.agent_url.starts_with("http://") || placed.agent_url.starts_with("https://"),
@@ -76,7 +104,7 @@ async fn lifecycle<R: Runtime>(rt: &R, image: &str) -> anyhow::Result<()> {
         placed.gateway_url
     );
     // Idempotent per session: the same container again.
-    let again = rt.create(&s).await?;
+    let again = rt.create_running(&s).await?;
     ensure!(
         again.container_id == placed.container_id,
         "create twice: {again:?}"
@@ -87,8 +115,16 @@ async fn lifecycle<R: Runtime>(rt: &R, image: &str) -> anyhow::Result<()> {
         .await?
         .context("locate a running session")?;
     ensure!(located == placed, "locate {located:?} != create {placed:?}");
+    let waited = rt.wait_running(&s.id).await?;
+    ensure!(
+        waited == placed,
+        "wait_running of a running session: {waited:?}"
+    );
     let status = rt.inspect(&s.id).await?.context("inspect")?;
-    ensure!(status.running && !status.oom_killed, "{status:?}");
+    ensure!(
+        status.running && !status.starting && !status.oom_killed,
+        "{status:?}"
+    );
     ensure!(rt.list().await?.contains(&s.id), "list has the session");
     let usage = rt
         .stats(&s.id)
@@ -102,6 +138,10 @@ async fn lifecycle<R: Runtime>(rt: &R, image: &str) -> anyhow::Result<()> {
     rt.remove(&s.id).await?;
     ensure!(rt.inspect(&s.id).await?.is_none(), "inspect after remove");
     ensure!(rt.locate(&s.id).await?.is_none(), "locate after remove");
+    ensure!(
+        rt.wait_running(&s.id).await.is_err(),
+        "wait_running of a removed session fails"
+    );
     ensure!(rt.stats(&s.id).await?.is_none(), "stats after remove");
     ensure!(!rt.list().await?.contains(&s.id), "list after remove");
     // Removing what is gone is fine.
@@ -122,7 +162,7 @@ async fn exits_are_reported<R: Runtime>(
 ) -> anyhow::Result<()> {
     let s = spec(image);
     let mut feed = rt.events().await?;
-    rt.create(&s).await?;
+    rt.create_running(&s).await?;
     let mut next_of_ours = async || -> anyhow::Result<RuntimeEvent> {
         loop {
             let ev = tokio::time::timeout(EVENT_WAIT, feed.next())

@@ -6,12 +6,12 @@
 use crate::conformance::RuntimeDriver;
 use cc_core::{
     ContainerStatus, Placement, ResourceUsage, Runtime, RuntimeError, RuntimeEvent,
-    RuntimeEventKind, RuntimeEventStream, SessionId, SessionSpec,
+    RuntimeEventKind, RuntimeEventStream, SessionId, SessionSpec, Started,
 };
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// Events buffered for a slow subscriber before it starts missing some
 /// (a real runtime's feed drops too; the core re-checks live containers).
@@ -22,6 +22,10 @@ struct Container {
     id: String,
     limits: cc_wire::api::SessionLimits,
     running: bool,
+    /// Waiting for its place (see [`FakeRuntime::hold_starts`]).
+    pending: bool,
+    /// Why it cannot start, once a test said so.
+    refusal: Option<String>,
     exit_code: Option<i64>,
     oom_killed: bool,
 }
@@ -29,6 +33,9 @@ struct Container {
 #[derive(Clone)]
 pub struct FakeRuntime {
     containers: Arc<Mutex<HashMap<SessionId, Container>>>,
+    /// Bumped on every change a waiter may be waiting for.
+    changed: Arc<watch::Sender<u64>>,
+    hold: Arc<std::sync::atomic::AtomicBool>,
     events: broadcast::Sender<RuntimeEvent>,
     agent_url: String,
     gateway_url: String,
@@ -41,6 +48,8 @@ impl FakeRuntime {
     pub fn new(agent_url: impl Into<String>, gateway_url: impl Into<String>) -> Self {
         Self {
             containers: Arc::default(),
+            changed: Arc::new(watch::channel(0).0),
+            hold: Arc::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
             agent_url: agent_url.into(),
             gateway_url: gateway_url.into(),
@@ -49,6 +58,44 @@ impl FakeRuntime {
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, Container>) -> T) -> T {
         f(&mut self.containers.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Like [`Self::with`] for a change a waiter may be waiting for.
+    fn change<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, Container>) -> T) -> T {
+        let out = self.with(f);
+        self.changed.send_modify(|n| *n += 1);
+        out
+    }
+
+    /// From now on (`true`), created containers wait for their place, as
+    /// a Pod waits for a node or its image, until [`Self::place`] or
+    /// [`Self::refuse_start`].
+    pub fn hold_starts(&self, hold: bool) {
+        self.hold.store(hold, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the session's container is waiting for its place.
+    pub fn is_pending(&self, id: &SessionId) -> bool {
+        self.with(|m| m.get(id).is_some_and(|c| c.pending))
+    }
+
+    /// The pending container runs.
+    pub fn place(&self, id: &SessionId) {
+        self.change(|m| {
+            if let Some(c) = m.get_mut(id).filter(|c| c.pending) {
+                c.pending = false;
+                c.running = true;
+            }
+        });
+    }
+
+    /// The pending container cannot run, for `reason` (a scheduler's).
+    pub fn refuse_start(&self, id: &SessionId, reason: &str) {
+        self.change(|m| {
+            if let Some(c) = m.get_mut(id).filter(|c| c.pending) {
+                c.refusal = Some(reason.to_owned());
+            }
+        });
     }
 
     fn placement(&self, c: &Container) -> Placement {
@@ -62,7 +109,7 @@ impl FakeRuntime {
     /// The container's main process ends with `code` (`oom`: killed by the
     /// kernel for memory); the exit is reported as an event.
     pub fn exit(&self, id: &SessionId, code: i64, oom: bool) {
-        let stopped = self.with(|m| match m.get_mut(id) {
+        let stopped = self.change(|m| match m.get_mut(id) {
             Some(c) if c.running => {
                 c.running = false;
                 c.exit_code = Some(code);
@@ -95,7 +142,7 @@ impl FakeRuntime {
 
     /// The container vanishes without an event (deleted behind our back).
     pub fn vanish(&self, id: &SessionId) {
-        self.with(|m| m.remove(id));
+        self.change(|m| m.remove(id));
     }
 
     fn send(&self, id: &SessionId, kind: RuntimeEventKind) {
@@ -108,26 +155,57 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
-    async fn create(&self, spec: &SessionSpec) -> Result<Placement, RuntimeError> {
+    async fn create(&self, spec: &SessionSpec) -> Result<Started, RuntimeError> {
         if spec.image.is_empty() {
             return Err(RuntimeError::Invalid("no image named".into()));
         }
+        let hold = self.hold.load(std::sync::atomic::Ordering::SeqCst);
         let c = self.with(|m| {
             m.entry(spec.id.clone())
                 .or_insert_with(|| Container {
                     id: format!("fake-{}", spec.id),
                     limits: spec.limits,
-                    running: true,
+                    running: !hold,
+                    pending: hold,
+                    refusal: None,
                     exit_code: None,
                     oom_killed: false,
                 })
                 .clone()
         });
-        Ok(self.placement(&c))
+        Ok(if c.pending {
+            Started::Pending {
+                container_id: c.id,
+                gateway_url: self.gateway_url.clone(),
+            }
+        } else {
+            Started::Running(self.placement(&c))
+        })
+    }
+
+    async fn wait_running(&self, id: &SessionId) -> Result<Placement, RuntimeError> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            let c = self.with(|m| m.get(id).cloned());
+            match c {
+                None => return Err(RuntimeError::NotFound("no such container".into())),
+                Some(c) if c.running => return Ok(self.placement(&c)),
+                Some(Container {
+                    refusal: Some(why), ..
+                }) => return Err(RuntimeError::Invalid(why)),
+                Some(c) if !c.pending => {
+                    return Err(RuntimeError::Invalid("the container ended".into()))
+                }
+                Some(_) => {}
+            }
+            if changed.changed().await.is_err() {
+                return Err(RuntimeError::Unavailable("the runtime went away".into()));
+            }
+        }
     }
 
     async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {
-        self.with(|m| m.remove(id));
+        self.change(|m| m.remove(id));
         Ok(())
     }
 
@@ -135,6 +213,7 @@ impl Runtime for FakeRuntime {
         Ok(self.with(|m| {
             m.get(id).map(|c| ContainerStatus {
                 running: c.running,
+                starting: c.pending && c.refusal.is_none(),
                 exit_code: c.exit_code,
                 oom_killed: c.oom_killed,
             })

@@ -2,8 +2,11 @@
 //! (`scripts/kubernetes.sh`: kube-apiserver and kubelet 1.20 on this
 //! machine's Docker): a whole session as a Pod — create, the Pod running,
 //! the clone through the gateway, a turn of the real Claude Code streamed
-//! over the WebSocket, delete, the Pod and its objects gone. `#[ignore]`d
-//! in a plain `cargo test`; `scripts/test.sh` runs it with the cluster up.
+//! over the WebSocket, an orchestrator `kill -9` and adoption, delete, the
+//! Pod and its objects gone; a session from the warm pool's Pod; a Pod
+//! killed from outside; a Pod the kubelet refuses while create has already
+//! answered. `#[ignore]`d in a plain `cargo test`; `scripts/test.sh` runs
+//! it with the cluster up.
 
 use super::{await_ready, cli, run_turn, spawn_serve, TURN_TIMEOUT};
 use anyhow::Context;
@@ -48,7 +51,8 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
 
     let home = tempfile::tempdir()?;
     let data = tempfile::tempdir()?;
-    let serve = || {
+    // The restarted orchestrator keeps one warm Pod.
+    let serve = |warm_pool: usize| {
         let mut c = cli(home.path());
         c.args([
             "serve",
@@ -66,13 +70,16 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
         .args(["--kube-node", &node, "--kube-gateway-url", &gateway_url])
         .args(["--kube-image-pull-policy", "Never"])
         .args(["--kube-seccomp", "localhost:claudecluster.json"])
+        .args(["--warm-pool", &warm_pool.to_string()])
+        // More than the node has, for the Pod the kubelet refuses.
+        .args(["--max-memory", "4096g"])
         .arg("--data-dir")
         .arg(data.path())
         .env("RUST_LOG", "warn")
         .stderr(Stdio::inherit());
         spawn_serve(c)
     };
-    let (mut server, base) = serve().await?;
+    let (mut server, base) = serve(0).await?;
     let client = cc_client::Client::with_token(base, Some(ADMIN.into()))?;
 
     let request = cc_testkit::harness::session_request(&repo, None, &api_key);
@@ -112,7 +119,7 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
     // and the session goes on with its checkout.
     server.kill().await?;
     drop(ws);
-    let (mut server, base) = serve().await?;
+    let (mut server, base) = serve(1).await?;
     let client = cc_client::Client::with_token(base, Some(ADMIN.into()))?;
     let status = client.status(&id).await?;
     assert_eq!(status.state, SessionState::Ready, "adopted: {status:?}");
@@ -127,22 +134,29 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
 
     // Delete: the Pod, its Secret and NetworkPolicy go.
     client.delete(&id).await?;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !kube.list().await?.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "left behind: {:?}",
-            kube.list().await?
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    gone(&kube, &sid).await?;
+
+    // The warm pool is a Pod of its own, running before any request; the
+    // next create with the default limits is that Pod.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let warm = loop {
+        let ids = kube.list().await?;
+        if let [only] = ids.as_slice() {
+            if kube.inspect(only).await?.is_some_and(|s| s.running) {
+                break only.clone();
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no warm Pod: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let created = client.create(&request).await?;
+    let id = created.session_id.clone();
+    assert_eq!(id, warm.as_str(), "the session is the warm Pod");
+    let mut ws = client.stream(&id, 0).await?;
+    await_ready(&mut ws, READY_TIMEOUT).await?;
 
     // A Pod killed from outside ends its session in `error` with the
     // reason, and the core removes its objects.
-    let created = client.create(&request).await?;
-    let id = created.session_id.clone();
-    let mut ws = client.stream(&id, 0).await?;
-    await_ready(&mut ws, READY_TIMEOUT).await?;
     let pod = format!("{prefix}{id}");
     let killed = tokio::process::Command::new("sh")
         .arg("-c")
@@ -158,15 +172,51 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
     };
     let reason = reason.clone().unwrap_or_default();
     assert!(reason.contains("137"), "the exit in the reason: {reason}");
+    gone(&kube, &warm).await?;
+
+    // Create answers while the Pod is not running yet: this one asks for
+    // more memory than the node has, so the kubelet refuses it after the
+    // answer, and the session ends with the kubelet's reason.
+    let mut big = request.clone();
+    if let Some(config) = big.config.as_mut() {
+        config.memory = Some(cc_wire::api::Quantity::Text("4000g".into()));
+    }
+    let created = client.create(&big).await?;
+    assert_eq!(
+        created.state,
+        SessionState::Starting,
+        "answered before the Pod ran: {created:?}"
+    );
+    assert!(
+        !created.container_id.is_empty(),
+        "the Pod's UID: {created:?}"
+    );
+    let id = created.session_id.clone();
+    let sid = cc_core::SessionId::parse(&id).context("a session ID")?;
+    let mut ws = client.stream(&id, 0).await?;
+    let ended = read_until(&mut ws, READY_TIMEOUT, |m| is_state(m, SessionState::Error)).await?;
+    let Some(ServerMessage::Status { reason, .. }) = ended.last() else {
+        unreachable!()
+    };
+    let reason = reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("could not start") && reason.contains("memory"),
+        "the kubelet's reason: {reason}"
+    );
+    gone(&kube, &sid).await?;
+    server.kill().await?;
+    Ok(())
+}
+
+/// Waits until nothing of the session is left in the cluster.
+async fn gone(
+    kube: &cc_runtime_kubernetes::KubernetesRuntime,
+    id: &cc_core::SessionId,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !kube.list().await?.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "left behind: {:?}",
-            kube.list().await?
-        );
+    while kube.list().await?.contains(id) {
+        anyhow::ensure!(Instant::now() < deadline, "left behind: {id}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    server.kill().await?;
     Ok(())
 }

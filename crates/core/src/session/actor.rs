@@ -7,9 +7,9 @@
 
 use super::reaper::{self, Activity, Verdict};
 use super::Inner;
-use crate::error::{AgentError, CoreError};
+use crate::error::{AgentError, CoreError, RuntimeError};
 use crate::metrics::CoreMetrics;
-use crate::seams::{Agent, AgentEndpoint, EventStream, Runtime, SessionRecord, Store};
+use crate::seams::{Agent, AgentEndpoint, EventStream, Placement, Runtime, SessionRecord, Store};
 use crate::time::{epoch_ms, now, now_ms, rfc3339_to_ms};
 use cc_wire::api::{ServerMessage, SessionState};
 use cc_wire::render::{render, Rendered};
@@ -65,12 +65,28 @@ pub(crate) enum ActorMsg {
     Release { reason: String },
 }
 
+/// Where a session's actor starts.
+pub(crate) enum Boot {
+    /// The container runs; sessiond is at the endpoint.
+    Placed(AgentEndpoint),
+    /// The container waits for its place (a Pending Pod): the actor asks
+    /// the runtime to say when it runs, then learns sessiond's URL. The
+    /// endpoint carries the token; its URL is not known yet.
+    Pending(AgentEndpoint),
+}
+
+/// The runtime's wait for a pending container, running beside the actor
+/// so messages and the session's lifetime are served meanwhile.
+type Placing = tokio::task::JoinHandle<Result<Placement, RuntimeError>>;
+
 pub(crate) struct Actor<R, A, S> {
     inner: Arc<Inner<R, A, S>>,
     record: SessionRecord,
     record_tx: watch::Sender<SessionRecord>,
     events: broadcast::Sender<ServerMessage>,
     endpoint: AgentEndpoint,
+    /// Set while the container waits for its place.
+    placing: Option<Placing>,
     init: InitRequest,
     queued: VecDeque<cc_wire::sessiond::CommandRequest>,
     /// Last use, shared with the manager (see `reaper`).
@@ -122,15 +138,25 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         record: SessionRecord,
         record_tx: watch::Sender<SessionRecord>,
         events: broadcast::Sender<ServerMessage>,
-        endpoint: AgentEndpoint,
+        boot: Boot,
         init: InitRequest,
     ) -> Self {
+        let (endpoint, placing) = match boot {
+            Boot::Placed(ep) => (ep, None),
+            Boot::Pending(ep) => {
+                let inner = inner.clone();
+                let id = record.id.clone();
+                let wait = tokio::spawn(async move { inner.runtime.wait_running(&id).await });
+                (ep, Some(wait))
+            }
+        };
         Self {
             inner,
             record,
             record_tx,
             events,
             endpoint,
+            placing,
             init,
             queued: VecDeque::new(),
             activity: Arc::new(Activity::new()),
@@ -160,6 +186,9 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             Err(CoreError::Fenced(m)) => Exit::Released(m),
             Err(e) => Exit::Failed(format!("internal error: {e}")),
         };
+        if let Some(wait) = self.placing.take() {
+            wait.abort();
+        }
         let result = match exit {
             Exit::Released(reason) => {
                 tracing::warn!(session = %id, %reason, "let the session go to another replica");
@@ -198,7 +227,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         let mut journal: Option<EventStream> = None;
         let mut boot_deadline = Instant::now() + self.inner.config.agent_ready_timeout;
         loop {
-            let booting = journal.is_none();
+            let booting = journal.is_none() && self.placing.is_none();
             let idle = reaper::idle_timeout(&self.record.limits, self.inner.config.idle_timeout);
             let check_at = match reaper::judge(&self.record, &self.activity, idle) {
                 Verdict::Expired(reason) => {
@@ -218,6 +247,13 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 }
                 // Loops to judge the session's lifetime again.
                 _ = tokio::time::sleep_until(check_at) => {}
+                placed = placed(&mut self.placing) => {
+                    match placed {
+                        Ok(p) => self.on_placed(p).await?,
+                        Err(reason) => return Ok(Exit::Failed(reason)),
+                    }
+                    boot_deadline = Instant::now() + self.inner.config.agent_ready_timeout;
+                }
                 booted = boot(
                     self.inner.clone(),
                     self.endpoint.clone(),
@@ -680,6 +716,17 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         Ok(())
     }
 
+    /// The pending container runs: the session learns where sessiond is.
+    async fn on_placed(&mut self, p: Placement) -> Result<(), CoreError> {
+        tracing::info!(session = %self.record.id, container = %p.container_id, "the session container runs");
+        self.endpoint.base_url = p.agent_url;
+        self.record.container_id = Some(p.container_id);
+        self.record.updated_at = now();
+        self.inner.store.update_session(&self.record).await?;
+        self.record_tx.send_replace(self.record.clone());
+        Ok(())
+    }
+
     /// Why the container is gone, if it is.
     async fn container_gone(&self) -> Option<String> {
         match self.inner.runtime.inspect(&self.record.id).await {
@@ -756,6 +803,23 @@ async fn boot<R: Runtime, A: Agent, S: Store>(
         .follow(&ep, since)
         .await
         .map_err(|e| format!("the session agent's journal is unreachable: {e}"))
+}
+
+/// The pending container's placement once the runtime has it; never while
+/// nothing is pending.
+async fn placed(placing: &mut Option<Placing>) -> Result<Placement, String> {
+    let Some(wait) = placing.as_mut() else {
+        return std::future::pending().await;
+    };
+    let r = wait.await;
+    *placing = None;
+    match r {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(format!("the session container could not start: {e}")),
+        Err(e) => Err(format!(
+            "internal error: waiting for the session container: {e}"
+        )),
+    }
 }
 
 async fn next_entry(journal: &mut Option<EventStream>) -> Option<Result<JournalEntry, AgentError>> {

@@ -8,7 +8,7 @@
 //! the runtime re-derives. The actor then re-follows sessiond's journal
 //! from the session's stored `agent_seq`, so no event is lost or repeated.
 
-use super::actor::{Actor, ActorMsg, ACTOR_QUEUE};
+use super::actor::{Actor, ActorMsg, Boot, ACTOR_QUEUE};
 use super::create::{append_status, init_request};
 use super::reaper::Activity;
 use super::{Handle, Inner, Manager};
@@ -45,7 +45,7 @@ pub struct Recovery {
 pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
     inner: &Arc<Inner<R, A, S>>,
     record: SessionRecord,
-    endpoint: AgentEndpoint,
+    boot: Boot,
     init: InitRequest,
     spawn_started: Option<Instant>,
 ) {
@@ -63,7 +63,7 @@ pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
             budget_usd: super::usage::session_budget(&init),
         },
     );
-    let actor = Actor::new(inner.clone(), record, record_tx, events, endpoint, init)
+    let actor = Actor::new(inner.clone(), record, record_tx, events, boot, init)
         .with_lifecycle(activity, spawn_started);
     tokio::spawn(actor.run(rx));
 }
@@ -272,20 +272,21 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         let secrets = crate::secrets::open(key, &rec.id, &sealed)
             .map_err(|e| format!("the orchestrator restarted: {e}"))?;
         let placement = match inner.runtime.locate(&rec.id).await {
-            Ok(Some(p)) => p,
+            Ok(Some(p)) => Some(p),
+            // Its container was still waiting for its place (a Pending
+            // Pod): the actor waits for it, as the creator's would have.
+            Ok(None) if secrets.init.is_some() && self.still_starting(&rec.id).await => None,
             Ok(None) => return Err(self.gone_reason(&rec.id).await),
             Err(e) => return Err(format!("the session container cannot be found: {e}")),
         };
-        let gateway = format!("{}/", placement.gateway_url.trim_end_matches('/'));
-        if secrets
-            .init
-            .as_ref()
-            .is_some_and(|i| !i.clone_url.starts_with(&gateway))
-        {
-            // Claude Code inside has the old gateway address baked in.
-            return Err("the orchestrator restarted on another gateway address; \
-                        give --gateway-listen a fixed port to keep sessions across restarts"
-                .into());
+        if let (Some(p), Some(init)) = (&placement, &secrets.init) {
+            let gateway = format!("{}/", p.gateway_url.trim_end_matches('/'));
+            if !init.clone_url.starts_with(&gateway) {
+                // Claude Code inside has the old gateway address baked in.
+                return Err("the orchestrator restarted on another gateway address; \
+                            give --gateway-listen a fixed port to keep sessions across restarts"
+                    .into());
+            }
         }
         inner.credentials.insert(SessionCredentials {
             session_id: rec.id.clone(),
@@ -295,25 +296,47 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             egress: rec.limits.egress,
             repo_url: rec.repo_url.clone(),
         });
-        // The exact first request when it was kept; otherwise sessiond
-        // was never set up, and a default setup is the best there is.
-        let init = secrets.init.unwrap_or_else(|| {
-            init_request(
-                &inner.config,
-                &rec.id,
-                &placement,
-                &secrets.session_token,
-                rec.branch.clone(),
-                rec.limits.egress,
-                Default::default(),
-            )
-        });
-        let endpoint = AgentEndpoint {
-            base_url: placement.agent_url,
+        let mut endpoint = AgentEndpoint {
+            base_url: String::new(),
             token: secrets.agent_token,
         };
-        spawn_actor(inner, rec, endpoint, init, None);
+        let (boot, init) = match placement {
+            Some(p) => {
+                // The exact first request when it was kept; otherwise
+                // sessiond was never set up, and a default setup is the
+                // best there is.
+                let init = secrets.init.unwrap_or_else(|| {
+                    init_request(
+                        &inner.config,
+                        &rec.id,
+                        &p.gateway_url,
+                        &secrets.session_token,
+                        rec.branch.clone(),
+                        rec.limits.egress,
+                        Default::default(),
+                    )
+                });
+                endpoint.base_url = p.agent_url;
+                (Boot::Placed(endpoint), init)
+            }
+            None => {
+                let Some(init) = secrets.init else {
+                    return Err(self.gone_reason(&rec.id).await);
+                };
+                (Boot::Pending(endpoint), init)
+            }
+        };
+        spawn_actor(inner, rec, boot, init, None);
         Ok(())
+    }
+
+    /// Whether the session's container is waiting for its place (a
+    /// Pending Pod).
+    async fn still_starting(&self, id: &SessionId) -> bool {
+        matches!(
+            self.inner.runtime.inspect(id).await,
+            Ok(Some(ContainerStatus { starting: true, .. }))
+        )
     }
 
     /// A session that cannot go on: resources and secrets gone, `error`.
@@ -340,6 +363,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 running: false,
                 exit_code,
                 oom_killed,
+                ..
             })) => exit_reason(exit_code, oom_killed),
             _ => "the session container disappeared".into(),
         }
@@ -408,7 +432,9 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         let mut stopped = 0;
         for id in self.inner.live_ids() {
             let kind = match self.inner.runtime.inspect(&id).await {
-                Ok(Some(st)) if st.running => continue,
+                // Running, or still waiting for its place (the actor
+                // waits for that).
+                Ok(Some(st)) if st.running || st.starting => continue,
                 Ok(Some(st)) => RuntimeEventKind::Exited {
                     code: st.exit_code,
                     oom: st.oom_killed,

@@ -1,13 +1,14 @@
 //! Creating a session: validate, record, start the container, hand the
 //! rest (waiting for sessiond, clone, Claude Code) to the session's actor.
 
+use super::actor::Boot;
 use super::adopt::spawn_actor;
 use super::Manager;
 use crate::credentials::SessionCredentials;
 use crate::error::CoreError;
 use crate::ids::{SessionId, Token};
 use crate::policy;
-use crate::seams::{Agent, AgentEndpoint, Placement, Runtime, SessionRecord, SessionSpec, Store};
+use crate::seams::{Agent, AgentEndpoint, Runtime, SessionRecord, SessionSpec, Started, Store};
 use crate::secrets::SessionSecrets;
 use crate::time::{now, now_ms};
 use cc_wire::api::{EgressMode, ServerMessage, SessionConfigRequest, SessionState};
@@ -56,10 +57,11 @@ impl std::fmt::Debug for CreateSession {
 
 impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
     /// Creates a session and starts its container. Returns once the
-    /// container runs (state `starting`); cloning and Claude Code's start
-    /// continue in the background and show up as `status` events.
+    /// runtime has accepted it (state `starting`): waiting for a container
+    /// that waits for its place (a Pending Pod), cloning and Claude Code's
+    /// start continue in the background and show up as `status` events.
     pub async fn create(&self, req: CreateSession) -> Result<SessionRecord, CoreError> {
-        let started = tokio::time::Instant::now();
+        let started_at = tokio::time::Instant::now();
         let inner = &self.inner;
         let repo = policy::parse_repo_url(&req.repo_url)?;
         if let Some(b) = &req.branch {
@@ -148,13 +150,14 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             image: inner.config.image.clone(),
             limits,
             agent_token: agent_token.clone(),
+            pooled: false,
         };
-        let placed = match warm {
-            Some(w) => Ok(w.placement),
+        let started = match warm {
+            Some(w) => Ok(Started::Running(w.placement)),
             None => inner.runtime.create(&spec).await,
         };
-        let placement = match placed {
-            Ok(p) => p,
+        let started = match started {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!(session = %id, error = %e, "container start failed");
                 inner.credentials.remove(&id);
@@ -172,15 +175,24 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 return Err(e.into());
             }
         };
-
-        record.container_id = Some(placement.container_id.clone());
+        // A container that waits for its place (a Pending Pod) leaves the
+        // session `starting`: the actor waits for it, and the caller has
+        // its answer now.
+        let (container_id, gateway_url, agent_url) = match &started {
+            Started::Running(p) => (&p.container_id, &p.gateway_url, Some(p.agent_url.clone())),
+            Started::Pending {
+                container_id,
+                gateway_url,
+            } => (container_id, gateway_url, None),
+        };
+        record.container_id = Some(container_id.clone());
         record.state = SessionState::Starting;
         append_status(inner.store(), &mut record).await?;
 
         let init = init_request(
             &inner.config,
             &id,
-            &placement,
+            gateway_url,
             &session_token,
             record.branch.clone(),
             record.limits.egress,
@@ -190,11 +202,15 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         secrets.init = Some(init.clone());
         keep_secrets(inner, &id, &secrets).await?;
         let endpoint = AgentEndpoint {
-            base_url: placement.agent_url.clone(),
+            base_url: agent_url.unwrap_or_default(),
             token: agent_token,
         };
-        spawn_actor(&self.inner, record.clone(), endpoint, init, Some(started));
-        tracing::info!(session = %id, container = %placement.container_id, "session started");
+        let boot = match started {
+            Started::Running(_) => Boot::Placed(endpoint),
+            Started::Pending { .. } => Boot::Pending(endpoint),
+        };
+        spawn_actor(&self.inner, record.clone(), boot, init, Some(started_at));
+        tracing::info!(session = %id, container = ?record.container_id, "session started");
         Ok(record)
     }
 }
@@ -265,13 +281,13 @@ pub(crate) async fn append_status<S: Store>(
 pub(crate) fn init_request(
     config: &crate::config::ManagerConfig,
     id: &SessionId,
-    placement: &Placement,
+    gateway_url: &str,
     token: &Token,
     branch: Option<String>,
     egress: EgressMode,
     options: crate::options::ResolvedOptions,
 ) -> InitRequest {
-    let base = placement.gateway_url.trim_end_matches('/').to_owned();
+    let base = gateway_url.trim_end_matches('/').to_owned();
     // The gateway's `host:port` for the proxy URL, and its bare host
     // (IPv6 without brackets) for NO_PROXY.
     let parsed = url::Url::parse(&base).ok();
@@ -341,16 +357,10 @@ mod tests {
     fn init_for(gateway_url: &str, egress: EgressMode) -> InitRequest {
         let mut config = crate::config::ManagerConfig::new("img", 1);
         config.egress_allow = vec!["pypi.org".into()];
-        let id = SessionId::generate();
-        let placement = Placement {
-            container_id: "c".into(),
-            agent_url: "http://10.0.0.2:7700".into(),
-            gateway_url: gateway_url.into(),
-        };
         init_request(
             &config,
-            &id,
-            &placement,
+            &SessionId::generate(),
+            gateway_url,
             &Token::generate(),
             None,
             egress,

@@ -151,9 +151,10 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 image: inner.config.image.clone(),
                 limits: inner.config.limits.default,
                 agent_token: Token::generate(),
+                pooled: true,
             };
             inner.pool.starting(&id);
-            let warm = match inner.runtime.create(&spec).await {
+            let warm = match inner.runtime.create_running(&spec).await {
                 Ok(placement) => {
                     let ep = AgentEndpoint {
                         base_url: placement.agent_url.clone(),
