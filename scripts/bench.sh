@@ -10,12 +10,15 @@ source scripts/lib.sh
 
 ensure_packages
 # Two replicas on PostgreSQL are measured too (a private server on loopback,
-# stopped at the end).
+# stopped at the end), and sessions as Pods on the single-node test cluster
+# (scripts/kubernetes.sh: built once, ~6 min, then cached; stopped at the
+# end).
 ensure_postgres
+ensure_kubernetes
 log "building the workspace (release)"
 cargo build --workspace --bins --release --quiet
 log "building the worker image"
 image="$("$TARGET_DIR/release/claudecluster" image build)"
 log "benchmarking with $image"
 "$TARGET_DIR/release/claudecluster" bench --image "$image" \
-    --database-url "$CLAUDECLUSTER_TEST_DATABASE_URL" "$@"
+    --database-url "$CLAUDECLUSTER_TEST_DATABASE_URL" "${KUBE_BENCH_ARGS[@]}" "$@"

@@ -12,10 +12,13 @@
 # logs kept after a stop). One cluster at a time on a machine.
 #
 # Exports CLAUDECLUSTER_TEST_KUBECONFIG (admin token + CA, server
-# https://127.0.0.1:<port>), CLAUDECLUSTER_TEST_KUBE_NODE,
+# https://<host ip>:<port>), CLAUDECLUSTER_TEST_KUBE_NODE,
 # CLAUDECLUSTER_TEST_KUBE_NAMESPACE, CLAUDECLUSTER_TEST_KUBE_HOST_IP (the
 # host's address on the pod bridge: a host process on 0.0.0.0 is reached
-# there from pods) and CLAUDECLUSTER_TEST_KUBE_POD_CIDR.
+# there from pods), CLAUDECLUSTER_TEST_KUBE_POD_CIDR and
+# CLAUDECLUSTER_TEST_KUBE_API (the API server's host:port, on that address:
+# Pods reach it there). The test namespace holds the ServiceAccounts
+# `default` and `claudecluster` (the orchestrator's), each with its token.
 #
 # Sourced (scripts/lib.sh's ensure_kubernetes): the cluster is stopped when
 # the sourcing shell exits. Run directly: starts the cluster and prints the
@@ -358,6 +361,13 @@ kube_kill() {
     done
 }
 
+# The API server's URL: on the pod bridge's host address, where Pods reach
+# it too (an orchestrator in a Pod; no kube-proxy routes the `kubernetes`
+# Service here).
+kube_api_url() {
+    echo "https://$(cat "$CC_KUBE_RUN/apiserver.host"):$(cat "$CC_KUBE_RUN/apiserver.port")"
+}
+
 # The API as the admin: kube_api METHOD PATH [JSON body]; prints the body,
 # fails on an HTTP error.
 kube_api() {
@@ -365,11 +375,11 @@ kube_api() {
     [ -z "$body" ] || args=(-H 'Content-Type: application/json' --data-binary "$body")
     curl -sS --fail-with-body --max-time 20 --cacert "$CC_KUBE_RUN/pki/ca.crt" \
         -H "Authorization: Bearer $(cat "$CC_KUBE_RUN/admin.token")" \
-        -X "$method" "${args[@]}" "https://127.0.0.1:$(cat "$CC_KUBE_RUN/apiserver.port")$path"
+        -X "$method" "${args[@]}" "$(kube_api_url)$path"
 }
 
 kube_api_up() {
-    [ -f "$CC_KUBE_RUN/apiserver.port" ] && kube_pid_alive "$CC_KUBE_RUN/apiserver.pid" \
+    [ -f "$CC_KUBE_RUN/apiserver.host" ] && [ -f "$CC_KUBE_RUN/apiserver.port" ] && kube_pid_alive "$CC_KUBE_RUN/apiserver.pid" \
         && [ "$(kube_api GET /readyz 2>/dev/null)" = ok ]
 }
 
@@ -391,7 +401,7 @@ kube_certs() {
                     -extfile <(printf '%s\n' "basicConstraints=CA:FALSE" "$3")
         }
         cert apiserver /CN=kube-apiserver \
-            "subjectAltName=IP:127.0.0.1,IP:$service_ip,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+            "subjectAltName=IP:127.0.0.1,IP:$node_ip,IP:$service_ip,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth"
         cert apiserver-kubelet-client /CN=kube-apiserver-kubelet-client "extendedKeyUsage=clientAuth"
         cert kubelet "/CN=$CC_KUBE_NODE" "subjectAltName=IP:$node_ip,DNS:$CC_KUBE_NODE
@@ -411,7 +421,7 @@ kube_kubeconfig() {
         echo "clusters:"
         echo "- name: claudecluster"
         echo "  cluster:"
-        echo "    server: https://127.0.0.1:$(cat "$CC_KUBE_RUN/apiserver.port")"
+        echo "    server: $(kube_api_url)"
         echo "    certificate-authority-data: $(base64 -w0 "$CC_KUBE_RUN/pki/ca.crt")"
         echo "users:"
         echo "- name: user"
@@ -443,7 +453,8 @@ kube_start_etcd() {
 }
 
 kube_start_apiserver() {
-    local bin="$1" etcd_port="$2" port="$3" pki="$CC_KUBE_RUN/pki"
+    local bin="$1" etcd_port="$2" host="$3" port="$4" pki="$CC_KUBE_RUN/pki"
+    echo "$host" >"$CC_KUBE_RUN/apiserver.host"
     echo "$port" >"$CC_KUBE_RUN/apiserver.port"
     openssl rand -hex 24 >"$CC_KUBE_RUN/admin.token"
     echo "$(cat "$CC_KUBE_RUN/admin.token"),admin,admin,\"system:masters\"" >"$CC_KUBE_RUN/tokens.csv"
@@ -451,7 +462,7 @@ kube_start_apiserver() {
     mkdir -p "$CC_KUBE_RUN/apiserver"
     kube_daemon apiserver "$bin/kube-apiserver" \
         --etcd-servers="http://127.0.0.1:$etcd_port" \
-        --bind-address=127.0.0.1 --secure-port="$port" --insecure-port=0 --advertise-address=127.0.0.1 \
+        --bind-address="$host" --secure-port="$port" --insecure-port=0 --advertise-address="$host" \
         --cert-dir="$CC_KUBE_RUN/apiserver" \
         --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
         --client-ca-file="$pki/ca.crt" \
@@ -565,29 +576,36 @@ sys.exit(0 if ready and ready[0]["status"] == "True" else 1)' 2>/dev/null; then
     kube_fail_with_log kubelet "node $CC_KUBE_NODE was not Ready in 90 s"
 }
 
-# The test namespace, its `default` ServiceAccount and that account's token
-# secret (the token controller of a controller-manager would make them; the
-# ServiceAccount admission plugin of 1.20 refuses pods whose account has no
-# token). The token is a legacy service-account JWT signed with our key.
+# The test namespace and its ServiceAccounts `default` and `claudecluster`
+# (an orchestrator in a Pod), each with its token secret (the token
+# controller of a controller-manager would make them; the ServiceAccount
+# admission plugin of 1.20 refuses pods whose account has no token).
 kube_namespace() {
-    local ns="$CC_KUBE_NAMESPACE" sa_uid
-    kube_api POST /api/v1/namespaces "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"$ns\"}}" >/dev/null
+    kube_api POST /api/v1/namespaces \
+        "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"$CC_KUBE_NAMESPACE\"}}" >/dev/null
+    kube_service_account default
+    kube_service_account claudecluster
+}
+
+# kube_service_account NAME: the account in the test namespace and its
+# token, a legacy service-account JWT signed with our key.
+kube_service_account() {
+    local ns="$CC_KUBE_NAMESPACE" name="$1" sa_uid secret
     sa_uid="$(kube_api POST "/api/v1/namespaces/$ns/serviceaccounts" \
-        "{\"apiVersion\":\"v1\",\"kind\":\"ServiceAccount\",\"metadata\":{\"name\":\"default\"},\"secrets\":[{\"name\":\"default-token\"}]}" \
+        "{\"apiVersion\":\"v1\",\"kind\":\"ServiceAccount\",\"metadata\":{\"name\":\"$name\"},\"secrets\":[{\"name\":\"$name-token\"}]}" \
         | python3 -c 'import json, sys; print(json.load(sys.stdin)["metadata"]["uid"])')"
-    local secret
-    secret="$(python3 - "$ns" "$sa_uid" "$CC_KUBE_RUN/pki/sa.key" "$CC_KUBE_RUN/pki/ca.crt" <<'PY'
+    secret="$(python3 - "$ns" "$name" "$sa_uid" "$CC_KUBE_RUN/pki/sa.key" "$CC_KUBE_RUN/pki/ca.crt" <<'PY'
 import base64, json, subprocess, sys
-ns, uid, key, ca = sys.argv[1:5]
+ns, name, uid, key, ca = sys.argv[1:6]
 b64u = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 header = b64u(json.dumps({"alg": "RS256", "kid": ""}).encode())
 claims = b64u(json.dumps({
     "iss": "kubernetes/serviceaccount",
     "kubernetes.io/serviceaccount/namespace": ns,
-    "kubernetes.io/serviceaccount/secret.name": "default-token",
-    "kubernetes.io/serviceaccount/service-account.name": "default",
+    "kubernetes.io/serviceaccount/secret.name": f"{name}-token",
+    "kubernetes.io/serviceaccount/service-account.name": name,
     "kubernetes.io/serviceaccount/service-account.uid": uid,
-    "sub": f"system:serviceaccount:{ns}:default",
+    "sub": f"system:serviceaccount:{ns}:{name}",
 }).encode())
 signed = f"{header}.{claims}".encode()
 sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signed, capture_output=True, check=True).stdout
@@ -595,8 +613,8 @@ token = f"{header}.{claims}.{b64u(sig)}"
 b64 = lambda b: base64.b64encode(b).decode()
 print(json.dumps({
     "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-    "metadata": {"name": "default-token", "annotations": {
-        "kubernetes.io/service-account.name": "default", "kubernetes.io/service-account.uid": uid}},
+    "metadata": {"name": f"{name}-token", "annotations": {
+        "kubernetes.io/service-account.name": name, "kubernetes.io/service-account.uid": uid}},
     "data": {"token": b64(token.encode()), "ca.crt": b64(open(ca, "rb").read()), "namespace": b64(ns.encode())},
 }))
 PY
@@ -612,6 +630,7 @@ export CLAUDECLUSTER_TEST_KUBE_NODE=$CC_KUBE_NODE
 export CLAUDECLUSTER_TEST_KUBE_NAMESPACE=$CC_KUBE_NAMESPACE
 export CLAUDECLUSTER_TEST_KUBE_HOST_IP=$host_ip
 export CLAUDECLUSTER_TEST_KUBE_POD_CIDR=$cidr
+export CLAUDECLUSTER_TEST_KUBE_API=$host_ip:$(cat "$CC_KUBE_RUN/apiserver.port")
 EOF
     echo "$owner" >"$CC_KUBE_RUN/owner"
 }
@@ -679,9 +698,9 @@ kube_start() {
     log "starting Kubernetes $version (etcd, kube-apiserver, kubelet; pods on $CC_KUBE_BRIDGE $cidr)"
     kube_certs "$host_ip" "$service_ip"
     kube_start_etcd "$etcd_client" "$etcd_peer"
-    kube_start_apiserver "$dir/bin" "$etcd_client" "$api_port"
-    kube_kubeconfig "$CC_KUBE_RUN/admin.kubeconfig" "    token: $(cat "$CC_KUBE_RUN/admin.token")"
     kube_bridge "$host_ip" "$cidr"
+    kube_start_apiserver "$dir/bin" "$etcd_client" "$host_ip" "$api_port"
+    kube_kubeconfig "$CC_KUBE_RUN/admin.kubeconfig" "    token: $(cat "$CC_KUBE_RUN/admin.token")"
     local pause
     pause="claudecluster-kube-pause:$(printf '%s' "$version" | tr -c 'A-Za-z0-9_.-' '_')"
     kube_pause_image "$dir/bin" "$pause"
@@ -689,7 +708,7 @@ kube_start() {
     kube_namespace
     kube_write_env "$host_ip" "$cidr" "$owner"
     trap - EXIT
-    log "Kubernetes up in $((SECONDS - started)) s: node $CC_KUBE_NODE Ready, API https://127.0.0.1:$api_port (logs in $CC_KUBE_RUN)"
+    log "Kubernetes up in $((SECONDS - started)) s: node $CC_KUBE_NODE Ready, API $(kube_api_url) (logs in $CC_KUBE_RUN)"
 }
 
 # -------------------------------------------------------------------- stop

@@ -51,9 +51,17 @@ ensure_postgres() {
 # A real single-node Kubernetes 1.20 built from Debian's source package
 # (exports CLAUDECLUSTER_TEST_KUBECONFIG, _KUBE_NODE, _KUBE_NAMESPACE,
 # _KUBE_HOST_IP, _KUBE_POD_CIDR; stopped when this shell exits).
+# Starts the test cluster (stopped when the calling shell exits) and sets
+# KUBE_BENCH_ARGS: `claudecluster bench`'s flags for it.
 ensure_kubernetes() {
     # shellcheck source=scripts/kubernetes.sh
     source "$(dirname "${BASH_SOURCE[0]}")/kubernetes.sh"
+    KUBE_BENCH_ARGS=(
+        --kubeconfig "$CLAUDECLUSTER_TEST_KUBECONFIG"
+        --kube-namespace "$CLAUDECLUSTER_TEST_KUBE_NAMESPACE"
+        --kube-node "$CLAUDECLUSTER_TEST_KUBE_NODE"
+        --kube-host-ip "$CLAUDECLUSTER_TEST_KUBE_HOST_IP"
+    )
 }
 
 build_workspace() {

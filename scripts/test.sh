@@ -46,8 +46,9 @@ ensure_kubernetes
 log "Kubernetes runtime tests on the real cluster"
 cargo test -p cc-runtime-kubernetes --test cluster --no-fail-fast -- --ignored 2>&1 | tee -a "$results"
 cargo test -p claudecluster --test it --no-fail-fast -- --ignored kubernetes:: 2>&1 | tee -a "$results"
-log "Kubernetes start-up figures (a session Pod beside a bare one)"
-cargo run -q -p cc-runtime-kubernetes --example start_figures -- 5
+log "Kubernetes figures (claudecluster bench --quick --kubernetes-only)"
+"$TARGET_DIR/debug/claudecluster" bench --quick --kubernetes-only \
+    --image "$CLAUDECLUSTER_TEST_IMAGE" --out "$TARGET_DIR/bench-kube.json" "${KUBE_BENCH_ARGS[@]}"
 scripts/kube-manifests.sh
 # The API contract: docs/openapi.json drift is a cargo test (cc-server);
 # here Schemathesis fuzzes a live server from that document.

@@ -60,7 +60,7 @@ pub async fn measure(
         }
     }
     s.ws.close().await;
-    delete(h, &s.id).await?;
+    delete(&h.client, &s.id).await?;
     let requests = times.len() + errors.len();
     Ok(ApiResult {
         clients,

@@ -93,7 +93,7 @@ async fn ours(
         }
     }
     s.ws.close().await;
-    let deleted = delete(h, &s.id).await;
+    let deleted = delete(&h.client, &s.id).await;
     result.and(deleted).map(|()| samples)
 }
 

@@ -128,7 +128,7 @@ pub async fn measure(h: &Harness, repo_url: &str, n: usize) -> ConcurrencyResult
     let ready = sessions.len();
     let deletes = join_all(sessions.into_iter().map(|s| async move {
         s.ws.close().await;
-        delete(h, &s.id).await
+        delete(&h.client, &s.id).await
     }))
     .await;
     errors.extend(deletes.into_iter().filter_map(Result::err));

@@ -86,7 +86,7 @@ pub async fn measure(h: &Harness, repo_url: &str, watchers: usize) -> FanoutResu
                 lags.extend(w);
             }
             s.ws.close().await;
-            if let Err(e) = delete(h, &s.id).await {
+            if let Err(e) = delete(&h.client, &s.id).await {
                 errors.push(e);
             }
         }

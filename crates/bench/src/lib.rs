@@ -15,6 +15,7 @@
 //! | [`api`] | `GET status` requests per second | — |
 //! | [`push`] | `POST push` → response, creating and fast-forwarding the branch | `git push` from a host clone |
 //! | [`replicas`] | two replicas on PostgreSQL: create → ready, command → first output, `kill -9` of the owner → served by the survivor | the same on SQLite (spawn, command) |
+//! | [`kubernetes`] | on a cluster: create → ready, cold and from a warm Pod | a bare Pod of the same image → `Running` |
 //!
 //! plus quality figures: a RustSec scan of `Cargo.lock` ([`audit`]), the
 //! worker image's size ([`image`]) and test coverage ([`coverage`]).
@@ -31,9 +32,11 @@ pub mod concurrency;
 pub mod coverage;
 pub mod fanout;
 pub mod image;
+pub mod kubernetes;
 pub mod push;
 pub mod replicas;
 pub mod report;
+pub mod serve;
 pub mod session;
 pub mod spawn;
 pub mod stats;
@@ -93,6 +96,12 @@ pub struct BenchOptions {
     pub replicas: Option<ReplicaOptions>,
     /// Failover trials of the replicas phase.
     pub failover_trials: usize,
+    /// A cluster to measure sessions as Pods on; `None` skips the phase.
+    pub kubernetes: Option<kubernetes::KubeOptions>,
+    /// Samples of each Kubernetes figure.
+    pub kube_samples: usize,
+    /// Only the Kubernetes phase (the test command's cluster run).
+    pub kubernetes_only: bool,
 }
 
 /// What the replicas phase needs: the binary to start `serve` from and a
@@ -129,6 +138,9 @@ impl BenchOptions {
             subnet_pool: Some(DEFAULT_SUBNET_POOL.into()),
             replicas: None,
             failover_trials: 10,
+            kubernetes: None,
+            kube_samples: 10,
+            kubernetes_only: false,
         }
     }
 
@@ -144,6 +156,7 @@ impl BenchOptions {
             api_duration: Duration::from_secs(2),
             push_samples: 3,
             failover_trials: 2,
+            kube_samples: 3,
             ..Self::full(image)
         }
     }
@@ -171,12 +184,47 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
         .create_repo("bench", &[("README.md", "# bench\n")])
         .map_err(|e| BenchError::Setup(format!("{e:#}")))?;
     let mut report = Report::new(opts, machine, started_at);
+    if !opts.kubernetes_only {
+        docker_phases(opts, &h, &repo, &mut report, progress).await;
+    }
+    if let Some(k) = &opts.kubernetes {
+        kubernetes_phase(opts, k, &h, &repo, &mut report, progress).await;
+    }
+    h.shutdown().await;
+    if opts.kubernetes_only {
+        report.duration_secs = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
 
+    progress("quality: vulnerability scan, image size, coverage");
+    if let (Some(lock), Some(db)) = (&opts.lockfile, &opts.advisory_db) {
+        match audit::scan(lock, db) {
+            Ok(a) => report.audit = Some(a),
+            Err(e) => report.failures.push(format!("audit: {e}")),
+        }
+    }
+    match image::measure(&opts.image).await {
+        Ok(i) => report.image_report = Some(i),
+        Err(e) => report.failures.push(format!("image: {e}")),
+    }
+    report.coverage = coverage::read(opts.coverage.as_deref());
+    report.duration_secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The phases on this machine's Docker.
+async fn docker_phases(
+    opts: &BenchOptions,
+    h: &Harness,
+    repo: &str,
+    report: &mut Report,
+    progress: &dyn Fn(&str),
+) {
     progress(&format!(
         "spawn: {} cold sessions, then {} docker runs",
         opts.spawn_samples, opts.spawn_samples
     ));
-    let mut spawn = spawn::measure(&h, &repo, &opts.image, opts.spawn_samples).await;
+    let mut spawn = spawn::measure(h, repo, &opts.image, opts.spawn_samples).await;
     progress(&format!(
         "spawn: {} sessions from a warm pool of one",
         opts.spawn_samples
@@ -211,7 +259,7 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
         "command latency: {} turns through ClaudeCluster, {} direct",
         opts.command_samples, opts.command_samples
     ));
-    let cmd = command::measure(&h, &repo, &opts.image, opts.command_samples).await;
+    let cmd = command::measure(h, repo, &opts.image, opts.command_samples).await;
     report.failures.extend(prefixed("command", &cmd.errors));
     if cmd.failed_turns > 0 {
         report
@@ -221,7 +269,7 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
     report.command = Some(cmd);
 
     progress(&format!("concurrency: {} sessions at once", opts.sessions));
-    let conc = concurrency::measure(&h, &repo, opts.sessions).await;
+    let conc = concurrency::measure(h, repo, opts.sessions).await;
     report
         .failures
         .extend(prefixed("concurrency", &conc.error_samples));
@@ -241,7 +289,7 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
     report.concurrency = Some(conc);
 
     progress(&format!("stream fan-out: {} watchers", opts.watchers));
-    let fan = fanout::measure(&h, &repo, opts.watchers).await;
+    let fan = fanout::measure(h, repo, opts.watchers).await;
     report.failures.extend(prefixed("fan-out", &fan.errors));
     if fan.incomplete_watchers > 0 && fan.errors.is_empty() {
         report.failures.push(format!(
@@ -255,7 +303,7 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
         "API: {} clients for {:?}",
         opts.api_clients, opts.api_duration
     ));
-    match api::measure(&h, &repo, opts.api_clients, opts.api_duration).await {
+    match api::measure(h, repo, opts.api_clients, opts.api_duration).await {
         Ok(a) => {
             report.failures.extend(prefixed("api", &a.error_samples));
             report.api = Some(a);
@@ -267,7 +315,7 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
         "push: {} fast-forwards through ClaudeCluster, {} with plain git",
         opts.push_samples, opts.push_samples
     ));
-    let push = push::measure(&h, &repo, opts.push_samples).await;
+    let push = push::measure(h, repo, opts.push_samples).await;
     report.failures.extend(prefixed("push", &push.errors));
     report.push = Some(push);
 
@@ -281,26 +329,40 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
             database_url: &r.database_url,
             image: &opts.image,
         };
-        let result = replicas::measure(&h, &repo, &setup, opts.failover_trials).await;
+        let result = replicas::measure(h, repo, &setup, opts.failover_trials).await;
         report.failures.extend(prefixed("replicas", &result.errors));
         report.replicas = Some(result);
     }
-    h.shutdown().await;
+}
 
-    progress("quality: vulnerability scan, image size, coverage");
-    if let (Some(lock), Some(db)) = (&opts.lockfile, &opts.advisory_db) {
-        match audit::scan(lock, db) {
-            Ok(a) => report.audit = Some(a),
-            Err(e) => report.failures.push(format!("audit: {e}")),
-        }
+/// Sessions as Pods on a cluster (with the `kubernetes` feature).
+async fn kubernetes_phase(
+    opts: &BenchOptions,
+    k: &kubernetes::KubeOptions,
+    h: &Harness,
+    repo: &str,
+    report: &mut Report,
+    progress: &dyn Fn(&str),
+) {
+    progress(&format!(
+        "kubernetes: {} sessions cold, {} from a warm Pod, {} bare Pods",
+        opts.kube_samples, opts.kube_samples, opts.kube_samples
+    ));
+    #[cfg(feature = "kubernetes")]
+    {
+        let result = kubernetes::measure(h, repo, &opts.image, k, opts.kube_samples).await;
+        report
+            .failures
+            .extend(prefixed("kubernetes", &result.errors));
+        report.kubernetes = Some(result);
     }
-    match image::measure(&opts.image).await {
-        Ok(i) => report.image_report = Some(i),
-        Err(e) => report.failures.push(format!("image: {e}")),
+    #[cfg(not(feature = "kubernetes"))]
+    {
+        let _ = (k, h, repo);
+        report.failures.push(
+            "kubernetes: this build has no Kubernetes support (the `kubernetes` feature)".into(),
+        );
     }
-    report.coverage = coverage::read(opts.coverage.as_deref());
-    report.duration_secs = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 /// Each session has its own Docker network, and a default Docker Engine has

@@ -131,7 +131,7 @@ async fn ours(h: &Harness, repo_url: &str, n: usize) -> Result<Pushes, String> {
         }
     }
     s.ws.close().await;
-    let deleted = delete(h, &s.id).await;
+    let deleted = delete(&h.client, &s.id).await;
     result.and(deleted).map(|()| out)
 }
 

@@ -18,7 +18,6 @@ use cc_testkit::Harness;
 use cc_wire::api::SessionState;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
@@ -27,7 +26,6 @@ const POLL: Duration = Duration::from_millis(25);
 /// A failover that takes longer is an error (the platform promises 10 s).
 const FAILOVER_LIMIT: Duration = Duration::from_secs(60);
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
-const ADMIN: &str = "bench-replicas-admin-token-0123";
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -186,15 +184,14 @@ struct Replica {
 impl Replica {
     /// Starts `serve` and returns it with an admin client, once it listens.
     async fn start(&self) -> Result<(Child, cc_client::Client), String> {
-        use tokio::io::{AsyncBufReadExt, BufReader};
-        let mut child = Command::new(&self.bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--replica-id", self.id])
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--replica-id", self.id])
             .args([
                 "--gateway-listen",
                 &format!("127.0.0.1:{}", self.gateway_port),
             ])
             .args(["--gateway-url", &self.gateway_url])
-            .args(["--image", &self.image, "--admin-token", ADMIN])
+            .args(["--image", &self.image])
             .args(["--resource-prefix", &self.prefix])
             .args(["--anthropic-base-url", &self.model_url])
             .args(["--allow-repo-host", &self.git_host])
@@ -205,27 +202,8 @@ impl Replica {
             .arg("--data-dir")
             .arg(&self.data)
             .env("CLAUDECLUSTER_DATABASE_URL", &self.database_url)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.bin.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let first = tokio::time::timeout(
-            Duration::from_secs(60),
-            BufReader::new(stdout).lines().next_line(),
-        )
-        .await
-        .map_err(|_| format!("replica {} did not start", self.id))?
-        .map_err(err)?
-        .unwrap_or_default();
-        let base = first
-            .strip_prefix("listening on ")
-            .ok_or_else(|| format!("replica {}: unexpected first line {first:?}", self.id))?;
-        let client = cc_client::Client::with_token(base, Some(ADMIN.into())).map_err(err)?;
-        Ok((child, client))
+            .env("RUST_LOG", "error");
+        crate::serve::start(cmd, &format!("replica {}", self.id)).await
     }
 }
 

@@ -37,6 +37,7 @@ pub struct Report {
     pub api: Option<ApiResult>,
     pub push: Option<PushResult>,
     pub replicas: Option<crate::replicas::ReplicasResult>,
+    pub kubernetes: Option<crate::kubernetes::KubernetesResult>,
     pub audit: Option<AuditReport>,
     #[serde(rename = "imageSize")]
     pub image_report: Option<ImageReport>,
@@ -65,6 +66,7 @@ impl Report {
             api: None,
             push: None,
             replicas: None,
+            kubernetes: None,
             audit: None,
             image_report: None,
             coverage: crate::coverage::read(None),
@@ -260,6 +262,26 @@ impl Report {
                 r.failover_ms.as_ref(),
                 Some("lease 6 s, renewed every 2 s".into()),
                 None,
+            );
+        }
+        if let Some(k) = &self.kubernetes {
+            let bare = k
+                .bare_pod_ms
+                .as_ref()
+                .map(|b| format!("bare Pod → Running {}", ms(b.p50)));
+            row(
+                &mut t,
+                "Kubernetes cold: create → ready",
+                k.cold_ms.as_ref(),
+                bare.clone(),
+                crate::spawn::ratio(k.cold_ms.as_ref(), k.bare_pod_ms.as_ref()),
+            );
+            row(
+                &mut t,
+                "Kubernetes warm: create → ready",
+                k.warm_ms.as_ref(),
+                bare,
+                crate::spawn::ratio(k.warm_ms.as_ref(), k.bare_pod_ms.as_ref()),
             );
         }
         let _ = writeln!(t);

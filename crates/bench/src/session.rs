@@ -4,7 +4,7 @@
 use cc_client::EventStream;
 use cc_testkit::harness::{is_state, read_until, summary};
 use cc_testkit::Harness;
-use cc_wire::api::{ServerMessage, SessionState};
+use cc_wire::api::{CreateSessionRequest, ServerMessage, SessionState};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Generous: on a loaded 2-core machine a container can take long to start,
@@ -39,15 +39,21 @@ pub struct ReadySession {
 
 /// Creates a session on `repo_url` and waits for its first `ready`.
 pub async fn ready_session(h: &Harness, repo_url: &str) -> Result<ReadySession, String> {
+    ready_session_with(&h.client, &h.create_request(repo_url, None)).await
+}
+
+/// Creates a session through `client` and waits for its first `ready`.
+pub async fn ready_session_with(
+    client: &cc_client::Client,
+    request: &CreateSessionRequest,
+) -> Result<ReadySession, String> {
     let started = Instant::now();
     let wall = SystemTime::now();
-    let created = h
-        .client
-        .create(&h.create_request(repo_url, None))
+    let created = client
+        .create(request)
         .await
         .map_err(|e| format!("create: {e}"))?;
-    let mut ws = h
-        .client
+    let mut ws = client
         .stream(&created.session_id, 0)
         .await
         .map_err(|e| format!("stream: {e}"))?;
@@ -133,8 +139,8 @@ pub async fn run_turn(ws: &mut EventStream, command: &str) -> Result<Turn, Strin
 }
 
 /// Deletes a session; errors are reported, not fatal to the measurement.
-pub async fn delete(h: &Harness, id: &str) -> Result<(), String> {
-    h.client
+pub async fn delete(client: &cc_client::Client, id: &str) -> Result<(), String> {
+    client
         .delete(id)
         .await
         .map(|_| ())

@@ -49,7 +49,7 @@ pub async fn measure(h: &Harness, repo_url: &str, image: &str, n: usize) -> Spaw
                     }
                 }
                 s.ws.close().await;
-                if let Err(e) = delete(h, &s.id).await {
+                if let Err(e) = delete(&h.client, &s.id).await {
                     errors.push(e);
                 }
             }
@@ -102,7 +102,7 @@ pub async fn measure_warm(h: &Harness, repo_url: &str, n: usize, result: &mut Sp
             Ok(s) => {
                 warm.push(s.ready_after);
                 s.ws.close().await;
-                if let Err(e) = delete(h, &s.id).await {
+                if let Err(e) = delete(&h.client, &s.id).await {
                     result.errors.push(e);
                 }
             }

@@ -68,6 +68,28 @@ pub struct BenchArgs {
     /// Failover trials of the replicas phase (full: 10, quick: 2).
     #[arg(long)]
     failover_trials: Option<usize>,
+    /// A cluster to measure sessions as Pods on (`serve --runtime
+    /// kubernetes` with this kubeconfig): create → ready, cold and from a
+    /// warm Pod, beside a bare Pod of the same image. Without it the phase
+    /// is skipped.
+    #[arg(long, value_name = "PATH", help_heading = "Kubernetes")]
+    kubeconfig: Option<PathBuf>,
+    /// The namespace the phase's Pods go in.
+    #[arg(long, default_value = "default", help_heading = "Kubernetes")]
+    kube_namespace: String,
+    /// The node every Pod is put on (a cluster without a scheduler).
+    #[arg(long, help_heading = "Kubernetes")]
+    kube_node: Option<String>,
+    /// This host's address as the cluster's Pods reach it: the phase's
+    /// gateway listens there.
+    #[arg(long, value_name = "IP", help_heading = "Kubernetes")]
+    kube_host_ip: Option<String>,
+    /// Samples of each Kubernetes figure (full: 10, quick: 3).
+    #[arg(long, help_heading = "Kubernetes")]
+    kube_samples: Option<usize>,
+    /// Only the Kubernetes phase.
+    #[arg(long, requires = "kubeconfig", help_heading = "Kubernetes")]
+    kubernetes_only: bool,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -104,6 +126,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             database_url: url,
         });
     }
+    if let Some(kubeconfig) = args.kubeconfig {
+        let host_ip = args
+            .kube_host_ip
+            .context("--kube-host-ip: where the cluster's Pods reach this host's gateway")?;
+        opts.kubernetes = Some(cc_bench::kubernetes::KubeOptions {
+            serve_bin: std::env::current_exe().context("locating this executable")?,
+            kubeconfig,
+            namespace: args.kube_namespace,
+            node: args.kube_node,
+            host_ip,
+        });
+    }
+    if let Some(n) = args.kube_samples {
+        opts.kube_samples = n;
+    }
+    opts.kubernetes_only = args.kubernetes_only;
     let root = workspace_root();
     opts.lockfile = args
         .lockfile

@@ -278,4 +278,11 @@ impl Runtime for AnyRuntime {
     async fn stats(&self, id: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {
         delegate!(self, r => r.stats(id))
     }
+    fn reports_oom_kills(&self) -> bool {
+        match self {
+            AnyRuntime::Docker(r) => r.reports_oom_kills(),
+            #[cfg(feature = "kubernetes")]
+            AnyRuntime::Kubernetes(r) => r.reports_oom_kills(),
+        }
+    }
 }

@@ -147,6 +147,13 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Placement>, RuntimeError>> + Send;
     /// Container exits of this deployment's sessions, from now on.
     fn events(&self) -> impl Future<Output = Result<RuntimeEventStream, RuntimeError>> + Send;
+    /// Whether the event feed reports a kill of a process in the container
+    /// for memory ([`RuntimeEventKind::OomKill`]). Docker does; a cluster
+    /// API shows only the container's own end, and the core then takes
+    /// sessiond's count from the container's memory cgroup instead.
+    fn reports_oom_kills(&self) -> bool {
+        true
+    }
     /// The session container's current resource use; `None` when it does
     /// not run.
     fn stats(

@@ -71,6 +71,11 @@ impl KubernetesRuntime {
         &self.settings
     }
 
+    /// The API client this runtime was connected with.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     async fn check(&self) -> Result<(), RuntimeError> {
         let ns = &self.settings.namespace;
         self.pods()
@@ -328,6 +333,11 @@ impl Runtime for KubernetesRuntime {
             broken: false,
         };
         Ok(stream::unfold(feed, Feed::next).boxed())
+    }
+
+    /// The API shows only the container's own end (`OOMKilled`).
+    fn reports_oom_kills(&self) -> bool {
+        false
     }
 
     async fn stats(&self, id: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {

@@ -98,7 +98,7 @@ impl Journal {
 
     /// Copies of the entries with `seq > since`, in order, and whether the
     /// journal is closed.
-    fn since(&self, since: u64) -> (Vec<JournalEntry>, bool) {
+    pub(crate) fn since(&self, since: u64) -> (Vec<JournalEntry>, bool) {
         let inner = self.lock();
         let start = usize::try_from(since)
             .unwrap_or(usize::MAX)

@@ -23,6 +23,7 @@ mod diff;
 mod files;
 mod git;
 mod journal;
+mod oom;
 mod push;
 mod setup;
 
@@ -173,6 +174,7 @@ async fn run(config: Config) -> ExitCode {
 
     let config = Arc::new(config);
     let journal = Arc::new(journal::Journal::new());
+    oom::spawn_watch(Arc::clone(&journal));
     let session = agent::Session::new(Arc::clone(&config), Arc::clone(&journal));
     let app = api::router(
         api::AppState::new(&config.token, Arc::clone(&session), Arc::clone(&journal))

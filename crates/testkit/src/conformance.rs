@@ -23,12 +23,6 @@ pub trait RuntimeDriver {
     /// Makes the kernel kill a process in the container for exceeding the
     /// memory limit, the container living on.
     fn oom_kill_child(&self, id: &SessionId) -> impl Future<Output = anyhow::Result<()>> + Send;
-    /// Whether the runtime reports such a kill of a child process
-    /// ([`RuntimeEventKind::OomKill`]). Docker does (its `oom` events);
-    /// the Kubernetes API shows only the container's own end.
-    fn reports_child_oom_kills(&self) -> bool {
-        true
-    }
 }
 
 /// A spec for a new session of `image` with a 256 MiB memory limit.
@@ -177,7 +171,7 @@ async fn exits_are_reported<R: Runtime>(
     };
 
     driver.oom_kill_child(&s.id).await?;
-    if driver.reports_child_oom_kills() {
+    if rt.reports_oom_kills() {
         let ev = next_of_ours().await?;
         ensure!(ev.kind == RuntimeEventKind::OomKill, "{ev:?}");
     }
@@ -329,10 +323,5 @@ impl RuntimeDriver for DockerDriver {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(())
-    }
-
-    /// The Kubernetes API reports no OOM kill of a child process.
-    fn reports_child_oom_kills(&self) -> bool {
-        matches!(self.target, Target::DockerRuntime { .. })
     }
 }

@@ -159,6 +159,10 @@ pub enum AgentEvent {
         #[serde(default)]
         code: Option<i32>,
     },
+    /// The kernel killed `kills` processes of the session for exceeding
+    /// its memory limit since the last report (the container's memory
+    /// cgroup counts them); the session lives on.
+    OomKill { kills: u64 },
 }
 
 /// `POST /v1/push`.

@@ -2,7 +2,8 @@
 //! (`scripts/kubernetes.sh`: kube-apiserver and kubelet 1.20 on this
 //! machine's Docker): a whole session as a Pod — create, the Pod running,
 //! the clone through the gateway, a turn of the real Claude Code streamed
-//! over the WebSocket, an orchestrator `kill -9` and adoption, delete, the
+//! over the WebSocket, an orchestrator `kill -9` and adoption, a process
+//! killed for memory reported as such, delete, the
 //! Pod and its objects gone; a session from the warm pool's Pod; a Pod
 //! killed from outside; a Pod the kubelet refuses while create has already
 //! answered. `#[ignore]`d in a plain `cargo test`; `scripts/test.sh` runs
@@ -83,7 +84,12 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
     let client = cc_client::Client::with_token(base, Some(ADMIN.into()))?;
 
     let request = cc_testkit::harness::session_request(&repo, None, &api_key);
-    let created = client.create(&request).await?;
+    // 512 MiB, for the memory hog below (the warm Pod has the default).
+    let mut small = request.clone();
+    if let Some(config) = small.config.as_mut() {
+        config.memory = Some(cc_wire::api::Quantity::Text("512m".into()));
+    }
+    let created = client.create(&small).await?;
     let id = created.session_id.clone();
     let mut ws =
         cc_client::EventStream::connect(&format!("{}&since=0", created.endpoints.websocket))
@@ -131,6 +137,30 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
         "{}",
         summary(&turn)
     );
+
+    // A process killed for memory inside the Pod (the API shows no such
+    // thing; sessiond reads the container's memory cgroup) is reported,
+    // counted as reported, and the session lives on.
+    let turn = run_turn(
+        &mut ws,
+        "bash: head -c 900m /dev/zero | tail > /dev/null; echo tail ended with $?",
+    )
+    .await?;
+    let is_oom = |m: &ServerMessage| matches!(m, ServerMessage::Error { code: Some(c), .. } if c == "oom_kill");
+    if !turn.iter().any(is_oom) {
+        read_until(&mut ws, TURN_TIMEOUT, is_oom).await?;
+    }
+    let status = client.status(&id).await?;
+    let reports = client
+        .logs(&id, 0, 10_000)
+        .await?
+        .events
+        .iter()
+        .filter(|m| is_oom(m))
+        .count() as u64;
+    assert!(status.oom_kills >= 1, "{status:?}");
+    assert_eq!(status.oom_kills, reports, "counted as reported: {status:?}");
+    assert_eq!(status.state, SessionState::Ready, "the session lives on");
 
     // Delete: the Pod, its Secret and NetworkPolicy go.
     client.delete(&id).await?;

@@ -250,7 +250,10 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 placed = placed(&mut self.placing) => {
                     match placed {
                         Ok(p) => self.on_placed(p).await?,
-                        Err(reason) => return Ok(Exit::Failed(reason)),
+                        Err(reason) => {
+                            CoreMetrics::inc(&self.inner.metrics.container_failures_total);
+                            return Ok(Exit::Failed(reason));
+                        }
                     }
                     boot_deadline = Instant::now() + self.inner.config.agent_ready_timeout;
                 }
@@ -378,12 +381,17 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             ActorMsg::Terminate { reason, reply } => {
                 return Some(Exit::Terminated(reason, Some(reply)))
             }
+            // A container that never ran: the runtime's wait for it says
+            // why, in its own words (the kubelet's, the scheduler's).
+            ActorMsg::ContainerExited { reason } if self.placing.is_some() => {
+                tracing::debug!(session = %self.record.id, %reason, "the pending container ended; waiting for the runtime's verdict");
+            }
             ActorMsg::ContainerExited { reason } => {
                 CoreMetrics::inc(&self.inner.metrics.container_failures_total);
                 return Some(Exit::Failed(reason));
             }
             ActorMsg::OomKill => {
-                if let Err(e) = self.on_oom_kill().await {
+                if let Err(e) = self.on_oom_kill(None).await {
                     tracing::error!(session = %self.record.id, error = %e, "recording an out-of-memory kill");
                 }
             }
@@ -407,9 +415,9 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
     /// Counts the kill and tells the stream (once per incident, see
     /// [`OomIncidents`]): the process that died was the session's (a tool,
     /// a build), not the session, which stays usable.
-    async fn on_oom_kill(&mut self) -> Result<(), CoreError> {
+    async fn on_oom_kill(&mut self, agent_seq: Option<u64>) -> Result<(), CoreError> {
         if !self.oom.is_new(Instant::now()) {
-            return Ok(());
+            return self.emit(Vec::new(), agent_seq).await;
         }
         CoreMetrics::inc(&self.inner.metrics.oom_kills_total);
         self.record.usage.oom_kills += 1;
@@ -425,7 +433,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             code: Some("oom_kill".into()),
         };
         // The count and its event in one transaction.
-        self.write(vec![msg], None, true).await
+        self.write(vec![msg], agent_seq, true).await
     }
 
     async fn command(
@@ -542,6 +550,15 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             AgentEvent::Stderr { line } => {
                 tracing::debug!(session = %self.record.id, %line, "agent stderr");
                 self.emit(Vec::new(), seq).await?;
+            }
+            AgentEvent::OomKill { kills } => {
+                // Where the runtime reports kills itself, those count.
+                if self.inner.runtime.reports_oom_kills() {
+                    self.emit(Vec::new(), seq).await?;
+                } else {
+                    tracing::debug!(session = %self.record.id, kills, "sessiond saw an out-of-memory kill");
+                    self.on_oom_kill(seq).await?;
+                }
             }
             AgentEvent::Exited { code } => {
                 let code = code.map_or_else(|| "a signal".into(), |c| format!("code {c}"));
