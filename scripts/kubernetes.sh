@@ -78,6 +78,8 @@ kube_ensure_run_packages() {
     command -v curl >/dev/null || missing+=(curl)
     command -v nsenter >/dev/null || missing+=(util-linux)
     command -v ip >/dev/null || missing+=(iproute2)
+    # The tests read deploy/kubernetes's manifests with it.
+    python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
     kube_apt_install "${missing[@]}"
     docker info >/dev/null 2>&1 \
         || kube_die "Docker is not running or not reachable: start the Docker daemon and run again"
@@ -498,6 +500,11 @@ kube_bridge() {
     ip link add "$CC_KUBE_BRIDGE" type bridge
     ip addr add "$host_ip/${cidr#*/}" dev "$CC_KUBE_BRIDGE"
     ip link set "$CC_KUBE_BRIDGE" up
+    # Pod to Pod on the bridge (an orchestrator Pod to its sessions' Pods):
+    # bridged frames pass the FORWARD chain (br_netfilter), whose policy
+    # Docker sets to DROP; kube-proxy would admit them, and none runs here.
+    iptables -I FORWARD -i "$CC_KUBE_BRIDGE" -o "$CC_KUBE_BRIDGE" -j ACCEPT \
+        -m comment --comment claudecluster-kube-test
 }
 
 kube_pause_image() {
@@ -793,6 +800,8 @@ kube_stop_locked() {
         local bridge
         bridge="$(cat "$CC_KUBE_RUN/bridge")"
         ! ip link show "$bridge" >/dev/null 2>&1 || ip link del "$bridge" 2>/dev/null || true
+        while iptables -D FORWARD -i "$bridge" -o "$bridge" -j ACCEPT \
+            -m comment --comment claudecluster-kube-test 2>/dev/null; do :; done
         rm -f "$CC_KUBE_RUN/bridge"
     fi
     if [ -f "$CC_KUBE_RUN/sysctls" ]; then

@@ -9,6 +9,8 @@
 //! answered. `#[ignore]`d in a plain `cargo test`; `scripts/test.sh` runs
 //! it with the cluster up.
 
+mod orchestrator_pod;
+
 use super::{await_ready, cli, run_turn, spawn_serve, TURN_TIMEOUT};
 use anyhow::Context;
 use cc_core::Runtime;
