@@ -13,6 +13,9 @@
 //! - [`fake_runtime`]: a stateful in-memory runtime, and
 //!   [`conformance`]: the runtime seam's suite that it, Docker and every
 //!   other backend pass.
+//! - [`process_runtime`]: sessions as local sessiond processes (the real
+//!   sessiond, a fake or real Claude Code), for whole sessions without
+//!   Docker.
 //! - [`harness`]: an orchestrator on real Docker with a model double and a
 //!   git server, reached through the public API only.
 
@@ -23,6 +26,7 @@ pub mod fake_runtime;
 pub mod git_server;
 pub mod harness;
 pub mod ports;
+pub mod process_runtime;
 pub mod tcp_relay;
 
 pub use harness::Harness;

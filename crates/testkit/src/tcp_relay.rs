@@ -51,12 +51,16 @@ impl TcpRelay {
 
 /// A TCP load balancer standing in for the one in front of several
 /// orchestrator replicas: each connection goes to the next upstream in
-/// turn, skipping those that refuse it (a killed replica), as a balancer's
-/// health checks would.
+/// turn, skipping those that refuse it (a killed replica) or do not answer
+/// in time (a Pod's IP that went away), as a balancer's health checks
+/// would.
 pub struct Balancer {
     addr: std::net::SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// Longest a connection to one upstream may take before the next is tried.
+const UPSTREAM_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Balancer {
     /// Listens on `bind` (`ip:port`, port 0 for a free one) and spreads
@@ -72,7 +76,12 @@ impl Balancer {
                 tokio::spawn(async move {
                     for i in 0..upstreams.len() {
                         let target = &upstreams[(first + i) % upstreams.len()];
-                        if let Ok(mut server) = TcpStream::connect(target).await {
+                        // A dead upstream may not refuse (a Pod's IP
+                        // that went away): the next one is tried.
+                        let connect = TcpStream::connect(target);
+                        if let Ok(Ok(mut server)) =
+                            tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, connect).await
+                        {
                             let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                             return;
                         }

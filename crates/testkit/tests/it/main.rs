@@ -6,6 +6,7 @@
 //! the server has its own thread and runtime, so this must not deadlock a
 //! current-thread `#[tokio::test]`.
 
+mod process;
 mod runtime;
 
 use std::io::{BufRead as _, BufReader};

@@ -1,19 +1,20 @@
-//! The orchestrator itself as a Pod of the test cluster, from what
-//! `deploy/` ships: its image built from `deploy/Dockerfile`, its RBAC from
-//! `deploy/kubernetes/rbac.yaml`, and the Pod its Deployment's ReplicaSet
+//! The orchestrator itself as Pods of the test cluster, from what `deploy/`
+//! ships: its image built from `deploy/Dockerfile`, its RBAC from
+//! `deploy/kubernetes/rbac.yaml`, and the Pods its Deployment's ReplicaSet
 //! would make from `deploy/kubernetes/orchestrator.yaml`'s template (the
-//! cluster runs no controllers). One replica on SQLite; the values a real
-//! install sets in an overlay are set here: the namespace, the images, the
-//! Secret without a database URL, and this cluster's own ways (the API
-//! server on the host, as no kube-proxy routes the `kubernetes` Service;
-//! the gateway at the Pod's IP, as none routes the gateway Service). With
-//! its in-cluster service account it starts a session Pod, which clones
-//! through its gateway and runs a turn of the real Claude Code.
+//! cluster runs no controllers). The values a real install sets in an
+//! overlay are set here: the namespace, the images, the Secret, and this
+//! cluster's own ways (the API server on the host, as no kube-proxy routes
+//! the `kubernetes` Service; the gateway at a Pod's IP or a balancer on the
+//! host, as none routes the gateway Service). With their in-cluster service
+//! account they start session Pods, which clone through the gateway and
+//! run turns of the real Claude Code.
 
 use super::{gone, var, READY_TIMEOUT};
 use crate::{await_ready, run_turn};
 use anyhow::{ensure, Context};
 use cc_testkit::harness::output_text;
+use cc_testkit::tcp_relay::Balancer;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -22,6 +23,116 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "kube-orchestrator-admin-0123456789";
+/// Longest the surviving replica may take to serve the dead one's session.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (scripts/kubernetes.sh)"]
+async fn the_orchestrator_runs_as_a_pod_of_its_deployment() -> anyhow::Result<()> {
+    let mut w = World::new().await?;
+    let result = async {
+        // One replica on SQLite: no database URL in the Secret.
+        w.install(None).await?;
+        let ip = w.start_pod("a", "http://$(POD_IP):8081").await?;
+        let api = w.client(&ip)?;
+        let created = api.create(&w.request()).await?;
+        let id = created.session_id.clone();
+        let sid = cc_core::SessionId::parse(&id).context("a session ID")?;
+        let mut ws = api.stream(&id, 0).await?;
+        await_ready(&mut ws, READY_TIMEOUT).await?;
+        ensure!(
+            cc_core::Runtime::list(&w.kube).await?.contains(&sid),
+            "the session is a Pod the orchestrator Pod made"
+        );
+        let turn = run_turn(&mut ws, "bash: cat README.md; echo uid=$(id -u)").await?;
+        let text = output_text(&turn);
+        ensure!(
+            text.contains("# Served by a Pod") && text.contains("uid=1000"),
+            "{text}"
+        );
+        api.delete(&id).await?;
+        gone(&w.kube, &sid).await
+    }
+    .await;
+    let cleaned = w.finish().await;
+    result.and(cleaned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster (scripts/kubernetes.sh)"]
+async fn two_orchestrator_pods_share_postgresql_and_one_takes_over_from_the_other(
+) -> anyhow::Result<()> {
+    let Some(schema) = crate::database::Schema::create().await else {
+        return Ok(());
+    };
+    let mut w = World::new().await?;
+    let result = replicas(&mut w, &schema.url).await;
+    let cleaned = w.finish().await;
+    result.and(cleaned)
+}
+
+async fn replicas(w: &mut World, database_url: &str) -> anyhow::Result<()> {
+    // The test database listens on loopback: the Pods reach it through a
+    // relay on the bridge address.
+    let local = database_url
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .context("a postgres://user@host:port/db URL")?
+        .to_owned();
+    let db_relay = Balancer::start(&format!("{}:0", w.host_ip), vec![local.clone()]).await?;
+    let pod_url = database_url.replacen(&local, &db_relay.addr().to_string(), 1);
+    w.install(Some(&pod_url)).await?;
+
+    // Sessions reach both replicas' gateways at one address, as they would
+    // at the gateway Service: a balancer on the host, started once the Pods
+    // have their IPs (its port is chosen now, for their configuration).
+    let gateway_port = cc_testkit::ports::fixed_port();
+    let gateway_url = format!("http://{}:{gateway_port}", w.host_ip);
+    let ip_a = w.start_pod("a", &gateway_url).await?;
+    let ip_b = w.start_pod("b", &gateway_url).await?;
+    let _gateway = Balancer::start(
+        &format!("{}:{gateway_port}", w.host_ip),
+        vec![format!("{ip_a}:8081"), format!("{ip_b}:8081")],
+    )
+    .await?;
+    let (api_a, api_b) = (w.client(&ip_a)?, w.client(&ip_b)?);
+
+    // Created on A; a turn through B (forwarded to A, streamed from the
+    // database).
+    let created = api_a.create(&w.request()).await?;
+    let id = created.session_id.clone();
+    let sid = cc_core::SessionId::parse(&id).context("a session ID")?;
+    let mut ws = api_a.stream(&id, 0).await?;
+    await_ready(&mut ws, READY_TIMEOUT).await?;
+    drop(ws);
+    let mut ws = api_b.stream_from_now(&id).await?;
+    let turn = run_turn(&mut ws, "bash: echo through-b > b.txt; ls").await?;
+    let text = output_text(&turn);
+    ensure!(text.contains("b.txt"), "a turn through B: {text}");
+    drop(ws);
+
+    // A's Pod goes (no grace): B takes the session over when A's lease
+    // runs out, and serves it.
+    w.delete_pod("a").await?;
+    let killed = Instant::now();
+    while api_b.diff(&id).await.is_err() {
+        ensure!(
+            killed.elapsed() < FAILOVER_LIMIT,
+            "B did not serve session {id} within {FAILOVER_LIMIT:?} of A's end"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut ws = api_b.stream_from_now(&id).await?;
+    let turn = run_turn(&mut ws, "bash: ls").await?;
+    let text = output_text(&turn);
+    ensure!(
+        text.contains("b.txt") && text.contains("README.md"),
+        "the checkout lives on under B: {text}"
+    );
+    drop(ws);
+    api_b.delete(&id).await?;
+    gone(&w.kube, &sid).await
+}
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -83,285 +194,326 @@ impl Drop for OrchestratorImage {
     }
 }
 
-/// Sets (or adds) the container's variable `name`.
+/// Sets (or adds, last) the container's variable `name`.
 fn set_env(env: &mut Vec<Value>, name: &str, value: &str) {
     env.retain(|e| e["name"] != name);
     env.push(json!({"name": name, "value": value}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the test cluster (scripts/kubernetes.sh)"]
-async fn the_orchestrator_runs_as_a_pod_of_its_deployment() -> anyhow::Result<()> {
-    let worker = var("CLAUDECLUSTER_TEST_IMAGE")?;
-    let kubeconfig = var("CLAUDECLUSTER_TEST_KUBECONFIG")?;
-    let ns = var("CLAUDECLUSTER_TEST_KUBE_NAMESPACE")?;
-    let node = var("CLAUDECLUSTER_TEST_KUBE_NODE")?;
-    let host_ip = var("CLAUDECLUSTER_TEST_KUBE_HOST_IP")?;
-    let api_server = var("CLAUDECLUSTER_TEST_KUBE_API")?;
-    let (api_host, api_port) = api_server
-        .rsplit_once(':')
-        .context("CLAUDECLUSTER_TEST_KUBE_API is host:port")?;
-    let run = cc_core::SessionId::generate().as_str()[..6].to_owned();
-    let prefix = format!("cco{run}-");
-
-    let image = OrchestratorImage::build(format!("claudecluster-orchestrator:test-{run}")).await?;
-
-    // What the Pod reaches on this host: the model double (through a relay
-    // on the bridge address) and a git server.
-    let api_key = format!("sk-ant-pod-{}", cc_core::Token::generate().expose());
-    let model = cc_model_double::spawn(cc_model_double::ModelDoubleConfig {
-        api_key: Some(api_key.clone()),
-        latency_ms: 0,
-    })
-    .await?;
-    let model_relay = cc_testkit::tcp_relay::Balancer::start(
-        &format!("{host_ip}:0"),
-        vec![model.addr().to_string()],
-    )
-    .await?;
-    let git_root = tempfile::tempdir()?;
-    let git = cc_testkit::git_server::GitServer::start_at(
-        git_root.path().to_path_buf(),
-        format!("{host_ip}:0").parse()?,
-    )
-    .await?;
-    let repo = git.create_repo("pod-orch", &[("README.md", "# Served by a Pod\n")])?;
-
-    let settings = cc_runtime_kubernetes::KubeSettings::new(ns.clone(), "http://unused:1");
-    let kube = {
-        let mut s = settings.clone();
-        s.prefix = prefix.clone();
-        cc_runtime_kubernetes::KubernetesRuntime::connect(s, Some(kubeconfig.as_ref())).await?
-    };
-    let mut cleanup = Cleanup {
-        client: kube.client().clone(),
-        ns: ns.clone(),
-        done: Vec::new(),
-    };
-    let setup = Setup {
-        ns,
-        node,
-        worker,
-        api_host: api_host.to_owned(),
-        api_port: api_port.to_owned(),
-        run,
-        prefix,
-        image: image.0.clone(),
-        model_url: format!("http://{}", model_relay.addr()),
-        git_host: git.addr().to_string(),
-    };
-    let result = session_through_a_pod(&setup, &kube, &mut cleanup, &repo, &api_key).await;
-    // Whatever happened, nothing of the run is left: the orchestrator's
-    // objects, then any session Pod it left.
-    let mut cleaned = cleanup.run().await;
-    for id in cc_core::Runtime::list(&kube).await? {
-        cleaned = cleaned.and(Ok(cc_core::Runtime::remove(&kube, &id).await?));
-    }
-    result.and(cleaned)
-}
-
-/// What the orchestrator Pod is given.
-struct Setup {
+/// What a test's orchestrator Pods use, on this host and in the cluster;
+/// [`World::finish`] removes what it made.
+struct World {
     ns: String,
     node: String,
     worker: String,
-    api_host: String,
-    api_port: String,
+    host_ip: String,
+    api_server: String,
     run: String,
     prefix: String,
-    image: String,
-    model_url: String,
-    git_host: String,
+    image: OrchestratorImage,
+    _model: cc_model_double::ModelDouble,
+    model_relay: Balancer,
+    _git_root: tempfile::TempDir,
+    git: cc_testkit::git_server::GitServer,
+    repo: String,
+    api_key: String,
+    /// The runtime under the test's prefix: the session Pods.
+    kube: cc_runtime_kubernetes::KubernetesRuntime,
+    /// Objects made, by kind and name, removed in reverse.
+    made: Vec<(&'static str, String)>,
+    /// Whether the Secret holds a database URL (else: SQLite).
+    database: bool,
 }
 
-async fn session_through_a_pod(
-    s: &Setup,
-    kube: &cc_runtime_kubernetes::KubernetesRuntime,
-    cleanup: &mut Cleanup,
-    repo: &str,
-    api_key: &str,
-) -> anyhow::Result<()> {
-    let (ns, run) = (&s.ns, &s.run);
-    let client = kube.client().clone();
-
-    // RBAC as shipped, in the test namespace (the ServiceAccount and its
-    // token come from the script, as a controller-manager would make the
-    // token); cluster-wide names get the run's suffix.
-    for mut doc in manifests("rbac.yaml")? {
-        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
-        if kind == "ServiceAccount" {
-            continue;
-        }
-        if let Some(subjects) = doc["subjects"].as_array_mut() {
-            for s in subjects {
-                s["namespace"] = json!(ns);
-            }
-        }
-        let name = format!(
-            "{}-{run}",
-            doc["metadata"]["name"].as_str().unwrap_or_default()
-        );
-        doc["metadata"]["name"] = json!(name);
-        if let Some(role) = doc["roleRef"]["name"].as_str() {
-            doc["roleRef"]["name"] = json!(format!("{role}-{run}"));
-        }
-        let pp = PostParams::default();
-        match kind.as_str() {
-            "Role" => {
-                doc["metadata"]["namespace"] = json!(ns);
-                let api: Api<Role> = Api::namespaced(client.clone(), ns);
-                api.create(&pp, &serde_json::from_value(doc)?).await?;
-            }
-            "RoleBinding" => {
-                doc["metadata"]["namespace"] = json!(ns);
-                let api: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
-                api.create(&pp, &serde_json::from_value(doc)?).await?;
-            }
-            "ClusterRole" => {
-                let api: Api<ClusterRole> = Api::all(client.clone());
-                api.create(&pp, &serde_json::from_value(doc)?).await?;
-            }
-            "ClusterRoleBinding" => {
-                let api: Api<ClusterRoleBinding> = Api::all(client.clone());
-                api.create(&pp, &serde_json::from_value(doc)?).await?;
-            }
-            other => anyhow::bail!("rbac.yaml has a {other} this test does not know"),
-        }
-        cleanup.done.push((kind, name));
-    }
-
-    // The Secret the Deployment reads, without a database URL: SQLite.
-    let secret_name = format!("claudecluster-{run}");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": secret_name},
-                "stringData": {
-                    "admin-token": ADMIN,
-                    "secret-key": cc_core::Token::generate().expose(),
-                },
-            }))?,
+impl World {
+    async fn new() -> anyhow::Result<Self> {
+        let host_ip = var("CLAUDECLUSTER_TEST_KUBE_HOST_IP")?;
+        let run = cc_core::SessionId::generate().as_str()[..6].to_owned();
+        let prefix = format!("cco{run}-");
+        let image =
+            OrchestratorImage::build(format!("claudecluster-orchestrator:test-{run}")).await?;
+        // What the Pods reach on this host: the model double (through a
+        // relay on the bridge address) and a git server.
+        let api_key = format!("sk-ant-pod-{}", cc_core::Token::generate().expose());
+        let model = cc_model_double::spawn(cc_model_double::ModelDoubleConfig {
+            api_key: Some(api_key.clone()),
+            latency_ms: 0,
+        })
+        .await?;
+        let model_relay =
+            Balancer::start(&format!("{host_ip}:0"), vec![model.addr().to_string()]).await?;
+        let git_root = tempfile::tempdir()?;
+        let git = cc_testkit::git_server::GitServer::start_at(
+            git_root.path().to_path_buf(),
+            format!("{host_ip}:0").parse()?,
         )
         .await?;
-    cleanup.done.push(("Secret".into(), secret_name.clone()));
-
-    // The Pod the Deployment's ReplicaSet would make.
-    let deployment = manifests("orchestrator.yaml")?
-        .into_iter()
-        .find(|d| d["kind"] == "Deployment")
-        .context("a Deployment in orchestrator.yaml")?;
-    let mut template = deployment["spec"]["template"].clone();
-    let pod_name = format!("claudecluster-{run}");
-    template["metadata"]["name"] = json!(pod_name);
-    template["metadata"]["namespace"] = json!(ns);
-    let spec = &mut template["spec"];
-    spec["nodeName"] = json!(s.node);
-    for v in spec["volumes"].as_array_mut().context("volumes")? {
-        if v.get("secret").is_some() {
-            v["secret"]["secretName"] = json!(secret_name);
-        }
+        let repo = git.create_repo("pod-orch", &[("README.md", "# Served by a Pod\n")])?;
+        let ns = var("CLAUDECLUSTER_TEST_KUBE_NAMESPACE")?;
+        let mut settings = cc_runtime_kubernetes::KubeSettings::new(ns.clone(), "http://unused:1");
+        settings.prefix = prefix.clone();
+        let kubeconfig = var("CLAUDECLUSTER_TEST_KUBECONFIG")?;
+        let kube =
+            cc_runtime_kubernetes::KubernetesRuntime::connect(settings, Some(kubeconfig.as_ref()))
+                .await?;
+        Ok(Self {
+            ns,
+            node: var("CLAUDECLUSTER_TEST_KUBE_NODE")?,
+            worker: var("CLAUDECLUSTER_TEST_IMAGE")?,
+            host_ip,
+            api_server: var("CLAUDECLUSTER_TEST_KUBE_API")?,
+            run,
+            prefix,
+            image,
+            _model: model,
+            model_relay,
+            _git_root: git_root,
+            git,
+            repo,
+            api_key,
+            kube,
+            made: Vec::new(),
+            database: false,
+        })
     }
-    let c = &mut spec["containers"][0];
-    c["image"] = json!(s.image);
-    c["imagePullPolicy"] = json!("Never");
-    let env = c["env"].as_array_mut().context("env")?;
-    env.retain(|e| e["name"] != "CLAUDECLUSTER_DATABASE_URL");
-    set_env(env, "CLAUDECLUSTER_KUBE_NAMESPACE", ns);
-    set_env(env, "CLAUDECLUSTER_IMAGE", &s.worker);
-    // After POD_IP, which it refers to.
-    set_env(
-        env,
-        "CLAUDECLUSTER_KUBE_GATEWAY_URL",
-        "http://$(POD_IP):8081",
-    );
-    set_env(env, "KUBERNETES_SERVICE_HOST", &s.api_host);
-    set_env(env, "KUBERNETES_SERVICE_PORT", &s.api_port);
-    set_env(env, "CLAUDECLUSTER_KUBE_NODE", &s.node);
-    set_env(env, "CLAUDECLUSTER_KUBE_IMAGE_PULL_POLICY", "Never");
-    set_env(env, "CLAUDECLUSTER_RESOURCE_PREFIX", &s.prefix);
-    set_env(env, "CLAUDECLUSTER_ANTHROPIC_BASE_URL", &s.model_url);
-    set_env(env, "CLAUDECLUSTER_ALLOW_REPO_HOSTS", &s.git_host);
-    set_env(env, "RUST_LOG", "warn");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    pods.create(&PostParams::default(), &serde_json::from_value(template)?)
-        .await?;
-    cleanup.done.push(("Pod".into(), pod_name.clone()));
 
-    // Ready: its readiness probe (`/readyz`) answered.
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let pod_ip = loop {
-        let pod = pods.get(&pod_name).await?;
-        let status = pod.status.unwrap_or_default();
-        let ready = status
-            .conditions
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        if ready {
-            break status.pod_ip.context("a Ready Pod has an IP")?;
-        }
-        ensure!(
-            status.phase.as_deref() != Some("Failed") && Instant::now() < deadline,
-            "the orchestrator Pod is not Ready: {:?} {:?}",
-            status.phase,
-            status.container_statuses
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    fn client(&self, pod_ip: &str) -> anyhow::Result<cc_client::Client> {
+        Ok(cc_client::Client::with_token(
+            format!("http://{pod_ip}:8080"),
+            Some(ADMIN.into()),
+        )?)
+    }
 
-    // A whole session through it.
-    let api = cc_client::Client::with_token(format!("http://{pod_ip}:8080"), Some(ADMIN.into()))?;
-    let request = cc_testkit::harness::session_request(repo, None, api_key);
-    let created = api.create(&request).await?;
-    let id = created.session_id.clone();
-    let sid = cc_core::SessionId::parse(&id).context("a session ID")?;
-    let mut ws = api.stream(&id, 0).await?;
-    await_ready(&mut ws, READY_TIMEOUT).await?;
-    ensure!(
-        cc_core::Runtime::list(kube).await?.contains(&sid),
-        "the session is a Pod the orchestrator Pod made"
-    );
-    let turn = run_turn(&mut ws, "bash: cat README.md; echo uid=$(id -u)").await?;
-    let text = output_text(&turn);
-    ensure!(
-        text.contains("# Served by a Pod") && text.contains("uid=1000"),
-        "{text}"
-    );
-    api.delete(&id).await?;
-    gone(kube, &sid).await
-}
+    fn request(&self) -> cc_wire::api::CreateSessionRequest {
+        cc_testkit::harness::session_request(&self.repo, None, &self.api_key)
+    }
 
-/// The objects the test made, deleted at the end, whatever happened.
-struct Cleanup {
-    client: kube::Client,
-    ns: String,
-    done: Vec<(String, String)>,
-}
+    fn secret_name(&self) -> String {
+        format!("claudecluster-{}", self.run)
+    }
 
-impl Cleanup {
-    async fn run(&mut self) -> anyhow::Result<()> {
-        let dp = DeleteParams::default().grace_period(0);
-        while let Some((kind, name)) = self.done.pop() {
-            let c = self.client.clone();
-            let ns = &self.ns;
-            match kind.as_str() {
-                "Pod" => drop(Api::<Pod>::namespaced(c, ns).delete(&name, &dp).await?),
-                "Secret" => drop(Api::<Secret>::namespaced(c, ns).delete(&name, &dp).await?),
-                "Role" => drop(Api::<Role>::namespaced(c, ns).delete(&name, &dp).await?),
-                "RoleBinding" => drop(
-                    Api::<RoleBinding>::namespaced(c, ns)
-                        .delete(&name, &dp)
-                        .await?,
-                ),
-                "ClusterRole" => drop(Api::<ClusterRole>::all(c).delete(&name, &dp).await?),
-                "ClusterRoleBinding" => {
-                    drop(Api::<ClusterRoleBinding>::all(c).delete(&name, &dp).await?)
+    /// RBAC as shipped, in the test namespace (the ServiceAccount and its
+    /// token come from the script, as a controller-manager would make the
+    /// token; cluster-wide names get the run's suffix), and the Secret the
+    /// Deployment reads (without a database URL: SQLite).
+    async fn install(&mut self, database_url: Option<&str>) -> anyhow::Result<()> {
+        let client = self.kube.client().clone();
+        let (ns, run) = (self.ns.clone(), self.run.clone());
+        let pp = PostParams::default();
+        for mut doc in manifests("rbac.yaml")? {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            if kind == "ServiceAccount" {
+                continue;
+            }
+            if let Some(subjects) = doc["subjects"].as_array_mut() {
+                for s in subjects {
+                    s["namespace"] = json!(ns);
                 }
-                _ => {}
+            }
+            let name = format!(
+                "{}-{run}",
+                doc["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            doc["metadata"]["name"] = json!(name);
+            if let Some(role) = doc["roleRef"]["name"].as_str() {
+                doc["roleRef"]["name"] = json!(format!("{role}-{run}"));
+            }
+            let kind = match kind.as_str() {
+                "Role" => {
+                    doc["metadata"]["namespace"] = json!(ns);
+                    let api: Api<Role> = Api::namespaced(client.clone(), &ns);
+                    api.create(&pp, &serde_json::from_value(doc)?).await?;
+                    "Role"
+                }
+                "RoleBinding" => {
+                    doc["metadata"]["namespace"] = json!(ns);
+                    let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
+                    api.create(&pp, &serde_json::from_value(doc)?).await?;
+                    "RoleBinding"
+                }
+                "ClusterRole" => {
+                    let api: Api<ClusterRole> = Api::all(client.clone());
+                    api.create(&pp, &serde_json::from_value(doc)?).await?;
+                    "ClusterRole"
+                }
+                "ClusterRoleBinding" => {
+                    let api: Api<ClusterRoleBinding> = Api::all(client.clone());
+                    api.create(&pp, &serde_json::from_value(doc)?).await?;
+                    "ClusterRoleBinding"
+                }
+                other => anyhow::bail!("rbac.yaml has a {other} this test does not know"),
+            };
+            self.made.push((kind, name));
+        }
+        let mut data = json!({
+            "admin-token": ADMIN,
+            "secret-key": cc_core::Token::generate().expose(),
+        });
+        if let Some(url) = database_url {
+            data["database-url"] = json!(url);
+        }
+        self.database = database_url.is_some();
+        let secrets: Api<Secret> = Api::namespaced(client, &ns);
+        secrets
+            .create(
+                &pp,
+                &serde_json::from_value(json!({
+                    "metadata": {"name": self.secret_name()},
+                    "stringData": data,
+                }))?,
+            )
+            .await?;
+        self.made.push(("Secret", self.secret_name()));
+        Ok(())
+    }
+
+    fn pod_name(&self, suffix: &str) -> String {
+        format!("claudecluster-{}-{suffix}", self.run)
+    }
+
+    /// The Pod the Deployment's ReplicaSet would make, with sessions
+    /// reaching its gateway at `gateway_url`; its IP once it is Ready (its
+    /// readiness probe, `/readyz`, answered).
+    async fn start_pod(&mut self, suffix: &str, gateway_url: &str) -> anyhow::Result<String> {
+        let deployment = manifests("orchestrator.yaml")?
+            .into_iter()
+            .find(|d| d["kind"] == "Deployment")
+            .context("a Deployment in orchestrator.yaml")?;
+        let mut template = deployment["spec"]["template"].clone();
+        let name = self.pod_name(suffix);
+        template["metadata"]["name"] = json!(name);
+        template["metadata"]["namespace"] = json!(self.ns);
+        let spec = &mut template["spec"];
+        spec["nodeName"] = json!(self.node);
+        for v in spec["volumes"].as_array_mut().context("volumes")? {
+            if v.get("secret").is_some() {
+                v["secret"]["secretName"] = json!(self.secret_name());
             }
         }
+        let c = &mut spec["containers"][0];
+        c["image"] = json!(self.image.0);
+        c["imagePullPolicy"] = json!("Never");
+        let env = c["env"].as_array_mut().context("env")?;
+        let reads_database = env.iter_mut().any(|e| {
+            let found = e["name"] == "CLAUDECLUSTER_DATABASE_URL";
+            if found {
+                e["valueFrom"]["secretKeyRef"]["name"] = json!(self.secret_name());
+            }
+            found
+        });
+        ensure!(
+            reads_database,
+            "the Deployment reads its database URL from the Secret"
+        );
+        if !self.database {
+            // One replica on SQLite: the variable goes, as the README says.
+            env.retain(|e| e["name"] != "CLAUDECLUSTER_DATABASE_URL");
+        }
+        let (api_host, api_port) = self
+            .api_server
+            .rsplit_once(':')
+            .context("CLAUDECLUSTER_TEST_KUBE_API is host:port")?;
+        set_env(env, "CLAUDECLUSTER_KUBE_NAMESPACE", &self.ns);
+        set_env(env, "CLAUDECLUSTER_IMAGE", &self.worker);
+        // After POD_IP, which it may refer to.
+        set_env(env, "CLAUDECLUSTER_KUBE_GATEWAY_URL", gateway_url);
+        set_env(env, "KUBERNETES_SERVICE_HOST", api_host);
+        set_env(env, "KUBERNETES_SERVICE_PORT", api_port);
+        set_env(env, "CLAUDECLUSTER_KUBE_NODE", &self.node);
+        set_env(env, "CLAUDECLUSTER_KUBE_IMAGE_PULL_POLICY", "Never");
+        set_env(env, "CLAUDECLUSTER_RESOURCE_PREFIX", &self.prefix);
+        set_env(
+            env,
+            "CLAUDECLUSTER_ANTHROPIC_BASE_URL",
+            &format!("http://{}", self.model_relay.addr()),
+        );
+        set_env(
+            env,
+            "CLAUDECLUSTER_ALLOW_REPO_HOSTS",
+            &self.git.addr().to_string(),
+        );
+        set_env(env, "RUST_LOG", "warn");
+        let pods: Api<Pod> = Api::namespaced(self.kube.client().clone(), &self.ns);
+        pods.create(&PostParams::default(), &serde_json::from_value(template)?)
+            .await?;
+        self.made.push(("Pod", name.clone()));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let status = pods.get(&name).await?.status.unwrap_or_default();
+            let ready = status
+                .conditions
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready {
+                return status.pod_ip.context("a Ready Pod has an IP");
+            }
+            ensure!(
+                status.phase.as_deref() != Some("Failed") && Instant::now() < deadline,
+                "the orchestrator Pod {name} is not Ready: {:?} {:?}",
+                status.phase,
+                status.container_statuses
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The replica's Pod goes at once (no grace period: a node lost).
+    async fn delete_pod(&mut self, suffix: &str) -> anyhow::Result<()> {
+        let pods: Api<Pod> = Api::namespaced(self.kube.client().clone(), &self.ns);
+        pods.delete(
+            &self.pod_name(suffix),
+            &DeleteParams::default().grace_period(0),
+        )
+        .await?;
         Ok(())
+    }
+
+    /// Removes what the test made, then any session Pod left behind.
+    async fn finish(mut self) -> anyhow::Result<()> {
+        let c = self.kube.client().clone();
+        let ns = self.ns.clone();
+        let dp = DeleteParams::default().grace_period(0);
+        let mut result = Ok(());
+        while let Some((kind, name)) = self.made.pop() {
+            let deleted = match kind {
+                "Pod" => Api::<Pod>::namespaced(c.clone(), &ns)
+                    .delete(&name, &dp)
+                    .await
+                    .map(drop),
+                "Secret" => Api::<Secret>::namespaced(c.clone(), &ns)
+                    .delete(&name, &dp)
+                    .await
+                    .map(drop),
+                "Role" => Api::<Role>::namespaced(c.clone(), &ns)
+                    .delete(&name, &dp)
+                    .await
+                    .map(drop),
+                "RoleBinding" => Api::<RoleBinding>::namespaced(c.clone(), &ns)
+                    .delete(&name, &dp)
+                    .await
+                    .map(drop),
+                "ClusterRole" => Api::<ClusterRole>::all(c.clone())
+                    .delete(&name, &dp)
+                    .await
+                    .map(drop),
+                "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(c.clone())
+                    .delete(&name, &dp)
+                    .await
+                    .map(drop),
+                _ => Ok(()),
+            };
+            match deleted {
+                Ok(()) => {}
+                // Gone already (a replica the test ended).
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => result = Err(anyhow::anyhow!("deleting {kind} {name}: {e}")),
+            }
+        }
+        for id in cc_core::Runtime::list(&self.kube).await? {
+            cc_core::Runtime::remove(&self.kube, &id).await?;
+        }
+        result
     }
 }

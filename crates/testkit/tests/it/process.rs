@@ -1,0 +1,241 @@
+//! Whole sessions without Docker: the real orchestrator (API, gateway,
+//! actor, reconciler) on the [`ProcessRuntime`], whose sessions are local
+//! sessiond processes running the fake Claude Code. Create → the clone
+//! through the gateway's git relay → ready → turns on the stream → diff and
+//! files → an orchestrator restart adopting the running session → the
+//! process killed → `error` with the reason, nothing left.
+
+use anyhow::Context;
+use cc_core::{Manager, ManagerConfig, Runtime, SessionId};
+use cc_server::{HttpAgent, ServerConfig};
+use cc_store_sqlite::SqliteStore;
+use cc_testkit::git_server::GitServer;
+use cc_testkit::harness::{is_state, read_until, summary};
+use cc_testkit::process_runtime::ProcessRuntime;
+use cc_wire::api::{ServerMessage, SessionState};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+const ADMIN: &str = "process-admin-token-0123456789";
+/// Only there so a failing test ends.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The built sessiond beside this test's binary (`cargo test --workspace`
+/// and `cargo build --workspace` build it).
+fn sessiond() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/debug")
+        .join("claudecluster-sessiond");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+/// One life of the orchestrator: API and gateway on loopback, the
+/// reconciler running, on `data`'s database — on a Tokio runtime of its
+/// own, so that it can die as its process would, every task at once,
+/// while the sessions' processes live on.
+struct Orchestrator {
+    client: cc_client::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Orchestrator {
+    async fn start(
+        runtime: &ProcessRuntime,
+        data: &Path,
+        gateway: std::net::SocketAddr,
+        git: &GitServer,
+        key: [u8; 32],
+    ) -> anyhow::Result<(Self, cc_core::session::Recovery)> {
+        let life = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let (runtime, data, git_host) = (runtime.clone(), data.to_owned(), git.addr().to_string());
+        let (client, recovery) = life
+            .spawn(async move {
+                let gateway = tokio::net::TcpListener::bind(gateway).await?;
+                let (life, recovery) =
+                    Life::start(&runtime, &data, gateway, &git_host, key).await?;
+                // Its tasks run on until the runtime goes.
+                std::mem::forget(life.background);
+                std::mem::forget(life.stop);
+                anyhow::Ok((life.client, recovery))
+            })
+            .await??;
+        Ok((
+            Self {
+                client,
+                runtime: life,
+            },
+            recovery,
+        ))
+    }
+
+    /// Every task of this life ends at once (a `kill -9`); the sessions'
+    /// processes live on.
+    fn crash(self) {
+        self.runtime.shutdown_background();
+    }
+}
+
+struct Life {
+    client: cc_client::Client,
+    stop: oneshot::Sender<()>,
+    background: cc_core::reconciler::Background,
+}
+
+impl Life {
+    async fn start(
+        runtime: &ProcessRuntime,
+        data: &Path,
+        gateway: tokio::net::TcpListener,
+        git_host: &str,
+        key: [u8; 32],
+    ) -> anyhow::Result<(Self, cc_core::session::Recovery)> {
+        let store = SqliteStore::open(data)?;
+        let mut config = ManagerConfig::new("local-processes", gateway.local_addr()?.port());
+        config.allowed_repo_hosts = vec![git_host.to_owned()];
+        config.seal_key = Some(cc_core::secrets::SealKey::from_bytes(key));
+        let manager = Manager::new(runtime.clone(), HttpAgent::new()?, store, config);
+        let recovery = manager.recover().await?;
+        let background = cc_core::reconciler::start(&manager);
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", api.local_addr()?);
+        let server_config = ServerConfig {
+            public_url: None,
+            anthropic_upstream: "http://127.0.0.1:9".into(),
+            check_api_key: false,
+            access: cc_server::AccessConfig {
+                admin_token: Some(ADMIN.into()),
+                ..Default::default()
+            },
+            git: cc_server::GitConfig {
+                mirror_dir: Some(data.join("git-mirrors")),
+                ..Default::default()
+            },
+            peers: None,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(cc_server::serve(
+            api,
+            gateway,
+            manager,
+            server_config,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok((
+            Self {
+                client: cc_client::Client::with_token(base, Some(ADMIN.into()))?,
+                stop,
+                background,
+            },
+            recovery,
+        ))
+    }
+}
+
+/// Whether Claude Code's events in `msgs` carry `text` (the fake's whole
+/// assistant messages are kept as `claude` events).
+fn mentions(msgs: &[ServerMessage], text: &str) -> bool {
+    serde_json::to_string(msgs).is_ok_and(|s| s.contains(text))
+}
+
+async fn turn(ws: &mut cc_client::EventStream, text: &str) -> anyhow::Result<Vec<ServerMessage>> {
+    ws.command(text).await?;
+    let mut busy = false;
+    read_until(ws, WAIT, |m| {
+        busy |= is_state(m, SessionState::Busy);
+        busy && is_state(m, SessionState::Ready)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_session_runs_on_local_processes_and_survives_an_orchestrator_restart(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let claude = ProcessRuntime::write_fake_claude(dir.path())?;
+    let git = GitServer::start().await?;
+    let repo = git.create_repo("local", &[("README.md", "# On a local process\n")])?;
+    let gateway_addr =
+        std::net::SocketAddr::from(([127, 0, 0, 1], cc_testkit::ports::fixed_port()));
+    let runtime = ProcessRuntime::new(sessiond(), claude, format!("http://{gateway_addr}"))?;
+    let data = tempfile::tempdir()?;
+    let key = [5u8; 32];
+
+    let (first, _) = Orchestrator::start(&runtime, data.path(), gateway_addr, &git, key).await?;
+    let request = cc_testkit::harness::session_request(&repo, None, "sk-ant-unused-here");
+    let created = first.client.create(&request).await?;
+    let id = created.session_id.clone();
+    let sid = SessionId::parse(&id).expect("a session ID");
+    let mut ws = first.client.stream(&id, 0).await?;
+    let boot = read_until(&mut ws, WAIT, |m| {
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    assert!(
+        boot.iter().any(|m| is_state(m, SessionState::Cloning))
+            && boot
+                .last()
+                .is_some_and(|m| is_state(m, SessionState::Ready)),
+        "{}",
+        summary(&boot)
+    );
+    let first_turn = turn(&mut ws, "hello").await?;
+    assert!(mentions(&first_turn, "reply 1"), "{}", summary(&first_turn));
+    let readme = first.client.files(&id, "README.md").await?;
+    assert!(
+        format!("{readme:?}").contains("On a local process"),
+        "{readme:?}"
+    );
+    let diff = first.client.diff(&id).await?;
+    assert!(diff.files.is_empty(), "nothing changed yet: {diff:?}");
+    drop(ws);
+
+    // The orchestrator dies; the next one (same database, same key, the
+    // gateway on the same port) adopts the running session.
+    first.crash();
+    let (second, recovery) =
+        Orchestrator::start(&runtime, data.path(), gateway_addr, &git, key).await?;
+    assert_eq!(recovery.adopted, 1, "{recovery:?}");
+    let status = second.client.status(&id).await?;
+    assert_eq!(status.state, SessionState::Ready, "{status:?}");
+    let mut ws = second.client.stream_from_now(&id).await?;
+    let next = turn(&mut ws, "again")
+        .await
+        .context("a turn on the adopted session")?;
+    assert!(
+        mentions(&next, "reply 2"),
+        "the same Claude Code goes on: {}",
+        summary(&next)
+    );
+
+    // Its process killed from outside: `error` with the exit, removed.
+    runtime.kill(&sid);
+    let ended = read_until(&mut ws, WAIT, |m| is_state(m, SessionState::Error))
+        .await
+        .context("the session ending")?;
+    let Some(ServerMessage::Status { reason, .. }) = ended.last() else {
+        unreachable!("read until a status")
+    };
+    let reason = reason.clone().unwrap_or_default();
+    assert!(reason.contains("137"), "the exit in the reason: {reason}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while runtime.list().await?.contains(&sid) {
+        assert!(tokio::time::Instant::now() < deadline, "left behind");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.crash();
+    Ok(())
+}
