@@ -82,6 +82,11 @@ impl ProcessRuntime {
         self.root.path().join(id.as_str())
     }
 
+    /// The session's checkout, for a test to change as Claude Code would.
+    pub fn checkout(&self, id: &SessionId) -> PathBuf {
+        self.dir(id).join("repo")
+    }
+
     fn placement(&self, p: &Proc) -> Placement {
         Placement {
             container_id: format!("proc-{}", p.pid),
@@ -113,9 +118,11 @@ impl ProcessRuntime {
             .env("SESSIOND_TOKEN", spec.agent_token.expose())
             .env("SESSIOND_LISTEN", format!("127.0.0.1:{port}"))
             .env("SESSIOND_CLAUDE_BIN", &self.claude)
-            .env("SESSIOND_REPO_DIR", dir.join("repo"))
+            .env("SESSIOND_REPO_DIR", self.checkout(&spec.id))
             .env("SESSIOND_ALLOW_LOCAL", "1")
             .env("RUST_LOG", "warn")
+            // Under `cargo llvm-cov`, sessiond's coverage counts too.
+            .envs(std::env::var_os("LLVM_PROFILE_FILE").map(|v| ("LLVM_PROFILE_FILE", v)))
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()

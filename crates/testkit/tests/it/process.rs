@@ -239,3 +239,52 @@ async fn a_whole_session_runs_on_local_processes_and_survives_an_orchestrator_re
     second.crash();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_in_a_local_session_shows_in_its_diff_and_is_pushed_to_its_branch(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let claude = ProcessRuntime::write_fake_claude(dir.path())?;
+    let git = GitServer::start().await?;
+    let repo = git.create_repo("work", &[("README.md", "# Work\n")])?;
+    let gateway = std::net::SocketAddr::from(([127, 0, 0, 1], cc_testkit::ports::fixed_port()));
+    let runtime = ProcessRuntime::new(sessiond(), claude, format!("http://{gateway}"))?;
+    let data = tempfile::tempdir()?;
+    let (orchestrator, _) =
+        Orchestrator::start(&runtime, data.path(), gateway, &git, [6u8; 32]).await?;
+    let client = &orchestrator.client;
+    let request = cc_testkit::harness::session_request(&repo, None, "sk-ant-unused-here");
+    let id = client.create(&request).await?.session_id;
+    let sid = SessionId::parse(&id).expect("a session ID");
+    let mut ws = client.stream(&id, 0).await?;
+    read_until(&mut ws, WAIT, |m| is_state(m, SessionState::Ready)).await?;
+
+    // What Claude Code would have written.
+    std::fs::write(runtime.checkout(&sid).join("notes.txt"), "written here\n")?;
+    let diff = client.diff(&id).await?;
+    assert!(
+        diff.files.iter().any(|f| f.path == "notes.txt"),
+        "the new file in the diff: {diff:?}"
+    );
+    let pushed = client
+        .push(
+            &id,
+            &cc_wire::api::PushRequest {
+                branch: None,
+                message: Some("notes".into()),
+                pull_request: None,
+            },
+        )
+        .await?;
+    assert!(pushed.created && pushed.committed_changes, "{pushed:?}");
+    assert_eq!(pushed.branch, format!("claudecluster/{id}"));
+    assert_eq!(
+        git.show("work", &pushed.branch, "notes.txt")?,
+        "written here\n",
+        "the branch on the git server has the work"
+    );
+    client.delete(&id).await?;
+    assert!(!runtime.list().await?.contains(&sid), "nothing left");
+    orchestrator.crash();
+    Ok(())
+}
