@@ -45,7 +45,9 @@ CLAUDECLUSTER_TEST_CONTAINER_RUNTIME=runsc cargo test -p cc-testkit --test e2e -
 ensure_kubernetes
 log "Kubernetes runtime tests on the real cluster"
 cargo test -p cc-runtime-kubernetes --test cluster --no-fail-fast -- --ignored 2>&1 | tee -a "$results"
-cargo test -p claudecluster --test it --no-fail-fast -- --ignored kubernetes:: 2>&1 | tee -a "$results"
+# One at a time: the single node has 2 CPUs to grant, and each session Pod
+# asks for one.
+cargo test -p claudecluster --test it --no-fail-fast -- --ignored --test-threads 1 kubernetes:: 2>&1 | tee -a "$results"
 log "Kubernetes figures (claudecluster bench --quick --kubernetes-only)"
 "$TARGET_DIR/debug/claudecluster" bench --quick --kubernetes-only \
     --image "$CLAUDECLUSTER_TEST_IMAGE" --out "$TARGET_DIR/bench-kube.json" "${KUBE_BENCH_ARGS[@]}"

@@ -237,6 +237,11 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
     );
     gone(&kube, &sid).await?;
     server.kill().await?;
+    // The warm Pod the pool refilled (a killed orchestrator drains
+    // nothing): it would hold the node's CPU from the next test.
+    for id in kube.list().await? {
+        kube.remove(&id).await?;
+    }
     Ok(())
 }
 
