@@ -16,16 +16,16 @@ use bollard::models::{
     VolumeCreateOptions,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions,
-    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, StartContainerOptions, StatsOptions,
+    AttachContainerOptions, CreateContainerOptions, EventsOptions, InspectContainerOptions,
+    InspectNetworkOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions, StatsOptions,
 };
 use bollard::Docker;
 use cc_core::{
     ContainerStatus, Placement, ResourceUsage, Runtime, RuntimeError, RuntimeEventStream,
     SessionId, SessionSpec, Started, LABEL_MANAGED, LABEL_SESSION,
 };
-use cc_wire::sessiond::{DEFAULT_PORT, WORKSPACE_DIR};
+use cc_wire::sessiond::{DEFAULT_PORT, TOKEN_FROM_STDIN, WORKSPACE_DIR};
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -307,10 +307,13 @@ impl DockerRuntime {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             user: Some(SESSION_USER.into()),
-            env: Some(vec![format!(
-                "SESSIOND_TOKEN={}",
-                spec.agent_token.expose()
-            )]),
+            // sessiond's token comes on its stdin (see `hand_token`), so
+            // it is in no environment: not the init's, which every process
+            // of the session could read, nor `docker inspect`'s.
+            env: Some(vec![format!("{TOKEN_FROM_STDIN}=1")]),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            attach_stdin: Some(true),
             labels: Some(self.labels(id)),
             host_config: Some(host_config),
             ..Default::default()
@@ -328,6 +331,33 @@ impl DockerRuntime {
             ))),
             Err(e) => Err(classify(e, "creating the session container")),
         }
+    }
+
+    /// Writes sessiond's token to the just started container's stdin, one
+    /// line, and closes it (`stdin_once`): sessiond reads it before
+    /// anything else runs in the session.
+    async fn hand_token(&self, spec: &SessionSpec) -> Result<(), RuntimeError> {
+        use tokio::io::AsyncWriteExt;
+        let opts = AttachContainerOptions {
+            stdin: true,
+            stream: true,
+            ..Default::default()
+        };
+        let what = "handing sessiond its token";
+        let mut attached = self
+            .docker
+            .attach_container(&self.name(&spec.id), Some(opts))
+            .await
+            .map_err(|e| classify(e, what))?;
+        let line = format!("{}\n", spec.agent_token.expose());
+        let io = |e: std::io::Error| RuntimeError::Unavailable(format!("{what}: {e}"));
+        attached
+            .input
+            .write_all(line.as_bytes())
+            .await
+            .map_err(io)?;
+        attached.input.flush().await.map_err(io)?;
+        attached.input.shutdown().await.map_err(io)
     }
 
     async fn placement(&self, id: &SessionId) -> Result<Placement, RuntimeError> {
@@ -405,8 +435,9 @@ impl Runtime for DockerRuntime {
             .start_container(&self.name(&spec.id), None::<StartContainerOptions>)
             .await
         {
-            Ok(()) => {}
-            Err(e) if status(&e) == Some(304) => {} // already running
+            Ok(()) => self.hand_token(spec).await?,
+            // Already running: its sessiond has its token.
+            Err(e) if status(&e) == Some(304) => {}
             Err(e) => return Err(classify(e, "starting the session container")),
         }
         self.placement(&spec.id).await.map(Started::Running)

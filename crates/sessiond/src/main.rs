@@ -64,10 +64,22 @@ pub struct Config {
 impl Config {
     /// Reads the configuration through `get` (the process environment in
     /// production, a map in tests).
-    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let token = get(TOKEN_VAR)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| format!("{TOKEN_VAR} is not set; refusing to start without it"))?;
+    fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+        stdin: impl FnOnce() -> std::io::Result<String>,
+    ) -> Result<Self, String> {
+        let token = if get(cc_wire::sessiond::TOKEN_FROM_STDIN).as_deref() == Some("1") {
+            let line = stdin().map_err(|e| format!("reading the token from stdin: {e}"))?;
+            Some(line.trim_end_matches(['\r', '\n']).to_owned())
+        } else {
+            get(TOKEN_VAR)
+        };
+        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            format!(
+                "no token: set {TOKEN_VAR}, or {}=1 and write it to stdin; refusing to start without it",
+                cc_wire::sessiond::TOKEN_FROM_STDIN
+            )
+        })?;
         let listen = match get("SESSIOND_LISTEN").filter(|v| !v.is_empty()) {
             Some(v) => v
                 .parse()
@@ -132,7 +144,11 @@ fn main() -> ExitCode {
         )
         .init();
 
-    let config = match Config::from_lookup(|k| std::env::var(k).ok()) {
+    let read_line = || {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    };
+    let config = match Config::from_lookup(|k| std::env::var(k).ok(), read_line) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("claudecluster-sessiond: {e}");
@@ -241,7 +257,10 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Config::from_lookup(|k| map.get(k).cloned())
+        Config::from_lookup(
+            |k| map.get(k).cloned(),
+            || panic!("stdin is read only when asked to"),
+        )
     }
 
     #[test]
@@ -249,6 +268,18 @@ mod tests {
         let err = config(&[]).unwrap_err();
         assert!(err.contains("SESSIOND_TOKEN"), "{err}");
         assert!(config(&[("SESSIOND_TOKEN", "")]).is_err());
+    }
+
+    #[test]
+    fn the_token_comes_from_stdin_when_asked_to() {
+        let lookup = |k: &str| (k == cc_wire::sessiond::TOKEN_FROM_STDIN).then(|| "1".to_owned());
+        let c = Config::from_lookup(lookup, || Ok("from-stdin\n".into())).unwrap();
+        assert_eq!(c.token, "from-stdin");
+        let err = Config::from_lookup(lookup, || Ok(String::new())).unwrap_err();
+        assert!(err.contains("no token"), "{err}");
+        let err =
+            Config::from_lookup(lookup, || Err(std::io::ErrorKind::BrokenPipe.into())).unwrap_err();
+        assert!(err.contains("stdin"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The contract between the orchestrator and `claudecluster-sessiond`.
 //!
 //! Every request carries `Authorization: Bearer <token>` (the per-session
-//! token given to the container in `SESSIOND_TOKEN`). The orchestrator reads
+//! token given to sessiond on its stdin, see [`TOKEN_FROM_STDIN`], or in
+//! `SESSIOND_TOKEN` where its environment is its own). The orchestrator reads
 //! [`Health::protocol_version`] and refuses to drive a daemon whose version it
 //! does not speak.
 //!
@@ -36,6 +37,10 @@ use std::collections::BTreeMap;
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Port sessiond listens on inside the container.
 pub const DEFAULT_PORT: u16 = 7700;
+/// Set to `1` in sessiond's environment: its bearer token is the first
+/// line of its stdin (the Docker runtime writes it there once the
+/// container runs), not `SESSIOND_TOKEN`, so no environment holds it.
+pub const TOKEN_FROM_STDIN: &str = "SESSIOND_TOKEN_STDIN";
 /// Where the repository is checked out inside the container.
 pub const WORKSPACE_DIR: &str = "/workspace";
 /// Ref sessiond sets to the commit the checkout started at, the base of

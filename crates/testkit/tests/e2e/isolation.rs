@@ -494,7 +494,7 @@ async fn system_calls_outside_the_profile_fail_inside_a_session() -> anyhow::Res
 /// From inside the session: sessiond's pid (found by name), whether its
 /// `/proc/<pid>/environ` and `maps` (the memory's layout, guarded as its
 /// contents are) can be read, and whether the container's
-/// init process (`docker --init`) still holds `SESSIOND_TOKEN` in its own;
+/// init process (`docker --init`) holds `SESSIOND_TOKEN` in its own;
 /// each call's answer or error (requests in one write, as in the relay probe).
 const SESSIOND_PROBE: &str = r#"sd=; for p in /proc/[0-9]*; do case "$(cat $p/comm 2>/dev/null)" in claudecluster*) sd=${p#/proc/};; esac; done; env=$( (cat /proc/$sd/environ >/dev/null 2>&1 && echo readable) || echo refused); maps=$( (head -c1 /proc/$sd/maps >/dev/null 2>&1 && echo readable) || echo refused); tok=$(tr '\0' '\n' </proc/1/environ 2>/dev/null | sed -n 's/^SESSIOND_TOKEN=//p'); init=$( [ -n "$tok" ] && echo token || echo clean); ask() { printf -v r 'GET /v1/health HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %s\r\nconnection: close\r\n\r\n' "$tok"; exec 3<>/dev/tcp/$1/7700 && head -c ${#r} <<<"$r" >&3 && status; exec 3<&-; }; me=$(getent ahostsv4 "$(cat /etc/hostname)" | awk 'NR==1{print $1}'); echo "SESSIOND pid=$sd environ=$env maps=$maps init=$init lo=$(ask 127.0.0.1 2>&1) own=$(ask $me 2>&1) me=$me""#;
 
@@ -513,15 +513,22 @@ async fn sessionds_environment_and_memory_are_out_of_the_agents_reach() -> anyho
         .find(|l| l.contains("SESSIOND pid="))
         .unwrap_or_else(|| panic!("no probe line: {}", summary(&turn)));
     assert!(!line.contains("pid= "), "sessiond not found: {line}");
-    // The init process's copy of the token is beyond sessiond's reach; it
-    // opens nothing from inside: sessiond refuses clients in the container.
+    // The token is in no environment: sessiond read it from its stdin,
+    // so the init process (readable by every process of the session) has
+    // none. And sessiond refuses clients in the container anyway.
     // gVisor's /proc does not honour a non-dumpable process (its
-    // `environ` and `maps` stay readable there): under it only sessiond's
-    // refusal of clients inside the container holds, and is asserted.
+    // `environ` and `maps` stay readable there): under it the rest holds,
+    // and is asserted.
     let facts: &[&str] = if gvisor() {
-        &["lo=403", "own=403"]
+        &["init=clean", "lo=403", "own=403"]
     } else {
-        &["environ=refused", "maps=refused", "lo=403", "own=403"]
+        &[
+            "init=clean",
+            "environ=refused",
+            "maps=refused",
+            "lo=403",
+            "own=403",
+        ]
     };
     for fact in facts {
         assert!(line.contains(fact), "{fact} not in {line}");
