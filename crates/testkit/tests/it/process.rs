@@ -38,6 +38,24 @@ fn sessiond() -> PathBuf {
     bin
 }
 
+/// The gateway's port again: the previous life's listener may take a
+/// moment to close after its runtime was dropped.
+async fn bind_again(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => return Err(anyhow::anyhow!("binding the gateway on {addr}: {e}")),
+        }
+    }
+}
+
 /// One life of the orchestrator: API and gateway on loopback, the
 /// reconciler running, on `data`'s database — on a Tokio runtime of its
 /// own, so that it can die as its process would, every task at once,
@@ -60,9 +78,9 @@ impl Orchestrator {
             .enable_all()
             .build()?;
         let (runtime, data, git_host) = (runtime.clone(), data.to_owned(), git.addr().to_string());
-        let (client, recovery) = life
+        let started = life
             .spawn(async move {
-                let gateway = tokio::net::TcpListener::bind(gateway).await?;
+                let gateway = bind_again(gateway).await?;
                 let (life, recovery) =
                     Life::start(&runtime, &data, gateway, &git_host, key).await?;
                 // Its tasks run on until the runtime goes.
@@ -70,7 +88,17 @@ impl Orchestrator {
                 std::mem::forget(life.stop);
                 anyhow::Ok((life.client, recovery))
             })
-            .await??;
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        let (client, recovery) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                // Not dropped here: a runtime cannot be in async code.
+                life.shutdown_background();
+                return Err(e);
+            }
+        };
         Ok((
             Self {
                 client,
