@@ -92,6 +92,10 @@ pub struct BenchOptions {
     /// `None` leaves the networks to Docker's default address pools, which
     /// hold only about 30.
     pub subnet_pool: Option<String>,
+    /// The OCI runtime sessions (and the `docker run` spawn baseline) run
+    /// under, as `serve --container-runtime` (`runsc`: gVisor); `None`:
+    /// Docker's default.
+    pub container_runtime: Option<String>,
     /// Replicas on PostgreSQL (`replicas`); `None` skips the phase.
     pub replicas: Option<ReplicaOptions>,
     /// Failover trials of the replicas phase.
@@ -136,6 +140,7 @@ impl BenchOptions {
             advisory_db: None,
             coverage: None,
             subnet_pool: Some(DEFAULT_SUBNET_POOL.into()),
+            container_runtime: None,
             replicas: None,
             failover_trials: 10,
             kubernetes: None,
@@ -174,6 +179,10 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
     match &opts.subnet_pool {
         Some(pool) => std::env::set_var(cc_testkit::harness::SUBNET_POOL_ENV, pool),
         None => std::env::remove_var(cc_testkit::harness::SUBNET_POOL_ENV),
+    }
+    match &opts.container_runtime {
+        Some(r) => std::env::set_var(cc_testkit::harness::CONTAINER_RUNTIME_ENV, r),
+        None => std::env::remove_var(cc_testkit::harness::CONTAINER_RUNTIME_ENV),
     }
     progress("starting the orchestrator, the model double and the git server");
     let h = Harness::start()

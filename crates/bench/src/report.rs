@@ -29,6 +29,8 @@ pub struct Report {
     pub duration_secs: f64,
     pub machine: Machine,
     pub image: String,
+    /// The OCI runtime sessions ran under (`None`: Docker's default).
+    pub container_runtime: Option<String>,
     pub caveat: String,
     pub spawn: Option<SpawnResult>,
     pub command: Option<CommandResult>,
@@ -59,6 +61,7 @@ impl Report {
             ),
             machine,
             image: opts.image.clone(),
+            container_runtime: opts.container_runtime.clone(),
             spawn: None,
             command: None,
             concurrency: None,
@@ -99,6 +102,12 @@ impl Report {
             self.duration_secs
         );
         let _ = writeln!(t, "image {}", self.image);
+        if let Some(r) = &self.container_runtime {
+            let _ = writeln!(
+                t,
+                "sessions and the docker run baseline under the OCI runtime {r}; Claude Code driven directly under Docker's default"
+            );
+        }
         let _ = writeln!(t, "{}", self.caveat);
         let _ = writeln!(t);
         let _ = writeln!(

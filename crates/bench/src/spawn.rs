@@ -139,8 +139,7 @@ async fn docker_run_baseline(prefix: &str, image: &str, n: usize) -> Result<Vec<
     let mut result = Ok(());
     for i in 0..n {
         let name = format!("{prefix}bench-baseline-{i}");
-        let started = Instant::now();
-        let run = docker(&[
+        let mut args = vec![
             "run",
             "-d",
             "--name",
@@ -149,11 +148,16 @@ async fn docker_run_baseline(prefix: &str, image: &str, n: usize) -> Result<Vec<
             &label,
             "--network",
             &net,
-            "-e",
-            "SESSIOND_TOKEN=x",
-            image,
-        ])
-        .await;
+        ];
+        // The same OCI runtime as the sessions (gVisor with
+        // `--container-runtime runsc`).
+        let runtime = cc_testkit::harness::container_runtime();
+        if let Some(r) = &runtime {
+            args.extend(["--runtime", r]);
+        }
+        args.extend(["-e", "SESSIOND_TOKEN=x", image]);
+        let started = Instant::now();
+        let run = docker(&args).await;
         let step = match run {
             Ok(_) => wait_healthy(&http, &name, started).await,
             Err(e) => Err(e),

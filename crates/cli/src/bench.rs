@@ -68,6 +68,11 @@ pub struct BenchArgs {
     /// Failover trials of the replicas phase (full: 10, quick: 2).
     #[arg(long)]
     failover_trials: Option<usize>,
+    /// The OCI runtime sessions run under, as `serve --container-runtime`
+    /// (e.g. `runsc` for gVisor, registered with Docker): the spawn
+    /// baseline's `docker run` uses it too.
+    #[arg(long, value_name = "NAME")]
+    container_runtime: Option<String>,
     /// A cluster to measure sessions as Pods on (`serve --runtime
     /// kubernetes` with this kubeconfig): create → ready, cold and from a
     /// warm Pod, beside a bare Pod of the same image. Without it the phase
@@ -142,6 +147,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         opts.kube_samples = n;
     }
     opts.kubernetes_only = args.kubernetes_only;
+    opts.container_runtime = args.container_runtime;
     let root = workspace_root();
     opts.lockfile = args
         .lockfile
