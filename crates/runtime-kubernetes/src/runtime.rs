@@ -129,55 +129,6 @@ impl KubernetesRuntime {
         })
     }
 
-    /// Waits until the session Pod runs (or cannot, or misses the start
-    /// deadline), watching it from the version last read, so a change is
-    /// seen as it happens rather than at the next poll.
-    async fn watch_until_running(&self, id: &SessionId) -> Result<Placement, RuntimeError> {
-        let deadline = tokio::time::Instant::now() + self.settings.start_deadline;
-        let gone = || RuntimeError::NotFound("the session Pod was deleted while it started".into());
-        let wp = WatchParams::default()
-            .fields(&format!("metadata.name={}", self.name(id)))
-            .timeout(WATCH_TIMEOUT_SECS);
-        loop {
-            let mut pod = self.get_pod(id).await?.ok_or_else(gone)?;
-            let watch = self
-                .pods()
-                .watch(&wp, &pod.resource_version().unwrap_or_default())
-                .await
-                .map_err(|e| classify(e, "watching the session Pod start"))?;
-            let mut watch = std::pin::pin!(watch);
-            loop {
-                if let Some(placed) = self.placement(&pod) {
-                    return Ok(placed);
-                }
-                if let Some(why) = observe::start_failure(&pod) {
-                    return Err(RuntimeError::Invalid(why));
-                }
-                let late = || {
-                    RuntimeError::Unavailable(format!(
-                        "the session Pod did not run within {} s: {}",
-                        self.settings.start_deadline.as_secs(),
-                        observe::pending_reason(&pod)
-                    ))
-                };
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(late());
-                }
-                let Ok(next) = tokio::time::timeout_at(deadline, watch.next()).await else {
-                    return Err(late());
-                };
-                match next {
-                    Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) => pod = p,
-                    Some(Ok(WatchEvent::Deleted(_))) => return Err(gone()),
-                    Some(Ok(WatchEvent::Bookmark(_))) => {}
-                    // Ended, expired or broken: read the Pod and watch again.
-                    None | Some(Ok(WatchEvent::Error(_))) | Some(Err(_)) => break,
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     /// Creates the session's Secret, NetworkPolicy and Pod (keeping those
     /// that exist: a retried create); returns the Pod's UID.
     async fn create_objects(&self, spec: &SessionSpec) -> Result<String, RuntimeError> {
@@ -254,9 +205,52 @@ impl Runtime for KubernetesRuntime {
 
     /// Watches the Pod until it runs, cannot run (an image that is not
     /// there, a container that failed) or misses the start deadline
-    /// (still Pending: the scheduler's reason).
+    /// (still Pending: the scheduler's reason), from the version last
+    /// read, so a change is seen as it happens rather than at the next poll.
     async fn wait_running(&self, id: &SessionId) -> Result<Placement, RuntimeError> {
-        self.watch_until_running(id).await
+        let deadline = tokio::time::Instant::now() + self.settings.start_deadline;
+        let gone = || RuntimeError::NotFound("the session Pod was deleted while it started".into());
+        let wp = WatchParams::default()
+            .fields(&format!("metadata.name={}", self.name(id)))
+            .timeout(WATCH_TIMEOUT_SECS);
+        loop {
+            let mut pod = self.get_pod(id).await?.ok_or_else(gone)?;
+            let watch = self
+                .pods()
+                .watch(&wp, &pod.resource_version().unwrap_or_default())
+                .await
+                .map_err(|e| classify(e, "watching the session Pod start"))?;
+            let mut watch = std::pin::pin!(watch);
+            loop {
+                if let Some(placed) = self.placement(&pod) {
+                    return Ok(placed);
+                }
+                if let Some(why) = observe::start_failure(&pod) {
+                    return Err(RuntimeError::Invalid(why));
+                }
+                let late = || {
+                    RuntimeError::Unavailable(format!(
+                        "the session Pod did not run within {} s: {}",
+                        self.settings.start_deadline.as_secs(),
+                        observe::pending_reason(&pod)
+                    ))
+                };
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(late());
+                }
+                let Ok(next) = tokio::time::timeout_at(deadline, watch.next()).await else {
+                    return Err(late());
+                };
+                match next {
+                    Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) => pod = p,
+                    Some(Ok(WatchEvent::Deleted(_))) => return Err(gone()),
+                    Some(Ok(WatchEvent::Bookmark(_))) => {}
+                    // Ended, expired or broken: read the Pod and watch again.
+                    None | Some(Ok(WatchEvent::Error(_))) | Some(Err(_)) => break,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {

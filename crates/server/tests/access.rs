@@ -56,17 +56,8 @@ async fn start_server(adjust: impl FnOnce(&mut ServerConfig)) -> Api {
     };
     adjust(&mut server);
     let app = cc_server::api::router(manager, Arc::new(server));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
     Api {
-        base: format!("http://{addr}"),
+        base: common::serve_router(app).await,
         store,
         http: reqwest::Client::new(),
         _dir: dir,

@@ -9,7 +9,6 @@ use cc_server::{AccessConfig, HttpAgent, ServerConfig};
 use cc_store_sqlite::SqliteStore;
 use cc_testkit::fake_runtime::FakeRuntime;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,17 +46,8 @@ impl Api {
             peers: None,
         };
         let app = cc_server::api::router(manager, Arc::new(server));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-        });
         Self {
-            base: format!("http://{addr}"),
+            base: common::serve_router(app).await,
             http: reqwest::Client::new(),
             _dir: dir,
         }

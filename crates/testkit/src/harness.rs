@@ -260,6 +260,17 @@ pub fn is_state(msg: &ServerMessage, state: SessionState) -> bool {
     matches!(msg, ServerMessage::Status { state: s, .. } if *s == state)
 }
 
+/// True for an `error` reporting a process killed for memory.
+pub fn is_oom_report(msg: &ServerMessage) -> bool {
+    matches!(msg, ServerMessage::Error { code: Some(c), .. } if c == "oom_kill")
+}
+
+/// How many `oom_kill` reports the session's log holds.
+pub async fn oom_reports_logged(client: &Client, id: &str) -> anyhow::Result<u64> {
+    let log = client.logs(id, 0, 10_000).await?;
+    Ok(log.events.iter().filter(|m| is_oom_report(m)).count() as u64)
+}
+
 /// The tests' create request: `repo_url` (at `branch`), the user's
 /// `api_key`, a 600 s lifetime, everything else the server's default.
 pub fn session_request(

@@ -14,7 +14,9 @@ mod orchestrator_pod;
 use super::{await_ready, cli, run_turn, spawn_serve, TURN_TIMEOUT};
 use anyhow::Context;
 use cc_core::Runtime;
-use cc_testkit::harness::{is_state, output_text, read_until, summary};
+use cc_testkit::harness::{
+    is_oom_report, is_state, oom_reports_logged, output_text, read_until, summary,
+};
 use cc_wire::api::{ServerMessage, SessionState};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -148,18 +150,11 @@ async fn a_session_runs_as_a_pod_from_create_to_delete() -> anyhow::Result<()> {
         "bash: head -c 900m /dev/zero | tail > /dev/null; echo tail ended with $?",
     )
     .await?;
-    let is_oom = |m: &ServerMessage| matches!(m, ServerMessage::Error { code: Some(c), .. } if c == "oom_kill");
-    if !turn.iter().any(is_oom) {
-        read_until(&mut ws, TURN_TIMEOUT, is_oom).await?;
+    if !turn.iter().any(is_oom_report) {
+        read_until(&mut ws, TURN_TIMEOUT, is_oom_report).await?;
     }
     let status = client.status(&id).await?;
-    let reports = client
-        .logs(&id, 0, 10_000)
-        .await?
-        .events
-        .iter()
-        .filter(|m| is_oom(m))
-        .count() as u64;
+    let reports = oom_reports_logged(&client, &id).await?;
     assert!(status.oom_kills >= 1, "{status:?}");
     assert_eq!(status.oom_kills, reports, "counted as reported: {status:?}");
     assert_eq!(status.state, SessionState::Ready, "the session lives on");

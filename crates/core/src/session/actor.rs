@@ -70,9 +70,9 @@ pub(crate) enum Boot {
     /// The container runs; sessiond is at the endpoint.
     Placed(AgentEndpoint),
     /// The container waits for its place (a Pending Pod): the actor asks
-    /// the runtime to say when it runs, then learns sessiond's URL. The
-    /// endpoint carries the token; its URL is not known yet.
-    Pending(AgentEndpoint),
+    /// the runtime to say when it runs, then learns sessiond's URL; it
+    /// holds sessiond's token meanwhile.
+    Pending(crate::ids::Token),
 }
 
 /// The runtime's wait for a pending container, running beside the actor
@@ -143,10 +143,15 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
     ) -> Self {
         let (endpoint, placing) = match boot {
             Boot::Placed(ep) => (ep, None),
-            Boot::Pending(ep) => {
+            Boot::Pending(token) => {
                 let inner = inner.clone();
                 let id = record.id.clone();
                 let wait = tokio::spawn(async move { inner.runtime.wait_running(&id).await });
+                // Its URL comes with the placement (`on_placed`).
+                let ep = AgentEndpoint {
+                    base_url: String::new(),
+                    token,
+                };
                 (ep, Some(wait))
             }
         };

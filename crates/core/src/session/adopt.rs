@@ -68,6 +68,19 @@ pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
     tokio::spawn(actor.run(rx));
 }
 
+/// Why a container that cannot be adopted is gone, from its inspection.
+fn gone_reason(inspected: Result<Option<ContainerStatus>, crate::error::RuntimeError>) -> String {
+    match inspected {
+        Ok(Some(ContainerStatus {
+            running: false,
+            exit_code,
+            oom_killed,
+            ..
+        })) => exit_reason(exit_code, oom_killed),
+        _ => "the session container disappeared".into(),
+    }
+}
+
 /// Why a stopped container stopped, in words for the session's reason.
 pub(crate) fn exit_reason(code: Option<i64>, oom: bool) -> String {
     if oom {
@@ -271,12 +284,17 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             .ok_or("the orchestrator restarted and this session's secrets were not kept")?;
         let secrets = crate::secrets::open(key, &rec.id, &sealed)
             .map_err(|e| format!("the orchestrator restarted: {e}"))?;
-        let placement = match inner.runtime.locate(&rec.id).await {
-            Ok(Some(p)) => Some(p),
-            // Its container was still waiting for its place (a Pending
-            // Pod): the actor waits for it, as the creator's would have.
-            Ok(None) if secrets.init.is_some() && self.still_starting(&rec.id).await => None,
-            Ok(None) => return Err(self.gone_reason(&rec.id).await),
+        let (placement, pending_init) = match inner.runtime.locate(&rec.id).await {
+            Ok(Some(p)) => (Some(p), None),
+            Ok(None) => match (inner.runtime.inspect(&rec.id).await, secrets.init.clone()) {
+                // Its container was still waiting for its place (a
+                // Pending Pod): the actor waits for it, as the creator's
+                // would have.
+                (Ok(Some(ContainerStatus { starting: true, .. })), Some(init)) => {
+                    (None, Some(init))
+                }
+                (inspected, _) => return Err(gone_reason(inspected)),
+            },
             Err(e) => return Err(format!("the session container cannot be found: {e}")),
         };
         if let (Some(p), Some(init)) = (&placement, &secrets.init) {
@@ -296,12 +314,8 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             egress: rec.limits.egress,
             repo_url: rec.repo_url.clone(),
         });
-        let mut endpoint = AgentEndpoint {
-            base_url: String::new(),
-            token: secrets.agent_token,
-        };
-        let (boot, init) = match placement {
-            Some(p) => {
+        let (boot, init) = match (placement, pending_init) {
+            (Some(p), _) => {
                 // The exact first request when it was kept; otherwise
                 // sessiond was never set up, and a default setup is the
                 // best there is.
@@ -316,27 +330,17 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                         Default::default(),
                     )
                 });
-                endpoint.base_url = p.agent_url;
+                let endpoint = AgentEndpoint {
+                    base_url: p.agent_url,
+                    token: secrets.agent_token,
+                };
                 (Boot::Placed(endpoint), init)
             }
-            None => {
-                let Some(init) = secrets.init else {
-                    return Err(self.gone_reason(&rec.id).await);
-                };
-                (Boot::Pending(endpoint), init)
-            }
+            (None, Some(init)) => (Boot::Pending(secrets.agent_token), init),
+            (None, None) => return Err("the session container disappeared".into()),
         };
         spawn_actor(inner, rec, boot, init, None);
         Ok(())
-    }
-
-    /// Whether the session's container is waiting for its place (a
-    /// Pending Pod).
-    async fn still_starting(&self, id: &SessionId) -> bool {
-        matches!(
-            self.inner.runtime.inspect(id).await,
-            Ok(Some(ContainerStatus { starting: true, .. }))
-        )
     }
 
     /// A session that cannot go on: resources and secrets gone, `error`.
@@ -355,18 +359,6 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         rec.reason = Some(reason);
         append_status(inner.store(), &mut rec).await?;
         Ok(())
-    }
-
-    async fn gone_reason(&self, id: &SessionId) -> String {
-        match self.inner.runtime.inspect(id).await {
-            Ok(Some(ContainerStatus {
-                running: false,
-                exit_code,
-                oom_killed,
-                ..
-            })) => exit_reason(exit_code, oom_killed),
-            _ => "the session container disappeared".into(),
-        }
     }
 
     /// Removes resources of sessions that are unknown or ended (a crash

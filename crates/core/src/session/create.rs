@@ -201,13 +201,12 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         // Again with the exact init, so an adopter's re-init matches it.
         secrets.init = Some(init.clone());
         keep_secrets(inner, &id, &secrets).await?;
-        let endpoint = AgentEndpoint {
-            base_url: agent_url.unwrap_or_default(),
-            token: agent_token,
-        };
-        let boot = match started {
-            Started::Running(_) => Boot::Placed(endpoint),
-            Started::Pending { .. } => Boot::Pending(endpoint),
+        let boot = match agent_url {
+            Some(base_url) => Boot::Placed(AgentEndpoint {
+                base_url,
+                token: agent_token,
+            }),
+            None => Boot::Pending(agent_token),
         };
         spawn_actor(&self.inner, record.clone(), boot, init, Some(started_at));
         tracing::info!(session = %id, container = ?record.container_id, "session started");

@@ -3,7 +3,7 @@
 //! while the session itself lives on.
 
 use super::{metric, run_turn, READY_TIMEOUT, TURN_TIMEOUT};
-use cc_testkit::harness::{is_state, read_until, summary};
+use cc_testkit::harness::{is_oom_report, is_state, oom_reports_logged, read_until, summary};
 use cc_testkit::Harness;
 use cc_wire::api::{Quantity, ServerMessage, SessionState};
 
@@ -37,12 +37,11 @@ async fn a_process_killed_for_memory_is_reported_and_the_session_lives_on() -> a
     )
     .await?;
     let mut seen = turn.clone();
-    let is_oom = |m: &ServerMessage| matches!(m, ServerMessage::Error { code: Some(c), .. } if c == "oom_kill");
-    if !seen.iter().any(is_oom) {
+    if !seen.iter().any(is_oom_report) {
         // The Engine's event may arrive after the turn ended.
-        seen.extend(read_until(&mut ws, TURN_TIMEOUT, is_oom).await?);
+        seen.extend(read_until(&mut ws, TURN_TIMEOUT, is_oom_report).await?);
     }
-    let report = seen.iter().find(|m| is_oom(m)).expect("found above");
+    let report = seen.iter().find(|m| is_oom_report(m)).expect("found above");
     let ServerMessage::Error { message, seq, .. } = report else {
         unreachable!()
     };
@@ -52,14 +51,7 @@ async fn a_process_killed_for_memory_is_reported_and_the_session_lives_on() -> a
     // One kill comes as a burst of the Engine's `oom` notifications: one
     // incident, counted and reported once; the count and the log agree.
     let status = h.client.status(&id).await?;
-    let reports = h
-        .client
-        .logs(&id, 0, 10_000)
-        .await?
-        .events
-        .iter()
-        .filter(|m| is_oom(m))
-        .count() as u64;
+    let reports = oom_reports_logged(&h.client, &id).await?;
     assert!(status.oom_kills >= 1, "{status:?}");
     assert_eq!(status.oom_kills, reports, "{status:?}");
     assert_eq!(status.state, SessionState::Ready, "the session lives on");

@@ -38,6 +38,43 @@ fn sessiond() -> PathBuf {
     bin
 }
 
+/// What a test runs its orchestrators on: a git server with one
+/// repository, the process runtime with the fake Claude Code, the
+/// gateway's address (fixed across restarts) and a data directory.
+struct Local {
+    _claude_dir: tempfile::TempDir,
+    git: GitServer,
+    repo: String,
+    gateway: std::net::SocketAddr,
+    runtime: ProcessRuntime,
+    data: tempfile::TempDir,
+}
+
+impl Local {
+    async fn new(repo: &str, readme: &str) -> anyhow::Result<Self> {
+        let claude_dir = tempfile::tempdir()?;
+        let claude = ProcessRuntime::write_fake_claude(claude_dir.path())?;
+        let git = GitServer::start().await?;
+        let repo = git.create_repo(repo, &[("README.md", readme)])?;
+        let gateway = std::net::SocketAddr::from(([127, 0, 0, 1], cc_testkit::ports::fixed_port()));
+        let runtime = ProcessRuntime::new(sessiond(), claude, format!("http://{gateway}"))?;
+        Ok(Self {
+            _claude_dir: claude_dir,
+            git,
+            repo,
+            gateway,
+            runtime,
+            data: tempfile::tempdir()?,
+        })
+    }
+
+    /// A create request for the repository (the fake Claude Code calls no
+    /// model, so the key is never used).
+    fn request(&self) -> cc_wire::api::CreateSessionRequest {
+        cc_testkit::harness::session_request(&self.repo, None, "sk-ant-unused-here")
+    }
+}
+
 /// The gateway's port again: the previous life's listener may take a
 /// moment to close after its runtime was dropped.
 async fn bind_again(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
@@ -192,18 +229,12 @@ async fn turn(ws: &mut cc_client::EventStream, text: &str) -> anyhow::Result<Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_session_runs_on_local_processes_and_survives_an_orchestrator_restart(
 ) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let claude = ProcessRuntime::write_fake_claude(dir.path())?;
-    let git = GitServer::start().await?;
-    let repo = git.create_repo("local", &[("README.md", "# On a local process\n")])?;
-    let gateway_addr =
-        std::net::SocketAddr::from(([127, 0, 0, 1], cc_testkit::ports::fixed_port()));
-    let runtime = ProcessRuntime::new(sessiond(), claude, format!("http://{gateway_addr}"))?;
-    let data = tempfile::tempdir()?;
+    let l = Local::new("local", "# On a local process\n").await?;
+    let runtime = &l.runtime;
     let key = [5u8; 32];
 
-    let (first, _) = Orchestrator::start(&runtime, data.path(), gateway_addr, &git, key).await?;
-    let request = cc_testkit::harness::session_request(&repo, None, "sk-ant-unused-here");
+    let (first, _) = Orchestrator::start(runtime, l.data.path(), l.gateway, &l.git, key).await?;
+    let request = l.request();
     let created = first.client.create(&request).await?;
     let id = created.session_id.clone();
     let sid = SessionId::parse(&id).expect("a session ID");
@@ -235,7 +266,7 @@ async fn a_whole_session_runs_on_local_processes_and_survives_an_orchestrator_re
     // gateway on the same port) adopts the running session.
     first.crash();
     let (second, recovery) =
-        Orchestrator::start(&runtime, data.path(), gateway_addr, &git, key).await?;
+        Orchestrator::start(runtime, l.data.path(), l.gateway, &l.git, key).await?;
     assert_eq!(recovery.adopted, 1, "{recovery:?}");
     let status = second.client.status(&id).await?;
     assert_eq!(status.state, SessionState::Ready, "{status:?}");
@@ -271,17 +302,12 @@ async fn a_whole_session_runs_on_local_processes_and_survives_an_orchestrator_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_in_a_local_session_shows_in_its_diff_and_is_pushed_to_its_branch(
 ) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let claude = ProcessRuntime::write_fake_claude(dir.path())?;
-    let git = GitServer::start().await?;
-    let repo = git.create_repo("work", &[("README.md", "# Work\n")])?;
-    let gateway = std::net::SocketAddr::from(([127, 0, 0, 1], cc_testkit::ports::fixed_port()));
-    let runtime = ProcessRuntime::new(sessiond(), claude, format!("http://{gateway}"))?;
-    let data = tempfile::tempdir()?;
+    let l = Local::new("work", "# Work\n").await?;
+    let (runtime, git) = (&l.runtime, &l.git);
     let (orchestrator, _) =
-        Orchestrator::start(&runtime, data.path(), gateway, &git, [6u8; 32]).await?;
+        Orchestrator::start(runtime, l.data.path(), l.gateway, git, [6u8; 32]).await?;
     let client = &orchestrator.client;
-    let request = cc_testkit::harness::session_request(&repo, None, "sk-ant-unused-here");
+    let request = l.request();
     let id = client.create(&request).await?.session_id;
     let sid = SessionId::parse(&id).expect("a session ID");
     let mut ws = client.stream(&id, 0).await?;
