@@ -103,8 +103,8 @@ struct Orchestrator {
 }
 
 impl Orchestrator {
-    async fn start(
-        runtime: &ProcessRuntime,
+    async fn start<R: Runtime + Clone>(
+        runtime: &R,
         data: &Path,
         gateway: std::net::SocketAddr,
         git: &GitServer,
@@ -159,8 +159,8 @@ struct Life {
 }
 
 impl Life {
-    async fn start(
-        runtime: &ProcessRuntime,
+    async fn start<R: Runtime + Clone>(
+        runtime: &R,
         data: &Path,
         gateway: tokio::net::TcpListener,
         git_host: &str,
@@ -340,5 +340,45 @@ async fn work_in_a_local_session_shows_in_its_diff_and_is_pushed_to_its_branch(
     client.delete(&id).await?;
     assert!(!runtime.list().await?.contains(&sid), "nothing left");
     orchestrator.crash();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_container_waits_for_its_place_is_adopted_waiting() -> anyhow::Result<()> {
+    // The in-memory runtime holds every start, as a cluster holds a Pod
+    // Pending; nothing answers as sessiond once one is placed.
+    let runtime =
+        cc_testkit::fake_runtime::FakeRuntime::new("http://127.0.0.1:9", "http://127.0.0.1:9");
+    runtime.hold_starts(true);
+    let l = Local::new("pending", "# Pending\n").await?;
+    let key = [7u8; 32];
+    let (first, _) = Orchestrator::start(&runtime, l.data.path(), l.gateway, &l.git, key).await?;
+    let id = first.client.create(&l.request()).await?.session_id;
+    let sid = SessionId::parse(&id).expect("a session ID");
+    assert!(
+        runtime.is_pending(&sid),
+        "answered while the container waits"
+    );
+
+    // The orchestrator dies while the container still waits; the next one
+    // takes the session over and waits for it in turn.
+    first.crash();
+    let (second, recovery) =
+        Orchestrator::start(&runtime, l.data.path(), l.gateway, &l.git, key).await?;
+    assert_eq!(recovery.adopted, 1, "{recovery:?}");
+    let status = second.client.status(&id).await?;
+    assert_eq!(status.state, SessionState::Starting, "{status:?}");
+
+    // Its verdict reaches the session through the new orchestrator.
+    let mut ws = second.client.stream(&id, 0).await?;
+    runtime.refuse_start(&sid, "0/3 nodes are available: 3 Insufficient memory.");
+    let ended = read_until(&mut ws, WAIT, |m| is_state(m, SessionState::Error)).await?;
+    let Some(ServerMessage::Status { reason, .. }) = ended.last() else {
+        unreachable!("read until a status")
+    };
+    let reason = reason.clone().unwrap_or_default();
+    assert!(reason.contains("Insufficient memory"), "{reason}");
+    assert!(!runtime.list().await?.contains(&sid), "nothing left");
+    second.crash();
     Ok(())
 }
