@@ -119,6 +119,11 @@ pub struct NewSessionArgs {
     /// Claude API key the session uses [env: ANTHROPIC_API_KEY].
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
+    /// Makes the create safe to retry: run again with the same key and
+    /// arguments within 24 hours, it reuses the session the first run
+    /// created instead of starting another (e.g. a CI job's run ID).
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
 }
 
 impl NewSessionArgs {
@@ -141,16 +146,29 @@ impl NewSessionArgs {
     }
 }
 
+/// Creates a session, under an idempotency key when given.
+pub async fn create(
+    client: &Client,
+    req: &CreateSessionRequest,
+    idempotency_key: Option<&str>,
+) -> Result<cc_wire::api::CreateSessionResponse, cc_client::ClientError> {
+    match idempotency_key {
+        Some(key) => client.create_idempotent(req, key).await,
+        None => client.create(req).await,
+    }
+}
+
 /// Creates a session and waits until it is ready; deletes it when it
 /// fails to start or the user presses Ctrl-C. Returns the ID and a
 /// follower positioned after the `ready` event.
 pub async fn create_ready(
     client: &Client,
     req: &CreateSessionRequest,
+    idempotency_key: Option<&str>,
     renderer: &mut Renderer,
 ) -> Result<(String, Follower), Exit> {
     let spinner = Spinner::start("creating the session…", renderer.mode == Mode::Human);
-    let created = match client.create(req).await {
+    let created = match create(client, req, idempotency_key).await {
         Ok(c) => c,
         Err(e) => {
             spinner.stop().await;
@@ -196,7 +214,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             commands: false,
         },
     );
-    let (id, mut follower) = create_ready(&client, &req, &mut renderer).await?;
+    let (id, mut follower) = create_ready(
+        &client,
+        &req,
+        args.session.idempotency_key.as_deref(),
+        &mut renderer,
+    )
+    .await?;
     let err = Style::stderr();
     if mode == Mode::Human {
         eprintln!("{}", err.dim(&format!("· session {id} ready")));

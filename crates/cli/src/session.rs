@@ -275,7 +275,10 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
         SessionCommand::Create(c) => {
             let req = c.session.request(settings.api_key)?;
             let id = if c.no_wait {
-                client.create(&req).await.map_err(&e)?.session_id
+                crate::run::create(&client, &req, c.session.idempotency_key.as_deref())
+                    .await
+                    .map_err(&e)?
+                    .session_id
             } else {
                 // Events are not printed while waiting (a spinner is): only the ID is.
                 let mut silent = Renderer::new(
@@ -285,7 +288,8 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
                         commands: false,
                     },
                 );
-                create_ready(&client, &req, &mut silent).await?.0
+                let key = c.session.idempotency_key.as_deref();
+                create_ready(&client, &req, key, &mut silent).await?.0
             };
             if c.json {
                 print_json(&client.status(&id).await.map_err(&e)?);

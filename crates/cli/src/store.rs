@@ -1,11 +1,12 @@
 //! The store chosen by value: [`AnyStore`] delegates every store seam
-//! (sessions and events, leases, identity, audit) to the backend `serve` and
+//! (sessions and events, leases, identity, audit, idempotency keys) to the backend `serve` and
 //! `admin` opened — SQLite in the data directory by default, PostgreSQL
 //! with `--database-url` — so the server stays generic over one type
 //! (an enum over the closed set of backends, not a boxed trait object).
 
 use anyhow::Context;
 use cc_core::audit::{AuditEvent, AuditFilter, AuditRecord, AuditStore};
+use cc_core::idempotency::{Claim, ClaimOutcome, IdempotencyStore};
 use cc_core::identity::{ApiTokenRecord, IdentityStore};
 use cc_core::lease::{Heartbeat, Leases, Replica};
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
@@ -172,6 +173,26 @@ impl IdentityStore for AnyStore {
     }
     async fn delete_user_tokens(&self, user: &str) -> Result<u64, StoreError> {
         delegate!(self, s => s.delete_user_tokens(user))
+    }
+}
+
+impl IdempotencyStore for AnyStore {
+    async fn claim_idempotency_key(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        delegate!(self, s => s.claim_idempotency_key(claim))
+    }
+    async fn complete_idempotency_key(
+        &self,
+        user: &str,
+        key: &str,
+        session: &SessionId,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.complete_idempotency_key(user, key, session))
+    }
+    async fn release_idempotency_key(&self, user: &str, key: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.release_idempotency_key(user, key))
+    }
+    async fn delete_user_idempotency_keys(&self, user: &str) -> Result<u64, StoreError> {
+        delegate!(self, s => s.delete_user_idempotency_keys(user))
     }
 }
 

@@ -115,6 +115,17 @@ impl Client {
         send(self.http.post(self.url("/sessions/create")).json(req)).await
     }
 
+    /// [`Client::create`] with an `Idempotency-Key`: retrying with the same
+    /// key and request answers with the session the first attempt made.
+    pub async fn create_idempotent(
+        &self,
+        req: &CreateSessionRequest,
+        key: &str,
+    ) -> Result<CreateSessionResponse, ClientError> {
+        let post = self.http.post(self.url("/sessions/create"));
+        send(post.header("Idempotency-Key", key).json(req)).await
+    }
+
     pub async fn status(&self, id: &str) -> Result<SessionStatus, ClientError> {
         send(self.http.get(self.url(&format!("/sessions/{id}/status")))).await
     }

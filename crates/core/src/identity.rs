@@ -180,15 +180,16 @@ pub struct EraseReport {
 }
 
 /// Erases `user` from a store: their ended sessions with their logs, then
-/// their tokens. Refused with [`StoreError::Conflict`] while the user has a
+/// their tokens and idempotency keys. Refused with [`StoreError::Conflict`] while the user has a
 /// live session (nothing is deleted then). The audit log is redacted
 /// separately ([`crate::audit::AuditStore::redact_audit_actor`]).
-pub async fn erase_user<S: crate::Store + IdentityStore>(
+pub async fn erase_user<S: crate::Store + IdentityStore + crate::IdempotencyStore>(
     store: &S,
     user: &str,
 ) -> Result<EraseReport, StoreError> {
     let sessions = store.erase_owner_sessions(user).await?;
     let tokens = store.delete_user_tokens(user).await?;
+    store.delete_user_idempotency_keys(user).await?;
     Ok(EraseReport { sessions, tokens })
 }
 
@@ -274,10 +275,18 @@ impl SessionTokenKey {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104) with a 32-byte key (session access tokens here,
-/// the requests replicas forward to each other in the server).
-pub fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 (RFC 2104): session access tokens, the requests replicas
+/// forward to each other in the server, webhook signatures. A key longer
+/// than SHA-256's 64-byte block is hashed first, as the RFC says.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
+    let hashed: [u8; 32];
+    let key = if key.len() > BLOCK {
+        hashed = Sha256::digest(key).into();
+        &hashed[..]
+    } else {
+        key
+    };
     let mut ipad = [0x36u8; BLOCK];
     let mut opad = [0x5cu8; BLOCK];
     for (i, k) in key.iter().enumerate() {
@@ -354,15 +363,29 @@ mod tests {
     }
 
     #[test]
-    fn hmac_matches_rfc4231_case_2_shape() {
-        // RFC 4231 test case 2 uses a 4-byte key; pad it as HMAC does.
+    fn hmac_matches_rfc4231() {
+        // Case 2: a short key, padded as HMAC does.
         let mut key = [0u8; 32];
         key[..4].copy_from_slice(b"Jefe");
+        let case2 = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
         assert_eq!(
             hex(&hmac_sha256(&key, b"what do ya want for nothing?")),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            case2
+        );
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            case2
+        );
+        // Case 6: a key longer than the block is hashed first.
+        assert_eq!(
+            hex(&hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }
+
 
     #[test]
     fn session_tokens_expire_and_stay_in_their_session() {

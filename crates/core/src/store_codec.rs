@@ -318,6 +318,57 @@ fn legacy_event(mut value: serde_json::Value) -> serde_json::Value {
     serde_json::json!({ "type": ty, "data": std::mem::take(obj) })
 }
 
+/// The idempotency keys' encoding (see `crate::idempotency`), shared by
+/// both stores.
+pub mod idempotency {
+    use super::{from_ms, to_ms};
+    use crate::error::StoreError;
+    use crate::idempotency::{KeyEntry, CLAIM_ABANDONED_AFTER, KEY_TTL};
+    use std::time::SystemTime;
+
+    /// The SQL condition (on `idempotency_keys`, with the two cut-offs of
+    /// [`cutoffs`] as parameters `$expired` and `$abandoned`) of an entry
+    /// that no longer holds its key: the rule of
+    /// [`crate::idempotency::entry_is_live`], negated.
+    pub fn dead(expired: &str, abandoned: &str) -> String {
+        format!(
+            "(created_at_ms <= {expired} OR (session_id IS NULL AND created_at_ms <= {abandoned}))"
+        )
+    }
+
+    /// `(expired, abandoned)`: entries created at or before the first are
+    /// past [`KEY_TTL`]; uncompleted ones at or before the second are past
+    /// [`CLAIM_ABANDONED_AFTER`].
+    pub fn cutoffs(at: SystemTime) -> Result<(i64, i64), StoreError> {
+        let at = to_ms("claim time", at)?;
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Ok((
+            at.saturating_sub(ms(KEY_TTL)),
+            at.saturating_sub(ms(CLAIM_ABANDONED_AFTER)),
+        ))
+    }
+
+    /// A stored entry, or [`StoreError::Corrupt`].
+    pub fn entry(
+        key: &str,
+        request_hash: String,
+        session: Option<String>,
+        created_at_ms: i64,
+    ) -> Result<KeyEntry, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt(format!("idempotency key {key:?}: {what}"));
+        Ok(KeyEntry {
+            request_hash,
+            session: session
+                .map(|s| {
+                    crate::SessionId::parse(&s).ok_or_else(|| corrupt(format!("session {s:?}")))
+                })
+                .transpose()?,
+            created_at: from_ms(created_at_ms)
+                .ok_or_else(|| corrupt("created_at out of range".into()))?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

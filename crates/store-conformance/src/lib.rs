@@ -1,6 +1,6 @@
 //! The store conformance suite: one set of cases per store seam
 //! ([`cc_core::Store`], [`cc_core::Leases`], [`cc_core::IdentityStore`],
-//! [`cc_core::AuditStore`]),
+//! [`cc_core::AuditStore`], [`cc_core::IdempotencyStore`]),
 //! written against the traits only, so every backend (SQLite, PostgreSQL)
 //! runs the very same cases.
 //!
@@ -20,6 +20,7 @@
 //! This crate is a dev-dependency only; the shipped binary never links it.
 
 pub mod audit;
+pub mod idempotency;
 pub mod identity;
 pub mod leases;
 pub mod sessions;
@@ -66,6 +67,13 @@ macro_rules! store_conformance {
             tokens_list_oldest_first_and_keep_their_fields,
             a_duplicate_token_is_a_conflict,
             a_users_tokens_are_deleted,
+        );
+        $crate::store_conformance!(@cases $fresh; idempotency;
+            a_key_answers_with_its_first_session,
+            a_released_claim_is_claimed_again_and_a_completed_one_stays,
+            keys_expire_and_abandoned_claims_are_taken_over,
+            concurrent_claims_of_a_key_have_one_winner,
+            a_users_keys_are_deleted,
         );
         $crate::store_conformance!(@cases $fresh; audit;
             the_chain_verifies_and_filters_work,

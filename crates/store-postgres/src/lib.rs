@@ -37,6 +37,7 @@
 
 mod audit;
 mod feed;
+mod idempotency;
 mod identity;
 mod lease;
 mod pool;

@@ -116,7 +116,22 @@ CREATE TABLE job_locks (
 );
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2];
+/// Version 3: idempotency keys on create (see `cc_core::idempotency`):
+/// per user, the request's hash and the session it made (NULL while the
+/// create runs).
+const V3: &str = "
+CREATE TABLE idempotency_keys (
+    user_name     TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    request_hash  TEXT NOT NULL,
+    session_id    TEXT,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (user_name, key)
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys(created_at_ms);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

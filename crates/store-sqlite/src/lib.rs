@@ -41,6 +41,7 @@
 //! task ever blocks on SQLite and the mutex is never held across an await.
 
 mod audit;
+mod idempotency;
 mod identity;
 mod lease;
 mod schema;

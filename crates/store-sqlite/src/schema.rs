@@ -127,7 +127,22 @@ CREATE TABLE job_locks (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+/// Version 8: idempotency keys on create (see `cc_core::idempotency`):
+/// per user, the request's hash and the session it made (NULL while the
+/// create runs).
+const V8: &str = "
+CREATE TABLE idempotency_keys (
+    user          TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    request_hash  TEXT NOT NULL,
+    session_id    TEXT,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (user, key)
+) WITHOUT ROWID;
+CREATE INDEX idempotency_keys_created ON idempotency_keys(created_at_ms);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod error;
 mod health;
+mod idempotency;
 pub mod openapi;
 mod push;
 pub mod request_log;

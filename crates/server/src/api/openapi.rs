@@ -251,8 +251,15 @@ pub fn document() -> Value {
                 json!([query("all", json!({ "type": "boolean" }))]), None,
                 json!({ "200": body(json!({ "type": "array", "items": r("SessionStatus") }), "the sessions") })) },
             "/api/v1/sessions/create": { "post": op("Create a session and start its container",
-                json!([]), Some(r("CreateSessionRequest")),
-                json!({ "201": body(r("CreateSessionResponse"), "created; cloning continues in the background") })) },
+                json!([{ "name": "Idempotency-Key", "in": "header", "required": false,
+                    "description": "retries with the same key and body within 24 hours answer with the first request's session (`Idempotent-Replayed: true`); another body under the key is `422 idempotency_key_reused`; concurrent requests with one key create one session",
+                    "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$" } }]),
+                Some(r("CreateSessionRequest")),
+                json!({ "201": {
+                    "description": "created (cloning continues in the background), or the session an earlier request with this Idempotency-Key created",
+                    "headers": { "Idempotent-Replayed": { "description": "`true` when the session is an earlier request's", "schema": { "type": "string", "enum": ["true"] } } },
+                    "content": { "application/json": { "schema": r("CreateSessionResponse") } }
+                } })) },
             "/api/v1/sessions/{id}": {
                 "get": op("A session's status", json!([sid()]), None, json!({ "200": body(r("SessionStatus"), "the session") })),
                 "delete": op("End a session and remove its container", json!([sid()]), None, json!({ "200": body(r("DeleteResponse"), "ended") }))

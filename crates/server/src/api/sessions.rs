@@ -1,13 +1,16 @@
 //! REST handlers for sessions.
 
+use super::idempotency::{self, Begin};
 use super::{public_base, ApiError, ApiJson, AppState};
 use crate::auth::{audit, error_code, require_user_token, Audit, ClientIp, ServerStore};
 use crate::upstream_check::{check_api_key, Verdict};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use cc_core::{now, CoreError, Principal};
+use cc_core::idempotency::request_hash;
+use cc_core::{now, CoreError, Principal, SessionId};
 use cc_core::{rfc3339, CreateSession, Runtime, SessionRecord, Store};
 use cc_wire::api::{
     CommandRequest, CommandResponse, CreateSessionRequest, CreateSessionResponse, DeleteResponse,
@@ -86,8 +89,70 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
     Extension(ip): Extension<ClientIp>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateSessionRequest>,
-) -> Result<(StatusCode, Json<CreateSessionResponse>), ApiError> {
+) -> Result<Response, ApiError> {
     require_user_token(&p)?;
+    let base = public_base(&st.config, &headers);
+    let Some(key) = idempotency::key(&headers)? else {
+        let created = create_session(&st, &p, ip, &base, req).await?;
+        return Ok((StatusCode::CREATED, Json(created)).into_response());
+    };
+    // The parsed request, serialised: the same body in another field
+    // order or formatting is the same request.
+    let canonical = serde_json::to_vec(&req)
+        .map_err(|e| CoreError::Internal(format!("serialise a create request: {e}")))?;
+    let hash = request_hash(&canonical);
+    match idempotency::begin(st.manager.store(), &p.user, &key, &hash).await? {
+        Begin::Replay(id) => {
+            let rec = owned(&st, &p, id.as_str()).await?;
+            let a = Audit {
+                actor: &p.user,
+                ip,
+                action: "session.create",
+                session_id: Some(id.as_str()),
+                outcome: "replayed",
+                detail: None,
+            };
+            audit(&st, a).await;
+            let replayed = [(idempotency::REPLAYED, "true")];
+            Ok((StatusCode::CREATED, replayed, Json(created(&st, &base, &rec))).into_response())
+        }
+        Begin::Create => {
+            // A task of its own: the create and the key's record finish
+            // even when the client hangs up, so its retry finds them.
+            let task = tokio::spawn(async move {
+                let made = create_session(&st, &p, ip, &base, req).await;
+                let id = made.as_ref().ok().and_then(|c| SessionId::parse(&c.session_id));
+                idempotency::finish(st.manager.store(), &p.user, &key, id.as_ref()).await;
+                made
+            });
+            let made = task
+                .await
+                .map_err(|e| CoreError::Internal(format!("create task failed: {e}")))??;
+            Ok((StatusCode::CREATED, Json(made)).into_response())
+        }
+    }
+}
+
+/// The create answer for `rec`.
+fn created<R, S>(st: &AppState<R, S>, base: &str, rec: &SessionRecord) -> CreateSessionResponse {
+    CreateSessionResponse {
+        session_id: rec.id.to_string(),
+        container_id: rec.container_id.clone().unwrap_or_default(),
+        status: rec.state.seed_status(),
+        endpoints: endpoints_for(st, base, rec),
+        state: rec.state,
+    }
+}
+
+/// Checks the request against the policy and limits, creates the session
+/// and audits the outcome.
+async fn create_session<R: Runtime, S: ServerStore>(
+    st: &AppState<R, S>,
+    p: &Principal,
+    ip: ClientIp,
+    base: &str,
+    req: CreateSessionRequest,
+) -> Result<CreateSessionResponse, ApiError> {
     // Before the per-user lock: the upstream may take up to its timeout.
     if st.config.check_api_key {
         let upstream = &st.config.anthropic_upstream;
@@ -100,7 +165,7 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
                 outcome: "invalid_api_key",
                 detail: Some(format!("upstream answered {status}")),
             };
-            audit(&st, a).await;
+            audit(st, a).await;
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_api_key",
@@ -128,7 +193,7 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
                 outcome: "too_many_sessions",
                 detail: Some(format!("limit {max}")),
             };
-            audit(&st, a).await;
+            audit(st, a).await;
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "too_many_sessions",
@@ -136,7 +201,7 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
             ));
         }
     }
-    let created = st
+    let made = st
         .manager
         .create(CreateSession {
             repo_url: req.repo_url,
@@ -148,7 +213,7 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
             owner: p.user.clone(),
         })
         .await;
-    let rec = match created {
+    let rec = match made {
         Ok(rec) => rec,
         Err(e) => {
             let e = ApiError::from(e);
@@ -160,7 +225,7 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
                 outcome: e.code,
                 detail: None,
             };
-            audit(&st, a).await;
+            audit(st, a).await;
             return Err(e);
         }
     };
@@ -177,19 +242,9 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
             outcome: "ok",
             detail,
         };
-        audit(&st, a).await;
+        audit(st, a).await;
     }
-    let base = public_base(&st.config, &headers);
-    Ok((
-        StatusCode::CREATED,
-        Json(CreateSessionResponse {
-            session_id: rec.id.to_string(),
-            container_id: rec.container_id.clone().unwrap_or_default(),
-            status: rec.state.seed_status(),
-            endpoints: endpoints_for(&st, &base, &rec),
-            state: rec.state,
-        }),
-    ))
+    Ok(created(st, base, &rec))
 }
 
 #[derive(Deserialize)]

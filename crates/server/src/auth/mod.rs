@@ -44,7 +44,7 @@ use cc_core::identity::{
     self, IdentityStore, Principal, Role, SessionTokenError, SessionTokenKey, ANONYMOUS,
     BOOTSTRAP_ADMIN,
 };
-use cc_core::{now, rfc3339, Runtime, Store};
+use cc_core::{now, rfc3339, IdempotencyStore, Runtime, Store};
 use ip::Cidr;
 use rate_limit::{Decision, RateLimit, RateLimiter};
 use std::collections::HashMap;
@@ -62,10 +62,10 @@ pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 64;
 /// Default lifetime of a session access token handed out in `endpoints`.
 pub const DEFAULT_SESSION_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
-/// What the server's store must offer: sessions, identities and the audit
-/// log.
-pub trait ServerStore: Store + IdentityStore + AuditStore {}
-impl<T: Store + IdentityStore + AuditStore> ServerStore for T {}
+/// What the server's store must offer: sessions, identities, the audit
+/// log and idempotency keys.
+pub trait ServerStore: Store + IdentityStore + AuditStore + IdempotencyStore {}
+impl<T: Store + IdentityStore + AuditStore + IdempotencyStore> ServerStore for T {}
 
 /// Access-control settings.
 #[derive(Debug, Clone)]

@@ -24,3 +24,127 @@ pub async fn serve_router(app: axum::Router) -> String {
     });
     format!("http://{addr}")
 }
+
+/// The admin token of [`Api`]'s server.
+#[allow(dead_code)]
+pub const ADMIN: &str = "test-admin-token-0123456789";
+/// Only there so a failing test ends.
+#[allow(dead_code)]
+const STUCK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The API on a fake runtime and a SQLite store in a temporary directory,
+/// called as the admin.
+#[allow(dead_code)] // Not every test file drives the whole API.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+    /// The server's own store (a clone), to look behind the API.
+    pub store: cc_store_sqlite::SqliteStore,
+    _dir: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl Api {
+    pub async fn start(runtime: FakeRuntime) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = cc_store_sqlite::SqliteStore::open(dir.path()).unwrap();
+        let mut config = cc_core::ManagerConfig::new("fake-image", 1);
+        config.allowed_repo_hosts = vec!["127.0.0.1:9".into()];
+        // Nothing answers as sessiond: a placed session fails its boot
+        // soon, with its own reason.
+        config.agent_ready_timeout = std::time::Duration::from_millis(500);
+        let manager = cc_core::Manager::new(
+            runtime,
+            cc_server::HttpAgent::new().unwrap(),
+            store.clone(),
+            config,
+        );
+        let server = cc_server::ServerConfig {
+            public_url: None,
+            anthropic_upstream: "http://127.0.0.1:9".into(),
+            check_api_key: false,
+            access: cc_server::AccessConfig {
+                admin_token: Some(ADMIN.into()),
+                ..Default::default()
+            },
+            git: Default::default(),
+            peers: None,
+        };
+        let app = cc_server::api::router(manager, std::sync::Arc::new(server));
+        Self {
+            base: serve_router(app).await,
+            http: reqwest::Client::new(),
+            store,
+            _dir: dir,
+        }
+    }
+
+    /// A request to `path` as the admin.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(ADMIN)
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A create request's body for the allowed repository.
+    pub fn create_body() -> serde_json::Value {
+        serde_json::json!({"repoUrl": "http://127.0.0.1:9/r.git", "claudeApiKey": "sk-ant-test"})
+    }
+
+    pub async fn create(&self) -> (cc_core::SessionId, serde_json::Value) {
+        let (s, v) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/sessions/create",
+                Some(Self::create_body()),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        (
+            cc_core::SessionId::parse(v["sessionId"].as_str().unwrap()).unwrap(),
+            v,
+        )
+    }
+
+    pub async fn status(&self, id: &cc_core::SessionId) -> serde_json::Value {
+        let (s, v) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/sessions/{id}/status"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// The session's status once its state is `state`.
+    pub async fn until(&self, id: &cc_core::SessionId, state: &str) -> serde_json::Value {
+        tokio::time::timeout(STUCK, async {
+            loop {
+                let v = self.status(id).await;
+                if v["state"] == state {
+                    return v;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("session {id} never reached {state}"))
+    }
+}

@@ -189,11 +189,13 @@ async fn a_session_stored_before_idle_timeouts_reads_as_none() {
     assert_eq!(again.limits.idle_timeout_secs, Some(300));
 }
 
-/// Takes the database back to the schema before version 7 (leases).
+/// Takes the database back to the schema before version 7 (leases), and
+/// so before every later version.
 fn downgrade_before_leases(dir: &Path) {
     raw(dir)
         .execute_batch(
-            "DROP INDEX sessions_lease_holder; \
+            "DROP TABLE idempotency_keys; \
+             DROP INDEX sessions_lease_holder; \
              ALTER TABLE sessions DROP COLUMN lease_holder; \
              ALTER TABLE sessions DROP COLUMN lease_fence; \
              ALTER TABLE sessions DROP COLUMN lease_expires_ms; \

@@ -89,3 +89,45 @@ async fn a_users_session_is_theirs_and_audited() -> anyhow::Result<()> {
     h.shutdown().await;
     Ok(())
 }
+
+/// Retries of a create with one `Idempotency-Key`, all at once, make one
+/// session and one container; the session they all name reaches `ready`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_with_one_key_make_one_container() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let url = h
+        .git
+        .create_repo("idempotent", &[("README.md", "# Once\n")])?;
+    let req = h.create_request(&url, None);
+    let key = format!("ci-run-{}", cc_testkit::docker::unique_prefix());
+    let creates = (0..6).map(|_| h.client.create_idempotent(&req, &key));
+    let answers = futures_util::future::join_all(creates).await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .into_iter()
+        .map(|a| a.map(|c| c.session_id))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids.into_iter().next().expect("one id");
+    assert_eq!(h.client.list(true).await?.len(), 1);
+    assert_eq!(h.docker.leftovers("container").len(), 1);
+
+    // The session they share is an ordinary one.
+    let mut ws = h.client.stream(&id, 0).await?;
+    cc_testkit::harness::read_until(&mut ws, super::READY_TIMEOUT, |m| {
+        cc_testkit::harness::is_state(m, cc_wire::api::SessionState::Ready)
+    })
+    .await?;
+    // A retry after it is ready still names it, with the key's body only.
+    assert_eq!(h.client.create_idempotent(&req, &key).await?.session_id, id);
+    let mut other = req.clone();
+    other.branch = Some("main".into());
+    let err = h
+        .client
+        .create_idempotent(&other, &key)
+        .await
+        .expect_err("another body under the key");
+    assert_eq!(err.code(), Some("idempotency_key_reused"), "{err}");
+    h.client.delete(&id).await?;
+    ws.close().await;
+    Ok(())
+}
