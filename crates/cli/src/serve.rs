@@ -91,6 +91,23 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     allow_repo_hosts: Vec<String>,
+    /// A loopback or private host webhook endpoints may be on (HOST:PORT).
+    /// Repeatable.
+    #[arg(
+        long = "allow-webhook-host",
+        env = "CLAUDECLUSTER_ALLOW_WEBHOOK_HOSTS",
+        value_delimiter = ','
+    )]
+    allow_webhook_hosts: Vec<String>,
+    /// A host users (not only administrators) may register webhook
+    /// endpoints on (`host`, `host:port` or `*.domain`). Repeatable.
+    /// Without any, only administrators register webhooks.
+    #[arg(
+        long = "user-webhook-host",
+        env = "CLAUDECLUSTER_USER_WEBHOOK_HOSTS",
+        value_delimiter = ','
+    )]
+    user_webhook_hosts: Vec<String>,
     /// A host sessions may reach through the gateway's CONNECT proxy
     /// (`host`, `host:port` or `*.domain`; e.g. a package registry).
     /// Repeatable. Without any, sessions reach only the Anthropic and git
@@ -581,6 +598,8 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     });
     tracing::info!(replica = %replica.id, url = %replica.url, "this replica");
     config.replica = replica;
+    let (notices, notices_rx) = cc_server::webhook::channel();
+    config.notices = Some(notices);
     let manager = Manager::new(runtime, HttpAgent::new()?, store, config);
     let recovery = manager
         .recover()
@@ -595,6 +614,15 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let background = cc_core::reconciler::start(&manager);
+    // Lives to the end: notices of sessions ended at shutdown are queued.
+    let _webhooks = cc_server::webhook::start(
+        manager.clone(),
+        notices_rx,
+        cc_server::webhook::WebhookConfig {
+            user_hosts: args.user_webhook_hosts.clone(),
+            allow_hosts: args.allow_webhook_hosts.clone(),
+        },
+    );
 
     let api_addr = api.local_addr()?;
     // The one line scripts wait for.
@@ -650,6 +678,10 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 cc_server::cluster::ClusterKey::new(keys.replicas),
             )?),
             _ => None,
+        },
+        webhooks: cc_server::webhook::WebhookConfig {
+            user_hosts: args.user_webhook_hosts,
+            allow_hosts: args.allow_webhook_hosts,
         },
     };
     // Stops accepting, lets in-flight requests finish, then returns.

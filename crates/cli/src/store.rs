@@ -1,5 +1,6 @@
 //! The store chosen by value: [`AnyStore`] delegates every store seam
-//! (sessions and events, leases, identity, audit, idempotency keys) to the backend `serve` and
+//! (sessions and events, leases, identity, audit, idempotency keys,
+//! webhooks) to the backend `serve` and
 //! `admin` opened — SQLite in the data directory by default, PostgreSQL
 //! with `--database-url` — so the server stays generic over one type
 //! (an enum over the closed set of backends, not a boxed trait object).
@@ -9,6 +10,7 @@ use cc_core::audit::{AuditEvent, AuditFilter, AuditRecord, AuditStore};
 use cc_core::idempotency::{Claim, ClaimOutcome, IdempotencyStore};
 use cc_core::identity::{ApiTokenRecord, IdentityStore};
 use cc_core::lease::{Heartbeat, Leases, Replica};
+use cc_core::webhook::{Attempt, Delivery, Due, Endpoint, NewDelivery, WebhookStore};
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
 use cc_store_postgres::PostgresStore;
 use cc_store_sqlite::SqliteStore;
@@ -193,6 +195,52 @@ impl IdempotencyStore for AnyStore {
     }
     async fn delete_user_idempotency_keys(&self, user: &str) -> Result<u64, StoreError> {
         delegate!(self, s => s.delete_user_idempotency_keys(user))
+    }
+}
+
+impl WebhookStore for AnyStore {
+    async fn insert_endpoint(&self, e: &Endpoint) -> Result<(), StoreError> {
+        delegate!(self, s => s.insert_endpoint(e))
+    }
+    async fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
+        delegate!(self, s => s.endpoints())
+    }
+    async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError> {
+        delegate!(self, s => s.delete_endpoint(id))
+    }
+    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+        delegate!(self, s => s.enqueue_deliveries(deliveries))
+    }
+    async fn claim_due(
+        &self,
+        holder: &str,
+        now: SystemTime,
+        lock_for: Duration,
+        limit: usize,
+    ) -> Result<Vec<Due>, StoreError> {
+        delegate!(self, s => s.claim_due(holder, now, lock_for, limit))
+    }
+    async fn record_attempt(
+        &self,
+        id: &str,
+        holder: &str,
+        attempt: &Attempt,
+        at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        delegate!(self, s => s.record_attempt(id, holder, attempt, at))
+    }
+    async fn deliveries(
+        &self,
+        endpoint_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        delegate!(self, s => s.deliveries(endpoint_id, limit))
+    }
+    async fn purge_deliveries(&self, before: SystemTime) -> Result<u64, StoreError> {
+        delegate!(self, s => s.purge_deliveries(before))
+    }
+    async fn delete_user_endpoints(&self, user: &str) -> Result<u64, StoreError> {
+        delegate!(self, s => s.delete_user_endpoints(user))
     }
 }
 

@@ -126,6 +126,34 @@ impl Client {
         send(post.header("Idempotency-Key", key).json(req)).await
     }
 
+    /// Registers a webhook endpoint; the answer carries its secret (shown
+    /// once).
+    pub async fn create_webhook(
+        &self,
+        req: &cc_wire::api::WebhookRequest,
+    ) -> Result<cc_wire::api::CreatedWebhook, ClientError> {
+        send(self.http.post(self.url("/webhooks")).json(req)).await
+    }
+
+    /// The webhook endpoints this token may see.
+    pub async fn webhooks(&self) -> Result<Vec<cc_wire::api::WebhookInfo>, ClientError> {
+        send(self.http.get(self.url("/webhooks"))).await
+    }
+
+    /// An endpoint's deliveries, newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<cc_wire::api::WebhookDelivery>, ClientError> {
+        let url = self.url(&format!("/webhooks/{id}/deliveries"));
+        send(self.http.get(url).query(&[("limit", limit)])).await
+    }
+
+    pub async fn delete_webhook(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        send(self.http.delete(self.url(&format!("/webhooks/{id}")))).await
+    }
+
     pub async fn status(&self, id: &str) -> Result<SessionStatus, ClientError> {
         send(self.http.get(self.url(&format!("/sessions/{id}/status")))).await
     }

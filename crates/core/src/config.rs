@@ -210,6 +210,9 @@ pub struct ManagerConfig {
     /// alone keeps the default, `local`, so a restart on the same data
     /// takes its sessions back at once.
     pub replica: crate::lease::Replica,
+    /// Where sessions' webhook notices go (the server's dispatcher); none:
+    /// nobody listens.
+    pub notices: Option<crate::webhook::NoticeSender>,
 }
 
 impl ManagerConfig {
@@ -240,6 +243,7 @@ impl ManagerConfig {
                 id: "local".into(),
                 url: String::new(),
             },
+            notices: None,
         }
     }
 

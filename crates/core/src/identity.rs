@@ -180,16 +180,19 @@ pub struct EraseReport {
 }
 
 /// Erases `user` from a store: their ended sessions with their logs, then
-/// their tokens and idempotency keys. Refused with [`StoreError::Conflict`] while the user has a
+/// their tokens, idempotency keys and webhooks. Refused with [`StoreError::Conflict`] while the user has a
 /// live session (nothing is deleted then). The audit log is redacted
 /// separately ([`crate::audit::AuditStore::redact_audit_actor`]).
-pub async fn erase_user<S: crate::Store + IdentityStore + crate::IdempotencyStore>(
+pub async fn erase_user<
+    S: crate::Store + IdentityStore + crate::IdempotencyStore + crate::webhook::WebhookStore,
+>(
     store: &S,
     user: &str,
 ) -> Result<EraseReport, StoreError> {
     let sessions = store.erase_owner_sessions(user).await?;
     let tokens = store.delete_user_tokens(user).await?;
     store.delete_user_idempotency_keys(user).await?;
+    store.delete_user_endpoints(user).await?;
     Ok(EraseReport { sessions, tokens })
 }
 
@@ -385,7 +388,6 @@ mod tests {
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }
-
 
     #[test]
     fn session_tokens_expire_and_stay_in_their_session() {

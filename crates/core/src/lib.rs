@@ -31,6 +31,7 @@ pub mod secrets;
 pub mod session;
 pub mod store_codec;
 mod time;
+pub mod webhook;
 
 pub use audit::{AuditEvent, AuditFilter, AuditRecord, AuditStore};
 pub use config::{LimitsPolicy, ManagerConfig};

@@ -138,6 +138,24 @@ pub fn seal(key: &SealKey, id: &SessionId, secrets: &SessionSecrets) -> Vec<u8> 
         init: secrets.init.clone(),
     })
     .expect("plain strings serialise");
+    seal_bytes(key, id.as_str().as_bytes(), &plain)
+}
+
+pub fn open(key: &SealKey, id: &SessionId, sealed: &[u8]) -> Result<SessionSecrets, SecretsError> {
+    let plain = open_bytes(key, id.as_str().as_bytes(), sealed)?;
+    let p: Plain = serde_json::from_slice(&plain).map_err(|_| SecretsError::Malformed)?;
+    Ok(SessionSecrets {
+        session_token: Token::from_string(p.session_token),
+        agent_token: Token::from_string(p.agent_token),
+        claude_api_key: p.claude_api_key,
+        repo_token: p.repo_token,
+        init: p.init,
+    })
+}
+
+/// Seals `plain` bound to `context` (the associated data: what the secret
+/// belongs to, so a sealed blob cannot be moved to something else).
+pub fn seal_bytes(key: &SealKey, context: &[u8], plain: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).expect("operating system random number generator failed");
     let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.0));
@@ -145,8 +163,8 @@ pub fn seal(key: &SealKey, id: &SessionId, secrets: &SessionSecrets) -> Vec<u8> 
         .encrypt(
             Nonce::from_slice(&nonce),
             Payload {
-                msg: &plain,
-                aad: id.as_str().as_bytes(),
+                msg: plain,
+                aad: context,
             },
         )
         .expect("sealing in memory cannot fail");
@@ -157,29 +175,22 @@ pub fn seal(key: &SealKey, id: &SessionId, secrets: &SessionSecrets) -> Vec<u8> 
     out
 }
 
-pub fn open(key: &SealKey, id: &SessionId, sealed: &[u8]) -> Result<SessionSecrets, SecretsError> {
+/// Opens what [`seal_bytes`] sealed for the same `context`.
+pub fn open_bytes(key: &SealKey, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SecretsError> {
     if sealed.len() < 1 + NONCE_LEN || sealed[0] != VERSION {
         return Err(SecretsError::Malformed);
     }
     let (nonce, ct) = sealed[1..].split_at(NONCE_LEN);
     let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.0));
-    let plain = cipher
+    cipher
         .decrypt(
             Nonce::from_slice(nonce),
             Payload {
                 msg: ct,
-                aad: id.as_str().as_bytes(),
+                aad: context,
             },
         )
-        .map_err(|_| SecretsError::Unopenable)?;
-    let p: Plain = serde_json::from_slice(&plain).map_err(|_| SecretsError::Malformed)?;
-    Ok(SessionSecrets {
-        session_token: Token::from_string(p.session_token),
-        agent_token: Token::from_string(p.agent_token),
-        claude_api_key: p.claude_api_key,
-        repo_token: p.repo_token,
-        init: p.init,
-    })
+        .map_err(|_| SecretsError::Unopenable)
 }
 
 #[cfg(test)]

@@ -355,7 +355,8 @@ pub mod idempotency {
         session: Option<String>,
         created_at_ms: i64,
     ) -> Result<KeyEntry, StoreError> {
-        let corrupt = |what: String| StoreError::Corrupt(format!("idempotency key {key:?}: {what}"));
+        let corrupt =
+            |what: String| StoreError::Corrupt(format!("idempotency key {key:?}: {what}"));
         Ok(KeyEntry {
             request_hash,
             session: session
@@ -366,6 +367,178 @@ pub mod idempotency {
             created_at: from_ms(created_at_ms)
                 .ok_or_else(|| corrupt("created_at out of range".into()))?,
         })
+    }
+}
+
+/// The webhook tables' encoding (see `crate::webhook`), shared by both
+/// stores.
+pub mod webhook {
+    use super::{from_ms, to_ms};
+    use crate::error::StoreError;
+    use crate::webhook::{Attempt, Delivery, DeliveryState, Endpoint, EventKind};
+    use std::time::SystemTime;
+
+    /// The columns of `webhook_endpoints`, in [`RawEndpoint`]'s order.
+    pub const ENDPOINT_COLUMNS: &str =
+        "id, owner, all_sessions, url, events, description, sealed_secret, created_at_ms";
+    /// The columns of `webhook_deliveries` a [`Delivery`] is read from, in
+    /// [`RawDelivery`]'s order.
+    pub const DELIVERY_COLUMNS: &str = "id, endpoint_id, session_id, kind, state, attempts, \
+         last_status, last_error, created_at_ms, next_attempt_ms, finished_at_ms";
+    /// Finished deliveries are kept this long for the delivery log.
+    pub const KEEP_FINISHED: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+    /// An endpoint's row.
+    pub struct RawEndpoint {
+        pub id: String,
+        pub owner: String,
+        pub all_sessions: bool,
+        pub url: String,
+        pub events: String,
+        pub description: Option<String>,
+        pub sealed_secret: Vec<u8>,
+        pub created_at_ms: i64,
+    }
+
+    /// A delivery's row.
+    pub struct RawDelivery {
+        pub id: String,
+        pub endpoint_id: String,
+        pub session_id: String,
+        pub kind: String,
+        pub state: String,
+        pub attempts: i64,
+        pub last_status: Option<i64>,
+        pub last_error: Option<String>,
+        pub created_at_ms: i64,
+        pub next_attempt_ms: Option<i64>,
+        pub finished_at_ms: Option<i64>,
+    }
+
+    pub fn encode_events(events: &[EventKind]) -> String {
+        serde_json::to_string(&events.iter().map(|k| k.as_str()).collect::<Vec<_>>())
+            .expect("strings serialise")
+    }
+
+    pub fn encode_endpoint(e: &Endpoint) -> Result<RawEndpoint, StoreError> {
+        Ok(RawEndpoint {
+            id: e.id.clone(),
+            owner: e.owner.clone(),
+            all_sessions: e.all_sessions,
+            url: e.url.clone(),
+            events: encode_events(&e.events),
+            description: e.description.clone(),
+            sealed_secret: e.sealed_secret.clone(),
+            created_at_ms: to_ms("created_at", e.created_at)?,
+        })
+    }
+
+    pub fn decode_endpoint(r: RawEndpoint) -> Result<Endpoint, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt(format!("webhook {}: {what}", r.id));
+        let names: Vec<String> =
+            serde_json::from_str(&r.events).map_err(|e| corrupt(format!("events: {e}")))?;
+        let events = names
+            .iter()
+            .map(|n| EventKind::parse(n).ok_or_else(|| corrupt(format!("unknown event {n:?}"))))
+            .collect::<Result<_, _>>()?;
+        Ok(Endpoint {
+            created_at: from_ms(r.created_at_ms)
+                .ok_or_else(|| corrupt("created_at out of range".into()))?,
+            id: r.id,
+            owner: r.owner,
+            all_sessions: r.all_sessions,
+            url: r.url,
+            events,
+            description: r.description,
+            sealed_secret: r.sealed_secret,
+        })
+    }
+
+    pub fn decode_delivery(r: RawDelivery) -> Result<Delivery, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt(format!("delivery {}: {what}", r.id));
+        let time = |what: &str, ms: i64| {
+            from_ms(ms).ok_or_else(|| corrupt(format!("{what} out of range")))
+        };
+        Ok(Delivery {
+            session: crate::SessionId::parse(&r.session_id)
+                .ok_or_else(|| corrupt(format!("session {:?}", r.session_id)))?,
+            kind: EventKind::parse(&r.kind)
+                .ok_or_else(|| corrupt(format!("unknown event {:?}", r.kind)))?,
+            state: DeliveryState::parse(&r.state)
+                .ok_or_else(|| corrupt(format!("unknown state {:?}", r.state)))?,
+            attempts: u32::try_from(r.attempts)
+                .map_err(|_| corrupt(format!("attempts {}", r.attempts)))?,
+            last_status: r
+                .last_status
+                .map(|s| u16::try_from(s).map_err(|_| corrupt(format!("status {s}"))))
+                .transpose()?,
+            created_at: time("created_at", r.created_at_ms)?,
+            next_attempt_at: r
+                .next_attempt_ms
+                .map(|ms| time("next_attempt", ms))
+                .transpose()?,
+            finished_at: r
+                .finished_at_ms
+                .map(|ms| time("finished_at", ms))
+                .transpose()?,
+            last_error: r.last_error,
+            endpoint_id: r.endpoint_id,
+            id: r.id,
+        })
+    }
+
+    /// An attempt's outcome as the columns it sets: `(state, last_status,
+    /// last_error, next_attempt_ms, finished_at_ms)`.
+    pub type AttemptColumns = (
+        &'static str,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+    );
+
+    pub fn attempt_columns(a: &Attempt, at: SystemTime) -> Result<AttemptColumns, StoreError> {
+        let at = to_ms("attempt time", at)?;
+        Ok(match a {
+            Attempt::Delivered { status } => (
+                DeliveryState::Delivered.as_str(),
+                Some(i64::from(*status)),
+                None,
+                None,
+                Some(at),
+            ),
+            Attempt::Retry {
+                status,
+                error,
+                at: next,
+            } => (
+                DeliveryState::Pending.as_str(),
+                status.map(i64::from),
+                Some(error.clone()),
+                Some(to_ms("next attempt", *next)?),
+                None,
+            ),
+            Attempt::GiveUp { status, error } => (
+                DeliveryState::Failed.as_str(),
+                status.map(i64::from),
+                Some(error.clone()),
+                None,
+                Some(at),
+            ),
+        })
+    }
+
+    /// The condition (on `webhook_deliveries d`, with `now` as the SQL
+    /// parameter `now`) of a delivery an attempt may claim: pending, due,
+    /// unlocked, and the oldest pending one of its session and endpoint.
+    pub fn claimable(now: &str) -> String {
+        format!(
+            "d.state = 'pending' AND d.next_attempt_ms <= {now} \
+             AND (d.locked_until_ms IS NULL OR d.locked_until_ms <= {now}) \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e \
+                 WHERE e.endpoint_id = d.endpoint_id AND e.session_id = d.session_id \
+                 AND e.state = 'pending' AND e.seq < d.seq)"
+        )
     }
 }
 

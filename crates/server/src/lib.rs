@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod tls;
 pub mod upstream_check;
+pub mod webhook;
 
 pub use agent_client::HttpAgent;
 
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     /// The other replicas sharing the store, when there are any: requests
     /// on sessions they own are forwarded to them (see [`cluster`]).
     pub peers: Option<cluster::Peers>,
+    /// Who may register webhook endpoints where.
+    pub webhooks: webhook::WebhookConfig,
 }
 
 /// How a session's work leaves it: the push rules the git relay enforces

@@ -53,6 +53,7 @@ async fn start_server(adjust: impl FnOnce(&mut ServerConfig)) -> Api {
         access,
         git: Default::default(),
         peers: None,
+        webhooks: Default::default(),
     };
     adjust(&mut server);
     let app = cc_server::api::router(manager, Arc::new(server));
@@ -299,6 +300,7 @@ async fn metrics_from(
         access,
         git: Default::default(),
         peers: None,
+        webhooks: Default::default(),
     };
     let mut app = cc_server::api::router(manager, Arc::new(config));
     let mut req = axum::http::Request::get("/metrics");
@@ -551,6 +553,7 @@ async fn without_tokens_the_api_stays_on_loopback() {
         access: AccessConfig::default(),
         git: Default::default(),
         peers: None,
+        webhooks: Default::default(),
     };
     let api = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -649,6 +652,7 @@ async fn tls_end_to_end() {
         },
         git: Default::default(),
         peers: None,
+        webhooks: Default::default(),
     };
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = api.local_addr().unwrap().port();
@@ -1066,6 +1070,7 @@ async fn serve_refuses_a_push_prefix_overlapping_the_sessions_branches() {
         access: AccessConfig::default(),
         git: Default::default(),
         peers: None,
+        webhooks: Default::default(),
     };
     config.git.push.prefixes = vec!["bots/".into(), "claudecluster/".into()];
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -46,6 +46,7 @@ async fn start(limits: Limits) -> (SocketAddr, SocketAddr, tempfile::TempDir) {
         },
         git: Default::default(),
         peers: None,
+        webhooks: Default::default(),
     };
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -55,7 +55,10 @@ async fn a_retry_with_the_key_answers_with_the_first_session() {
     assert_eq!((s, replayed), (201, true), "{again}");
     assert_eq!(again["sessionId"], first["sessionId"]);
     assert_eq!(again["containerId"], first["containerId"]);
-    assert!(again["endpoints"]["websocket"].as_str().unwrap().contains("?token="));
+    assert!(again["endpoints"]["websocket"]
+        .as_str()
+        .unwrap()
+        .contains("?token="));
     assert_eq!(live_sessions(&api).await.len(), 1);
 
     // Still the same session after it ended.
@@ -92,7 +95,10 @@ async fn another_body_under_the_key_is_refused_and_bad_keys_are_400() {
     let mut other_key = body.clone();
     other_key["claudeApiKey"] = "sk-ant-other".into();
     let (s, _, v) = create_keyed(&api, "k", &other_key).await;
-    assert_eq!((s, v["code"].as_str()), (422, Some("idempotency_key_reused")));
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
     assert_eq!(live_sessions(&api).await.len(), 1);
 
     let long = "k".repeat(256);
@@ -125,7 +131,10 @@ async fn concurrent_requests_with_one_key_create_one_session() {
     while let Some(res) = tasks.join_next().await {
         answers.push(res.unwrap());
     }
-    let firsts: Vec<_> = answers.iter().filter(|(_, replayed, _)| !replayed).collect();
+    let firsts: Vec<_> = answers
+        .iter()
+        .filter(|(_, replayed, _)| !replayed)
+        .collect();
     assert_eq!(firsts.len(), 1, "one request created: {answers:?}");
     for (s, _, v) in &answers {
         assert_eq!(*s, 201, "{v}");
@@ -173,7 +182,10 @@ async fn a_request_waits_for_the_one_holding_its_key() {
     // The holder's create fails and frees the key: the waiting request
     // then claims it and creates.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "answered while another request held its key");
+    assert!(
+        !waiting.is_finished(),
+        "answered while another request held its key"
+    );
     assert!(live_sessions(&api).await.is_empty());
     api.store
         .release_idempotency_key(&claim.user, &claim.key)

@@ -159,6 +159,7 @@ impl Relay {
             access: Default::default(),
             git: Default::default(),
             peers: None,
+            webhooks: Default::default(),
         };
         config.git.push = push;
         let mirrors = dir.path().join("mirrors");

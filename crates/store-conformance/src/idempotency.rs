@@ -58,7 +58,10 @@ pub async fn a_key_answers_with_its_first_session<S: IdempotencyStore>(store: S)
     let e = existing(store.claim_idempotency_key(&other).await.expect("claim"));
     assert_eq!((e.request_hash.as_str(), e.session), ("h1", Some(id)));
     // Keys are per user, and per key.
-    for c in [claim("bob", "k1", "h1", t0()), claim("alice", "k2", "h1", t0())] {
+    for c in [
+        claim("bob", "k1", "h1", t0()),
+        claim("alice", "k2", "h1", t0()),
+    ] {
         assert_eq!(
             store.claim_idempotency_key(&c).await.expect("claim"),
             ClaimOutcome::Claimed,

@@ -1,6 +1,7 @@
 //! The store conformance suite: one set of cases per store seam
 //! ([`cc_core::Store`], [`cc_core::Leases`], [`cc_core::IdentityStore`],
-//! [`cc_core::AuditStore`], [`cc_core::IdempotencyStore`]),
+//! [`cc_core::AuditStore`], [`cc_core::IdempotencyStore`],
+//! [`cc_core::webhook::WebhookStore`]),
 //! written against the traits only, so every backend (SQLite, PostgreSQL)
 //! runs the very same cases.
 //!
@@ -24,6 +25,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod leases;
 pub mod sessions;
+pub mod webhook;
 
 /// Expands to one test per conformance case; `$fresh` is an async fn
 /// returning `Option<(guard, store)>`.
@@ -74,6 +76,12 @@ macro_rules! store_conformance {
             keys_expire_and_abandoned_claims_are_taken_over,
             concurrent_claims_of_a_key_have_one_winner,
             a_users_keys_are_deleted,
+        );
+        $crate::store_conformance!(@cases $fresh; webhook;
+            endpoints_are_kept_and_deleted_with_their_deliveries,
+            deliveries_go_out_in_order_per_session_and_endpoint,
+            a_lock_holds_one_attempt_until_it_expires,
+            concurrent_claims_never_share_a_delivery,
         );
         $crate::store_conformance!(@cases $fresh; audit;
             the_chain_verifies_and_filters_work,

@@ -21,10 +21,7 @@ impl IdempotencyStore for PostgresStore {
         let (expired, abandoned) = cutoffs(claim.at)?;
         let mut conn = self.pool.get().await?;
         for _ in 0..CLAIM_ROUNDS {
-            let tx = conn
-                .transaction()
-                .await
-                .map_err(pg_error("begin claim"))?;
+            let tx = conn.transaction().await.map_err(pg_error("begin claim"))?;
             tx.execute(
                 &format!(
                     "DELETE FROM idempotency_keys WHERE user_name = $1 AND key = $2 AND {}",

@@ -42,6 +42,7 @@ mod identity;
 mod lease;
 mod pool;
 mod schema;
+mod webhook;
 
 use cc_core::lease::LEASE_TTL;
 use cc_core::store_codec::{

@@ -131,7 +131,41 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_created ON idempotency_keys(created_at_ms);
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// Version 4: webhooks (see `cc_core::webhook`): the endpoints (their
+/// secrets sealed) and the delivery queue, `seq` its order.
+const V4: &str = "
+CREATE TABLE webhook_endpoints (
+    id            TEXT PRIMARY KEY,
+    owner         TEXT NOT NULL,
+    all_sessions  BOOLEAN NOT NULL,
+    url           TEXT NOT NULL,
+    events        TEXT NOT NULL,
+    description   TEXT,
+    sealed_secret BYTEA NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    seq             BIGSERIAL PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    endpoint_id     TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+    session_id      TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at_ms   BIGINT NOT NULL,
+    next_attempt_ms BIGINT,
+    finished_at_ms  BIGINT,
+    locked_by       TEXT,
+    locked_until_ms BIGINT
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_attempt_ms);
+CREATE INDEX webhook_deliveries_order ON webhook_deliveries(endpoint_id, session_id, seq);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

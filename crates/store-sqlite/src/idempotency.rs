@@ -88,7 +88,10 @@ impl IdempotencyStore for SqliteStore {
         let user = user.to_owned();
         self.run("delete idempotency keys", move |conn| {
             let n = conn
-                .execute("DELETE FROM idempotency_keys WHERE user = ?1", params![user])
+                .execute(
+                    "DELETE FROM idempotency_keys WHERE user = ?1",
+                    params![user],
+                )
                 .map_err(backend("delete idempotency keys"))?;
             Ok(n as u64)
         })

@@ -45,6 +45,7 @@ mod idempotency;
 mod identity;
 mod lease;
 mod schema;
+mod webhook;
 
 pub use cc_core::identity::EraseReport;
 

@@ -142,7 +142,41 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_created ON idempotency_keys(created_at_ms);
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+/// Version 9: webhooks (see `cc_core::webhook`): the endpoints (their
+/// secrets sealed) and the delivery queue, `seq` its order.
+const V9: &str = "
+CREATE TABLE webhook_endpoints (
+    id            TEXT PRIMARY KEY,
+    owner         TEXT NOT NULL,
+    all_sessions  INTEGER NOT NULL,
+    url           TEXT NOT NULL,
+    events        TEXT NOT NULL,
+    description   TEXT,
+    sealed_secret BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE webhook_deliveries (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    endpoint_id     TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+    session_id      TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at_ms   INTEGER NOT NULL,
+    next_attempt_ms INTEGER,
+    finished_at_ms  INTEGER,
+    locked_by       TEXT,
+    locked_until_ms INTEGER
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_attempt_ms);
+CREATE INDEX webhook_deliveries_order ON webhook_deliveries(endpoint_id, session_id, seq);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

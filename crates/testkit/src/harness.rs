@@ -60,6 +60,8 @@ pub struct Harness {
     pub data: tempfile::TempDir,
     /// Reconciler loops (container events, orphan sweep).
     _background: cc_core::reconciler::Background,
+    /// The webhook dispatcher, when the options turned webhooks on.
+    _webhooks: Option<cc_server::webhook::Background>,
     // Dropped last: removes whatever the run left behind.
     pub docker: PrefixGuard,
 }
@@ -73,6 +75,9 @@ pub struct HarnessOptions {
     /// A forge of this kind whose API is at this URL, for the harness's
     /// git server (pull request tests point it at a fake).
     pub forge: Option<(cc_server::forge::ForgeKind, String)>,
+    /// Webhooks on: the dispatcher runs with these rules (and the server
+    /// gets a sealing key for the endpoints' secrets).
+    pub webhooks: Option<cc_server::webhook::WebhookConfig>,
 }
 
 impl Harness {
@@ -138,9 +143,18 @@ impl Harness {
             .await?;
         let mut config = ManagerConfig::new(image, gateway.local_addr()?.port());
         config.allowed_repo_hosts = vec![git.addr().to_string()];
+        let notices = opts.webhooks.as_ref().map(|_| {
+            let (tx, rx) = cc_server::webhook::channel();
+            config.notices = Some(tx);
+            config.seal_key = Some(cc_core::secrets::SealKey::generate());
+            rx
+        });
         configure(&mut config);
         let manager = Manager::new(runtime, HttpAgent::new()?, store, config);
         let background = cc_core::reconciler::start(&manager);
+        let webhooks = notices
+            .zip(opts.webhooks.clone())
+            .map(|(rx, rules)| cc_server::webhook::start(manager.clone(), rx, rules));
         let base = format!("http://{}", api.local_addr()?);
         let admin_token = format!("harness-admin-{}", cc_core::Token::generate().expose());
         let user = cc_core::identity::NewToken::generate(
@@ -174,6 +188,7 @@ impl Harness {
                 ..opts.git
             },
             peers: None,
+            webhooks: opts.webhooks.unwrap_or_default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(cc_server::serve(
@@ -198,6 +213,7 @@ impl Harness {
             server: Some(server),
             data,
             _background: background,
+            _webhooks: webhooks,
             docker,
         })
     }

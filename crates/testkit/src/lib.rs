@@ -16,6 +16,8 @@
 //! - [`process_runtime`]: sessions as local sessiond processes (the real
 //!   sessiond, a fake or real Claude Code), for whole sessions without
 //!   Docker.
+//! - [`webhook_receiver`]: a webhook endpoint that keeps what it is sent
+//!   and fails the first deliveries on request.
 //! - [`harness`]: an orchestrator on real Docker with a model double and a
 //!   git server, reached through the public API only.
 
@@ -28,5 +30,6 @@ pub mod harness;
 pub mod ports;
 pub mod process_runtime;
 pub mod tcp_relay;
+pub mod webhook_receiver;
 
 pub use harness::Harness;

@@ -583,3 +583,79 @@ pub enum EntryKind {
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 /// Most entries returned for one directory.
 pub const MAX_DIR_ENTRIES: usize = 10_000;
+
+/// `POST /api/v1/webhooks`: an endpoint to tell of sessions' events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookRequest {
+    /// `https://…` (or `http://…`); no redirect is followed.
+    pub url: String,
+    /// Event names (`session.created`, `turn.finished`, …); absent or
+    /// empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Every user's sessions, not only the registering user's
+    /// (administrators only).
+    #[serde(default)]
+    pub all_sessions: bool,
+}
+
+/// A registered endpoint (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookInfo {
+    pub id: String,
+    pub url: String,
+    /// Empty: all events.
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub owner: String,
+    pub all_sessions: bool,
+    pub created_at: String,
+}
+
+/// The answer to a registration: the signing secret, shown once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedWebhook {
+    /// `whsec_…`: the HMAC-SHA256 key of the deliveries' signatures.
+    pub secret: String,
+    #[serde(flatten)]
+    pub info: WebhookInfo,
+}
+
+/// One entry of an endpoint's delivery log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDelivery {
+    /// The delivery's ID: the body's `id`, the same on every attempt.
+    pub id: String,
+    pub event: String,
+    pub session_id: String,
+    /// `pending | delivered | failed`.
+    pub state: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub next_attempt_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// The body of a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEvent {
+    /// The delivery's ID (also the `ClaudeCluster-Webhook-Id` header).
+    pub id: String,
+    /// The event's name, e.g. `turn.finished`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub session_id: String,
+    /// When it happened (RFC 3339, UTC).
+    pub time: String,
+    /// The event's own fields.
+    pub data: serde_json::Value,
+}

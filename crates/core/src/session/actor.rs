@@ -657,6 +657,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         if let Some(s) = agent_seq {
             self.record.agent_seq = s;
         }
+        super::notices::on_events(self.inner.config.notices.as_ref(), &self.record, &msgs);
         for m in msgs {
             // No receivers is fine: nobody is watching.
             let _ = self.events.send(m);
@@ -671,6 +672,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         reason: Option<String>,
         agent_seq: Option<u64>,
     ) -> Result<(), CoreError> {
+        let prev = self.record.state;
         self.record.state = state;
         self.record.reason = reason.clone();
         self.record.updated_at = now();
@@ -682,7 +684,9 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         };
         // One transaction: a crash cannot keep the event and lose the
         // record (its state, the usage totals gathered since the last one).
-        self.write(vec![msg], agent_seq, true).await
+        self.write(vec![msg], agent_seq, true).await?;
+        super::notices::on_status(self.inner.config.notices.as_ref(), &self.record, Some(prev));
+        Ok(())
     }
 
     /// Releases everything and records the final state.

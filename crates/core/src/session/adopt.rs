@@ -357,7 +357,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             SessionState::Error
         };
         rec.reason = Some(reason);
-        append_status(inner.store(), &mut rec).await?;
+        append_status(inner, &mut rec).await?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use super::actor::Boot;
 use super::adopt::spawn_actor;
-use super::Manager;
+use super::{Inner, Manager};
 use crate::credentials::SessionCredentials;
 use crate::error::CoreError;
 use crate::ids::{SessionId, Token};
@@ -121,7 +121,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             }
             return Err(e.into());
         }
-        append_status(inner.store(), &mut record).await?;
+        append_status(inner, &mut record).await?;
 
         let session_token = Token::generate();
         let agent_token = warm
@@ -171,7 +171,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 }
                 record.state = SessionState::Error;
                 record.reason = Some(format!("container could not be started: {e}"));
-                append_status(inner.store(), &mut record).await?;
+                append_status(inner, &mut record).await?;
                 return Err(e.into());
             }
         };
@@ -187,7 +187,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         };
         record.container_id = Some(container_id.clone());
         record.state = SessionState::Starting;
-        append_status(inner.store(), &mut record).await?;
+        append_status(inner, &mut record).await?;
 
         let init = init_request(
             &inner.config,
@@ -260,9 +260,10 @@ fn check_api_key(key: &str) -> Result<(), CoreError> {
 }
 
 /// Records the record's current state and reason: a `status` event and
-/// the record itself, in one transaction (`Store::record_change`).
-pub(crate) async fn append_status<S: Store>(
-    store: &S,
+/// the record itself, in one transaction (`Store::record_change`), then
+/// tells the session's webhooks.
+pub(crate) async fn append_status<R, A, S: Store>(
+    inner: &Inner<R, A, S>,
     record: &mut SessionRecord,
 ) -> Result<(), CoreError> {
     let msg = ServerMessage::Status {
@@ -272,8 +273,9 @@ pub(crate) async fn append_status<S: Store>(
         reason: record.reason.clone(),
     };
     record.updated_at = now();
-    store.record_change(record, &[msg], None).await?;
+    inner.store.record_change(record, &[msg], None).await?;
     record.last_seq += 1;
+    super::notices::on_status(inner.config.notices.as_ref(), record, None);
     Ok(())
 }
 

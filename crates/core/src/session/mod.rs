@@ -12,6 +12,7 @@
 mod actor;
 mod adopt;
 mod create;
+pub mod notices;
 mod pool;
 pub(crate) mod reaper;
 mod subscription;

@@ -27,7 +27,9 @@ pub(super) fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     };
     let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", m);
     if values.next().is_some() {
-        return Err(invalid("send one Idempotency-Key header, not several".into()));
+        return Err(invalid(
+            "send one Idempotency-Key header, not several".into(),
+        ));
     }
     let key = value
         .to_str()

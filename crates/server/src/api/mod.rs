@@ -13,6 +13,7 @@ mod push;
 pub mod request_log;
 mod sessions;
 mod stream;
+mod webhooks;
 
 pub use error::ApiError;
 
@@ -99,6 +100,15 @@ pub fn router_with_access<R: Runtime, S: ServerStore>(
         .route(
             "/api/v1/admin/tokens/{id}",
             delete(admin::revoke_token::<R, S>),
+        )
+        .route(
+            "/api/v1/webhooks",
+            get(webhooks::list::<R, S>).post(webhooks::create::<R, S>),
+        )
+        .route("/api/v1/webhooks/{id}", delete(webhooks::delete::<R, S>))
+        .route(
+            "/api/v1/webhooks/{id}/deliveries",
+            get(webhooks::deliveries::<R, S>),
         )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")

@@ -226,6 +226,33 @@ fn schemas() -> Value {
         "AuditPage": object(&["records", "nextSince"], json!({
             "records": { "type": "array", "items": r("AuditRecord") },
             "nextSince": { "type": "integer", "minimum": 0 }
+        })),
+        "WebhookRequest": {
+            "type": "object", "required": ["url"], "additionalProperties": false,
+            "properties": {
+                "url": { "type": "string", "description": "http(s); no redirect is followed; the address policy of repositories applies" },
+                "events": { "type": "array", "items": r("WebhookEventName"), "description": "absent or empty: all" },
+                "description": { "type": "string", "maxLength": 200 },
+                "allSessions": { "type": "boolean", "description": "every user's sessions (administrators only)" }
+            }
+        },
+        "WebhookEventName": { "type": "string", "enum": ["session.created", "session.ready", "turn.finished", "session.error", "session.terminated", "session.pushed", "pull_request.opened"] },
+        "WebhookInfo": object(&["id", "url", "events", "description", "owner", "allSessions", "createdAt"], json!({
+            "id": { "type": "string" }, "url": { "type": "string" },
+            "events": { "type": "array", "items": r("WebhookEventName") },
+            "description": nullable("string"), "owner": { "type": "string" },
+            "allSessions": { "type": "boolean" }, "createdAt": { "type": "string" }
+        })),
+        "CreatedWebhook": {
+            "allOf": [r("WebhookInfo"), object(&["secret"], json!({ "secret": { "type": "string", "description": "`whsec_…`, the deliveries' HMAC-SHA256 key; shown once" } }))]
+        },
+        "DeletedWebhook": object(&["id", "deleted"], json!({ "id": { "type": "string" }, "deleted": { "type": "boolean" } })),
+        "WebhookDelivery": object(&["id", "event", "sessionId", "state", "attempts", "lastStatus", "lastError", "createdAt", "nextAttemptAt", "finishedAt"], json!({
+            "id": { "type": "string" }, "event": r("WebhookEventName"), "sessionId": { "type": "string" },
+            "state": { "type": "string", "enum": ["pending", "delivered", "failed"] },
+            "attempts": { "type": "integer", "minimum": 0 }, "lastStatus": nullable("integer"),
+            "lastError": nullable("string"), "createdAt": { "type": "string" },
+            "nextAttemptAt": nullable("string"), "finishedAt": nullable("string")
         }))
     })
 }
@@ -310,6 +337,16 @@ pub fn document() -> Value {
             },
             "/api/v1/admin/tokens/{id}": { "delete": op("Revoke an API token (administrators)", json!([path_id("the token's id")]), None,
                 json!({ "200": body(r("RevokedToken"), "revoked") })) },
+            "/api/v1/webhooks": {
+                "get": op("Webhook endpoints you registered (administrators: all), never their secrets", json!([]), None,
+                    json!({ "200": body(json!({ "type": "array", "items": r("WebhookInfo") }), "the endpoints") })),
+                "post": op("Register a webhook endpoint; its signing secret is shown once", json!([]), Some(r("WebhookRequest")),
+                    json!({ "201": body(r("CreatedWebhook"), "registered") }))
+            },
+            "/api/v1/webhooks/{id}": { "delete": op("Delete a webhook endpoint and its delivery log", json!([path_id("the endpoint's id")]), None,
+                json!({ "200": body(r("DeletedWebhook"), "deleted") })) },
+            "/api/v1/webhooks/{id}/deliveries": { "get": op("An endpoint's deliveries, newest first", json!([path_id("the endpoint's id"), query("limit", json!({ "type": "integer", "minimum": 1, "maximum": 1000 }))]), None,
+                json!({ "200": body(json!({ "type": "array", "items": r("WebhookDelivery") }), "the delivery log") })) },
             "/api/v1/openapi.json": { "get": {
                 "summary": "This document", "security": [],
                 "responses": { "200": { "description": "the OpenAPI document", "content": { "application/json": { "schema": { "type": "object" } } } } }

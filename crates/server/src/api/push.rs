@@ -15,6 +15,8 @@ use crate::forge::{self, PullRequestSpec};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use cc_core::session::notices::on_api;
+use cc_core::webhook::EventKind;
 use cc_core::{session_branch, Principal, Runtime, SessionRecord};
 use cc_wire::api::{
     short_commit, PullRequest, PullRequestOptions, PushRequest, PushResponse, ServerMessage,
@@ -86,8 +88,21 @@ pub(super) async fn push<R: Runtime, S: ServerStore>(
             return Err(e.into());
         }
     };
+    let notices = st.manager.config().notices.as_ref();
+    let pushed = serde_json::json!({
+        "branch": outcome.branch,
+        "commit": outcome.commit,
+        "created": outcome.created,
+        "committedChanges": outcome.committed_changes,
+    });
+    on_api(notices, &rec, EventKind::SessionPushed, pushed);
     let pull_request = match req.pull_request {
-        Some(opts) => Some(open_pull_request(&st, &p, ip, &rec, &outcome, opts).await?),
+        Some(opts) => {
+            let pr = open_pull_request(&st, &p, ip, &rec, &outcome, opts).await?;
+            let opened = serde_json::json!({ "branch": outcome.branch, "pullRequest": pr });
+            on_api(notices, &rec, EventKind::PullRequestOpened, opened);
+            Some(pr)
+        }
         None => None,
     };
     Ok(Json(PushResponse {

@@ -114,14 +114,22 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
             };
             audit(&st, a).await;
             let replayed = [(idempotency::REPLAYED, "true")];
-            Ok((StatusCode::CREATED, replayed, Json(created(&st, &base, &rec))).into_response())
+            Ok((
+                StatusCode::CREATED,
+                replayed,
+                Json(created(&st, &base, &rec)),
+            )
+                .into_response())
         }
         Begin::Create => {
             // A task of its own: the create and the key's record finish
             // even when the client hangs up, so its retry finds them.
             let task = tokio::spawn(async move {
                 let made = create_session(&st, &p, ip, &base, req).await;
-                let id = made.as_ref().ok().and_then(|c| SessionId::parse(&c.session_id));
+                let id = made
+                    .as_ref()
+                    .ok()
+                    .and_then(|c| SessionId::parse(&c.session_id));
                 idempotency::finish(st.manager.store(), &p.user, &key, id.as_ref()).await;
                 made
             });

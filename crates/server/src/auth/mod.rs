@@ -44,6 +44,7 @@ use cc_core::identity::{
     self, IdentityStore, Principal, Role, SessionTokenError, SessionTokenKey, ANONYMOUS,
     BOOTSTRAP_ADMIN,
 };
+use cc_core::webhook::WebhookStore;
 use cc_core::{now, rfc3339, IdempotencyStore, Runtime, Store};
 use ip::Cidr;
 use rate_limit::{Decision, RateLimit, RateLimiter};
@@ -63,9 +64,12 @@ pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 64;
 pub const DEFAULT_SESSION_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 /// What the server's store must offer: sessions, identities, the audit
-/// log and idempotency keys.
-pub trait ServerStore: Store + IdentityStore + AuditStore + IdempotencyStore {}
-impl<T: Store + IdentityStore + AuditStore + IdempotencyStore> ServerStore for T {}
+/// log, idempotency keys and webhooks.
+pub trait ServerStore:
+    Store + IdentityStore + AuditStore + IdempotencyStore + WebhookStore
+{
+}
+impl<T: Store + IdentityStore + AuditStore + IdempotencyStore + WebhookStore> ServerStore for T {}
 
 /// Access-control settings.
 #[derive(Debug, Clone)]

@@ -123,19 +123,19 @@ pub fn router<R: Runtime, S: ServerStore>(
         .with_state(state)
 }
 
-/// The git relay's resolver: a name resolves only to public addresses
-/// (see [`cc_core::addresses`]) unless the admin allowed a repository
-/// host of that name (`--allow-repo-host`). The relay checked the
+/// The git relay's (and the webhook sender's) resolver: a name resolves
+/// only to public addresses (see [`cc_core::addresses`]) unless the admin
+/// allowed a host of that name (`--allow-repo-host`, `--allow-webhook-host`). The relay checked the
 /// repository's `host:port` exactly before sending ([`check_upstream`]);
 /// this makes the connection itself go only where that check would allow,
 /// whatever the name resolves to by then. IP-literal URLs never reach a
 /// resolver: the check before sending covers them.
-struct PublicOnly {
+pub(crate) struct PublicOnly {
     allowed_names: Vec<String>,
 }
 
 impl PublicOnly {
-    fn new(allowed_repo_hosts: &[String]) -> Self {
+    pub(crate) fn new(allowed_repo_hosts: &[String]) -> Self {
         let allowed_names = allowed_repo_hosts
             .iter()
             .map(|hp| {

@@ -69,6 +69,7 @@ impl Api {
             },
             git: Default::default(),
             peers: None,
+            webhooks: Default::default(),
         };
         let app = cc_server::api::router(manager, std::sync::Arc::new(server));
         Self {

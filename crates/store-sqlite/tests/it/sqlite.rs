@@ -194,7 +194,8 @@ async fn a_session_stored_before_idle_timeouts_reads_as_none() {
 fn downgrade_before_leases(dir: &Path) {
     raw(dir)
         .execute_batch(
-            "DROP TABLE idempotency_keys; \
+            "DROP TABLE idempotency_keys; DROP TABLE webhook_deliveries; \
+             DROP TABLE webhook_endpoints; \
              DROP INDEX sessions_lease_holder; \
              ALTER TABLE sessions DROP COLUMN lease_holder; \
              ALTER TABLE sessions DROP COLUMN lease_fence; \

@@ -15,6 +15,7 @@ mod push;
 mod runtime;
 mod seed;
 mod session;
+mod webhooks;
 mod work;
 
 use cc_testkit::harness::{is_state, read_until};

@@ -188,6 +188,7 @@ impl Life {
                 ..Default::default()
             },
             peers: None,
+            webhooks: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(cc_server::serve(

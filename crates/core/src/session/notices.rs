@@ -1,0 +1,89 @@
+//! The webhook notices a session's log gives rise to (see
+//! `crate::webhook`): sent as the log records the event, so a notice
+//! never tells of something the log does not hold.
+
+use crate::seams::SessionRecord;
+use crate::time::{epoch_ms, now_ms};
+use crate::webhook::{notify, EventKind, Notice, NoticeSender};
+use cc_wire::api::{ServerMessage, SessionState};
+use serde_json::json;
+
+/// For a status the log just recorded; `prev` is the state before it
+/// (`None` where the session is being created or ended outside its actor).
+pub(crate) fn on_status(
+    to: Option<&NoticeSender>,
+    rec: &SessionRecord,
+    prev: Option<SessionState>,
+) {
+    use SessionState::*;
+    let (kind, data) = match rec.state {
+        Creating => (
+            EventKind::SessionCreated,
+            json!({ "repoUrl": rec.repo_url, "branch": rec.branch, "limits": rec.limits }),
+        ),
+        // The first `ready`; later ones end turns (`turn.finished`).
+        Ready if matches!(prev, Some(Creating | Starting | Cloning)) => {
+            (EventKind::SessionReady, json!({}))
+        }
+        Error => (EventKind::SessionError, json!({ "reason": rec.reason })),
+        Terminated => (
+            EventKind::SessionTerminated,
+            json!({ "reason": rec.reason, "usage": rec.usage.totals }),
+        ),
+        _ => return,
+    };
+    notify(
+        to,
+        Notice {
+            kind,
+            session: rec.id.clone(),
+            owner: rec.owner.clone(),
+            at_ms: epoch_ms(rec.updated_at),
+            data,
+        },
+    );
+}
+
+/// For events the log just recorded: each finished turn.
+pub(crate) fn on_events(to: Option<&NoticeSender>, rec: &SessionRecord, msgs: &[ServerMessage]) {
+    for m in msgs {
+        if let ServerMessage::TurnResult {
+            turn,
+            totals,
+            timestamp,
+            ..
+        } = m
+        {
+            notify(
+                to,
+                Notice {
+                    kind: EventKind::TurnFinished,
+                    session: rec.id.clone(),
+                    owner: rec.owner.clone(),
+                    at_ms: *timestamp,
+                    data: json!({ "turn": turn, "totals": totals }),
+                },
+            );
+        }
+    }
+}
+
+/// For what the API did with the session outside its log (a push, a pull
+/// request).
+pub fn on_api(
+    to: Option<&NoticeSender>,
+    rec: &SessionRecord,
+    kind: EventKind,
+    data: serde_json::Value,
+) {
+    notify(
+        to,
+        Notice {
+            kind,
+            session: rec.id.clone(),
+            owner: rec.owner.clone(),
+            at_ms: now_ms(),
+            data,
+        },
+    );
+}
