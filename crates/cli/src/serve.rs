@@ -277,6 +277,14 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "CLAUDECLUSTER_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    /// Export traces (API requests, session lifecycle steps, turns) to
+    /// this OpenTelemetry collector over OTLP/HTTP (JSON), e.g.
+    /// `http://otel-collector:4318`; spans go to `<URL>/v1/traces`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported traces.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "claudecluster")]
+    otel_service_name: String,
     #[command(flatten)]
     replicas: ReplicaArgs,
     #[command(flatten)]
@@ -466,16 +474,21 @@ fn raise_open_files_limit() {
     }
 }
 
-fn init_logging(format: &str) {
+/// Logs to stderr as `RUST_LOG` says (default `info`); with an OTLP
+/// endpoint, also every `info` span to it, whatever the log level.
+fn init_logging(format: &str, otlp: Option<&str>, service: &str) {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let otel = otlp
+        .map(|endpoint| cc_server::otel::layer(endpoint, service).with_filter(LevelFilter::INFO));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(otel);
     if format == "json" {
-        builder.json().init();
+        registry.with(fmt.json().with_filter(filter)).init();
     } else {
-        builder.init();
+        registry.with(fmt.with_filter(filter)).init();
     }
 }
 
@@ -492,7 +505,18 @@ fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String
 }
 
 pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(&args.log_format);
+    if let Some(url) = &args.otlp_endpoint {
+        let ok = reqwest::Url::parse(url)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !ok {
+            bail!("--otlp-endpoint must be an http(s) URL such as http://otel-collector:4318, not {url:?}");
+        }
+    }
+    init_logging(
+        &args.log_format,
+        args.otlp_endpoint.as_deref(),
+        &args.otel_service_name,
+    );
     raise_open_files_limit();
     if let Some(path) = &args.admin_token_file {
         args.admin_token = Some(read_secret_file(path, "--admin-token-file")?);

@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod forge;
 pub mod gateway;
 pub mod metrics;
+pub mod otel;
 pub mod tls;
 pub mod upstream_check;
 pub mod webhook;

@@ -18,6 +18,8 @@
 //!   Docker.
 //! - [`webhook_receiver`]: a webhook endpoint that keeps what it is sent
 //!   and fails the first deliveries on request.
+//! - [`otlp_receiver`]: an OpenTelemetry collector (OTLP/HTTP, JSON)
+//!   that keeps the spans it is sent.
 //! - [`harness`]: an orchestrator on real Docker with a model double and a
 //!   git server, reached through the public API only.
 
@@ -27,6 +29,7 @@ pub mod fake_forge;
 pub mod fake_runtime;
 pub mod git_server;
 pub mod harness;
+pub mod otlp_receiver;
 pub mod ports;
 pub mod process_runtime;
 pub mod tcp_relay;

@@ -16,6 +16,7 @@ mod options;
 mod reconnect;
 mod replicas;
 mod session;
+mod telemetry;
 
 use std::path::Path;
 use std::process::Output;

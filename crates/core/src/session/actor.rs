@@ -96,6 +96,10 @@ pub(crate) struct Actor<R, A, S> {
     spawn_started: Option<Instant>,
     /// When the running turn's command was accepted.
     turn_started: Option<Instant>,
+    /// Open while the session starts (`session.start`) and while a turn
+    /// runs (`session.turn`): the trace's view of the same two intervals.
+    start_span: Option<tracing::Span>,
+    turn_span: Option<tracing::Span>,
     oom: OomIncidents,
 }
 
@@ -167,6 +171,8 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             activity: Arc::new(Activity::new()),
             spawn_started: None,
             turn_started: None,
+            start_span: None,
+            turn_span: None,
             oom: OomIncidents::default(),
         }
     }
@@ -194,6 +200,9 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         if let Some(wait) = self.placing.take() {
             wait.abort();
         }
+        self.start_span = None;
+        self.turn_span = None;
+        let end = |reason: &str| tracing::info_span!("session.end", reason);
         let result = match exit {
             Exit::Released(reason) => {
                 tracing::warn!(session = %id, %reason, "let the session go to another replica");
@@ -201,15 +210,18 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 Ok(())
             }
             Exit::Terminated(reason, reply) => {
-                let r = self.finish(SessionState::Terminated, reason, None).await;
+                let span = end(&reason);
+                let finish = self.finish(SessionState::Terminated, reason, None);
+                let r = tracing::Instrument::instrument(finish, span).await;
                 if let Some(reply) = reply {
                     let _ = reply.send(self.record.clone());
                 }
                 r
             }
             Exit::Failed(reason) => {
-                self.finish(SessionState::Error, reason.clone(), Some(reason))
-                    .await
+                let span = end(&reason);
+                let finish = self.finish(SessionState::Error, reason.clone(), Some(reason));
+                tracing::Instrument::instrument(finish, span).await
             }
         };
         if let Err(e) = result {
@@ -229,6 +241,9 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
 
     async fn serve(&mut self, rx: &mut mpsc::Receiver<ActorMsg>) -> Result<Exit, CoreError> {
         self.activity.touch();
+        if self.spawn_started.is_some() {
+            self.start_span = Some(tracing::info_span!("session.start"));
+        }
         let mut journal: Option<EventStream> = None;
         let mut boot_deadline = Instant::now() + self.inner.config.agent_ready_timeout;
         loop {
@@ -455,6 +470,12 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         self.activity.touch();
         if self.turn_started.is_none() {
             self.turn_started = Some(Instant::now());
+            self.turn_span = Some(tracing::info_span!(
+                "session.turn",
+                turn.cost_usd = tracing::field::Empty,
+                turn.is_error = tracing::field::Empty,
+                turn.num_turns = tracing::field::Empty,
+            ));
         }
         match self.record.state {
             SessionState::Ready | SessionState::Busy => {
@@ -546,6 +567,13 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     }),
                     Rendered::Drop => None,
                 };
+                if let (Some(span), Some(ServerMessage::TurnResult { turn, .. })) =
+                    (&self.turn_span, &turn)
+                {
+                    span.record("turn.cost_usd", turn.cost_usd);
+                    span.record("turn.is_error", turn.is_error);
+                    span.record("turn.num_turns", turn.num_turns);
+                }
                 // A finished turn moved the usage totals: they are stored
                 // with its event, not left for the next state change.
                 let with_record = turn.is_some();
@@ -591,10 +619,12 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         let metrics = &self.inner.metrics;
         if let Some(t) = self.spawn_started.take() {
             metrics.spawn_seconds.observe(t.elapsed());
+            self.start_span = None;
         } else if self.record.state == SessionState::Busy {
             if let Some(t) = self.turn_started.take() {
                 metrics.command_seconds.observe(t.elapsed());
             }
+            self.turn_span = None;
         }
     }
 

@@ -63,9 +63,16 @@ pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
             budget_usd: super::usage::session_budget(&init),
         },
     );
+    // A trace of its own (root), for as long as this replica runs it.
+    let span = tracing::info_span!(
+        parent: None,
+        "session",
+        session.id = %record.id,
+        adopted = spawn_started.is_none()
+    );
     let actor = Actor::new(inner.clone(), record, record_tx, events, boot, init)
         .with_lifecycle(activity, spawn_started);
-    tokio::spawn(actor.run(rx));
+    tokio::spawn(tracing::Instrument::instrument(actor.run(rx), span));
 }
 
 /// Why a container that cannot be adopted is gone, from its inspection.

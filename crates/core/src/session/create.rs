@@ -15,6 +15,7 @@ use cc_wire::api::{EgressMode, ServerMessage, SessionConfigRequest, SessionState
 use cc_wire::sessiond::{ClaudeSettings, InitRequest};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Longest Claude API key accepted (real ones are ~108 characters).
 const MAX_API_KEY_LEN: usize = 512;
@@ -60,6 +61,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
     /// runtime has accepted it (state `starting`): waiting for a container
     /// that waits for its place (a Pending Pod), cloning and Claude Code's
     /// start continue in the background and show up as `status` events.
+    #[tracing::instrument(name = "session.create", skip_all, fields(session.id, warm))]
     pub async fn create(&self, req: CreateSession) -> Result<SessionRecord, CoreError> {
         let started_at = tokio::time::Instant::now();
         let inner = &self.inner;
@@ -88,6 +90,9 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         let id = warm
             .as_ref()
             .map_or_else(SessionId::generate, |w| w.id.clone());
+        let span = tracing::Span::current();
+        span.record("session.id", id.as_str());
+        span.record("warm", warm.is_some());
         let created = now();
         let mut record = SessionRecord {
             id: id.clone(),
@@ -154,7 +159,10 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         };
         let started = match warm {
             Some(w) => Ok(Started::Running(w.placement)),
-            None => inner.runtime.create(&spec).await,
+            None => {
+                let span = tracing::info_span!("runtime.create", session.id = %id);
+                inner.runtime.create(&spec).instrument(span).await
+            }
         };
         let started = match started {
             Ok(s) => s,

@@ -34,7 +34,14 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         req.headers_mut().insert(REQUEST_ID, v);
     }
-    let span = tracing::info_span!("request", request_id = %id, %method, %path, session = %session);
+    let span = tracing::info_span!(
+        "request",
+        otel.kind = "server",
+        request_id = %id,
+        %method,
+        %path,
+        session = %session
+    );
     let started = Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| {
