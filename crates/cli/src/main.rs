@@ -17,6 +17,7 @@ mod serve;
 mod session;
 mod store;
 mod ui;
+mod webhook;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Manage sessions: create, list, status, send, attach, logs, delete.
     Session(session::SessionArgs),
+    /// Register, list and delete webhook endpoints; read their delivery logs.
+    Webhook(webhook::WebhookArgs),
     /// Check Docker, the worker image, the API, the data dir and the upstream.
     Doctor(doctor::DoctorArgs),
     /// Kubernetes: review what the runtime creates for a session.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
             Command::Image(cmd) => image::run(cmd).await,
             Command::Run(args) => run::run(*args).await,
             Command::Session(args) => session::run(args).await,
+            Command::Webhook(args) => webhook::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Bench(args) => bench::run(*args).await,
             #[cfg(feature = "kubernetes")]

@@ -17,6 +17,7 @@ mod reconnect;
 mod replicas;
 mod session;
 mod telemetry;
+mod webhook;
 
 use std::path::Path;
 use std::process::Output;
