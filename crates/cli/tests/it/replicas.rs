@@ -10,6 +10,7 @@
 //!   session over (its lease ran out), the turn completes, its model calls
 //!   go through the survivor's gateway with the session's own token, and a
 //!   client reconnecting with `since` gets every event exactly once.
+//! - Webhooks queued by either replica are delivered once, by one of them.
 
 use super::database::Schema;
 use super::{await_ready, cli, run_turn, spawn_serve, TURN_TIMEOUT};
@@ -452,6 +453,62 @@ async fn the_per_user_session_limit_holds_across_replicas() -> anyhow::Result<()
         client_b.delete(&created[0]).await?;
     }
     assert_eq!(pair.guard.all_leftovers(), Vec::<String>::new());
+    a.kill().await?;
+    b.kill().await?;
+    Ok(())
+}
+
+/// Both replicas deliver webhooks from one queue: every event of sessions
+/// created and deleted through either of them reaches the endpoint once,
+/// never twice (each delivery is claimed by one replica at a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_delivered_once_by_two_replicas() -> anyhow::Result<()> {
+    let Some(pair) = Pair::new().await? else {
+        return Ok(());
+    };
+    let receiver = cc_testkit::webhook_receiver::WebhookReceiver::start(0).await?;
+    let allow = ["--allow-webhook-host", &receiver.host_port()];
+    let (mut a, client_a) = pair.serve(0, &allow).await?;
+    let (mut b, client_b) = pair.serve(1, &allow).await?;
+    let hook = client_a
+        .create_webhook(&cc_wire::api::WebhookRequest {
+            url: receiver.url(),
+            events: vec!["session.created".into(), "session.terminated".into()],
+            description: None,
+            all_sessions: true,
+        })
+        .await?;
+    let repo = pair
+        .git
+        .create_repo("hooked", &[("README.md", "# Hooked\n")])?;
+    let request = cc_testkit::harness::session_request(&repo, None, &pair.api_key);
+    const SESSIONS: usize = 4;
+    for n in 0..SESSIONS {
+        let (create_on, delete_on) = if n % 2 == 0 {
+            (&client_a, &client_b)
+        } else {
+            (&client_b, &client_a)
+        };
+        let id = create_on.create(&request).await?.session_id;
+        delete_on.delete(&id).await?;
+    }
+    receiver
+        .wait_for(Duration::from_secs(60), |got| got.len() >= 2 * SESSIONS)
+        .await?;
+    // Both replicas keep polling: a duplicate would arrive within a poll.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = receiver.received();
+    let ids: std::collections::BTreeSet<&str> = got.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), got.len(), "a delivery arrived twice: {got:#?}");
+    assert_eq!(got.len(), 2 * SESSIONS);
+    assert!(got.iter().all(|r| r.verifies(&hook.secret)));
+    let log = client_b.webhook_deliveries(&hook.info.id, 100).await?;
+    assert_eq!(log.len(), 2 * SESSIONS);
+    assert!(
+        log.iter()
+            .all(|d| d.state == "delivered" && d.attempts == 1),
+        "{log:#?}"
+    );
     a.kill().await?;
     b.kill().await?;
     Ok(())
