@@ -385,6 +385,15 @@ pub mod webhook {
     /// [`RawDelivery`]'s order.
     pub const DELIVERY_COLUMNS: &str = "id, endpoint_id, session_id, kind, state, attempts, \
          last_status, last_error, created_at_ms, next_attempt_ms, finished_at_ms";
+    /// [`DELIVERY_COLUMNS`] of the table under `alias` (`d.id, d.endpoint_id, …`).
+    pub fn delivery_columns_of(alias: &str) -> String {
+        DELIVERY_COLUMNS
+            .split(", ")
+            .map(|c| format!("{alias}.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Finished deliveries are kept this long for the delivery log.
     pub const KEEP_FINISHED: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 

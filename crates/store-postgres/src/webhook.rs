@@ -6,8 +6,8 @@
 use crate::{pg_error, PostgresStore};
 use cc_core::store_codec::to_ms;
 use cc_core::store_codec::webhook::{
-    attempt_columns, claimable, decode_delivery, decode_endpoint, encode_endpoint, RawDelivery,
-    RawEndpoint, DELIVERY_COLUMNS, ENDPOINT_COLUMNS,
+    attempt_columns, claimable, decode_delivery, decode_endpoint, delivery_columns_of,
+    encode_endpoint, RawDelivery, RawEndpoint, DELIVERY_COLUMNS, ENDPOINT_COLUMNS,
 };
 use cc_core::webhook::{Attempt, Delivery, Due, Endpoint, NewDelivery, WebhookStore};
 use cc_core::StoreError;
@@ -132,11 +132,7 @@ impl WebhookStore for PostgresStore {
         let now = to_ms("now", now)?;
         let until = now.saturating_add(ms(lock_for));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let cols = DELIVERY_COLUMNS
-            .split(", ")
-            .map(|c| format!("d.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let cols = delivery_columns_of("d");
         let conn = self.pool.get().await?;
         let rows = conn
             .query(

@@ -6,8 +6,8 @@
 use crate::{backend, SqliteStore};
 use cc_core::store_codec::to_ms;
 use cc_core::store_codec::webhook::{
-    attempt_columns, claimable, decode_delivery, decode_endpoint, encode_endpoint, RawDelivery,
-    RawEndpoint, DELIVERY_COLUMNS, ENDPOINT_COLUMNS,
+    attempt_columns, claimable, decode_delivery, decode_endpoint, delivery_columns_of,
+    encode_endpoint, RawDelivery, RawEndpoint, DELIVERY_COLUMNS, ENDPOINT_COLUMNS,
 };
 use cc_core::webhook::{Attempt, Delivery, Due, Endpoint, NewDelivery, WebhookStore};
 use cc_core::StoreError;
@@ -167,11 +167,7 @@ impl WebhookStore for SqliteStore {
                         params![seq, holder, until],
                     )
                     .map_err(backend("lock delivery"))?;
-                    let cols = DELIVERY_COLUMNS
-                        .split(", ")
-                        .map(|c| format!("d.{}", c.trim()))
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                    let cols = delivery_columns_of("d");
                     let row = tx
                         .query_row(
                             &format!(
