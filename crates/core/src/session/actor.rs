@@ -202,7 +202,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         }
         self.start_span = None;
         self.turn_span = None;
-        let end = |reason: &str| tracing::info_span!("session.end", reason);
+        let end = |reason: &str| tracing::info_span!("session.end", session.id = %id, reason);
         let result = match exit {
             Exit::Released(reason) => {
                 tracing::warn!(session = %id, %reason, "let the session go to another replica");
@@ -242,7 +242,8 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
     async fn serve(&mut self, rx: &mut mpsc::Receiver<ActorMsg>) -> Result<Exit, CoreError> {
         self.activity.touch();
         if self.spawn_started.is_some() {
-            self.start_span = Some(tracing::info_span!("session.start"));
+            let id = &self.record.id;
+            self.start_span = Some(tracing::info_span!("session.start", session.id = %id));
         }
         let mut journal: Option<EventStream> = None;
         let mut boot_deadline = Instant::now() + self.inner.config.agent_ready_timeout;
@@ -472,6 +473,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             self.turn_started = Some(Instant::now());
             self.turn_span = Some(tracing::info_span!(
                 "session.turn",
+                session.id = %self.record.id,
                 turn.cost_usd = tracing::field::Empty,
                 turn.is_error = tracing::field::Empty,
                 turn.num_turns = tracing::field::Empty,
@@ -553,6 +555,9 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     &data,
                     ts,
                 );
+                let result = turn
+                    .as_ref()
+                    .and_then(|_| data.get("result")?.as_str().map(str::to_owned));
                 let msg = match render(&data) {
                     Rendered::Text { text, keep_event } => Some(ServerMessage::Output {
                         seq: 0,
@@ -577,8 +582,13 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 // A finished turn moved the usage totals: they are stored
                 // with its event, not left for the next state change.
                 let with_record = turn.is_some();
+                let notice = turn.clone();
                 self.write(msg.into_iter().chain(turn).collect(), seq, with_record)
                     .await?;
+                if let Some(turn) = notice {
+                    let to = self.inner.config.notices.as_ref();
+                    super::notices::on_turn(to, &self.record, &turn, result.as_deref());
+                }
             }
             AgentEvent::Stderr { line } => {
                 tracing::debug!(session = %self.record.id, %line, "agent stderr");
@@ -687,7 +697,6 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         if let Some(s) = agent_seq {
             self.record.agent_seq = s;
         }
-        super::notices::on_events(self.inner.config.notices.as_ref(), &self.record, &msgs);
         for m in msgs {
             // No receivers is fine: nobody is watching.
             let _ = self.events.send(m);

@@ -44,28 +44,40 @@ pub(crate) fn on_status(
     );
 }
 
-/// For events the log just recorded: each finished turn.
-pub(crate) fn on_events(to: Option<&NoticeSender>, rec: &SessionRecord, msgs: &[ServerMessage]) {
-    for m in msgs {
-        if let ServerMessage::TurnResult {
-            turn,
-            totals,
-            timestamp,
-            ..
-        } = m
-        {
-            notify(
-                to,
-                Notice {
-                    kind: EventKind::TurnFinished,
-                    session: rec.id.clone(),
-                    owner: rec.owner.clone(),
-                    at_ms: *timestamp,
-                    data: json!({ "turn": turn, "totals": totals }),
-                },
-            );
-        }
-    }
+/// Longest excerpt of a turn's result text a notice carries.
+const MAX_RESULT_CHARS: usize = 4000;
+
+/// For a finished turn the log just recorded (its `turnResult` message),
+/// with the start of Claude Code's result text.
+pub(crate) fn on_turn(
+    to: Option<&NoticeSender>,
+    rec: &SessionRecord,
+    msg: &ServerMessage,
+    result: Option<&str>,
+) {
+    let ServerMessage::TurnResult {
+        turn,
+        totals,
+        timestamp,
+        ..
+    } = msg
+    else {
+        return;
+    };
+    let result = result.map(|r| match r.char_indices().nth(MAX_RESULT_CHARS) {
+        Some((cut, _)) => format!("{}…", &r[..cut]),
+        None => r.to_owned(),
+    });
+    notify(
+        to,
+        Notice {
+            kind: EventKind::TurnFinished,
+            session: rec.id.clone(),
+            owner: rec.owner.clone(),
+            at_ms: *timestamp,
+            data: json!({ "turn": turn, "totals": totals, "result": result }),
+        },
+    );
 }
 
 /// For what the API did with the session outside its log (a push, a pull

@@ -83,6 +83,8 @@ async fn an_endpoint_hears_a_sessions_events_in_order_and_signed() -> anyhow::Re
         .expect("a turn");
     assert!(turn["data"]["turn"]["costUsd"].is_number(), "{turn}");
     assert_eq!(turn["data"]["totals"]["turns"], 1, "{turn}");
+    let result = turn["data"]["result"].as_str().unwrap_or_default();
+    assert!(result.contains("hello webhooks"), "{turn}");
 
     // The delivery log, newest first: the first delivery took three attempts.
     let log = h.client.webhook_deliveries(&hook.info.id, 10).await?;
