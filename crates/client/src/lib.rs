@@ -347,7 +347,8 @@ impl EventStream {
             })?;
             req.headers_mut().insert("authorization", value);
         }
-        match tokio_tungstenite::connect_async(req).await {
+        // Commands and keepalives are small writes: no Nagle delay.
+        match tokio_tungstenite::connect_async_with_config(req, None, true).await {
             Ok((ws, _)) => Ok(Self { ws }),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();

@@ -28,10 +28,20 @@ pub mod webhook;
 pub use agent_client::HttpAgent;
 
 pub use auth::{AccessConfig, ServerStore};
+use axum::serve::ListenerExt;
 use cc_core::{Manager, Runtime};
 use std::future::Future;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Stream messages and relayed chunks are small writes: without
+/// `TCP_NODELAY`, Nagle holds each back until the peer acknowledges the
+/// previous one (up to its delayed-ACK timer, ~40 ms).
+fn no_delay(tcp: &mut TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "setting TCP_NODELAY");
+    }
+}
 
 /// The manager as the server drives it.
 pub type AppManager<R, S> = Manager<R, HttpAgent, S>;
@@ -153,14 +163,14 @@ pub async fn serve<R: Runtime, S: ServerStore>(
                 ))
             }
             None => Box::pin(auth::connections::serve(
-                api_listener,
+                api_listener.tap_io(no_delay),
                 app,
                 api_limits,
                 stop_rx.clone(),
             )),
         };
     let gateway = auth::connections::serve(
-        gateway_listener,
+        gateway_listener.tap_io(no_delay),
         gateway_router.layer(axum::middleware::from_fn(metrics::count_gateway)),
         config.access.gateway_connections,
         stop_rx,

@@ -158,6 +158,10 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Small writes (stream messages) go out at once.
+                if let Err(e) = sock.set_nodelay(true) {
+                    tracing::debug!(%peer, error = %e, "setting TCP_NODELAY");
+                }
                 let Some(place) = in_progress.enter(peer.ip().to_canonical(), &limits) else {
                     tracing::debug!(%peer, "too many TLS handshakes in progress: closed");
                     drop(sock);

@@ -68,15 +68,51 @@ impl Peer {
     }
 }
 
+/// The listener sessiond serves on: TCP with `TCP_NODELAY` set on every
+/// connection, since the journal streams small lines (without it, Nagle
+/// holds each back until the orchestrator acknowledges the previous one).
+pub struct NoDelayListener(pub tokio::net::TcpListener);
+
+impl axum::serve::Listener for NoDelayListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (tcp, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "setting TCP_NODELAY");
+        }
+        (tcp, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl Peer {
+    fn of(stream: &tokio::net::TcpStream, remote: std::net::SocketAddr) -> Self {
+        Peer {
+            remote,
+            local: stream.local_addr().ok(),
+        }
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, NoDelayListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, NoDelayListener>) -> Self {
+        Peer::of(stream.io(), *stream.remote_addr())
+    }
+}
+
 impl
     axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
     for Peer
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Peer {
-            remote: *stream.remote_addr(),
-            local: stream.io().local_addr().ok(),
-        }
+        Peer::of(stream.io(), *stream.remote_addr())
     }
 }
 
@@ -462,6 +498,16 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn connections_are_accepted_without_nagle() {
+        use axum::serve::Listener;
+        let mut l = NoDelayListener(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let addr = l.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = l.accept().await;
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[tokio::test]

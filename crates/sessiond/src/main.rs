@@ -199,6 +199,7 @@ async fn run(config: Config) -> ExitCode {
     .into_make_service_with_connect_info::<api::Peer>();
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let listener = api::NoDelayListener(listener);
     let mut server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
