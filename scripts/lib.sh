@@ -26,6 +26,7 @@ ensure_packages() {
     command -v tmux >/dev/null || missing+=(tmux)  # the CLI's attach test
     command -v iptables >/dev/null || missing+=(iptables)  # sessions' host firewall
     command -v promtool >/dev/null || missing+=(prometheus)  # promtool: the /metrics format check
+    command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)  # the web console's browser test
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" -ne 0 ]; then
             echo "missing packages: ${missing[*]} — install them (apt-get install ${missing[*]}) and run again" >&2

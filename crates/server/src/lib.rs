@@ -17,6 +17,7 @@ pub mod agent_client;
 pub mod api;
 pub mod auth;
 pub mod cluster;
+pub mod console;
 pub mod forge;
 pub mod gateway;
 pub mod metrics;

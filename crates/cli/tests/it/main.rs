@@ -8,6 +8,7 @@
 
 mod admin;
 mod attach;
+mod console;
 mod database;
 mod errors;
 #[cfg(feature = "kubernetes")]

@@ -138,6 +138,8 @@ pub fn router_with_access<R: Runtime, S: ServerStore>(
         // do the replicas' own calls, which carry their signature instead.
         .merge(crate::cluster::router(state.clone()))
         .merge(health::router(state))
+        // The web console's page and assets (no data; see `crate::console`).
+        .merge(crate::console::router())
 }
 
 /// `Json` whose rejections are our `{code, message}` errors.
