@@ -416,20 +416,28 @@ impl Runtime for DockerRuntime {
     /// Docker starts the container in the call: always
     /// [`Started::Running`].
     async fn create(&self, spec: &SessionSpec) -> Result<Started, RuntimeError> {
-        self.create_network(&spec.id).await?;
-        if let Some(fw) = &self.firewall {
-            fw.install(&spec.id).await?;
-        }
+        // Independent steps side by side: the network with the volume,
+        // then the host rules with the container (created, not started:
+        // nothing in it runs before its rules are in place).
         let vol = VolumeCreateOptions {
             name: Some(self.volume_name(&spec.id)),
             labels: Some(self.labels(&spec.id)),
             ..Default::default()
         };
-        self.docker
-            .create_volume(vol)
-            .await
-            .map_err(|e| classify(e, "creating the workspace volume"))?;
-        self.create_container(spec).await?;
+        let volume = async {
+            self.docker
+                .create_volume(vol)
+                .await
+                .map_err(|e| classify(e, "creating the workspace volume"))
+        };
+        tokio::try_join!(self.create_network(&spec.id), volume)?;
+        let rules = async {
+            match &self.firewall {
+                Some(fw) => fw.install(&spec.id).await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(rules, self.create_container(spec))?;
         match self
             .docker
             .start_container(&self.name(&spec.id), None::<StartContainerOptions>)
