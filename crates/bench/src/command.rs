@@ -9,7 +9,7 @@
 //! against the same model double on loopback. Both sides get one warm-up
 //! turn first, so neither figure includes Claude Code's start.
 
-use crate::session::{delete, err, ready_session, run_turn, TURN_TIMEOUT};
+use crate::session::{delete, err, ready_session, run_turn, Hops, TURN_TIMEOUT};
 use crate::spawn::ratio;
 use crate::stats::Summary;
 use crate::system::docker;
@@ -30,6 +30,10 @@ pub struct CommandResult {
     pub overhead_p50_ms: Option<f64>,
     pub overhead_p95_ms: Option<f64>,
     pub ratio_p50: Option<f64>,
+    /// Our turns hop by hop (see `session::Hops`), in milliseconds.
+    pub to_sessiond_ms: Option<Summary>,
+    pub in_container_ms: Option<Summary>,
+    pub back_ms: Option<Summary>,
     pub failed_turns: usize,
     pub errors: Vec<String>,
 }
@@ -37,13 +41,14 @@ pub struct CommandResult {
 pub async fn measure(h: &Harness, repo_url: &str, image: &str, n: usize) -> CommandResult {
     let mut errors = Vec::new();
     let mut failed_turns = 0;
-    let ours = match ours(h, repo_url, n, &mut failed_turns).await {
+    let (ours, hops) = match ours(h, repo_url, n, &mut failed_turns).await {
         Ok(s) => s,
         Err(e) => {
             errors.push(format!("through ClaudeCluster: {e}"));
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
     };
+    let hop = |f: fn(&Hops) -> f64| Summary::of_values(&hops.iter().map(f).collect::<Vec<_>>());
     let direct = match direct(h, image, n).await {
         Ok(s) => s,
         Err(e) => {
@@ -61,6 +66,9 @@ pub async fn measure(h: &Harness, repo_url: &str, image: &str, n: usize) -> Comm
         overhead_p50_ms: diff(|s| s.p50),
         overhead_p95_ms: diff(|s| s.p95),
         ratio_p50: ratio(ours.as_ref(), direct.as_ref()),
+        to_sessiond_ms: hop(|h| h.to_sessiond),
+        in_container_ms: hop(|h| h.in_container),
+        back_ms: hop(|h| h.back),
         ours_ms: ours,
         direct_ms: direct,
         failed_turns,
@@ -73,9 +81,10 @@ async fn ours(
     repo_url: &str,
     n: usize,
     failed: &mut usize,
-) -> Result<Vec<Duration>, String> {
+) -> Result<(Vec<Duration>, Vec<Hops>), String> {
     let mut s = ready_session(h, repo_url).await?;
     let mut samples = Vec::new();
+    let mut hops = Vec::new();
     let mut result = run_turn(&mut s.ws, "say: warming up").await.map(|_| ());
     for i in 0..n {
         if result.is_err() {
@@ -84,6 +93,7 @@ async fn ours(
         match run_turn(&mut s.ws, &format!("say: reply number {i}")).await {
             Ok(t) => {
                 *failed += usize::from(t.failed);
+                hops.extend(t.hops);
                 match t.first_output {
                     Some(d) => samples.push(d),
                     None => *failed += 1,
@@ -94,7 +104,7 @@ async fn ours(
     }
     s.ws.close().await;
     let deleted = delete(&h.client, &s.id).await;
-    result.and(deleted).map(|()| samples)
+    result.and(deleted).map(|()| (samples, hops))
 }
 
 /// Claude Code's own stream-json input line for one user turn.

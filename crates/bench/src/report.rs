@@ -169,6 +169,13 @@ impl Report {
                     signed_ms(p95)
                 );
             }
+            for (name, s) in [
+                ("  client → sessiond (timestamps)", &c.to_sessiond_ms),
+                ("  in the container (timestamps)", &c.in_container_ms),
+                ("  sessiond → client (timestamps)", &c.back_ms),
+            ] {
+                row(&mut t, name, s.as_ref(), None, None);
+            }
         }
         if let Some(c) = &self.concurrency {
             row(

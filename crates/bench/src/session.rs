@@ -97,24 +97,52 @@ pub async fn ready_session_with(
 pub struct Turn {
     /// Command sent → first `output` event.
     pub first_output: Option<Duration>,
+    /// Where that time went, by the events' own timestamps (sessiond's
+    /// clock, the host's in a container): see [`Hops`].
+    pub hops: Option<Hops>,
     /// Command sent → the turn's closing `ready`.
     pub total: Duration,
     /// An `error` event or status, or a turn result with `isError`.
     pub failed: bool,
 }
 
+/// A turn's first output, hop by hop, in milliseconds: the command on its
+/// way into the container (client → sessiond journals it), Claude Code's
+/// answer inside it (command journaled → first output line journaled: the
+/// model's call goes out through the gateway's relay), and the output on
+/// its way back (journaled → the client has it). Timestamps are whole
+/// milliseconds, so each hop is ±1 ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Hops {
+    pub to_sessiond: f64,
+    pub in_container: f64,
+    pub back: f64,
+}
+
 /// Sends `command` on the WebSocket and reads until the turn's closing
 /// `ready` (after `busy`) or an error state.
 pub async fn run_turn(ws: &mut EventStream, command: &str) -> Result<Turn, String> {
     let started = Instant::now();
+    let sent_ms = cc_core::now_ms();
     ws.command(command).await.map_err(err)?;
     let mut first_output = None;
+    let mut command_ms = None;
+    let mut hops = None;
     let mut busy = false;
     let mut failed = false;
     read_until(ws, TURN_TIMEOUT, |m| {
         match m {
-            ServerMessage::Output { .. } if first_output.is_none() => {
+            ServerMessage::Command { timestamp, .. } if command_ms.is_none() => {
+                command_ms = Some(*timestamp);
+            }
+            ServerMessage::Output { timestamp, .. } if first_output.is_none() => {
                 first_output = Some(started.elapsed());
+                let received_ms = cc_core::now_ms();
+                hops = command_ms.map(|c| Hops {
+                    to_sessiond: c as f64 - sent_ms as f64,
+                    in_container: *timestamp as f64 - c as f64,
+                    back: received_ms as f64 - *timestamp as f64,
+                });
             }
             ServerMessage::TurnResult { turn, .. } if turn.is_error => failed = true,
             ServerMessage::Error { .. } => failed = true,
@@ -133,6 +161,7 @@ pub async fn run_turn(ws: &mut EventStream, command: &str) -> Result<Turn, Strin
     .map_err(anyhow_err)?;
     Ok(Turn {
         first_output,
+        hops,
         total: started.elapsed(),
         failed,
     })
