@@ -65,6 +65,40 @@ ensure_kubernetes() {
     )
 }
 
+# The Python SDK's test environment: a virtualenv at /var/tmp/cc-python-sdk
+# with ./clients/python installed by pip (websockets from PyPI). Made anew
+# when clients/python/pyproject.toml changes; the package is reinstalled
+# when its sources do. Exports CLAUDECLUSTER_TEST_PYTHON, which the SDK's
+# end-to-end wrapper (crates/testkit/tests/e2e/python_sdk.rs) requires.
+ensure_python_sdk() {
+    local root venv=/var/tmp/cc-python-sdk key sources
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    key="$(sha256sum "$root/clients/python/pyproject.toml" | cut -d' ' -f1)"
+    if [ "$(cat "$venv/.pyproject-sha256" 2>/dev/null)" != "$key" ] \
+        || ! "$venv/bin/python" -c '' 2>/dev/null; then
+        if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+            [ "$(id -u)" -eq 0 ] || { echo "python3's venv module is missing: apt-get install python3-venv" >&2; exit 1; }
+            log "installing python3-venv"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        fi
+        log "making the Python SDK's virtualenv in $venv"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        echo "$key" >"$venv/.pyproject-sha256"
+    fi
+    # What pip leaves in the source tree (build/, *.egg-info) is not a source.
+    sources="$(cd "$root/clients/python" && find pyproject.toml README.md src -type f \
+        -not -path '*.egg-info/*' -not -path '*/__pycache__/*' -print0 \
+        | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+    if [ "$(cat "$venv/.sources-sha256" 2>/dev/null)" != "$sources" ]; then
+        log "installing the Python SDK (pip install ./clients/python) into $venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$root/clients/python"
+        echo "$sources" >"$venv/.sources-sha256"
+    fi
+    export CLAUDECLUSTER_TEST_PYTHON="$venv/bin/python"
+}
+
 build_workspace() {
     log "building the workspace"
     cargo build --workspace --bins --quiet

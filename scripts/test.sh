@@ -8,6 +8,7 @@ source scripts/lib.sh
 
 ensure_packages
 ensure_postgres
+ensure_python_sdk
 log "checking formatting"
 cargo fmt --all --check
 log "linting"

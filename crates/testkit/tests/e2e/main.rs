@@ -12,6 +12,7 @@ mod isolation;
 mod lifecycle;
 mod oom;
 mod push;
+mod python_sdk;
 mod runtime;
 mod seed;
 mod session;
