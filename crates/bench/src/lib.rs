@@ -185,9 +185,14 @@ pub async fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Report,
         None => std::env::remove_var(cc_testkit::harness::CONTAINER_RUNTIME_ENV),
     }
     progress("starting the orchestrator, the model double and the git server");
-    let h = Harness::start()
-        .await
-        .map_err(|e| BenchError::Setup(format!("{e:#}")))?;
+    // One user watches every session of the concurrency phase (and a few
+    // more streams of its own): the per-user cap must not cut it short.
+    let h = Harness::start_with(cc_testkit::harness::HarnessOptions {
+        max_streams_per_user: Some(opts.sessions + 16),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BenchError::Setup(format!("{e:#}")))?;
     let repo = h
         .git
         .create_repo("bench", &[("README.md", "# bench\n")])

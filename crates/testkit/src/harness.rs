@@ -78,6 +78,9 @@ pub struct HarnessOptions {
     /// Webhooks on: the dispatcher runs with these rules (and the server
     /// gets a sealing key for the endpoints' secrets).
     pub webhooks: Option<cc_server::webhook::WebhookConfig>,
+    /// Session streams one user may hold open at once, when more than the
+    /// server's default (64): a benchmark watching more sessions.
+    pub max_streams_per_user: Option<usize>,
 }
 
 impl Harness {
@@ -171,6 +174,10 @@ impl Harness {
             access: cc_server::AccessConfig {
                 admin_token: Some(admin_token.clone()),
                 audit_jsonl: Some(data.path().join("audit.jsonl")),
+                max_streams_per_user: opts
+                    .max_streams_per_user
+                    .unwrap_or_default()
+                    .max(cc_server::auth::DEFAULT_MAX_STREAMS_PER_USER),
                 ..Default::default()
             },
             git: cc_server::GitConfig {
