@@ -302,6 +302,16 @@ async fn docker_phases(
     }
     report.concurrency = Some(conc);
 
+    progress(&format!(
+        "burst: {} sessions at once from a warm pool of {}",
+        opts.sessions, opts.sessions
+    ));
+    let burst = concurrency::measure_pooled(opts.sessions).await;
+    report
+        .failures
+        .extend(prefixed("warm pool burst", &burst.error_samples));
+    report.pooled_burst = Some(burst);
+
     progress(&format!("stream fan-out: {} watchers", opts.watchers));
     let fan = fanout::measure(h, repo, opts.watchers).await;
     report.failures.extend(prefixed("fan-out", &fan.errors));

@@ -35,6 +35,7 @@ pub struct Report {
     pub spawn: Option<SpawnResult>,
     pub command: Option<CommandResult>,
     pub concurrency: Option<ConcurrencyResult>,
+    pub pooled_burst: Option<crate::concurrency::PooledBurstResult>,
     pub fanout: Option<FanoutResult>,
     pub api: Option<ApiResult>,
     pub push: Option<PushResult>,
@@ -65,6 +66,7 @@ impl Report {
             spawn: None,
             command: None,
             concurrency: None,
+            pooled_burst: None,
             fanout: None,
             api: None,
             push: None,
@@ -189,6 +191,15 @@ impl Report {
                 &mut t,
                 &format!("{} at once: turn", c.sessions),
                 c.turn_latency_ms.as_ref(),
+                None,
+                None,
+            );
+        }
+        if let Some(b) = &self.pooled_burst {
+            row(
+                &mut t,
+                &format!("{} at once, warm pool: → ready", b.sessions),
+                b.ready_latency_ms.as_ref(),
                 None,
                 None,
             );
@@ -330,6 +341,19 @@ impl Report {
                 "  per session container: idle {}; during a turn (peak) {}",
                 mem(c.memory_idle_mib.as_ref()),
                 mem(c.memory_turn_peak_mib.as_ref())
+            );
+        }
+        if let Some(b) = &self.pooled_burst {
+            let _ = writeln!(
+                t,
+                "warm pool burst: {} sessions from a pool of {} (filled in {}), {} ready in {:.1} s, {} errors",
+                b.sessions,
+                b.sessions,
+                b.pool_fill_secs
+                    .map_or("n/a".to_owned(), |s| format!("{s:.1} s")),
+                b.ready,
+                b.all_ready_secs,
+                b.errors
             );
         }
         if let Some(f) = &self.fanout {
