@@ -449,9 +449,8 @@ impl<R: cc_core::Runtime, S: crate::ServerStore> UserCreateLock<R, S> {
         );
         let deadline = tokio::time::Instant::now() + CREATE_LOCK_WAIT;
         loop {
-            let held = cc_core::Leases::lock_job(manager.store(), &job, &holder, CREATE_LOCK_TTL)
-                .await
-                .map_err(|e| ApiError::from(cc_core::CoreError::from(e)))?;
+            let held =
+                cc_core::Leases::lock_job(manager.store(), &job, &holder, CREATE_LOCK_TTL).await?;
             if held {
                 let renew = {
                     let (manager, job, holder) = (manager.clone(), job.clone(), holder.clone());

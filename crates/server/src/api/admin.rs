@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use cc_core::identity::{check_user, ApiTokenRecord, NewToken, Role};
-use cc_core::{now, rfc3339, CoreError, Principal, Runtime};
+use cc_core::{now, rfc3339, Principal, Runtime};
 use serde::{Deserialize, Serialize};
 
 /// Longest token label.
@@ -59,10 +59,6 @@ pub struct CreatedToken {
     pub info: TokenInfo,
 }
 
-fn store_err(e: cc_core::StoreError) -> ApiError {
-    CoreError::from(e).into()
-}
-
 pub(super) async fn create_token<R: Runtime, S: ServerStore>(
     State(st): State<AppState<R, S>>,
     Extension(p): Extension<Principal>,
@@ -79,11 +75,7 @@ pub(super) async fn create_token<R: Runtime, S: ServerStore>(
         ));
     }
     let new = NewToken::generate(&req.user, req.role.unwrap_or(Role::User), req.label, now());
-    st.manager
-        .store()
-        .insert_token(&new.record)
-        .await
-        .map_err(store_err)?;
+    st.manager.store().insert_token(&new.record).await?;
     let a = Audit {
         actor: &p.user,
         ip,
@@ -112,7 +104,7 @@ pub(super) async fn list_tokens<R: Runtime, S: ServerStore>(
     Extension(p): Extension<Principal>,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     require_admin(&p)?;
-    let tokens = st.manager.store().list_tokens().await.map_err(store_err)?;
+    let tokens = st.manager.store().list_tokens().await?;
     Ok(Json(tokens.iter().map(TokenInfo::from).collect()))
 }
 
@@ -123,12 +115,7 @@ pub(super) async fn revoke_token<R: Runtime, S: ServerStore>(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&p)?;
-    let revoked = st
-        .manager
-        .store()
-        .revoke_token(&id, now())
-        .await
-        .map_err(store_err)?;
+    let revoked = st.manager.store().revoke_token(&id, now()).await?;
     let id_shown: String = id.chars().take(64).collect();
     let a = Audit {
         actor: &p.user,

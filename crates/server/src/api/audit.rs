@@ -8,7 +8,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
 use cc_core::audit::{AuditFilter, AuditRecord};
-use cc_core::{CoreError, Principal, Runtime};
+use cc_core::{Principal, Runtime};
 use serde::{Deserialize, Serialize};
 
 /// Default and largest page.
@@ -48,12 +48,7 @@ pub(super) async fn list<R: Runtime, S: ServerStore>(
         since: q.since,
         limit: q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
     };
-    let records = st
-        .manager
-        .store()
-        .audit_records(&filter)
-        .await
-        .map_err(CoreError::from)?;
+    let records = st.manager.store().audit_records(&filter).await?;
     let next_since = records.last().map_or(q.since, |r| r.seq);
     Ok(Json(AuditPage {
         records,

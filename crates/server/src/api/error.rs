@@ -79,6 +79,14 @@ impl From<CoreError> for ApiError {
     }
 }
 
+/// A store failure as the API answers it (through [`CoreError`]'s
+/// classification: not found, conflict, unavailable, internal).
+impl From<cc_core::StoreError> for ApiError {
+    fn from(e: cc_core::StoreError) -> Self {
+        CoreError::from(e).into()
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {

@@ -7,7 +7,7 @@
 use super::ApiError;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use cc_core::idempotency::{check_key, Claim, ClaimOutcome, IdempotencyStore};
-use cc_core::{CoreError, SessionId};
+use cc_core::SessionId;
 use std::time::{Duration, SystemTime};
 
 pub(super) const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
@@ -62,11 +62,7 @@ pub(super) async fn begin<S: IdempotencyStore>(
             request_hash: request_hash.to_owned(),
             at: SystemTime::now(),
         };
-        let entry = match store
-            .claim_idempotency_key(&claim)
-            .await
-            .map_err(CoreError::from)?
-        {
+        let entry = match store.claim_idempotency_key(&claim).await? {
             ClaimOutcome::Claimed => return Ok(Begin::Create),
             ClaimOutcome::Existing(entry) => entry,
         };

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use cc_core::webhook::{generate_id, generate_secret, Delivery, Endpoint, EventKind};
-use cc_core::{now, rfc3339, CoreError, Principal, Runtime};
+use cc_core::{now, rfc3339, Principal, Runtime};
 use cc_wire::api::{CreatedWebhook, WebhookDelivery, WebhookInfo, WebhookRequest};
 use serde::Deserialize;
 
@@ -55,10 +55,6 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
-fn store_err(e: cc_core::StoreError) -> ApiError {
-    CoreError::from(e).into()
-}
-
 fn not_found(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -76,8 +72,7 @@ async fn visible<R: Runtime, S: ServerStore>(
     st.manager
         .store()
         .endpoints()
-        .await
-        .map_err(store_err)?
+        .await?
         .into_iter()
         .find(|e| e.id == id && (p.is_admin() || e.owner == p.user))
         .ok_or_else(|| not_found(id))
@@ -153,7 +148,7 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
         }
     }
     let store = st.manager.store();
-    let existing = store.endpoints().await.map_err(store_err)?;
+    let existing = store.endpoints().await?;
     if existing.iter().filter(|e| e.owner == p.user).count() >= MAX_ENDPOINTS_PER_USER {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -173,7 +168,7 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
         description: req.description,
         created_at: now(),
     };
-    store.insert_endpoint(&endpoint).await.map_err(store_err)?;
+    store.insert_endpoint(&endpoint).await?;
     let a = Audit {
         actor: &p.user,
         ip,
@@ -197,7 +192,7 @@ pub(super) async fn list<R: Runtime, S: ServerStore>(
     Extension(p): Extension<Principal>,
 ) -> Result<Json<Vec<WebhookInfo>>, ApiError> {
     require_user_token(&p)?;
-    let all = st.manager.store().endpoints().await.map_err(store_err)?;
+    let all = st.manager.store().endpoints().await?;
     Ok(Json(
         all.iter()
             .filter(|e| p.is_admin() || e.owner == p.user)
@@ -214,13 +209,7 @@ pub(super) async fn delete<R: Runtime, S: ServerStore>(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_user_token(&p)?;
     let e = visible(&st, &p, &id).await?;
-    if !st
-        .manager
-        .store()
-        .delete_endpoint(&e.id)
-        .await
-        .map_err(store_err)?
-    {
+    if !st.manager.store().delete_endpoint(&e.id).await? {
         return Err(not_found(&id));
     }
     let a = Audit {
@@ -255,11 +244,6 @@ pub(super) async fn deliveries<R: Runtime, S: ServerStore>(
         .limit
         .unwrap_or(DEFAULT_DELIVERIES)
         .clamp(1, MAX_DELIVERIES);
-    let log = st
-        .manager
-        .store()
-        .deliveries(&e.id, limit)
-        .await
-        .map_err(store_err)?;
+    let log = st.manager.store().deliveries(&e.id, limit).await?;
     Ok(Json(log.iter().map(delivery).collect()))
 }

@@ -510,10 +510,7 @@ async fn authenticate<R: Runtime, S: ServerStore>(
     // failure 500.
     let internal = |e: cc_core::StoreError| {
         tracing::error!(error = %e, "reading tokens");
-        (
-            ApiError::from(cc_core::CoreError::from(e)),
-            "store error".to_owned(),
-        )
+        (ApiError::from(e), "store error".to_owned())
     };
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         if st.access.config.admin_token.is_none()
