@@ -7,7 +7,7 @@
 
 use super::{ApiError, ApiJson, AppState};
 use crate::auth::{audit, require_user_token, Audit, ClientIp, ServerStore};
-use crate::webhook::{seal_secret, Sender};
+use crate::webhook::{check_url, seal_secret};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -122,8 +122,7 @@ pub(super) async fn create<R: Runtime, S: ServerStore>(
             "only an administrator hears of every user's sessions (allSessions)",
         ));
     }
-    let url = Sender::new(&st.config.webhooks.allow_hosts)
-        .check_url(&req.url)
+    let url = check_url(&req.url, &st.config.webhooks.allow_hosts)
         .await
         .map_err(|r| {
             let status = if r.code == "webhook_host_not_allowed" {

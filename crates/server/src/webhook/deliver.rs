@@ -59,57 +59,6 @@ impl Sender {
         }
     }
 
-    /// Checks `url` as registration and every attempt do: `http` or
-    /// `https`, a host, no credentials, and every address it resolves to
-    /// public unless its `host:port` is allowed.
-    pub async fn check_url(&self, url: &str) -> Result<reqwest::Url, UrlRefusal> {
-        let invalid = |m: String| UrlRefusal {
-            code: "invalid_webhook_url",
-            message: m,
-        };
-        let u = reqwest::Url::parse(url).map_err(|e| invalid(format!("url: {e}")))?;
-        if !matches!(u.scheme(), "http" | "https") {
-            return Err(invalid("url must be http:// or https://".into()));
-        }
-        if !u.username().is_empty() || u.password().is_some() {
-            return Err(invalid(
-                "url must not carry credentials; deliveries are signed instead".into(),
-            ));
-        }
-        let host = u
-            .host_str()
-            .ok_or_else(|| invalid("url has no host".into()))?
-            .to_owned();
-        let port = u
-            .port_or_known_default()
-            .ok_or_else(|| invalid("url has no port".into()))?;
-        let hp = if host.contains(':') {
-            format!("{host}:{port}")
-        } else {
-            format!(
-                "{}:{port}",
-                host.trim_start_matches('[').trim_end_matches(']')
-            )
-        };
-        let exact = self.allow_hosts.iter().any(|a| a.eq_ignore_ascii_case(&hp));
-        resolve_checked(&host, port, exact)
-            .await
-            .map_err(|e| match e {
-                AddressRefusal::Unresolvable { host, reason } => UrlRefusal {
-                    code: "webhook_host_unresolvable",
-                    message: format!("webhook host {host} cannot be resolved: {reason}"),
-                },
-                AddressRefusal::NotPublic { addr, why, .. } => UrlRefusal {
-                    code: "webhook_host_not_allowed",
-                    message: format!(
-                        "webhook host {hp} is not allowed: it resolves to {why} address {addr}; \
-                     an administrator can allow it with --allow-webhook-host {hp}"
-                    ),
-                },
-            })?;
-        Ok(u)
-    }
-
     /// One signed attempt: the 2xx status, or the failure (with the
     /// status when the endpoint answered).
     pub async fn send(
@@ -119,7 +68,9 @@ impl Sender {
         body: &str,
         secret: &str,
     ) -> Result<u16, (Option<u16>, String)> {
-        let u = self.check_url(url).await.map_err(|r| (None, r.message))?;
+        let u = check_url(url, &self.allow_hosts)
+            .await
+            .map_err(|r| (None, r.message))?;
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -147,6 +98,57 @@ impl Sender {
             Err((Some(status.as_u16()), format!("HTTP {status}")))
         }
     }
+}
+
+/// Checks `url` as registration and every attempt do: `http` or
+/// `https`, a host, no credentials, and every address it resolves to
+/// public unless its `host:port` is in `allow_hosts`.
+pub async fn check_url(url: &str, allow_hosts: &[String]) -> Result<reqwest::Url, UrlRefusal> {
+    let invalid = |m: String| UrlRefusal {
+        code: "invalid_webhook_url",
+        message: m,
+    };
+    let u = reqwest::Url::parse(url).map_err(|e| invalid(format!("url: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(invalid("url must be http:// or https://".into()));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(invalid(
+            "url must not carry credentials; deliveries are signed instead".into(),
+        ));
+    }
+    let host = u
+        .host_str()
+        .ok_or_else(|| invalid("url has no host".into()))?
+        .to_owned();
+    let port = u
+        .port_or_known_default()
+        .ok_or_else(|| invalid("url has no port".into()))?;
+    let hp = if host.contains(':') {
+        format!("{host}:{port}")
+    } else {
+        format!(
+            "{}:{port}",
+            host.trim_start_matches('[').trim_end_matches(']')
+        )
+    };
+    let exact = allow_hosts.iter().any(|a| a.eq_ignore_ascii_case(&hp));
+    resolve_checked(&host, port, exact)
+        .await
+        .map_err(|e| match e {
+            AddressRefusal::Unresolvable { host, reason } => UrlRefusal {
+                code: "webhook_host_unresolvable",
+                message: format!("webhook host {host} cannot be resolved: {reason}"),
+            },
+            AddressRefusal::NotPublic { addr, why, .. } => UrlRefusal {
+                code: "webhook_host_not_allowed",
+                message: format!(
+                    "webhook host {hp} is not allowed: it resolves to {why} address {addr}; \
+                 an administrator can allow it with --allow-webhook-host {hp}"
+                ),
+            },
+        })?;
+    Ok(u)
 }
 
 /// A transport failure in a line (reqwest's chain of causes).

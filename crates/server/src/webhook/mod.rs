@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
 
-pub use deliver::Sender;
+pub use deliver::{check_url, Sender, UrlRefusal};
 
 /// Who may register endpoints where.
 #[derive(Debug, Clone, Default)]
