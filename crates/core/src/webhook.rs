@@ -100,14 +100,6 @@ pub struct Notice {
 /// Where the core sends its notices; the server's dispatcher receives them.
 pub type NoticeSender = tokio::sync::mpsc::UnboundedSender<Notice>;
 
-/// Sends `notice` when someone listens (nothing is queued otherwise).
-pub fn notify(to: Option<&NoticeSender>, notice: Notice) {
-    if let Some(tx) = to {
-        // A closed receiver: the server is shutting down.
-        let _ = tx.send(notice);
-    }
-}
-
 /// A registered endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {

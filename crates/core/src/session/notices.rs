@@ -4,7 +4,7 @@
 
 use crate::seams::SessionRecord;
 use crate::time::{epoch_ms, now_ms};
-use crate::webhook::{notify, EventKind, Notice, NoticeSender};
+use crate::webhook::{EventKind, Notice, NoticeSender};
 use cc_wire::api::{ServerMessage, SessionState};
 use serde_json::json;
 
@@ -32,16 +32,7 @@ pub(crate) fn on_status(
         ),
         _ => return,
     };
-    notify(
-        to,
-        Notice {
-            kind,
-            session: rec.id.clone(),
-            owner: rec.owner.clone(),
-            at_ms: epoch_ms(rec.updated_at),
-            data,
-        },
-    );
+    send(to, rec, kind, epoch_ms(rec.updated_at), data);
 }
 
 /// Longest excerpt of a turn's result text a notice carries.
@@ -68,16 +59,8 @@ pub(crate) fn on_turn(
         Some((cut, _)) => format!("{}…", &r[..cut]),
         None => r.to_owned(),
     });
-    notify(
-        to,
-        Notice {
-            kind: EventKind::TurnFinished,
-            session: rec.id.clone(),
-            owner: rec.owner.clone(),
-            at_ms: *timestamp,
-            data: json!({ "turn": turn, "totals": totals, "result": result }),
-        },
-    );
+    let data = json!({ "turn": turn, "totals": totals, "result": result });
+    send(to, rec, EventKind::TurnFinished, *timestamp, data);
 }
 
 /// For what the API did with the session outside its log (a push, a pull
@@ -88,14 +71,27 @@ pub fn on_api(
     kind: EventKind,
     data: serde_json::Value,
 ) {
-    notify(
-        to,
-        Notice {
+    send(to, rec, kind, now_ms(), data);
+}
+
+/// Sends the session's notice when someone listens (nothing is queued
+/// otherwise).
+fn send(
+    to: Option<&NoticeSender>,
+    rec: &SessionRecord,
+    kind: EventKind,
+    at_ms: u64,
+    data: serde_json::Value,
+) {
+    if let Some(tx) = to {
+        let notice = Notice {
             kind,
             session: rec.id.clone(),
             owner: rec.owner.clone(),
-            at_ms: now_ms(),
+            at_ms,
             data,
-        },
-    );
+        };
+        // A closed receiver: the server is shutting down.
+        let _ = tx.send(notice);
+    }
 }
