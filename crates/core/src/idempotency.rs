@@ -117,13 +117,6 @@ pub fn request_hash(canonical: &[u8]) -> String {
     crate::identity::hex(&h.finalize())
 }
 
-/// Whether a stored entry still holds its key at `now` (the rule every
-/// store applies inside its atomic claim).
-pub fn entry_is_live(entry_created: SystemTime, completed: bool, now: SystemTime) -> bool {
-    let age = now.duration_since(entry_created).unwrap_or_default();
-    age < KEY_TTL && (completed || age < CLAIM_ABANDONED_AFTER)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,17 +139,5 @@ mod tests {
         assert_eq!(a, request_hash(br#"{"claudeApiKey":"sk-ant-1"}"#));
         assert_eq!(a.len(), 64);
         assert!(!a.contains("sk-ant"));
-    }
-
-    #[test]
-    fn entries_expire_and_uncompleted_claims_are_abandoned() {
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert!(entry_is_live(t0, false, t0));
-        assert!(entry_is_live(t0, false, t0 + CLAIM_ABANDONED_AFTER / 2));
-        assert!(!entry_is_live(t0, false, t0 + CLAIM_ABANDONED_AFTER));
-        assert!(entry_is_live(t0, true, t0 + CLAIM_ABANDONED_AFTER));
-        assert!(!entry_is_live(t0, true, t0 + KEY_TTL));
-        // A clock that went backwards keeps the entry.
-        assert!(entry_is_live(t0, false, t0 - Duration::from_secs(5)));
     }
 }

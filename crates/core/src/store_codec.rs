@@ -328,8 +328,10 @@ pub mod idempotency {
 
     /// The SQL condition (on `idempotency_keys`, with the two cut-offs of
     /// [`cutoffs`] as parameters `$expired` and `$abandoned`) of an entry
-    /// that no longer holds its key: the rule of
-    /// [`crate::idempotency::entry_is_live`], negated.
+    /// that no longer holds its key: older than
+    /// [`crate::idempotency::KEY_TTL`], or uncompleted and older than
+    /// [`crate::idempotency::CLAIM_ABANDONED_AFTER`]. An entry from the
+    /// claimant's future (a clock that went back) holds.
     pub fn dead(expired: &str, abandoned: &str) -> String {
         format!(
             "(created_at_ms <= {expired} OR (session_id IS NULL AND created_at_ms <= {abandoned}))"

@@ -131,6 +131,18 @@ pub async fn keys_expire_and_abandoned_claims_are_taken_over<S: IdempotencyStore
         .request_hash,
         "h"
     );
+    // A claimant whose clock is behind the entry's sees it hold.
+    let behind = t0() - Duration::from_secs(5);
+    assert_eq!(
+        existing(
+            store
+                .claim_idempotency_key(&claim("alice", "stuck", "h3", behind))
+                .await
+                .expect("claim")
+        )
+        .request_hash,
+        "h"
+    );
     // Past it, the uncompleted claim is taken over; the completed key holds.
     let late = at(CLAIM_ABANDONED_AFTER);
     assert_eq!(
