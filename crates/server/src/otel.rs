@@ -13,6 +13,7 @@
 //! Export is best effort: a full queue drops spans (counted in the log),
 //! and a collector that does not answer costs a warning, never a request.
 
+use cc_core::identity::hex;
 use serde_json::{json, Value};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -230,10 +231,6 @@ async fn export(
             );
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    cc_core::identity::hex(bytes)
 }
 
 fn nanos(t: SystemTime) -> String {

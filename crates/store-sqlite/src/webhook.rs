@@ -160,34 +160,37 @@ impl WebhookStore for SqliteStore {
                     })
                     .map_err(backend("find due deliveries"))?;
                 let mut rows = Vec::with_capacity(seqs.len());
-                for seq in seqs {
-                    tx.execute(
-                        "UPDATE webhook_deliveries SET locked_by = ?2, locked_until_ms = ?3, \
-                         attempts = attempts + 1 WHERE seq = ?1",
-                        params![seq, holder, until],
-                    )
-                    .map_err(backend("lock delivery"))?;
-                    let cols = delivery_columns_of("d");
-                    let row = tx
-                        .query_row(
-                            &format!(
-                                "SELECT d.body, w.url, w.sealed_secret, {cols} \
-                                 FROM webhook_deliveries d \
-                                 JOIN webhook_endpoints w ON w.id = d.endpoint_id \
-                                 WHERE d.seq = ?1"
-                            ),
-                            [seq],
-                            |r| {
+                {
+                    let mut lock = tx
+                        .prepare_cached(
+                            "UPDATE webhook_deliveries SET locked_by = ?2, locked_until_ms = ?3, \
+                             attempts = attempts + 1 WHERE seq = ?1",
+                        )
+                        .map_err(backend("lock delivery"))?;
+                    let mut read = tx
+                        .prepare_cached(&format!(
+                            "SELECT d.body, w.url, w.sealed_secret, {} \
+                             FROM webhook_deliveries d \
+                             JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+                             WHERE d.seq = ?1",
+                            delivery_columns_of("d")
+                        ))
+                        .map_err(backend("read delivery"))?;
+                    for seq in seqs {
+                        lock.execute(params![seq, holder, until])
+                            .map_err(backend("lock delivery"))?;
+                        let row = read
+                            .query_row([seq], |r| {
                                 Ok((
                                     r.get::<_, String>(0)?,
                                     r.get::<_, String>(1)?,
                                     r.get::<_, Vec<u8>>(2)?,
                                     raw_delivery(r, 3)?,
                                 ))
-                            },
-                        )
-                        .map_err(backend("read delivery"))?;
-                    rows.push(row);
+                            })
+                            .map_err(backend("read delivery"))?;
+                        rows.push(row);
+                    }
                 }
                 tx.commit().map_err(backend("commit claim"))?;
                 Ok(rows)
