@@ -94,12 +94,12 @@ pub(crate) struct Actor<R, A, S> {
     /// When the create request came in; `None` once `ready` was reached
     /// (or for an adopted session), so the spawn is measured once.
     spawn_started: Option<Instant>,
-    /// When the running turn's command was accepted.
-    turn_started: Option<Instant>,
-    /// Open while the session starts (`session.start`) and while a turn
-    /// runs (`session.turn`): the trace's view of the same two intervals.
+    /// Open while the session starts (`session.start`): the trace's view
+    /// of the interval `spawn_started` measures.
     start_span: Option<tracing::Span>,
-    turn_span: Option<tracing::Span>,
+    /// The running turn: when its command was accepted, and its
+    /// `session.turn` span, open until the turn's `ready`.
+    turn: Option<(Instant, tracing::Span)>,
     oom: OomIncidents,
 }
 
@@ -170,9 +170,8 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             queued: VecDeque::new(),
             activity: Arc::new(Activity::new()),
             spawn_started: None,
-            turn_started: None,
             start_span: None,
-            turn_span: None,
+            turn: None,
             oom: OomIncidents::default(),
         }
     }
@@ -201,7 +200,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             wait.abort();
         }
         self.start_span = None;
-        self.turn_span = None;
+        self.turn = None;
         let end = |reason: &str| tracing::info_span!("session.end", session.id = %id, reason);
         let result = match exit {
             Exit::Released(reason) => {
@@ -469,15 +468,15 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             super::usage::check_user_budget(self.inner.store(), &self.record.owner, limit).await?;
         }
         self.activity.touch();
-        if self.turn_started.is_none() {
-            self.turn_started = Some(Instant::now());
-            self.turn_span = Some(tracing::info_span!(
+        if self.turn.is_none() {
+            let span = tracing::info_span!(
                 "session.turn",
                 session.id = %self.record.id,
                 turn.cost_usd = tracing::field::Empty,
                 turn.is_error = tracing::field::Empty,
                 turn.num_turns = tracing::field::Empty,
-            ));
+            );
+            self.turn = Some((Instant::now(), span));
         }
         match self.record.state {
             SessionState::Ready | SessionState::Busy => {
@@ -572,8 +571,8 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     }),
                     Rendered::Drop => None,
                 };
-                if let (Some(span), Some(ServerMessage::TurnResult { turn, .. })) =
-                    (&self.turn_span, &turn)
+                if let (Some((_, span)), Some(ServerMessage::TurnResult { turn, .. })) =
+                    (&self.turn, &turn)
                 {
                     span.record("turn.cost_usd", turn.cost_usd);
                     span.record("turn.is_error", turn.is_error);
@@ -631,10 +630,10 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             metrics.spawn_seconds.observe(t.elapsed());
             self.start_span = None;
         } else if self.record.state == SessionState::Busy {
-            if let Some(t) = self.turn_started.take() {
+            // Dropping the span closes it.
+            if let Some((t, _span)) = self.turn.take() {
                 metrics.command_seconds.observe(t.elapsed());
             }
-            self.turn_span = None;
         }
     }
 
