@@ -639,14 +639,11 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     }
     let background = cc_core::reconciler::start(&manager);
     // Lives to the end: notices of sessions ended at shutdown are queued.
-    let _webhooks = cc_server::webhook::start(
-        manager.clone(),
-        notices_rx,
-        cc_server::webhook::WebhookConfig {
-            user_hosts: args.user_webhook_hosts.clone(),
-            allow_hosts: args.allow_webhook_hosts.clone(),
-        },
-    );
+    let webhook_rules = cc_server::webhook::WebhookConfig {
+        user_hosts: args.user_webhook_hosts.clone(),
+        allow_hosts: args.allow_webhook_hosts.clone(),
+    };
+    let _webhooks = cc_server::webhook::start(manager.clone(), notices_rx, webhook_rules.clone());
 
     let api_addr = api.local_addr()?;
     // The one line scripts wait for.
@@ -703,10 +700,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             )?),
             _ => None,
         },
-        webhooks: cc_server::webhook::WebhookConfig {
-            user_hosts: args.user_webhook_hosts,
-            allow_hosts: args.allow_webhook_hosts,
-        },
+        webhooks: webhook_rules,
     };
     // Stops accepting, lets in-flight requests finish, then returns.
     cc_server::serve(api, gateway, manager.clone(), server, shutdown_signal()).await?;
