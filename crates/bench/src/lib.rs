@@ -14,6 +14,7 @@
 //! | [`fanout`] | delivery lag to many watchers | — |
 //! | [`api`] | `GET status` requests per second | — |
 //! | [`push`] | `POST push` → response, creating and fast-forwarding the branch | `git push` from a host clone |
+//! | [`sleep`] | `POST sleep` → asleep; `POST wake` → `ready`; memory awake and asleep | the same sessions' create → ready |
 //! | [`replicas`] | two replicas on PostgreSQL: create → ready, command → first output, `kill -9` of the owner → served by the survivor | the same on SQLite (spawn, command) |
 //! | [`kubernetes`] | on a cluster: create → ready, cold and from a warm Pod | a bare Pod of the same image → `Running` |
 //!
@@ -38,6 +39,7 @@ pub mod replicas;
 pub mod report;
 pub mod serve;
 pub mod session;
+pub mod sleep;
 pub mod spawn;
 pub mod stats;
 pub mod system;
@@ -82,6 +84,8 @@ pub struct BenchOptions {
     /// Fast-forward pushes timed through ClaudeCluster and with plain git
     /// (after one that creates the branch).
     pub push_samples: usize,
+    /// Sessions put to sleep and woken.
+    pub sleep_samples: usize,
     /// `Cargo.lock` to scan; `None` skips the scan.
     pub lockfile: Option<PathBuf>,
     /// RustSec advisory database; `None` skips the scan.
@@ -136,6 +140,7 @@ impl BenchOptions {
             api_clients: 32,
             api_duration: Duration::from_secs(5),
             push_samples: 10,
+            sleep_samples: 10,
             lockfile: None,
             advisory_db: None,
             coverage: None,
@@ -160,6 +165,7 @@ impl BenchOptions {
             api_clients: 16,
             api_duration: Duration::from_secs(2),
             push_samples: 3,
+            sleep_samples: 2,
             failover_trials: 2,
             kube_samples: 3,
             ..Self::full(image)
@@ -342,6 +348,11 @@ async fn docker_phases(
     let push = push::measure(h, repo, opts.push_samples).await;
     report.failures.extend(prefixed("push", &push.errors));
     report.push = Some(push);
+
+    progress(&format!("sleep and wake: {} sessions", opts.sleep_samples));
+    let sleep = sleep::measure(opts.sleep_samples).await;
+    report.failures.extend(prefixed("sleep", &sleep.errors));
+    report.sleep = Some(sleep);
 
     if let Some(r) = &opts.replicas {
         progress(&format!(

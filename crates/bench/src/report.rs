@@ -39,6 +39,7 @@ pub struct Report {
     pub fanout: Option<FanoutResult>,
     pub api: Option<ApiResult>,
     pub push: Option<PushResult>,
+    pub sleep: Option<crate::sleep::SleepResult>,
     pub replicas: Option<crate::replicas::ReplicasResult>,
     pub kubernetes: Option<crate::kubernetes::KubernetesResult>,
     pub audit: Option<AuditReport>,
@@ -70,6 +71,7 @@ impl Report {
             fanout: None,
             api: None,
             push: None,
+            sleep: None,
             replicas: None,
             kubernetes: None,
             audit: None,
@@ -252,6 +254,38 @@ impl Report {
                     signed_ms(p95)
                 );
             }
+        }
+        if let Some(z) = &self.sleep {
+            let create = z
+                .create_ms
+                .as_ref()
+                .map(|c| format!("create → ready {}", ms(c.p50)));
+            row(
+                &mut t,
+                "sleep: POST sleep → asleep",
+                z.sleep_ms.as_ref(),
+                None,
+                None,
+            );
+            row(
+                &mut t,
+                "wake: POST wake → ready",
+                z.wake_ms.as_ref(),
+                create,
+                crate::spawn::ratio(z.wake_ms.as_ref(), z.create_ms.as_ref()),
+            );
+            let awake = z
+                .awake_memory_bytes
+                .map_or("?".into(), |b| format!("{:.0} MiB", a_mib(b)));
+            let disk = z
+                .workspace_bytes
+                .as_ref()
+                .map_or("?".into(), |d| format!("{:.1} MiB", d.p50 / 1048576.0));
+            let _ = writeln!(
+                t,
+                "  {} sessions: containers' memory awake {awake}, asleep {} containers left (0 bytes); workspace kept per sleeping session {disk}",
+                z.sessions, z.containers_asleep
+            );
         }
         if let Some(r) = &self.replicas {
             let sqlite = |s: Option<&Summary>, what: &str| {

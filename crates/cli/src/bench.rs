@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Fast-forward pushes timed, ours and plain `git push` (full: 10).
     #[arg(long)]
     push_samples: Option<usize>,
+    /// Sessions put to sleep and woken (full: 10).
+    #[arg(long)]
+    sleep_samples: Option<usize>,
     /// WebSocket watchers on one session.
     #[arg(long)]
     watchers: Option<usize>,
@@ -118,6 +121,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.push_samples {
         opts.push_samples = n;
+    }
+    if let Some(n) = args.sleep_samples {
+        opts.sleep_samples = n;
     }
     if let Some(n) = args.watchers {
         opts.watchers = n;

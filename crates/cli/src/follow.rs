@@ -133,7 +133,10 @@ pub async fn wait_ready(
             spinner.set(&format!("starting the session: {}", state.as_str()));
             match state {
                 SessionState::Ready => return Ok(()),
-                SessionState::Error | SessionState::Terminated | SessionState::Terminating => {
+                SessionState::Error
+                | SessionState::Terminated
+                | SessionState::Terminating
+                | SessionState::Sleeping => {
                     return Err(Exit::new(
                         exit::FAILURE,
                         format!(

@@ -263,6 +263,16 @@ impl Runtime for AnyRuntime {
     async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {
         delegate!(self, r => r.remove(id))
     }
+    fn can_suspend(&self) -> bool {
+        match self {
+            AnyRuntime::Docker(r) => r.can_suspend(),
+            #[cfg(feature = "kubernetes")]
+            AnyRuntime::Kubernetes(r) => r.can_suspend(),
+        }
+    }
+    async fn suspend(&self, id: &SessionId) -> Result<(), RuntimeError> {
+        delegate!(self, r => r.suspend(id))
+    }
     async fn inspect(&self, id: &SessionId) -> Result<Option<ContainerStatus>, RuntimeError> {
         delegate!(self, r => r.inspect(id))
     }

@@ -168,14 +168,24 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 86400)]
     max_timeout: u64,
     /// A session nobody used (no command, API call or WebSocket keepalive,
-    /// no running turn) for this many seconds ends, unless it asked for
-    /// its own idle timeout (`config.idleTimeout`); 0 never idles out.
+    /// no running turn) for this many seconds goes to sleep (or ends, see
+    /// --idle-action), unless it asked for its own idle timeout
+    /// (`config.idleTimeout`); 0 never idles out.
     #[arg(long, env = "CLAUDECLUSTER_IDLE_TIMEOUT", default_value_t = 1800)]
     idle_timeout: u64,
     /// Longest idle timeout (seconds) a session may ask for
     /// (`config.idleTimeout`, at least 60).
     #[arg(long, env = "CLAUDECLUSTER_MAX_IDLE_TIMEOUT", default_value_t = 86400)]
     max_idle_timeout: u64,
+    /// What an idle session does: `sleep` (its container goes; its
+    /// workspace, conversation and history stay, and the next use wakes
+    /// it) or `terminate`. Sleep needs a runtime that keeps workspaces
+    /// (Docker); elsewhere idle sessions end.
+    #[arg(long, env = "CLAUDECLUSTER_IDLE_ACTION", default_value = "sleep", value_parser = ["sleep", "terminate"])]
+    idle_action: String,
+    /// Seconds a session may sleep before it ends; 0: for ever.
+    #[arg(long, env = "CLAUDECLUSTER_MAX_SLEEP", default_value_t = 7 * 24 * 3600)]
+    max_sleep: u64,
     /// Seconds between reconciler passes (orphaned resources, stopped
     /// containers whose event was missed).
     #[arg(long, env = "CLAUDECLUSTER_RECONCILE_INTERVAL", default_value_t = 60)]
@@ -597,6 +607,9 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     }
     config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
     config.max_idle_timeout = Duration::from_secs(args.max_idle_timeout);
+    config.idle_action = cc_core::IdleAction::parse(&args.idle_action)
+        .context("--idle-action is sleep or terminate")?;
+    config.max_sleep = (args.max_sleep > 0).then(|| Duration::from_secs(args.max_sleep));
     if config.max_idle_timeout < config.min_idle_timeout {
         bail!(
             "--max-idle-timeout must be at least {} seconds",

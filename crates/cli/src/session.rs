@@ -81,6 +81,14 @@ Example:\n  claudecluster session attach 01JD3…"
   claudecluster session push 01JD3… --to claudecluster/01JD3…/fix-login --commit-message \"Fix login\"
   claudecluster session push --json 01JD3…")]
     Push(SessionPushArgs),
+    /// Put a session to sleep: its container goes, its checkout and
+    /// Claude Code's conversation stay. Any later use wakes it.
+    #[command(after_help = "Example:\n  claudecluster session sleep 01JD3…")]
+    Sleep(IdArgs),
+    /// Wake a sleeping session and wait until it is ready; its next turn
+    /// sees every earlier one.
+    #[command(after_help = "Example:\n  claudecluster session wake 01JD3…")]
+    Wake(IdArgs),
     /// End a session and remove its container.
     #[command(after_help = "Example:\n  claudecluster session delete 01JD3…")]
     Delete(IdArgs),
@@ -408,6 +416,26 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
                 print_path(&found)?;
             }
         }
+        SessionCommand::Sleep(d) => {
+            let st = client.sleep(&d.id).await.map_err(&e)?;
+            if d.json {
+                print_json(&st);
+            } else {
+                println!("{} {}", st.session_id, st.state.as_str());
+            }
+        }
+        SessionCommand::Wake(d) => {
+            let woken = client.wake(&d.id).await.map_err(&e)?;
+            if woken.state != cc_wire::api::SessionState::Ready {
+                wait_awake(&client, &woken).await?;
+            }
+            let st = client.status(&d.id).await.map_err(&e)?;
+            if d.json {
+                print_json(&st);
+            } else {
+                println!("{} {}", st.session_id, st.state.as_str());
+            }
+        }
         SessionCommand::Delete(d) => {
             let r = client.delete(&d.id).await.map_err(&e)?;
             if d.json {
@@ -418,6 +446,25 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Follows a session that is waking, from its `starting`, until `ready`.
+async fn wait_awake(client: &Client, woken: &SessionStatus) -> Result<(), Exit> {
+    let spinner = crate::ui::Spinner::start("waking the session…", true);
+    let mut quiet = Renderer::new(
+        Mode::Human,
+        Show {
+            all_states: false,
+            commands: false,
+        },
+    );
+    let ready = async {
+        let mut follower = Follower::open(client, &woken.session_id, woken.last_seq).await?;
+        crate::follow::wait_ready(&mut follower, &mut quiet, &spinner).await
+    };
+    let r = ready.await;
+    spinner.stop().await;
+    r
 }
 
 async fn logs(client: &Client, l: LogsArgs) -> Result<(), Exit> {

@@ -188,6 +188,16 @@ impl Client {
         .await
     }
 
+    /// Puts a `ready` session to sleep (`409 session_busy` during a turn).
+    pub async fn sleep(&self, id: &str) -> Result<SessionStatus, ClientError> {
+        send(self.http.post(self.url(&format!("/sessions/{id}/sleep")))).await
+    }
+
+    /// Wakes a sleeping session; it is `starting` in the answer.
+    pub async fn wake(&self, id: &str) -> Result<SessionStatus, ClientError> {
+        send(self.http.post(self.url(&format!("/sessions/{id}/wake")))).await
+    }
+
     pub async fn interrupt(&self, id: &str) -> Result<serde_json::Value, ClientError> {
         send(
             self.http

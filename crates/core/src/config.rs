@@ -161,6 +161,26 @@ pub fn parse_cpu(q: &Quantity) -> Result<f64, String> {
     Ok(v)
 }
 
+/// What an idle session does (`serve --idle-action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleAction {
+    /// Its container goes; its workspace, conversation and history stay,
+    /// and the next use wakes it.
+    Sleep,
+    /// It ends, and everything of it goes.
+    Terminate,
+}
+
+impl IdleAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sleep" => Some(Self::Sleep),
+            "terminate" => Some(Self::Terminate),
+            _ => None,
+        }
+    }
+}
+
 /// What the core needs to know about its deployment.
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
@@ -193,6 +213,14 @@ pub struct ManagerConfig {
     pub min_idle_timeout: Duration,
     /// Longest idle timeout a session may ask for.
     pub max_idle_timeout: Duration,
+    /// What a session does when its idle timeout comes. Sleeping needs a
+    /// runtime that keeps workspaces ([`crate::Runtime::can_suspend`]) and
+    /// a seal key (the session's secrets wait in the store); without them
+    /// idle sessions end.
+    pub idle_action: IdleAction,
+    /// How long a session may sleep before it is ended (`None`: as long
+    /// as it likes).
+    pub max_sleep: Option<Duration>,
     /// Pause between reconciler passes (orphans, vanished containers).
     pub reconcile_interval: Duration,
     /// Seals session secrets at rest so a restarted orchestrator can adopt
@@ -235,6 +263,8 @@ impl ManagerConfig {
             idle_timeout: Some(Duration::from_secs(30 * 60)),
             min_idle_timeout: Duration::from_secs(60),
             max_idle_timeout: Duration::from_secs(24 * 3600),
+            idle_action: IdleAction::Sleep,
+            max_sleep: Some(Duration::from_secs(7 * 24 * 3600)),
             reconcile_interval: Duration::from_secs(60),
             seal_key: None,
             warm_pool: 0,

@@ -34,7 +34,7 @@ mod time;
 pub mod webhook;
 
 pub use audit::{AuditEvent, AuditFilter, AuditRecord, AuditStore};
-pub use config::{LimitsPolicy, ManagerConfig};
+pub use config::{IdleAction, LimitsPolicy, ManagerConfig};
 pub use credentials::{CredentialRegistry, SessionCredentials};
 pub use error::{AgentError, CoreError, RuntimeError, StoreError};
 pub use idempotency::IdempotencyStore;

@@ -72,6 +72,11 @@ pub struct CoreMetrics {
     pub command_seconds: Histogram,
     /// Sessions ended by the idle timeout or the maximum lifetime.
     pub reaped_total: AtomicU64,
+    /// Sessions put to sleep (idle, or asked to) and woken again.
+    pub slept_total: AtomicU64,
+    pub woken_total: AtomicU64,
+    /// A wake request to the session's `ready` again.
+    pub wake_seconds: Histogram,
     /// Sessions failed because their container exited or vanished.
     pub container_failures_total: AtomicU64,
     /// Processes in live sessions the kernel killed for exceeding the

@@ -132,6 +132,23 @@ pub trait Runtime: Send + Sync + 'static {
     }
     /// Removes every resource of the session. Missing resources are fine.
     fn remove(&self, id: &SessionId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Whether [`Runtime::suspend`] keeps a session's workspace (sessions
+    /// can sleep).
+    fn can_suspend(&self) -> bool {
+        false
+    }
+    /// Puts a session to sleep: removes its container and what only a
+    /// running container needs (its network, host rules), keeping its
+    /// workspace, so that [`Runtime::create`] with the same ID starts it
+    /// again on the same workspace. Missing resources are fine.
+    fn suspend(&self, id: &SessionId) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let _ = id;
+        async {
+            Err(RuntimeError::Invalid(
+                "this runtime cannot keep a session's workspace without its container".into(),
+            ))
+        }
+    }
     /// The session container's status; `None` when it does not exist.
     fn inspect(
         &self,

@@ -223,9 +223,15 @@ pub mod lease {
     use crate::error::StoreError;
     use crate::ids::SessionId;
 
-    /// The states a lease is kept for (an SQL condition on `sessions`):
-    /// anything but an ended session.
+    /// The states a lease can be claimed in (an SQL condition on
+    /// `sessions`): anything but an ended session. A sleeping session is
+    /// claimed by the replica that wakes or ends it.
     pub const LIVE: &str = "state NOT IN ('terminated', 'error')";
+
+    /// The states a lease is renewed and taken over in: a session with a
+    /// container. Nobody runs a sleeping session, so no replica keeps its
+    /// lease and none takes it over; it waits in the store to be woken.
+    pub const AWAKE: &str = "state NOT IN ('terminated', 'error', 'sleeping')";
 
     /// A stored session ID, or [`StoreError::Corrupt`].
     pub fn session_id(what: &str, s: &str) -> Result<SessionId, StoreError> {

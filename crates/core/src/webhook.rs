@@ -54,10 +54,14 @@ pub enum EventKind {
     SessionPushed,
     /// A pull (merge) request was opened for it.
     PullRequestOpened,
+    /// The session went to sleep (idle, or asked to).
+    SessionSleeping,
+    /// A sleeping session is waking (`session.ready` follows).
+    SessionWoken,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         Self::SessionCreated,
         Self::SessionReady,
         Self::TurnFinished,
@@ -65,6 +69,8 @@ impl EventKind {
         Self::SessionTerminated,
         Self::SessionPushed,
         Self::PullRequestOpened,
+        Self::SessionSleeping,
+        Self::SessionWoken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +82,8 @@ impl EventKind {
             Self::SessionTerminated => "session.terminated",
             Self::SessionPushed => "session.pushed",
             Self::PullRequestOpened => "pull_request.opened",
+            Self::SessionSleeping => "session.sleeping",
+            Self::SessionWoken => "session.woken",
         }
     }
 
@@ -314,7 +322,7 @@ mod tests {
         for k in EventKind::ALL {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
-        assert_eq!(EventKind::parse("session.sleeping"), None);
+        assert_eq!(EventKind::parse("session.hibernating"), None);
     }
 
     #[test]

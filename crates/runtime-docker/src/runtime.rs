@@ -458,6 +458,26 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {
+        self.suspend(id).await?;
+        ignore_missing(
+            self.docker
+                .remove_volume(
+                    &self.volume_name(id),
+                    Some(RemoveVolumeOptions { force: true }),
+                )
+                .await,
+            "removing the workspace volume",
+        )
+    }
+
+    /// Docker keeps the workspace in a volume of its own.
+    fn can_suspend(&self) -> bool {
+        true
+    }
+
+    /// Removes the container, its network (freeing its subnet) and its
+    /// host rules; the workspace volume stays for the next `create`.
+    async fn suspend(&self, id: &SessionId) -> Result<(), RuntimeError> {
         self.cpu_samples.forget(id);
         let name = self.name(id);
         let opts = RemoveContainerOptions {
@@ -476,15 +496,7 @@ impl Runtime for DockerRuntime {
         if let Some(fw) = &self.firewall {
             fw.uninstall(id).await;
         }
-        ignore_missing(
-            self.docker
-                .remove_volume(
-                    &self.volume_name(id),
-                    Some(RemoveVolumeOptions { force: true }),
-                )
-                .await,
-            "removing the workspace volume",
-        )
+        Ok(())
     }
 
     async fn inspect(&self, id: &SessionId) -> Result<Option<ContainerStatus>, RuntimeError> {

@@ -252,7 +252,11 @@ fn owner_only<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
     let rest = path.strip_prefix("/api/v1/sessions/")?;
     match rest.split_once('/') {
         None if method == Method::DELETE => Some(rest),
-        Some((id, "command" | "interrupt" | "push")) if method == Method::POST => Some(id),
+        Some((id, "command" | "interrupt" | "push" | "sleep" | "wake"))
+            if method == Method::POST =>
+        {
+            Some(id)
+        }
         Some((id, "diff" | "files")) if method == Method::GET => Some(id),
         _ => None,
     }

@@ -27,6 +27,7 @@ const STATES: &[SessionState] = &[
     SessionState::Cloning,
     SessionState::Ready,
     SessionState::Busy,
+    SessionState::Sleeping,
     SessionState::Terminating,
 ];
 
@@ -97,8 +98,13 @@ pub async fn render<R: Runtime, S: Store>(manager: &AppManager<R, S>) -> String 
         "gauge",
         "Live sessions by state.",
     );
+    // Nobody runs a sleeping session: the store counts them.
+    let sleeping = manager.sleeping_count().await.unwrap_or(0);
     for state in STATES {
-        let n = live.iter().filter(|r| r.state == *state).count();
+        let n = match state {
+            SessionState::Sleeping => sleeping,
+            _ => live.iter().filter(|r| r.state == *state).count(),
+        };
         let _ = writeln!(
             out,
             "claudecluster_sessions{{state=\"{}\"}} {n}",
@@ -132,11 +138,27 @@ pub async fn render<R: Runtime, S: Store>(manager: &AppManager<R, S>) -> String 
         "A command accepted to the end of its turn.",
         &m.command_seconds.snapshot(),
     );
+    histogram(
+        &mut out,
+        "claudecluster_session_wake_seconds",
+        "A sleeping session's wake to its ready state.",
+        &m.wake_seconds.snapshot(),
+    );
     for (name, help, v) in [
         (
             "claudecluster_sessions_reaped_total",
             "Sessions ended by their idle timeout or maximum lifetime.",
             &m.reaped_total,
+        ),
+        (
+            "claudecluster_sessions_slept_total",
+            "Sessions put to sleep (idle, or asked to).",
+            &m.slept_total,
+        ),
+        (
+            "claudecluster_sessions_woken_total",
+            "Sleeping sessions woken.",
+            &m.woken_total,
         ),
         (
             "claudecluster_session_container_failures_total",

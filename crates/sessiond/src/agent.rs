@@ -73,8 +73,11 @@ struct Core {
     pending: u32,
     /// Turns accepted while another runs, written after its `result`.
     queued: std::collections::VecDeque<String>,
-    /// Claude Code's session id, for `--resume` after the process exits.
+    /// Claude Code's session id, for `--resume` after the process exits
+    /// (or, kept in `claude_config`, after the container was replaced).
     session_id: Option<String>,
+    /// Claude Code's configuration directory, once the setup made it.
+    claude_config: Option<std::path::PathBuf>,
     /// Per-turn overrides in force in the running process (`None`: as it
     /// was started). Later turns without one switch back.
     turn_model: Option<String>,
@@ -114,6 +117,7 @@ impl Session {
                 pending: 0,
                 queued: std::collections::VecDeque::new(),
                 session_id: None,
+                claude_config: None,
                 turn_model: None,
                 turn_permission_mode: None,
                 next_control: 1,
@@ -199,6 +203,12 @@ impl Session {
         if core.shutting_down {
             return;
         }
+        let claude_config = crate::conversation::prepare(self.config.claude_config_dir.as_deref());
+        if let Some(dir) = &claude_config {
+            // A session woken from sleep: its conversation goes on.
+            core.session_id = crate::conversation::load(dir);
+        }
+        core.claude_config = claude_config;
         match self.spawn_claude(&mut core) {
             Ok(()) => self.set_state(&mut core, AgentState::Ready, None),
             Err(reason) => self.set_state(&mut core, AgentState::Error, Some(reason)),
@@ -378,10 +388,15 @@ impl Session {
         if let Some(id) = &core.session_id {
             cmd.arg(format!("--resume={id}"));
         }
+        let mut env = init.claude.env.clone();
+        if let Some(dir) = &core.claude_config {
+            env.entry("CLAUDE_CONFIG_DIR".to_owned())
+                .or_insert_with(|| dir.display().to_string());
+        }
         cmd.args(&init.claude.args)
             .current_dir(&self.config.repo_dir)
             .env_clear()
-            .envs(self.config.child_env(&init.claude.env))
+            .envs(self.config.child_env(&env))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -485,6 +500,11 @@ impl Session {
                 if !p.saw_init {
                     p.saw_init = true;
                     if let Some(id) = data.get("session_id").and_then(Value::as_str) {
+                        if core.session_id.as_deref() != Some(id) {
+                            if let Some(dir) = &core.claude_config {
+                                crate::conversation::save(dir, id);
+                            }
+                        }
                         core.session_id = Some(id.to_owned());
                     }
                 }

@@ -19,6 +19,7 @@
 
 mod agent;
 mod api;
+mod conversation;
 mod diff;
 mod files;
 mod git;
@@ -52,6 +53,9 @@ pub struct Config {
     pub claude_bin: String,
     /// Where the repository is (or gets) checked out.
     pub repo_dir: PathBuf,
+    /// Claude Code's configuration directory, where it keeps its
+    /// transcripts (see [`conversation`]); `None`: Claude Code's default.
+    pub claude_config_dir: Option<PathBuf>,
     /// PATH and HOME handed on to children.
     pub path: String,
     pub home: String,
@@ -93,11 +97,18 @@ impl Config {
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| cc_wire::sessiond::REPO_DIR.to_owned())
             .into();
+        // Set and empty: Claude Code's own default (under HOME).
+        let claude_config_dir = match get("SESSIOND_CLAUDE_CONFIG_DIR") {
+            Some(v) if v.is_empty() => None,
+            Some(v) => Some(v.into()),
+            None => Some(cc_wire::sessiond::CLAUDE_CONFIG_DIR.into()),
+        };
         Ok(Self {
             token,
             listen,
             claude_bin,
             repo_dir,
+            claude_config_dir,
             path: get("PATH")
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| FALLBACK_PATH.to_owned()),

@@ -1,7 +1,8 @@
 //! Preparing the checkout: `git clone` (skipped when the repository
-//! directory already holds one, i.e. after a container restart), the relay
-//! headers stored in the local git config so the agent's own fetch/push
-//! work, and a commit identity when none is configured.
+//! directory already holds one, i.e. after a container restart or a wake),
+//! `origin` and the relay headers stored in the local git config so the
+//! agent's own fetch/push work, and a commit identity when none is
+//! configured.
 //!
 //! git runs with a clean environment (see [`Config::child_env`]) plus
 //! `GIT_TERMINAL_PROMPT=0`, so it fails instead of waiting for a password.
@@ -79,6 +80,17 @@ pub async fn prepare_repo(
             add_instructions(repo, text).await?;
         }
     }
+    // A checkout kept from an earlier container (a session woken from
+    // sleep, or a fork's copy) names the relay as it was reached then:
+    // another address, or another session's path.
+    expect_success(
+        config,
+        req,
+        repo,
+        &["config", "--local", "remote.origin.url", &req.clone_url],
+        "pointing origin at the session's relay",
+    )
+    .await?;
     store_headers(config, req, repo).await?;
     ensure_identity(config, req, repo).await?;
     if let Some(branch) = &req.push_branch {

@@ -373,6 +373,47 @@ pub async fn ended_sessions_are_never_unowned_or_claimable<S: Store + Leases>(st
     }
 }
 
+/// Nobody runs a sleeping session: its lease is neither renewed nor taken
+/// over, and it stays listed as live; whoever wakes (or ends) it claims
+/// it, with a higher fence.
+pub async fn a_sleeping_session_is_claimed_only_to_wake_it<S: Store + Leases>(store: S) {
+    let (a, b) = (replica(1), replica(2));
+    beat(&store, &a, &[], LEASE_TTL).await;
+    let rec = created(&store, Some(&a), 3).await;
+    let mut asleep = rec.clone();
+    asleep.state = SessionState::Sleeping;
+    store.update_session(&asleep).await.expect("to sleep");
+    store.release(&rec.id, &a.id).await.expect("release");
+    assert!(
+        beat(&store, &a, &[], LEASE_TTL).await.is_empty(),
+        "a sleeping session's lease is not renewed"
+    );
+    assert!(
+        store.unowned().await.expect("unowned").is_empty(),
+        "nobody takes a sleeping session over"
+    );
+    let live = store.list_sessions(true).await.expect("list");
+    assert!(live.iter().any(|r| r.id == rec.id), "still live");
+    assert_eq!(
+        store.claim(&rec.id, &b.id, LEASE_TTL).await.expect("claim"),
+        Some(4),
+        "the waker claims it"
+    );
+    assert_eq!(
+        store.claim(&rec.id, &a.id, LEASE_TTL).await.expect("claim"),
+        None,
+        "and holds it"
+    );
+    // Awake again under the waker: renewed by its heartbeat.
+    let mut awake = stored(&store, &rec.id).await;
+    awake.state = SessionState::Starting;
+    store.update_session(&awake).await.expect("wake");
+    assert_eq!(
+        beat(&store, &b, &[], LEASE_TTL).await,
+        vec![(rec.id.clone(), 4)]
+    );
+}
+
 pub async fn concurrent_claims_have_one_winner<S: Store + Leases>(store: S) {
     const CLAIMANTS: u32 = 8;
     const ROUNDS: usize = 5;

@@ -59,6 +59,7 @@ macro_rules! store_conformance {
             a_write_with_an_old_fence_is_refused_and_writes_nothing,
             release_makes_a_session_claimable_at_once,
             ended_sessions_are_never_unowned_or_claimable,
+            a_sleeping_session_is_claimed_only_to_wake_it,
             concurrent_claims_have_one_winner,
             a_job_lock_is_exclusive_until_it_expires,
             held_by_replicas_leaves_out_expired_replicas,

@@ -19,7 +19,7 @@ use cc_core::lease::{Heartbeat, Leases, Replica};
 use cc_core::{SessionId, StoreError};
 use std::time::Duration;
 
-use cc_core::store_codec::lease::{decode_held, encode_held, fence, session_id, LIVE};
+use cc_core::store_codec::lease::{decode_held, encode_held, fence, session_id, AWAKE, LIVE};
 
 impl Leases for PostgresStore {
     async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Vec<(SessionId, u64)>, StoreError> {
@@ -38,7 +38,7 @@ impl Leases for PostgresStore {
                        ON CONFLICT (id) DO UPDATE SET url = excluded.url, \
                        held = excluded.held, expires_ms = excluded.expires_ms) \
                      UPDATE sessions SET lease_expires_ms = {NOW_MS} + $4::BIGINT \
-                     WHERE lease_holder = $1 AND {LIVE} \
+                     WHERE lease_holder = $1 AND {AWAKE} \
                      AND (lease_expires_ms IS NULL OR lease_expires_ms <> 0) \
                      RETURNING id, lease_fence"
                 ),
@@ -99,7 +99,7 @@ impl Leases for PostgresStore {
         let rows = conn
             .query(
                 &format!(
-                    "SELECT id FROM sessions WHERE {LIVE} \
+                    "SELECT id FROM sessions WHERE {AWAKE} \
                      AND (lease_holder IS NULL OR lease_expires_ms IS NULL \
                           OR lease_expires_ms <= {NOW_MS}) \
                      ORDER BY created_at_ms, ord"

@@ -16,7 +16,7 @@ use cc_core::{SessionId, StoreError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use std::time::Duration;
 
-use cc_core::store_codec::lease::{decode_held, encode_held, fence, session_id, LIVE};
+use cc_core::store_codec::lease::{decode_held, encode_held, fence, session_id, AWAKE, LIVE};
 
 impl Leases for SqliteStore {
     async fn heartbeat(&self, beat: &Heartbeat<'_>) -> Result<Vec<(SessionId, u64)>, StoreError> {
@@ -40,7 +40,7 @@ impl Leases for SqliteStore {
                 let rows = tx
                     .prepare_cached(&format!(
                         "UPDATE sessions SET lease_expires_ms = ?2 \
-                         WHERE lease_holder = ?1 AND {LIVE} \
+                         WHERE lease_holder = ?1 AND {AWAKE} \
                          AND (lease_expires_ms IS NULL OR lease_expires_ms <> 0) \
                          RETURNING id, lease_fence"
                     ))
@@ -116,7 +116,7 @@ impl Leases for SqliteStore {
         let ids = self
             .run("list unowned sessions", move |conn| {
                 conn.prepare_cached(&format!(
-                    "SELECT id FROM sessions WHERE {LIVE} \
+                    "SELECT id FROM sessions WHERE {AWAKE} \
                      AND (lease_holder IS NULL OR lease_expires_ms IS NULL \
                           OR lease_expires_ms <= ?1) \
                      ORDER BY created_at_ms, rowid"

@@ -49,6 +49,9 @@ pub async fn run<R: Runtime>(
     image: &str,
 ) -> anyhow::Result<()> {
     lifecycle(rt, image).await.context("lifecycle")?;
+    suspend_and_start_again(rt, image)
+        .await
+        .context("suspend and start again")?;
     exits_are_reported(rt, driver, image)
         .await
         .context("exits are reported")?;
@@ -144,6 +147,54 @@ async fn lifecycle<R: Runtime>(rt: &R, image: &str) -> anyhow::Result<()> {
     let unknown = SessionId::generate();
     ensure!(rt.inspect(&unknown).await?.is_none());
     ensure!(rt.locate(&unknown).await?.is_none());
+    Ok(())
+}
+
+/// A suspended session has no container but is still the runtime's (its
+/// workspace), and `create` starts it again; a runtime that cannot keep a
+/// workspace says so instead of removing it.
+async fn suspend_and_start_again<R: Runtime>(rt: &R, image: &str) -> anyhow::Result<()> {
+    let s = spec(image);
+    if !rt.can_suspend() {
+        rt.create_running(&s).await?;
+        ensure!(
+            rt.suspend(&s.id).await.is_err(),
+            "a runtime that cannot suspend refuses to"
+        );
+        ensure!(
+            rt.inspect(&s.id).await?.is_some_and(|st| st.running),
+            "a refused suspend leaves the container running"
+        );
+        rt.remove(&s.id).await?;
+        return Ok(());
+    }
+    let first = rt.create_running(&s).await?;
+    rt.suspend(&s.id).await?;
+    ensure!(rt.inspect(&s.id).await?.is_none(), "no container asleep");
+    ensure!(
+        rt.locate(&s.id).await?.is_none(),
+        "nothing to locate asleep"
+    );
+    ensure!(rt.stats(&s.id).await?.is_none(), "no stats asleep");
+    ensure!(
+        rt.list().await?.contains(&s.id),
+        "a sleeping session's workspace is still listed (not an orphan to a sweep that checks the store)"
+    );
+    rt.suspend(&s.id).await?; // Twice is fine.
+    let again = rt.create_running(&s).await?;
+    ensure!(
+        rt.inspect(&s.id).await?.is_some_and(|st| st.running),
+        "running again after create"
+    );
+    ensure!(
+        again.gateway_url.starts_with("http"),
+        "placed again: {again:?} (first: {first:?})"
+    );
+    rt.remove(&s.id).await?;
+    ensure!(
+        !rt.list().await?.contains(&s.id),
+        "remove takes the workspace"
+    );
     Ok(())
 }
 

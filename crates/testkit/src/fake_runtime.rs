@@ -33,6 +33,8 @@ struct Container {
 #[derive(Clone)]
 pub struct FakeRuntime {
     containers: Arc<Mutex<HashMap<SessionId, Container>>>,
+    /// Sessions whose workspace exists (kept by [`Runtime::suspend`]).
+    workspaces: Arc<Mutex<std::collections::HashSet<SessionId>>>,
     /// Bumped on every change a waiter may be waiting for.
     changed: Arc<watch::Sender<u64>>,
     hold: Arc<std::sync::atomic::AtomicBool>,
@@ -48,6 +50,7 @@ impl FakeRuntime {
     pub fn new(agent_url: impl Into<String>, gateway_url: impl Into<String>) -> Self {
         Self {
             containers: Arc::default(),
+            workspaces: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
             hold: Arc::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
@@ -145,6 +148,15 @@ impl FakeRuntime {
         self.change(|m| m.remove(id));
     }
 
+    /// Whether the session's workspace exists.
+    pub fn has_workspace(&self, id: &SessionId) -> bool {
+        self.workspaces().contains(id)
+    }
+
+    fn workspaces(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<SessionId>> {
+        self.workspaces.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn send(&self, id: &SessionId, kind: RuntimeEventKind) {
         // No subscriber is fine: nobody is watching.
         let _ = self.events.send(RuntimeEvent {
@@ -160,6 +172,7 @@ impl Runtime for FakeRuntime {
             return Err(RuntimeError::Invalid("no image named".into()));
         }
         let hold = self.hold.load(std::sync::atomic::Ordering::SeqCst);
+        self.workspaces().insert(spec.id.clone());
         let c = self.with(|m| {
             m.entry(spec.id.clone())
                 .or_insert_with(|| Container {
@@ -206,6 +219,16 @@ impl Runtime for FakeRuntime {
 
     async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {
         self.change(|m| m.remove(id));
+        self.workspaces().remove(id);
+        Ok(())
+    }
+
+    fn can_suspend(&self) -> bool {
+        true
+    }
+
+    async fn suspend(&self, id: &SessionId) -> Result<(), RuntimeError> {
+        self.change(|m| m.remove(id));
         Ok(())
     }
 
@@ -221,7 +244,10 @@ impl Runtime for FakeRuntime {
     }
 
     async fn list(&self) -> Result<Vec<SessionId>, RuntimeError> {
-        Ok(self.with(|m| m.keys().cloned().collect()))
+        let mut ids: std::collections::HashSet<SessionId> =
+            self.with(|m| m.keys().cloned().collect());
+        ids.extend(self.workspaces().iter().cloned());
+        Ok(ids.into_iter().collect())
     }
 
     async fn locate(&self, id: &SessionId) -> Result<Option<Placement>, RuntimeError> {

@@ -240,7 +240,10 @@ pub enum SeedStatus {
 
 /// Full session lifecycle:
 /// `creating → starting → cloning → ready ⇄ busy → terminating → terminated`,
-/// with `error` reachable from every live state.
+/// with `error` reachable from every live state. An idle `ready` session
+/// may go to `sleeping` (no container, its workspace and conversation
+/// kept); waking it goes through `starting` and `cloning` (no clone then)
+/// back to `ready`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionState {
@@ -249,6 +252,7 @@ pub enum SessionState {
     Cloning,
     Ready,
     Busy,
+    Sleeping,
     Terminating,
     Terminated,
     Error,
@@ -258,15 +262,23 @@ impl SessionState {
     pub fn seed_status(self) -> SeedStatus {
         match self {
             Self::Creating | Self::Starting | Self::Cloning => SeedStatus::Starting,
-            Self::Ready | Self::Busy => SeedStatus::Ready,
+            // A sleeping session takes commands: the first wakes it.
+            Self::Ready | Self::Busy | Self::Sleeping => SeedStatus::Ready,
             Self::Error => SeedStatus::Error,
             Self::Terminating | Self::Terminated => SeedStatus::Terminated,
         }
     }
 
-    /// Whether the session still owns runtime resources.
+    /// Whether the session still owns runtime resources (a sleeping one
+    /// its workspace).
     pub fn is_live(self) -> bool {
         !matches!(self, Self::Terminated | Self::Error)
+    }
+
+    /// Whether the session has a container (or is getting one): live and
+    /// not asleep.
+    pub fn is_awake(self) -> bool {
+        self.is_live() && self != Self::Sleeping
     }
 
     pub fn as_str(self) -> &'static str {
@@ -276,6 +288,7 @@ impl SessionState {
             Self::Cloning => "cloning",
             Self::Ready => "ready",
             Self::Busy => "busy",
+            Self::Sleeping => "sleeping",
             Self::Terminating => "terminating",
             Self::Terminated => "terminated",
             Self::Error => "error",
@@ -289,6 +302,7 @@ impl SessionState {
             "cloning" => Self::Cloning,
             "ready" => Self::Ready,
             "busy" => Self::Busy,
+            "sleeping" => Self::Sleeping,
             "terminating" => Self::Terminating,
             "terminated" => Self::Terminated,
             "error" => Self::Error,

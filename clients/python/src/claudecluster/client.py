@@ -159,6 +159,19 @@ class Client:
         r = self._http.request("DELETE", f"/api/v1/sessions/{_path_id(session_id)}")
         return DeletedSession.from_json(r.body)
 
+    def sleep_session(self, session_id: str) -> Session:
+        """Puts a ``ready`` session to sleep: its container goes, its
+        checkout and Claude Code's conversation stay. Any later use (a
+        command, diff, files, push, :meth:`wake_session`) wakes it."""
+        r = self._http.request("POST", f"/api/v1/sessions/{_path_id(session_id)}/sleep", body={})
+        return Session.from_json(r.body)
+
+    def wake_session(self, session_id: str) -> Session:
+        """Wakes a sleeping session; it is ``starting`` in the answer (wait
+        with :meth:`wait_for_state`)."""
+        r = self._http.request("POST", f"/api/v1/sessions/{_path_id(session_id)}/wake", body={})
+        return Session.from_json(r.body)
+
     def wait_for_state(
         self,
         session_id: str,

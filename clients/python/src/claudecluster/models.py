@@ -58,20 +58,22 @@ _E = TypeVar("_E", bound=Enum)
 
 class SessionState(str, Enum):
     """The full lifecycle: ``creating → starting → cloning → ready ⇄ busy →
-    terminating → terminated``, or ``error``."""
+    terminating → terminated``, or ``error``; an idle ``ready`` session may
+    be ``sleeping`` (no container; any use wakes it)."""
 
     CREATING = "creating"
     STARTING = "starting"
     CLONING = "cloning"
     READY = "ready"
     BUSY = "busy"
+    SLEEPING = "sleeping"
     TERMINATING = "terminating"
     TERMINATED = "terminated"
     ERROR = "error"
 
     @property
     def is_live(self) -> bool:
-        """Whether the session still has a container."""
+        """Whether the session is not over (a sleeping one included)."""
         return self not in (SessionState.TERMINATED, SessionState.ERROR)
 
     def __str__(self) -> str:

@@ -78,6 +78,11 @@ async fn a_tiny_profile_measures_every_phase_beside_its_baseline() -> anyhow::Re
     assert!(push.create_ms.is_some() && push.git_create_ms.is_some());
     assert_eq!(push.fast_forward_ms.as_ref().map(|s| s.n), Some(2));
     assert_eq!(push.git_fast_forward_ms.as_ref().map(|s| s.n), Some(2));
+
+    let sleep = report.sleep.as_ref().expect("sleep figures");
+    assert_eq!(sleep.sleep_ms.as_ref().map(|s| s.n), Some(2));
+    assert_eq!(sleep.wake_ms.as_ref().map(|s| s.n), Some(2));
+    assert_eq!(sleep.containers_asleep, 0, "asleep: no container");
     assert!(push.overhead_p50_ms.is_some());
 
     let audit = report.audit.as_ref().expect("a scan");

@@ -1,6 +1,7 @@
 //! Every interval: removes containers, networks and volumes of sessions
-//! that are unknown or ended (one replica at a time), and ends live sessions whose container
-//! stopped or vanished without an event reaching us.
+//! that are unknown or ended (one replica at a time), ends live sessions whose container
+//! stopped or vanished without an event reaching us, and ends sessions
+//! that slept longer than the admin allows.
 
 use crate::seams::{Agent, Runtime, Store};
 use crate::session::Manager;
@@ -16,6 +17,11 @@ pub async fn run<R: Runtime, A: Agent, S: Store>(manager: Manager<R, A, S>, ever
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed orphaned session resources"),
             Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+        }
+        match manager.end_long_sleepers().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(ended = n, "ended sessions that slept too long"),
+            Err(e) => tracing::warn!(error = %e, "ending long-sleeping sessions failed"),
         }
         let stopped = manager.check_live_containers().await;
         if stopped > 0 {

@@ -5,6 +5,7 @@
 //! log, serves commands, and ends the session — on request, at the end of
 //! its lifetime, or when the container or the clone fails.
 
+use super::adopt::Start;
 use super::reaper::{self, Activity, Verdict};
 use super::Inner;
 use crate::error::{AgentError, CoreError, RuntimeError};
@@ -53,6 +54,11 @@ pub(crate) enum ActorMsg {
         reason: String,
         reply: oneshot::Sender<SessionRecord>,
     },
+    /// Put the session to sleep (it must be `ready`).
+    Sleep {
+        reason: String,
+        reply: oneshot::Sender<Result<SessionRecord, CoreError>>,
+    },
     /// The runtime saw the container end (see `crate::reconciler`).
     ContainerExited { reason: String },
     /// The kernel killed a process in the container for exceeding the
@@ -94,6 +100,8 @@ pub(crate) struct Actor<R, A, S> {
     /// When the create request came in; `None` once `ready` was reached
     /// (or for an adopted session), so the spawn is measured once.
     spawn_started: Option<Instant>,
+    /// When the wake request came in, likewise until `ready`.
+    wake_started: Option<Instant>,
     /// Open while the session starts (`session.start`): the trace's view
     /// of the interval `spawn_started` measures.
     start_span: Option<tracing::Span>,
@@ -131,6 +139,11 @@ impl OomIncidents {
 /// Why the actor's loop ended.
 enum Exit {
     Terminated(String, Option<oneshot::Sender<SessionRecord>>),
+    /// Idle, or asked to: its container goes, its workspace stays.
+    Slept(
+        String,
+        Option<oneshot::Sender<Result<SessionRecord, CoreError>>>,
+    ),
     Failed(String),
     /// The session belongs to another replica now; it goes on there.
     Released(String),
@@ -170,21 +183,22 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             queued: VecDeque::new(),
             activity: Arc::new(Activity::new()),
             spawn_started: None,
+            wake_started: None,
             start_span: None,
             turn: None,
             oom: OomIncidents::default(),
         }
     }
 
-    /// Shares the session's activity clock and, for a new session, when
-    /// its create request arrived (for the spawn latency metric).
-    pub(crate) fn with_lifecycle(
-        mut self,
-        activity: Arc<Activity>,
-        spawn_started: Option<Instant>,
-    ) -> Self {
+    /// Shares the session's activity clock and, for a new or woken
+    /// session, when its request arrived (for the latency metrics).
+    pub(crate) fn with_lifecycle(mut self, activity: Arc<Activity>, start: Start) -> Self {
         self.activity = activity;
-        self.spawn_started = spawn_started;
+        match start {
+            Start::Created(t) => self.spawn_started = Some(t),
+            Start::Woken(t) => self.wake_started = Some(t),
+            Start::Adopted => {}
+        }
         self
     }
 
@@ -222,6 +236,28 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 let finish = self.finish(SessionState::Error, reason.clone(), Some(reason));
                 tracing::Instrument::instrument(finish, span).await
             }
+            Exit::Slept(reason, reply) => {
+                let span = tracing::info_span!("session.sleep", session.id = %id, reason);
+                let slept = tracing::Instrument::instrument(self.go_to_sleep(reason), span).await;
+                let r = match slept {
+                    Ok(()) => Ok(()),
+                    Err(CoreError::Fenced(m)) => {
+                        tracing::warn!(session = %id, reason = %m, "let the session go to another replica");
+                        self.inner.credentials.remove(&id);
+                        Ok(())
+                    }
+                    // Half asleep is no state to leave a session in.
+                    Err(e) => {
+                        let reason = format!("the session could not be put to sleep: {e}");
+                        self.finish(SessionState::Error, reason.clone(), Some(reason))
+                            .await
+                    }
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(self.record.clone()));
+                }
+                r
+            }
         };
         if let Err(e) = result {
             tracing::error!(session = %id, error = %e, "ending session");
@@ -251,6 +287,13 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             let idle = reaper::idle_timeout(&self.record.limits, self.inner.config.idle_timeout);
             let check_at = match reaper::judge(&self.record, &self.activity, idle) {
                 Verdict::Expired(reason) => {
+                    CoreMetrics::inc(&self.inner.metrics.reaped_total);
+                    return Ok(Exit::Terminated(reason, None));
+                }
+                Verdict::Idle(reason) if self.inner.sleeps_when_idle() => {
+                    return Ok(Exit::Slept(reason, None));
+                }
+                Verdict::Idle(reason) => {
                     CoreMetrics::inc(&self.inner.metrics.reaped_total);
                     return Ok(Exit::Terminated(reason, None));
                 }
@@ -401,6 +444,10 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             ActorMsg::Terminate { reason, reply } => {
                 return Some(Exit::Terminated(reason, Some(reply)))
             }
+            ActorMsg::Sleep { reason, reply } => match self.may_sleep() {
+                Ok(()) => return Some(Exit::Slept(reason, Some(reply))),
+                Err(e) => drop(reply.send(Err(e))),
+            },
             // A container that never ran: the runtime's wait for it says
             // why, in its own words (the kubelet's, the scheduler's).
             ActorMsg::ContainerExited { reason } if self.placing.is_some() => {
@@ -629,6 +676,8 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         if let Some(t) = self.spawn_started.take() {
             metrics.spawn_seconds.observe(t.elapsed());
             self.start_span = None;
+        } else if let Some(t) = self.wake_started.take() {
+            metrics.wake_seconds.observe(t.elapsed());
         } else if self.record.state == SessionState::Busy {
             // Dropping the span closes it.
             if let Some((t, _span)) = self.turn.take() {
@@ -780,6 +829,66 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         Ok(())
     }
 
+    /// Whether the session may go to sleep now: only between turns.
+    fn may_sleep(&self) -> Result<(), CoreError> {
+        if !self.inner.can_sleep() {
+            return Err(CoreError::conflict(
+                "sleep_unavailable",
+                "sessions cannot sleep here: the runtime does not keep a workspace without its container, or the server keeps no sealed secrets",
+            ));
+        }
+        match self.record.state {
+            SessionState::Ready => Ok(()),
+            SessionState::Busy => Err(CoreError::conflict(
+                "session_busy",
+                "a turn is running; put the session to sleep when it has finished, or interrupt it first",
+            )),
+            other => Err(CoreError::conflict(
+                "session_not_ready",
+                format!(
+                    "session {} is {}: it can sleep once it is ready",
+                    self.record.id,
+                    other.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// Removes the container (keeping the workspace, where Claude Code
+    /// keeps its conversation), records `sleeping` and lets go of the
+    /// lease: nobody runs a sleeping session; whoever wakes it claims it.
+    async fn go_to_sleep(&mut self, reason: String) -> Result<(), CoreError> {
+        let id = self.record.id.clone();
+        let me = self.inner.config.replica.id.clone();
+        if let Ok(None) = self
+            .inner
+            .store
+            .claim(&id, &me, crate::lease::LEASE_TTL)
+            .await
+        {
+            return Err(CoreError::Fenced(format!(
+                "session {id} is no longer held by replica {me}"
+            )));
+        }
+        // Its token is refused from now on; the sealed copy stays for the
+        // wake.
+        self.inner.credentials.remove(&id);
+        self.inner
+            .runtime
+            .suspend(&id)
+            .await
+            .map_err(|e| CoreError::Unavailable(format!("removing its container: {e}")))?;
+        self.record.container_id = None;
+        self.set_state(SessionState::Sleeping, Some(reason), None)
+            .await?;
+        CoreMetrics::inc(&self.inner.metrics.slept_total);
+        if let Err(e) = self.inner.store.release(&id, &me).await {
+            tracing::warn!(session = %id, error = %e, "releasing the sleeping session's lease");
+        }
+        tracing::info!(session = %id, reason = ?self.record.reason, "session asleep");
+        Ok(())
+    }
+
     /// The pending container runs: the session learns where sessiond is.
     async fn on_placed(&mut self, p: Placement) -> Result<(), CoreError> {
         tracing::info!(session = %self.record.id, container = %p.container_id, "the session container runs");
@@ -824,6 +933,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             ActorMsg::Files { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Push { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Terminate { reply, .. } => drop(reply.send(self.record.clone())),
+            ActorMsg::Sleep { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::ContainerExited { .. }
             | ActorMsg::OomKill
             | ActorMsg::Spend { .. }

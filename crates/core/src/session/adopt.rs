@@ -41,13 +41,35 @@ pub struct Recovery {
     pub orphans: usize,
 }
 
+/// How a session's actor comes to run, and since when (for the spawn and
+/// wake latency metrics).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Start {
+    /// A create request came in at this moment.
+    Created(Instant),
+    /// Taken over running (after a restart, from another replica).
+    Adopted,
+    /// A wake request came in at this moment.
+    Woken(Instant),
+}
+
+impl Start {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Created(_) => "created",
+            Self::Adopted => "adopted",
+            Self::Woken(_) => "woken",
+        }
+    }
+}
+
 /// Registers the session's handle and starts its actor.
 pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
     inner: &Arc<Inner<R, A, S>>,
     record: SessionRecord,
     boot: Boot,
     init: InitRequest,
-    spawn_started: Option<Instant>,
+    start: Start,
 ) {
     let (tx, rx) = mpsc::channel(ACTOR_QUEUE);
     let (events, _) = broadcast::channel::<ServerMessage>(BROADCAST_CAPACITY);
@@ -68,11 +90,23 @@ pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
         parent: None,
         "session",
         session.id = %record.id,
-        adopted = spawn_started.is_none()
+        start = start.as_str()
     );
     let actor = Actor::new(inner.clone(), record, record_tx, events, boot, init)
-        .with_lifecycle(activity, spawn_started);
+        .with_lifecycle(activity, start);
     tokio::spawn(tracing::Instrument::instrument(actor.run(rx), span));
+}
+
+/// Refuses a placement whose gateway is not the one the session's setup
+/// names: Claude Code inside would call the old address.
+pub(crate) fn check_gateway(p: &crate::seams::Placement, init: &InitRequest) -> Result<(), String> {
+    let gateway = format!("{}/", p.gateway_url.trim_end_matches('/'));
+    if init.clone_url.starts_with(&gateway) {
+        return Ok(());
+    }
+    Err("the orchestrator restarted on another gateway address; \
+         give --gateway-listen a fixed port to keep sessions across restarts"
+        .into())
 }
 
 /// Why a container that cannot be adopted is gone, from its inspection.
@@ -305,13 +339,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             Err(e) => return Err(format!("the session container cannot be found: {e}")),
         };
         if let (Some(p), Some(init)) = (&placement, &secrets.init) {
-            let gateway = format!("{}/", p.gateway_url.trim_end_matches('/'));
-            if !init.clone_url.starts_with(&gateway) {
-                // Claude Code inside has the old gateway address baked in.
-                return Err("the orchestrator restarted on another gateway address; \
-                            give --gateway-listen a fixed port to keep sessions across restarts"
-                    .into());
-            }
+            check_gateway(p, init)?;
         }
         inner.credentials.insert(SessionCredentials {
             session_id: rec.id.clone(),
@@ -346,7 +374,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             (None, Some(init)) => (Boot::Pending(secrets.agent_token), init),
             (None, None) => return Err("the session container disappeared".into()),
         };
-        spawn_actor(inner, rec, boot, init, None);
+        spawn_actor(inner, rec, boot, init, Start::Adopted);
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! rest (waiting for sessiond, clone, Claude Code) to the session's actor.
 
 use super::actor::Boot;
-use super::adopt::spawn_actor;
+use super::adopt::{spawn_actor, Start};
 use super::{Inner, Manager};
 use crate::credentials::SessionCredentials;
 use crate::error::CoreError;
@@ -216,7 +216,13 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             }),
             None => Boot::Pending(agent_token),
         };
-        spawn_actor(&self.inner, record.clone(), boot, init, Some(started_at));
+        spawn_actor(
+            &self.inner,
+            record.clone(),
+            boot,
+            init,
+            Start::Created(started_at),
+        );
         tracing::info!(session = %id, container = ?record.container_id, "session started");
         Ok(record)
     }
@@ -296,25 +302,9 @@ pub(crate) fn init_request(
     egress: EgressMode,
     options: crate::options::ResolvedOptions,
 ) -> InitRequest {
-    let base = gateway_url.trim_end_matches('/').to_owned();
-    // The gateway's `host:port` for the proxy URL, and its bare host
-    // (IPv6 without brackets) for NO_PROXY.
-    let parsed = url::Url::parse(&base).ok();
-    let authority = parsed
-        .as_ref()
-        .map_or(base.clone(), |u| u.authority().to_owned());
-    let bare_gw = match parsed.as_ref().and_then(|u| u.host()) {
-        Some(url::Host::Ipv6(a)) => a.to_string(),
-        Some(host) => host.to_string(),
-        None => authority.clone(),
-    };
     // The session's own variables first: ours below always win (the
     // policy already refuses names that collide).
     let mut env: BTreeMap<String, String> = options.env;
-    env.insert(
-        "ANTHROPIC_BASE_URL".into(),
-        format!("{base}/anthropic/{id}"),
-    );
     // A session-scoped token: the gateway swaps it for the real key.
     env.insert("ANTHROPIC_API_KEY".into(), token.expose().to_owned());
     // Without these Claude Code first calls api.anthropic.com for settings
@@ -329,18 +319,8 @@ pub(crate) fn init_request(
         EgressMode::Allowlist => !config.egress_allow.is_empty(),
         EgressMode::Open => true,
     };
-    if proxied {
-        // The gateway's CONNECT proxy, for the admin's allowlisted hosts;
-        // the relays on the gateway itself are reached directly.
-        let proxy = format!("http://{id}:{}@{authority}", token.expose());
-        for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
-            env.insert(name.into(), proxy.clone());
-        }
-        env.insert("NO_PROXY".into(), bare_gw.clone());
-        env.insert("no_proxy".into(), bare_gw);
-    }
-    InitRequest {
-        clone_url: format!("{base}/git/{id}"),
+    let mut init = InitRequest {
+        clone_url: String::new(),
         git_headers: vec![format!("Authorization: Bearer {}", token.expose())],
         branch,
         claude: ClaudeSettings {
@@ -356,12 +336,75 @@ pub(crate) fn init_request(
         },
         instructions: options.instructions,
         push_branch: Some(crate::push::session_branch(id)),
+    };
+    point_at_gateway(&mut init, id, gateway_url, token, proxied);
+    init
+}
+
+/// Points a setup at the gateway at `gateway_url`: a session woken in a
+/// new container may reach the gateway at another address (its new
+/// network's), and everything else of its setup stays as it was.
+pub(crate) fn retarget(init: &mut InitRequest, id: &SessionId, gateway_url: &str, token: &Token) {
+    let proxied = init.claude.env.contains_key("HTTPS_PROXY");
+    point_at_gateway(init, id, gateway_url, token, proxied);
+}
+
+/// The parts of a setup that name the gateway: the clone URL, the
+/// Anthropic relay and, when the session may use it, the CONNECT proxy.
+fn point_at_gateway(
+    init: &mut InitRequest,
+    id: &SessionId,
+    gateway_url: &str,
+    token: &Token,
+    proxied: bool,
+) {
+    let base = gateway_url.trim_end_matches('/').to_owned();
+    // The gateway's `host:port` for the proxy URL, and its bare host
+    // (IPv6 without brackets) for NO_PROXY.
+    let parsed = url::Url::parse(&base).ok();
+    let authority = parsed
+        .as_ref()
+        .map_or(base.clone(), |u| u.authority().to_owned());
+    let bare_gw = match parsed.as_ref().and_then(|u| u.host()) {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(host) => host.to_string(),
+        None => authority.clone(),
+    };
+    let env = &mut init.claude.env;
+    env.insert(
+        "ANTHROPIC_BASE_URL".into(),
+        format!("{base}/anthropic/{id}"),
+    );
+    if proxied {
+        // The gateway's CONNECT proxy, for the admin's allowlisted hosts;
+        // the relays on the gateway itself are reached directly.
+        let proxy = format!("http://{id}:{}@{authority}", token.expose());
+        for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+            env.insert(name.into(), proxy.clone());
+        }
+        env.insert("NO_PROXY".into(), bare_gw.clone());
+        env.insert("no_proxy".into(), bare_gw);
     }
+    init.clone_url = format!("{base}/git/{id}");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retargeted_setup_is_the_setup_made_for_the_new_gateway() {
+        let mut config = crate::config::ManagerConfig::new("img", 1);
+        config.egress_allow = vec!["pypi.org".into()];
+        let (id, token) = (SessionId::generate(), Token::generate());
+        for egress in [EgressMode::None, EgressMode::Allowlist, EgressMode::Open] {
+            let make =
+                |gw: &str| init_request(&config, &id, gw, &token, None, egress, Default::default());
+            let mut moved = make("http://172.30.0.1:7001");
+            retarget(&mut moved, &id, "http://172.30.0.17:7001/", &token);
+            assert_eq!(moved, make("http://172.30.0.17:7001"), "{egress:?}");
+        }
+    }
 
     fn init_for(gateway_url: &str, egress: EgressMode) -> InitRequest {
         let mut config = crate::config::ManagerConfig::new("img", 1);

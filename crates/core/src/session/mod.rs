@@ -15,6 +15,7 @@ mod create;
 pub mod notices;
 mod pool;
 pub(crate) mod reaper;
+mod sleep;
 mod subscription;
 mod terminate;
 pub(crate) mod usage;
@@ -143,7 +144,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         let key = self.inner.config.seal_key.as_ref()?;
         let store = &self.inner.store;
         let rec = store.get_session(session).await.ok().flatten()?;
-        if !rec.state.is_live() {
+        if !rec.state.is_awake() {
             return None;
         }
         let sealed = store.sealed_secrets(session).await.ok().flatten()?;
@@ -313,7 +314,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 format!("command is longer than {MAX_COMMAND_BYTES} bytes"),
             ));
         }
-        let handle = self.live_handle(id).await?;
+        let handle = self.awake_handle(id).await?;
         let (reply, rx) = oneshot::channel();
         let turn = cc_wire::sessiond::CommandRequest {
             text,
@@ -326,6 +327,9 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
 
     /// Stops the running turn; `false` when none was running.
     pub async fn interrupt(&self, id: &str) -> Result<bool, CoreError> {
+        if self.get(id).await?.state == SessionState::Sleeping {
+            return Ok(false); // Nothing runs; no reason to wake it.
+        }
         let handle = self.live_handle(id).await?;
         let (reply, rx) = oneshot::channel();
         send(&handle, ActorMsg::Interrupt { reply }).await?;
@@ -334,7 +338,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
 
     /// The session's changes against the commit its checkout started at.
     pub async fn diff(&self, id: &str) -> Result<cc_wire::api::SessionDiff, CoreError> {
-        let handle = self.live_handle(id).await?;
+        let handle = self.ready_handle(id).await?;
         let (reply, rx) = oneshot::channel();
         send(&handle, ActorMsg::Diff { reply }).await?;
         rx.await.map_err(|_| ended())?
@@ -347,7 +351,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         id: &str,
         path: &str,
     ) -> Result<cc_wire::api::SessionPath, CoreError> {
-        let handle = self.live_handle(id).await?;
+        let handle = self.ready_handle(id).await?;
         let (reply, rx) = oneshot::channel();
         let path = path.to_owned();
         send(&handle, ActorMsg::Files { path, reply }).await?;
@@ -361,7 +365,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         id: &str,
         req: cc_wire::sessiond::PushRequest,
     ) -> Result<cc_wire::sessiond::PushOutcome, CoreError> {
-        let handle = self.live_handle(id).await?;
+        let handle = self.ready_handle(id).await?;
         let (reply, rx) = oneshot::channel();
         send(&handle, ActorMsg::Push { req, reply }).await?;
         rx.await.map_err(|_| ended())?
@@ -377,13 +381,14 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         if self.inner.handle(&id).is_some() {
             return Ok(Route::Here);
         }
-        let live = self
+        // A sleeping session has no owner: whoever is asked wakes it.
+        let awake = self
             .inner
             .store
             .get_session(&id)
             .await?
-            .is_some_and(|r| r.state.is_live());
-        if !live {
+            .is_some_and(|r| r.state.is_awake());
+        if !awake {
             return Ok(Route::Here);
         }
         match self.inner.store.holder(&id).await? {
@@ -415,11 +420,10 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
     pub async fn subscribe(&self, id: &str, since: u64) -> Result<Subscription<S>, CoreError> {
         let rec = self.get(id).await?;
         let rx = self.inner.handle(&rec.id).map(|h| h.events.subscribe());
-        // A session another replica runs is followed through the store.
-        let feed = match rx {
-            None if rec.state.is_live() => Some(self.inner.store.event_feed()),
-            _ => None,
-        };
+        // Followed through the store whenever its actor is not here: it
+        // runs on another replica, sleeps, or goes to sleep and wakes
+        // (anywhere) while the reader reads.
+        let feed = rec.state.is_live().then(|| self.inner.store.event_feed());
         Ok(Subscription::new(self.inner.clone(), rec.id, since, rx).following(feed))
     }
 

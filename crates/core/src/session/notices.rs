@@ -26,6 +26,7 @@ pub(crate) fn on_status(
             (EventKind::SessionReady, json!({}))
         }
         Error => (EventKind::SessionError, json!({ "reason": rec.reason })),
+        Sleeping => (EventKind::SessionSleeping, json!({ "reason": rec.reason })),
         Terminated => (
             EventKind::SessionTerminated,
             json!({ "reason": rec.reason, "usage": rec.usage.totals }),

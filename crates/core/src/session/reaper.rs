@@ -47,10 +47,14 @@ impl Activity {
     }
 }
 
-/// Why the session must end now, or when to look again.
+/// Why the session must end (or, idle, may sleep) now, or when to look
+/// again.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Verdict {
+    /// Its maximum lifetime is over.
     Expired(String),
+    /// Nobody used it for its idle timeout.
+    Idle(String),
     CheckAt(Instant),
 }
 
@@ -93,7 +97,7 @@ pub(crate) fn judge(
     }
     let idle_end = activity.last() + idle;
     if idle_end <= now_i {
-        return Verdict::Expired(format!(
+        return Verdict::Idle(format!(
             "the session was idle for {} s (idle timeout)",
             idle.as_secs()
         ));
@@ -151,7 +155,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         let v = judge(&rec, &act, idle);
         assert!(
-            matches!(&v, Verdict::Expired(r) if r.contains("idle")),
+            matches!(&v, Verdict::Idle(r) if r.contains("idle")),
             "{v:?}"
         );
     }
@@ -172,7 +176,7 @@ mod tests {
         assert!(matches!(v, Verdict::CheckAt(_)), "1 µs before: {v:?}");
         tokio::time::advance(Duration::from_micros(1)).await;
         let v = judge(&rec, &act, idle);
-        assert!(matches!(v, Verdict::Expired(_)), "at 3 s: {v:?}");
+        assert!(matches!(v, Verdict::Idle(_)), "at 3 s: {v:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -210,7 +214,7 @@ mod tests {
         let v = judge(&rec, &act, idle);
         assert_eq!(
             v,
-            Verdict::Expired("the session was idle for 2 s (idle timeout)".into())
+            Verdict::Idle("the session was idle for 2 s (idle timeout)".into())
         );
     }
 

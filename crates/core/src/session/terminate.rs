@@ -16,6 +16,9 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
     pub async fn terminate(&self, id: &str) -> Result<SessionRecord, CoreError> {
         let rec = self.get(id).await?;
         let Some(handle) = self.inner.handle(&rec.id) else {
+            if rec.state == cc_wire::api::SessionState::Sleeping {
+                return self.end_sleeping(&rec.id, REASON_DELETED).await;
+            }
             return Ok(rec);
         };
         let (reply, rx) = oneshot::channel();

@@ -83,6 +83,8 @@ pub fn router_with_access<R: Runtime, S: ServerStore>(
             "/api/v1/sessions/{id}/interrupt",
             post(sessions::interrupt::<R, S>),
         )
+        .route("/api/v1/sessions/{id}/sleep", post(sessions::sleep::<R, S>))
+        .route("/api/v1/sessions/{id}/wake", post(sessions::wake::<R, S>))
         .route("/api/v1/sessions/{id}/logs", get(sessions::logs::<R, S>))
         .route("/api/v1/sessions/{id}/diff", get(sessions::diff::<R, S>))
         .route("/api/v1/sessions/{id}/files", get(sessions::files::<R, S>))

@@ -61,7 +61,7 @@ fn query(name: &str, schema: Value) -> Value {
 }
 
 fn schemas() -> Value {
-    let state = json!({ "type": "string", "enum": ["creating", "starting", "cloning", "ready", "busy", "terminating", "terminated", "error"] });
+    let state = json!({ "type": "string", "enum": ["creating", "starting", "cloning", "ready", "busy", "sleeping", "terminating", "terminated", "error"] });
     let seed = json!({ "type": "string", "enum": ["starting", "ready", "error", "terminated"] });
     let quantity = json!({ "type": ["number", "string"] });
     json!({
@@ -236,7 +236,7 @@ fn schemas() -> Value {
                 "allSessions": { "type": "boolean", "description": "every user's sessions (administrators only)" }
             }
         },
-        "WebhookEventName": { "type": "string", "enum": ["session.created", "session.ready", "turn.finished", "session.error", "session.terminated", "session.pushed", "pull_request.opened"] },
+        "WebhookEventName": { "type": "string", "enum": ["session.created", "session.ready", "turn.finished", "session.error", "session.terminated", "session.pushed", "pull_request.opened", "session.sleeping", "session.woken"] },
         "WebhookInfo": object(&["id", "url", "events", "description", "owner", "allSessions", "createdAt"], json!({
             "id": { "type": "string" }, "url": { "type": "string" },
             "events": { "type": "array", "items": r("WebhookEventName") },
@@ -297,6 +297,19 @@ pub fn document() -> Value {
                 Some(r("CommandRequest")), json!({ "202": body(r("CommandResponse"), "accepted") })) },
             "/api/v1/sessions/{id}/interrupt": { "post": op("Stop the running turn", json!([sid()]), None,
                 json!({ "202": body(r("InterruptResponse"), "done") })) },
+            "/api/v1/sessions/{id}/sleep": { "post": op("Put a ready session to sleep: its container goes, its checkout and Claude Code's conversation stay; any later use wakes it",
+                json!([sid()]), None,
+                json!({
+                    "200": body(r("SessionStatus"), "asleep (or already)"),
+                    "409": error("`session_busy` during a turn, `session_not_ready` while it starts, `session_not_active` once ended, `sleep_unavailable` where sessions cannot sleep")
+                })) },
+            "/api/v1/sessions/{id}/wake": { "post": op("Wake a sleeping session (any use does): `starting` in the answer, `ready` once Claude Code resumed its conversation",
+                json!([sid()]), None,
+                json!({
+                    "200": body(r("SessionStatus"), "waking (or awake already)"),
+                    "409": error("`session_not_active`: the session ended"),
+                    "503": error("the session could not be woken now (it stays asleep; the message says why)")
+                })) },
             "/api/v1/sessions/{id}/diff": { "get": op("The session's changes against the commit it started from", json!([sid()]), None,
                 json!({ "200": body(r("SessionDiff"), "the diff") })) },
             "/api/v1/sessions/{id}/push": { "post": op("Push the session's work to its branch (never forced, never the base branch), optionally opening a pull request",

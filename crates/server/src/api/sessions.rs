@@ -339,6 +339,83 @@ pub(super) async fn delete<R: Runtime, S: ServerStore>(
     }))
 }
 
+/// Why a session was put to sleep by hand, as its status gives it.
+const REASON_SLEEP_REQUESTED: &str = "put to sleep by request";
+
+/// `POST …/sleep`: the session's container goes, its workspace and
+/// conversation stay; `409` during a turn.
+pub(super) async fn sleep<R: Runtime, S: ServerStore>(
+    State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<SessionStatus>, ApiError> {
+    owned(&st, &p, &id).await?;
+    let result = st
+        .manager
+        .sleep(&id, REASON_SLEEP_REQUESTED.to_owned())
+        .await;
+    audit_lifecycle(&st, &p, ip, "session.sleep", &id, &result).await;
+    let rec = result?;
+    Ok(Json(status_of(
+        &st,
+        &rec,
+        &public_base(&st.config, &headers),
+    )))
+}
+
+/// `POST …/wake`: starts a sleeping session again (any use does); it is
+/// `starting` in the answer and `ready` once Claude Code resumed.
+pub(super) async fn wake<R: Runtime, S: ServerStore>(
+    State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<SessionStatus>, ApiError> {
+    let before = owned(&st, &p, &id).await?;
+    let result = st.manager.wake(&id).await;
+    if before.state == cc_wire::api::SessionState::Sleeping {
+        audit_lifecycle(&st, &p, ip, "session.wake", &id, &result).await;
+    }
+    let rec = result?;
+    Ok(Json(status_of(
+        &st,
+        &rec,
+        &public_base(&st.config, &headers),
+    )))
+}
+
+/// Audits a sleep or wake by `p` (an admin's is marked as such).
+async fn audit_lifecycle<R: Runtime, S: ServerStore, T>(
+    st: &AppState<R, S>,
+    p: &Principal,
+    ip: ClientIp,
+    action: &str,
+    id: &str,
+    result: &Result<T, CoreError>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => error_code(e),
+    };
+    let cause = if p.is_admin() {
+        "cause=admin"
+    } else {
+        "cause=api"
+    };
+    let a = Audit {
+        actor: &p.user,
+        ip,
+        action,
+        session_id: Some(id),
+        outcome,
+        detail: Some(cause.into()),
+    };
+    audit(st, a).await;
+}
+
 pub(super) async fn command<R: Runtime, S: ServerStore>(
     State(st): State<AppState<R, S>>,
     Extension(p): Extension<Principal>,

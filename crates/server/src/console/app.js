@@ -389,6 +389,17 @@
     if (!send(live, { type: 'interrupt' })) notice('Not connected.', 'error');
   }
 
+  // Sleep and wake by hand (a command wakes a sleeping session too); the
+  // stream shows the states as they come.
+  async function lifecycle(action) {
+    if (!live) return;
+    try {
+      await api('POST', sessionPath(live.id) + '/' + action);
+    } catch (e) {
+      notice(e.message, 'error');
+    }
+  }
+
   function togglePanel(name, load) {
     const p = $('panel-' + name);
     p.hidden = !p.hidden;
@@ -545,6 +556,8 @@
       if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $('command-form').requestSubmit(); }
     });
     $('interrupt').addEventListener('click', interrupt);
+    $('sleep').addEventListener('click', () => lifecycle('sleep'));
+    $('wake').addEventListener('click', () => lifecycle('wake'));
     $('show-diff').addEventListener('click', () => togglePanel('diff', loadDiff));
     $('show-files').addEventListener('click', () => togglePanel('files', () => loadFiles('')));
     $('show-push').addEventListener('click', () => togglePanel('push'));

@@ -308,16 +308,16 @@ async fn unknown_state_is_corrupt() {
     let (dir, rec) = seeded().await;
     raw(dir.path())
         .execute(
-            "UPDATE sessions SET state = 'sleeping' WHERE id = ?1",
+            "UPDATE sessions SET state = 'hibernating' WHERE id = ?1",
             [rec.id.as_str()],
         )
         .expect("tamper");
     let store = SqliteStore::open(dir.path()).expect("open");
     assert_corrupt(
         store.get_session(&rec.id).await,
-        &[rec.id.as_str(), "sleeping"],
+        &[rec.id.as_str(), "hibernating"],
     );
-    assert_corrupt(store.list_sessions(false).await, &["sleeping"]);
+    assert_corrupt(store.list_sessions(false).await, &["hibernating"]);
 }
 
 #[tokio::test]

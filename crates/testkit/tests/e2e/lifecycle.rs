@@ -590,6 +590,73 @@ async fn a_session_survives_kill_9_and_sigterm_of_the_orchestrator() -> anyhow::
     Ok(())
 }
 
+/// A sleeping session outlives its orchestrator: killed (`kill -9`) while
+/// the session sleeps, the next one wakes it on the first command, with
+/// its checkout, its conversation and its log (every event once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_session_survives_kill_9_of_the_orchestrator() -> anyhow::Result<()> {
+    let d = Deployment::new().await?;
+    let mut orch = d.start().await?;
+    let url = d.git.create_repo("dreamer", &[("README.md", "# d\n")])?;
+    let created = orch.client.create(&d.request(&url)).await?;
+    let id = created.session_id.clone();
+    let mut ws = orch.client.stream(&id, 0).await?;
+    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    ensure!(
+        is_state(seen.last().expect("match"), SessionState::Ready),
+        "{}",
+        summary(&seen)
+    );
+    run_turn(&mut ws, "write: dream.txt\na purple cat").await?;
+    orch.client.sleep(&id).await?;
+    read_until(&mut ws, READY_TIMEOUT, |m| {
+        is_state(m, SessionState::Sleeping)
+    })
+    .await?;
+    let name = format!("{}{id}", d.docker.prefix);
+    assert!(!exists("container", &name), "asleep: no container");
+    let seen_before = orch.client.logs(&id, 0, 1000).await?.events;
+    orch.kill9()?;
+    let _ = orch.child.wait().await;
+
+    let orch2 = d.start().await?;
+    let status = orch2.client.status(&id).await?;
+    assert_eq!(
+        status.state,
+        SessionState::Sleeping,
+        "{:?}\n{}",
+        status.reason,
+        d.log_tail()
+    );
+    let mut ws = orch2.client.stream(&id, seen_before.len() as u64).await?;
+    let turn = run_turn(&mut ws, "recall").await?;
+    let text = cc_testkit::harness::output_text(&turn);
+    ensure!(
+        text.contains("write: dream.txt"),
+        "the conversation did not survive: {text}\n{}\n{}",
+        summary(&turn),
+        d.log_tail()
+    );
+    match orch2.client.files(&id, "dream.txt").await? {
+        cc_wire::api::SessionPath::File { content, .. } => {
+            assert!(content.contains("a purple cat"), "{content}")
+        }
+        other => bail!("not a file: {other:?}"),
+    }
+    let log = orch2.client.logs(&id, 0, 1000).await?;
+    check_exactly_once(&log.events)?;
+    orch2.client.delete(&id).await?;
+    assert!(
+        d.docker.all_leftovers().is_empty(),
+        "{:?}",
+        d.docker.all_leftovers()
+    );
+    Ok(())
+}
+
 /// The README's restarts: a live session's secrets are kept sealed in the
 /// database — never the Claude key in clear — and deleted when it ends,
 /// whether deleted through the API or ended by a shutdown with

@@ -16,6 +16,7 @@ mod python_sdk;
 mod runtime;
 mod seed;
 mod session;
+mod sleep;
 mod webhooks;
 mod work;
 

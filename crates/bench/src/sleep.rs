@@ -1,0 +1,156 @@
+//! Sleep and wake: `n` ready sessions, each put to sleep (`POST sleep` →
+//! its answer: the container is gone) and woken (`POST wake` → `ready` on
+//! the stream: a new container on the same workspace, Claude Code resumed),
+//! beside the cold create → ready the same sessions took in this run.
+//! Also what they hold: the memory of their containers awake (cgroups) and
+//! asleep (containers left: none, so none), and the disk a sleeping
+//! session keeps (its workspace volume).
+//!
+//! Sleep needs sealed secrets, so the phase runs its own orchestrator.
+
+use crate::session::{anyhow_err, delete, err, ready_session};
+use crate::stats::Summary;
+use cc_testkit::harness::{is_state, read_until, HarnessOptions};
+use cc_testkit::Harness;
+use cc_wire::api::SessionState;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// Longest wait for a woken session's `ready`.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SleepResult {
+    pub sessions: usize,
+    /// `POST sleep` sent → answered (asleep, container removed).
+    pub sleep_ms: Option<Summary>,
+    /// `POST wake` sent → the stream's `ready`.
+    pub wake_ms: Option<Summary>,
+    /// The same sessions' create → ready (the baseline a wake replaces).
+    pub create_ms: Option<Summary>,
+    /// Their containers' memory, summed, while awake and idle.
+    pub awake_memory_bytes: Option<u64>,
+    /// Containers of theirs that still ran while they slept.
+    pub containers_asleep: usize,
+    /// Disk each sleeping session keeps (its workspace volume).
+    pub workspace_bytes: Option<Summary>,
+    pub errors: Vec<String>,
+}
+
+pub async fn measure(n: usize) -> SleepResult {
+    let mut r = SleepResult {
+        sessions: n,
+        sleep_ms: None,
+        wake_ms: None,
+        create_ms: None,
+        awake_memory_bytes: None,
+        containers_asleep: 0,
+        workspace_bytes: None,
+        errors: Vec::new(),
+    };
+    let h = match Harness::start_configured(
+        HarnessOptions {
+            upstream: None,
+            api_key: None,
+            ..Default::default()
+        },
+        |c| c.seal_key = Some(cc_core::secrets::SealKey::generate()),
+    )
+    .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            r.errors.push(format!("starting: {}", anyhow_err(e)));
+            return r;
+        }
+    };
+    if let Err(e) = run(&h, n, &mut r).await {
+        r.errors.push(e);
+    }
+    h.shutdown().await;
+    r
+}
+
+async fn run(h: &Harness, n: usize, r: &mut SleepResult) -> Result<(), String> {
+    let repo = h
+        .git
+        .create_repo("sleep", &[("README.md", "# sleep\n")])
+        .map_err(anyhow_err)?;
+    let mut ids = Vec::new();
+    let mut creates = Vec::new();
+    let mut memory = Some(0u64);
+    for _ in 0..n {
+        let s = ready_session(h, &repo).await?;
+        creates.push(s.ready_after);
+        memory = memory
+            .zip(crate::system::container_memory(&s.container_id))
+            .map(|(a, b)| a + b);
+        ids.push(s.id);
+    }
+    r.create_ms = Summary::of(&creates);
+    r.awake_memory_bytes = memory;
+
+    let mut sleeps = Vec::new();
+    let mut disk = Vec::new();
+    for id in &ids {
+        let t = Instant::now();
+        let st = h.client.sleep(id).await.map_err(err)?;
+        sleeps.push(t.elapsed());
+        if st.state != SessionState::Sleeping {
+            return Err(format!("session {id} is {} after sleep", st.state.as_str()));
+        }
+        let name = format!("{}{id}", h.docker.prefix);
+        if crate::system::docker(&["inspect", &name]).await.is_ok() {
+            r.containers_asleep += 1;
+        }
+        if let Some(bytes) = volume_bytes(&format!("{name}-workspace")).await {
+            disk.push(bytes as f64);
+        }
+    }
+    r.sleep_ms = Summary::of(&sleeps);
+    r.workspace_bytes = Summary::of_values(&disk);
+
+    let mut wakes = Vec::new();
+    for id in &ids {
+        let last = h.client.status(id).await.map_err(err)?.last_seq;
+        let mut ws = h.client.stream(id, last).await.map_err(err)?;
+        let t = Instant::now();
+        h.client.wake(id).await.map_err(err)?;
+        let seen = read_until(&mut ws, WAKE_TIMEOUT, |m| {
+            is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+        })
+        .await
+        .map_err(anyhow_err)?;
+        if !seen
+            .last()
+            .is_some_and(|m| is_state(m, SessionState::Ready))
+        {
+            return Err(format!("session {id} did not wake"));
+        }
+        wakes.push(t.elapsed());
+    }
+    r.wake_ms = Summary::of(&wakes);
+    for id in &ids {
+        delete(&h.client, id).await?;
+    }
+    Ok(())
+}
+
+/// A volume's size on disk (`du` of its mountpoint: needs root, as the
+/// Docker daemon's data does); `None` when it cannot be read.
+async fn volume_bytes(name: &str) -> Option<u64> {
+    let dir = crate::system::docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", name])
+        .await
+        .ok()?;
+    let out = tokio::process::Command::new("du")
+        .args(["-sb", dir.trim()])
+        .output()
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
