@@ -273,6 +273,9 @@ impl Runtime for AnyRuntime {
     async fn suspend(&self, id: &SessionId) -> Result<(), RuntimeError> {
         delegate!(self, r => r.suspend(id))
     }
+    async fn copy_workspace(&self, from: &SessionId, to: &SessionSpec) -> Result<(), RuntimeError> {
+        delegate!(self, r => r.copy_workspace(from, to))
+    }
     async fn inspect(&self, id: &SessionId) -> Result<Option<ContainerStatus>, RuntimeError> {
         delegate!(self, r => r.inspect(id))
     }

@@ -81,6 +81,14 @@ Example:\n  claudecluster session attach 01JD3…"
   claudecluster session push 01JD3… --to claudecluster/01JD3…/fix-login --commit-message \"Fix login\"
   claudecluster session push --json 01JD3…")]
     Push(SessionPushArgs),
+    /// Fork a session: new sessions, each with a copy of its checkout
+    /// (uncommitted work included) and of Claude Code's conversation, its
+    /// own container and branch; the session itself is untouched. Prints
+    /// the new IDs.
+    #[command(after_help = "Examples:
+  claudecluster session fork 01JD3…
+  claudecluster session fork --count 3 --command \"try another approach\" 01JD3…")]
+    Fork(ForkArgs),
     /// Put a session to sleep: its container goes, its checkout and
     /// Claude Code's conversation stay. Any later use wakes it.
     #[command(after_help = "Example:\n  claudecluster session sleep 01JD3…")]
@@ -102,6 +110,21 @@ pub struct CreateArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// Print the session's status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ForkArgs {
+    /// Session ID.
+    pub id: String,
+    /// How many forks (1 to 10).
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// A task every fork runs at once.
+    #[arg(long)]
+    pub command: Option<String>,
+    /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -414,6 +437,20 @@ pub async fn run(args: SessionArgs) -> anyhow::Result<()> {
                 print_json(&found);
             } else {
                 print_path(&found)?;
+            }
+        }
+        SessionCommand::Fork(f) => {
+            let req = cc_wire::api::ForkRequest {
+                count: Some(f.count),
+                command: f.command,
+            };
+            let forked = client.fork(&f.id, &req).await.map_err(&e)?;
+            if f.json {
+                print_json(&forked);
+            } else {
+                for s in &forked.sessions {
+                    println!("{}", s.session_id);
+                }
             }
         }
         SessionCommand::Sleep(d) => {

@@ -188,6 +188,21 @@ impl Client {
         .await
     }
 
+    /// Forks a session (see [`cc_wire::api::ForkRequest`]): new sessions
+    /// from a copy of its workspace and conversation.
+    pub async fn fork(
+        &self,
+        id: &str,
+        req: &cc_wire::api::ForkRequest,
+    ) -> Result<cc_wire::api::ForkResponse, ClientError> {
+        send(
+            self.http
+                .post(self.url(&format!("/sessions/{id}/fork")))
+                .json(req),
+        )
+        .await
+    }
+
     /// Puts a `ready` session to sleep (`409 session_busy` during a turn).
     pub async fn sleep(&self, id: &str) -> Result<SessionStatus, ClientError> {
         send(self.http.post(self.url(&format!("/sessions/{id}/sleep")))).await

@@ -137,6 +137,21 @@ pub trait Runtime: Send + Sync + 'static {
     fn can_suspend(&self) -> bool {
         false
     }
+    /// Makes `to`'s workspace a copy of `from`'s (a fork), before `to` is
+    /// created: `from` may be running or asleep. Runtimes that cannot
+    /// keep workspaces ([`Runtime::can_suspend`]) cannot copy them either.
+    fn copy_workspace(
+        &self,
+        from: &SessionId,
+        to: &SessionSpec,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let _ = (from, to);
+        async {
+            Err(RuntimeError::Invalid(
+                "this runtime cannot copy a session's workspace".into(),
+            ))
+        }
+    }
     /// Puts a session to sleep: removes its container and what only a
     /// running container needs (its network, host rules), keeping its
     /// workspace, so that [`Runtime::create`] with the same ID starts it

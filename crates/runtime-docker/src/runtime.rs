@@ -19,6 +19,7 @@ use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, EventsOptions, InspectContainerOptions,
     InspectNetworkOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
     RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions, StatsOptions,
+    WaitContainerOptions,
 };
 use bollard::Docker;
 use cc_core::{
@@ -473,6 +474,105 @@ impl Runtime for DockerRuntime {
     /// Docker keeps the workspace in a volume of its own.
     fn can_suspend(&self) -> bool {
         true
+    }
+
+    /// Creates `to`'s volume and copies `from`'s into it with a throwaway
+    /// container of `to`'s image: no network, no capabilities, the
+    /// session's user, `from` mounted read-only. (`from` is read while its
+    /// session may run: callers copy between turns.)
+    async fn copy_workspace(&self, from: &SessionId, to: &SessionSpec) -> Result<(), RuntimeError> {
+        let source = self.volume_name(from);
+        self.docker
+            .inspect_volume(&source)
+            .await
+            .map_err(|e| classify(e, "finding the workspace to copy"))?;
+        let vol = VolumeCreateOptions {
+            name: Some(self.volume_name(&to.id)),
+            labels: Some(self.labels(&to.id)),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(vol)
+            .await
+            .map_err(|e| classify(e, "creating the workspace volume"))?;
+        let mount = |source: String, target: &str, read_only: bool| Mount {
+            target: Some(target.into()),
+            source: Some(source),
+            typ: Some(MountTypeEnum::VOLUME),
+            read_only: Some(read_only),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(to.image.clone()),
+            user: Some(SESSION_USER.into()),
+            // Onto the image's own workspace directory: Docker gives a new
+            // volume mounted there its owner (the session's user).
+            // Instead of the image's init and sessiond.
+            entrypoint: Some(vec![
+                "cp".into(),
+                "-a".into(),
+                "/from/.".into(),
+                format!("{WORKSPACE_DIR}/"),
+            ]),
+            labels: Some(self.labels(&to.id)),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                mounts: Some(vec![
+                    mount(source, "/from", true),
+                    mount(self.volume_name(&to.id), WORKSPACE_DIR, false),
+                ]),
+                network_mode: Some("none".into()),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec![
+                    "no-new-privileges".into(),
+                    format!("seccomp={SECCOMP_PROFILE}"),
+                ]),
+                readonly_rootfs: Some(true),
+                runtime: self.container_runtime.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!("{}-copy", self.name(&to.id));
+        let opts = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| classify(e, "creating the workspace copier"))?;
+        let copied = async {
+            self.docker
+                .start_container(&name, None::<StartContainerOptions>)
+                .await
+                .map_err(|e| classify(e, "starting the workspace copier"))?;
+            let mut waits = self
+                .docker
+                .wait_container(&name, None::<WaitContainerOptions>);
+            match waits.next().await {
+                Some(Ok(w)) if w.status_code == 0 => Ok(()),
+                Some(Ok(w)) => Err(RuntimeError::Internal(format!(
+                    "copying the workspace failed (exit {})",
+                    w.status_code
+                ))),
+                // A non-zero exit arrives as an error too.
+                Some(Err(e)) => Err(classify(e, "copying the workspace")),
+                None => Err(RuntimeError::Internal(
+                    "the workspace copier vanished".into(),
+                )),
+            }
+        }
+        .await;
+        let opts = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        ignore_missing(
+            self.docker.remove_container(&name, Some(opts)).await,
+            "removing the workspace copier",
+        )?;
+        copied
     }
 
     /// Removes the container, its network (freeing its subnet) and its

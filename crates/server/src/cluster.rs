@@ -252,7 +252,7 @@ fn owner_only<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
     let rest = path.strip_prefix("/api/v1/sessions/")?;
     match rest.split_once('/') {
         None if method == Method::DELETE => Some(rest),
-        Some((id, "command" | "interrupt" | "push" | "sleep" | "wake"))
+        Some((id, "command" | "interrupt" | "push" | "sleep" | "wake" | "fork"))
             if method == Method::POST =>
         {
             Some(id)

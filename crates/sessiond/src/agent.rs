@@ -78,6 +78,9 @@ struct Core {
     session_id: Option<String>,
     /// Claude Code's configuration directory, once the setup made it.
     claude_config: Option<std::path::PathBuf>,
+    /// The next start resumes a conversation copied from another session
+    /// as a fork of its own (`--fork-session`).
+    fork_conversation: bool,
     /// Per-turn overrides in force in the running process (`None`: as it
     /// was started). Later turns without one switch back.
     turn_model: Option<String>,
@@ -118,6 +121,7 @@ impl Session {
                 queued: std::collections::VecDeque::new(),
                 session_id: None,
                 claude_config: None,
+                fork_conversation: false,
                 turn_model: None,
                 turn_permission_mode: None,
                 next_control: 1,
@@ -205,8 +209,10 @@ impl Session {
         }
         let claude_config = crate::conversation::prepare(self.config.claude_config_dir.as_deref());
         if let Some(dir) = &claude_config {
-            // A session woken from sleep: its conversation goes on.
+            // A session woken from sleep: its conversation goes on; a
+            // fork's copy of it goes on apart.
             core.session_id = crate::conversation::load(dir);
+            core.fork_conversation = req.fork && core.session_id.is_some();
         }
         core.claude_config = claude_config;
         match self.spawn_claude(&mut core) {
@@ -387,6 +393,9 @@ impl Session {
         ]);
         if let Some(id) = &core.session_id {
             cmd.arg(format!("--resume={id}"));
+            if std::mem::take(&mut core.fork_conversation) {
+                cmd.arg("--fork-session");
+            }
         }
         let mut env = init.claude.env.clone();
         if let Some(dir) = &core.claude_config {

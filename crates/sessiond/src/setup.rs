@@ -309,6 +309,7 @@ mod tests {
             claude: ClaudeSettings::default(),
             instructions: None,
             push_branch: None,
+            fork: false,
         }
     }
 

@@ -162,6 +162,10 @@ async fn suspend_and_start_again<R: Runtime>(rt: &R, image: &str) -> anyhow::Res
             "a runtime that cannot suspend refuses to"
         );
         ensure!(
+            rt.copy_workspace(&s.id, &spec(image)).await.is_err(),
+            "nor can it copy a workspace"
+        );
+        ensure!(
             rt.inspect(&s.id).await?.is_some_and(|st| st.running),
             "a refused suspend leaves the container running"
         );
@@ -181,6 +185,18 @@ async fn suspend_and_start_again<R: Runtime>(rt: &R, image: &str) -> anyhow::Res
         "a sleeping session's workspace is still listed (not an orphan to a sweep that checks the store)"
     );
     rt.suspend(&s.id).await?; // Twice is fine.
+                              // A fork's workspace is copied from a sleeping (or running) one.
+    let fork = spec(image);
+    rt.copy_workspace(&s.id, &fork).await?;
+    rt.create_running(&fork).await?;
+    ensure!(rt.list().await?.contains(&fork.id), "the fork is listed");
+    rt.remove(&fork.id).await?;
+    ensure!(
+        rt.copy_workspace(&SessionId::generate(), &spec(image))
+            .await
+            .is_err(),
+        "no copy of a workspace that does not exist"
+    );
     let again = rt.create_running(&s).await?;
     ensure!(
         rt.inspect(&s.id).await?.is_some_and(|st| st.running),

@@ -232,6 +232,15 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn copy_workspace(&self, from: &SessionId, to: &SessionSpec) -> Result<(), RuntimeError> {
+        let mut w = self.workspaces();
+        if !w.contains(from) {
+            return Err(RuntimeError::NotFound(format!("no workspace of {from}")));
+        }
+        w.insert(to.id.clone());
+        Ok(())
+    }
+
     async fn inspect(&self, id: &SessionId) -> Result<Option<ContainerStatus>, RuntimeError> {
         Ok(self.with(|m| {
             m.get(id).map(|c| ContainerStatus {

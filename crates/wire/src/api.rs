@@ -375,6 +375,26 @@ pub struct ContainerResources {
     pub pids: u64,
 }
 
+/// `POST /api/v1/sessions/{id}/fork` body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForkRequest {
+    /// How many forks (1 to 10; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// A task every fork runs at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+/// `201` answer to fork: the new sessions, `starting`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkResponse {
+    pub parent_id: String,
+    pub sessions: Vec<CreateSessionResponse>,
+}
+
 /// `POST /api/v1/sessions/{id}/command` body, and the WebSocket `command`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

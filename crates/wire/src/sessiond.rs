@@ -105,6 +105,11 @@ pub struct InitRequest {
     /// `HEAD` there (`remote.origin.push`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_branch: Option<String>,
+    /// The checkout is a copy of another session's (a fork): Claude Code
+    /// resumes the conversation kept with it as a fork of its own
+    /// (`--fork-session`), so the two go on apart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fork: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -93,28 +93,14 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         let span = tracing::Span::current();
         span.record("session.id", id.as_str());
         span.record("warm", warm.is_some());
-        let created = now();
-        let mut record = SessionRecord {
-            id: id.clone(),
-            container_id: None,
-            state: SessionState::Creating,
-            reason: None,
-            repo_url: repo.url.clone(),
-            branch: req.branch.clone(),
+        let mut record = new_record(
+            &inner.config,
+            id.clone(),
+            repo.url.clone(),
+            req.branch.clone(),
             limits,
-            owner: req.owner.clone(),
-            created_at: created,
-            updated_at: created,
-            expires_at: created + Duration::from_secs(limits.timeout_secs),
-            last_seq: 0,
-            agent_seq: 0,
-            usage: Default::default(),
-            // The creating replica owns the session from its insert.
-            lease: crate::lease::Lease {
-                holder: Some(inner.config.replica.id.clone()),
-                fence: 1,
-            },
-        };
+            req.owner.clone(),
+        );
         let inserted = inner.store.insert_session(&record).await;
         if warm.is_some() {
             // From here the store (or, on failure, nobody) owns it.
@@ -127,7 +113,34 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             return Err(e.into());
         }
         append_status(inner, &mut record).await?;
+        let launch = Launch {
+            claude_api_key: req.claude_api_key,
+            repo_token: req.repo_token,
+            repo_url: repo.url,
+            warm,
+            setup: Setup::New(options),
+        };
+        self.launch(record, launch, started_at).await
+    }
 
+    /// Starts a recorded (`creating`) session: its secrets, its container
+    /// (a warm one, or a new one on a fresh or copied workspace) and its
+    /// actor. On failure the session ends in `error` with the reason.
+    pub(super) async fn launch(
+        &self,
+        mut record: SessionRecord,
+        launch: Launch,
+        started_at: tokio::time::Instant,
+    ) -> Result<SessionRecord, CoreError> {
+        let inner = &self.inner;
+        let id = record.id.clone();
+        let Launch {
+            claude_api_key,
+            repo_token,
+            repo_url,
+            warm,
+            setup,
+        } = launch;
         let session_token = Token::generate();
         let agent_token = warm
             .as_ref()
@@ -137,29 +150,39 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         let mut secrets = SessionSecrets {
             session_token: session_token.clone(),
             agent_token: agent_token.clone(),
-            claude_api_key: req.claude_api_key.clone(),
-            repo_token: req.repo_token.clone(),
+            claude_api_key: claude_api_key.clone(),
+            repo_token: repo_token.clone(),
             init: None,
         };
         keep_secrets(inner, &id, &secrets).await?;
         inner.credentials.insert(SessionCredentials {
             session_id: id.clone(),
             token: session_token.clone(),
-            claude_api_key: req.claude_api_key.clone(),
-            repo_token: req.repo_token.clone(),
-            repo_url: repo.url.clone(),
-            egress: limits.egress,
+            claude_api_key,
+            repo_token,
+            repo_url,
+            egress: record.limits.egress,
         });
         let spec = SessionSpec {
             id: id.clone(),
             image: inner.config.image.clone(),
-            limits,
+            limits: record.limits,
             agent_token: agent_token.clone(),
             pooled: false,
         };
-        let started = match warm {
-            Some(w) => Ok(Started::Running(w.placement)),
-            None => {
+        let started = match (warm, &setup) {
+            (Some(w), _) => Ok(Started::Running(w.placement)),
+            (None, Setup::Fork { parent, .. }) => {
+                let span =
+                    tracing::info_span!("runtime.create", session.id = %id, fork_of = %parent);
+                async {
+                    inner.runtime.copy_workspace(parent, &spec).await?;
+                    inner.runtime.create(&spec).await
+                }
+                .instrument(span)
+                .await
+            }
+            (None, Setup::New(_)) => {
                 let span = tracing::info_span!("runtime.create", session.id = %id);
                 inner.runtime.create(&spec).instrument(span).await
             }
@@ -197,15 +220,18 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         record.state = SessionState::Starting;
         append_status(inner, &mut record).await?;
 
-        let init = init_request(
-            &inner.config,
-            &id,
-            gateway_url,
-            &session_token,
-            record.branch.clone(),
-            record.limits.egress,
-            options,
-        );
+        let init = match setup {
+            Setup::New(options) => init_request(
+                &inner.config,
+                &id,
+                gateway_url,
+                &session_token,
+                record.branch.clone(),
+                record.limits.egress,
+                options,
+            ),
+            Setup::Fork { init, .. } => fork_request(init, &id, gateway_url, &session_token),
+        };
         // Again with the exact init, so an adopter's re-init matches it.
         secrets.init = Some(init.clone());
         keep_secrets(inner, &id, &secrets).await?;
@@ -226,6 +252,60 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         tracing::info!(session = %id, container = ?record.container_id, "session started");
         Ok(record)
     }
+}
+
+/// A new session's record, `creating`, held by this replica from its
+/// insert.
+pub(super) fn new_record(
+    config: &crate::config::ManagerConfig,
+    id: SessionId,
+    repo_url: String,
+    branch: Option<String>,
+    limits: cc_wire::api::SessionLimits,
+    owner: String,
+) -> SessionRecord {
+    let created = now();
+    SessionRecord {
+        id,
+        container_id: None,
+        state: SessionState::Creating,
+        reason: None,
+        repo_url,
+        branch,
+        limits,
+        owner,
+        created_at: created,
+        updated_at: created,
+        expires_at: created + Duration::from_secs(limits.timeout_secs),
+        last_seq: 0,
+        agent_seq: 0,
+        usage: Default::default(),
+        lease: crate::lease::Lease {
+            holder: Some(config.replica.id.clone()),
+            fence: 1,
+        },
+    }
+}
+
+/// What [`Manager::launch`] starts a recorded session with.
+pub(super) struct Launch {
+    pub claude_api_key: String,
+    pub repo_token: Option<String>,
+    pub repo_url: String,
+    /// A warm pool container to use instead of a new one.
+    pub warm: Option<super::pool::Warm>,
+    pub setup: Setup,
+}
+
+/// Where a new session's workspace and setup come from.
+pub(super) enum Setup {
+    /// A create: a fresh clone, the admin's and the request's options.
+    New(crate::options::ResolvedOptions),
+    /// A fork: a copy of `parent`'s workspace, and its setup.
+    Fork {
+        parent: SessionId,
+        init: InitRequest,
+    },
 }
 
 /// Stores the session's secrets sealed, when the deployment keeps them.
@@ -336,6 +416,7 @@ pub(crate) fn init_request(
         },
         instructions: options.instructions,
         push_branch: Some(crate::push::session_branch(id)),
+        fork: false,
     };
     point_at_gateway(&mut init, id, gateway_url, token, proxied);
     init
@@ -347,6 +428,26 @@ pub(crate) fn init_request(
 pub(crate) fn retarget(init: &mut InitRequest, id: &SessionId, gateway_url: &str, token: &Token) {
     let proxied = init.claude.env.contains_key("HTTPS_PROXY");
     point_at_gateway(init, id, gateway_url, token, proxied);
+}
+
+/// A fork's setup: its parent's (Claude Code's arguments and environment,
+/// the branch it started from), with the fork's own token, branch and
+/// relay paths, and the conversation forked rather than resumed.
+pub(crate) fn fork_request(
+    parent: InitRequest,
+    id: &SessionId,
+    gateway_url: &str,
+    token: &Token,
+) -> InitRequest {
+    let mut init = parent;
+    init.git_headers = vec![format!("Authorization: Bearer {}", token.expose())];
+    init.claude
+        .env
+        .insert("ANTHROPIC_API_KEY".into(), token.expose().to_owned());
+    init.push_branch = Some(crate::push::session_branch(id));
+    init.fork = true;
+    retarget(&mut init, id, gateway_url, token);
+    init
 }
 
 /// The parts of a setup that name the gateway: the clone URL, the
@@ -391,6 +492,35 @@ fn point_at_gateway(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forks_setup_is_its_parents_made_for_the_fork() {
+        let mut config = crate::config::ManagerConfig::new("img", 1);
+        config.egress_allow = vec!["pypi.org".into()];
+        for egress in [EgressMode::None, EgressMode::Open] {
+            let make = |id: &SessionId, token: &Token, gw: &str| {
+                init_request(
+                    &config,
+                    id,
+                    gw,
+                    token,
+                    Some("dev".into()),
+                    egress,
+                    Default::default(),
+                )
+            };
+            let parent = make(
+                &SessionId::generate(),
+                &Token::generate(),
+                "http://10.1.0.1:7",
+            );
+            let (id, token) = (SessionId::generate(), Token::generate());
+            let fork = fork_request(parent, &id, "http://10.1.0.17:7", &token);
+            let mut expected = make(&id, &token, "http://10.1.0.17:7");
+            expected.fork = true;
+            assert_eq!(fork, expected, "{egress:?}");
+        }
+    }
 
     #[test]
     fn a_retargeted_setup_is_the_setup_made_for_the_new_gateway() {

@@ -12,6 +12,7 @@
 mod actor;
 mod adopt;
 mod create;
+mod fork;
 pub mod notices;
 mod pool;
 pub(crate) mod reaper;
@@ -22,6 +23,7 @@ pub(crate) mod usage;
 
 pub use adopt::Recovery;
 pub use create::CreateSession;
+pub use fork::{check_fork_count, MAX_FORKS};
 pub use subscription::Subscription;
 pub use usage::{ModelSpend, SessionUsage};
 
@@ -302,18 +304,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         overrides: cc_wire::api::TurnOverrides,
     ) -> Result<SessionState, CoreError> {
         self.inner.config.agent.check_overrides(&overrides)?;
-        if text.trim().is_empty() {
-            return Err(CoreError::invalid(
-                "invalid_command",
-                "command must not be empty",
-            ));
-        }
-        if text.len() > MAX_COMMAND_BYTES {
-            return Err(CoreError::invalid(
-                "command_too_large",
-                format!("command is longer than {MAX_COMMAND_BYTES} bytes"),
-            ));
-        }
+        check_command(&text)?;
         let handle = self.awake_handle(id).await?;
         let (reply, rx) = oneshot::channel();
         let turn = cc_wire::sessiond::CommandRequest {
@@ -489,6 +480,23 @@ impl<R, A, S> Inner<R, A, S> {
     pub(crate) fn store(&self) -> &S {
         &self.store
     }
+}
+
+/// Refuses an empty or oversized command.
+fn check_command(text: &str) -> Result<(), CoreError> {
+    if text.trim().is_empty() {
+        return Err(CoreError::invalid(
+            "invalid_command",
+            "command must not be empty",
+        ));
+    }
+    if text.len() > MAX_COMMAND_BYTES {
+        return Err(CoreError::invalid(
+            "command_too_large",
+            format!("command is longer than {MAX_COMMAND_BYTES} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_id(id: &str) -> Result<SessionId, CoreError> {

@@ -83,6 +83,7 @@ pub fn router_with_access<R: Runtime, S: ServerStore>(
             "/api/v1/sessions/{id}/interrupt",
             post(sessions::interrupt::<R, S>),
         )
+        .route("/api/v1/sessions/{id}/fork", post(sessions::fork::<R, S>))
         .route("/api/v1/sessions/{id}/sleep", post(sessions::sleep::<R, S>))
         .route("/api/v1/sessions/{id}/wake", post(sessions::wake::<R, S>))
         .route("/api/v1/sessions/{id}/logs", get(sessions::logs::<R, S>))

@@ -64,7 +64,18 @@ fn schemas() -> Value {
     let state = json!({ "type": "string", "enum": ["creating", "starting", "cloning", "ready", "busy", "sleeping", "terminating", "terminated", "error"] });
     let seed = json!({ "type": "string", "enum": ["starting", "ready", "error", "terminated"] });
     let quantity = json!({ "type": ["number", "string"] });
-    json!({
+    let fork_request = json!({ "type": "object", "additionalProperties": false, "properties": {
+        "count": { "type": "integer", "minimum": 1, "maximum": 10, "description": "how many forks (default 1)" },
+        "command": { "type": "string", "description": "a task every fork runs at once" }
+    } });
+    let fork_response = object(
+        &["parentId", "sessions"],
+        json!({
+            "parentId": { "type": "string" },
+            "sessions": { "type": "array", "items": r("CreateSessionResponse") }
+        }),
+    );
+    let mut all = json!({
         "ApiError": object(&["code", "message"], json!({
             "code": { "type": "string" }, "message": { "type": "string" }
         })),
@@ -254,7 +265,11 @@ fn schemas() -> Value {
             "lastError": nullable("string"), "createdAt": { "type": "string" },
             "nextAttemptAt": nullable("string"), "finishedAt": nullable("string")
         }))
-    })
+    });
+    // Beside the literal: one macro this long reaches the recursion limit.
+    all["ForkRequest"] = fork_request;
+    all["ForkResponse"] = fork_response;
+    all
 }
 
 /// The document.
@@ -297,6 +312,13 @@ pub fn document() -> Value {
                 Some(r("CommandRequest")), json!({ "202": body(r("CommandResponse"), "accepted") })) },
             "/api/v1/sessions/{id}/interrupt": { "post": op("Stop the running turn", json!([sid()]), None,
                 json!({ "202": body(r("InterruptResponse"), "done") })) },
+            "/api/v1/sessions/{id}/fork": { "post": op("Fork a ready or sleeping session: new sessions, each from a copy of its workspace (uncommitted work included) and Claude Code's conversation, with its own container, token and branch; the session itself is untouched",
+                json!([sid()]), Some(r("ForkRequest")),
+                json!({
+                    "201": body(r("ForkResponse"), "the forks, starting"),
+                    "400": error("`invalid_fork_count`: count is not 1 to 10"),
+                    "409": error("`session_busy` during a turn, `session_not_ready`, `session_not_active`, `too_many_sessions`, `fork_unavailable` where sessions cannot be forked")
+                })) },
             "/api/v1/sessions/{id}/sleep": { "post": op("Put a ready session to sleep: its container goes, its checkout and Claude Code's conversation stay; any later use wakes it",
                 json!([sid()]), None,
                 json!({

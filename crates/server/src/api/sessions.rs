@@ -14,7 +14,7 @@ use cc_core::{now, CoreError, Principal, SessionId};
 use cc_core::{rfc3339, CreateSession, Runtime, SessionRecord, Store};
 use cc_wire::api::{
     CommandRequest, CommandResponse, CreateSessionRequest, CreateSessionResponse, DeleteResponse,
-    Endpoints, LogsResponse, SessionStatus,
+    Endpoints, ForkRequest, ForkResponse, LogsResponse, SessionStatus,
 };
 use serde::Deserialize;
 
@@ -152,6 +152,56 @@ fn created<R, S>(st: &AppState<R, S>, base: &str, rec: &SessionRecord) -> Create
     }
 }
 
+/// The per-user session limit, held across a create (or fork) so
+/// concurrent ones cannot all pass it: in this process, and across
+/// replicas (a job lock in the store, released when dropped).
+struct SessionQuota<R: Runtime, S: ServerStore> {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    _cluster: Option<crate::cluster::UserCreateLock<R, S>>,
+}
+
+impl<R: Runtime, S: ServerStore> SessionQuota<R, S> {
+    /// Holds the user's create lock; `409 too_many_sessions` when `adding`
+    /// more sessions would pass the limit.
+    async fn hold(
+        st: &AppState<R, S>,
+        p: &Principal,
+        ip: ClientIp,
+        adding: usize,
+    ) -> Result<Self, ApiError> {
+        let local = st.access.create_lock(&p.user).lock_owned().await;
+        let cluster = match st.access.config.max_sessions_per_user {
+            Some(_) => Some(crate::cluster::UserCreateLock::acquire(&st.manager, &p.user).await?),
+            None => None,
+        };
+        if let Some(max) = st.access.config.max_sessions_per_user {
+            let live = st.manager.list(true).await?;
+            if live.iter().filter(|r| r.owner == p.user).count() + adding > max {
+                let a = Audit {
+                    actor: &p.user,
+                    ip,
+                    action: "limit.hit",
+                    session_id: None,
+                    outcome: "too_many_sessions",
+                    detail: Some(format!("limit {max}")),
+                };
+                audit(st, a).await;
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "too_many_sessions",
+                    format!(
+                        "you may have {max} live sessions (sleeping ones count); delete one first"
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            _local: local,
+            _cluster: cluster,
+        })
+    }
+}
+
 /// Checks the request against the policy and limits, creates the session
 /// and audits the outcome.
 async fn create_session<R: Runtime, S: ServerStore>(
@@ -181,34 +231,7 @@ async fn create_session<R: Runtime, S: ServerStore>(
             ));
         }
     }
-    // Held across the create so concurrent creates cannot both pass the
-    // per-user limit: in this process, and across replicas (a job lock in
-    // the store, released when the create is done).
-    let lock = st.access.create_lock(&p.user);
-    let _held = lock.lock().await;
-    let _cluster_held = match st.access.config.max_sessions_per_user {
-        Some(_) => Some(crate::cluster::UserCreateLock::acquire(&st.manager, &p.user).await?),
-        None => None,
-    };
-    if let Some(max) = st.access.config.max_sessions_per_user {
-        let live = st.manager.list(true).await?;
-        if live.iter().filter(|r| r.owner == p.user).count() >= max {
-            let a = Audit {
-                actor: &p.user,
-                ip,
-                action: "limit.hit",
-                session_id: None,
-                outcome: "too_many_sessions",
-                detail: Some(format!("limit {max}")),
-            };
-            audit(st, a).await;
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "too_many_sessions",
-                format!("you already have {max} live sessions; delete one first"),
-            ));
-        }
-    }
+    let _quota = SessionQuota::hold(st, p, ip, 1).await?;
     let made = st
         .manager
         .create(CreateSession {
@@ -337,6 +360,81 @@ pub(super) async fn delete<R: Runtime, S: ServerStore>(
         status: rec.state.seed_status(),
         state: rec.state,
     }))
+}
+
+/// `POST …/fork`: new sessions from a copy of this one's workspace and
+/// conversation, each with its own container, token and branch.
+pub(super) async fn fork<R: Runtime, S: ServerStore>(
+    State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<ForkResponse>), ApiError> {
+    require_user_token(&p)?;
+    let parent = owned(&st, &p, &id).await?;
+    // The body is optional: none forks once.
+    let req: ForkRequest = match body.is_empty() {
+        true => ForkRequest::default(),
+        false => serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("the body is not a fork request: {e}"),
+            )
+        })?,
+    };
+    let count = req.count.unwrap_or(1) as usize;
+    let forked = async {
+        cc_core::session::check_fork_count(count)?;
+        let _quota = SessionQuota::hold(&st, &p, ip, count).await?;
+        st.manager
+            .fork(parent.id.as_str(), count, req.command)
+            .await
+            .map_err(ApiError::from)
+    }
+    .await;
+    let forks = match forked {
+        Ok(f) => f,
+        Err(e) => {
+            let a = Audit {
+                actor: &p.user,
+                ip,
+                action: "session.fork",
+                session_id: Some(&id),
+                outcome: e.code,
+                detail: None,
+            };
+            audit(&st, a).await;
+            return Err(e);
+        }
+    };
+    for rec in &forks {
+        let sid = rec.id.to_string();
+        for (action, detail) in [
+            ("session.fork", Some(format!("parent={}", parent.id))),
+            ("container.start", rec.container_id.clone()),
+        ] {
+            let a = Audit {
+                actor: &p.user,
+                ip,
+                action,
+                session_id: Some(&sid),
+                outcome: "ok",
+                detail,
+            };
+            audit(&st, a).await;
+        }
+    }
+    let base = public_base(&st.config, &headers);
+    Ok((
+        StatusCode::CREATED,
+        Json(ForkResponse {
+            parent_id: parent.id.to_string(),
+            sessions: forks.iter().map(|r| created(&st, &base, r)).collect(),
+        }),
+    ))
 }
 
 /// Why a session was put to sleep by hand, as its status gives it.

@@ -80,6 +80,7 @@ impl Fixture {
             },
             instructions: None,
             push_branch: Some("claudecluster/s-1".into()),
+            fork: false,
         }
     }
 }

@@ -8,6 +8,7 @@ mod access;
 mod bad_input;
 mod control;
 mod forgery;
+mod fork;
 mod isolation;
 mod lifecycle;
 mod oom;

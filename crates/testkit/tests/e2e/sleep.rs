@@ -22,7 +22,7 @@ fn exists(kind: &str, name: &str) -> bool {
 
 /// A harness whose sessions can sleep (sleeping needs sealed secrets),
 /// with idle timeouts as short as a test needs.
-async fn sleepy_harness() -> anyhow::Result<Harness> {
+pub(crate) async fn sleepy_harness() -> anyhow::Result<Harness> {
     Harness::start_configured(
         HarnessOptions {
             upstream: None,
@@ -37,7 +37,7 @@ async fn sleepy_harness() -> anyhow::Result<Harness> {
     .await
 }
 
-fn code_of(e: &ClientError) -> Option<(u16, &str)> {
+pub(crate) fn code_of(e: &ClientError) -> Option<(u16, &str)> {
     match e {
         ClientError::Api { status, code, .. } => Some((*status, code.as_str())),
         _ => None,
