@@ -247,12 +247,13 @@ const OWNER_RETRY: Duration = Duration::from_millis(250);
 
 /// The session a request must reach the owner for, if it is one of those
 /// operations: `DELETE …/sessions/{id}` and `…/{id}/command|interrupt|diff|
-/// files|push`.
+/// files|push|permissions/{requestId}`.
 fn owner_only<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
     let rest = path.strip_prefix("/api/v1/sessions/")?;
     match rest.split_once('/') {
         None if method == Method::DELETE => Some(rest),
         Some((id, "command" | "interrupt" | "push")) if method == Method::POST => Some(id),
+        Some((id, verb)) if method == Method::POST && verb.starts_with("permissions/") => Some(id),
         Some((id, "diff" | "files")) if method == Method::GET => Some(id),
         _ => None,
     }

@@ -297,6 +297,7 @@ mod tests {
             claude: ClaudeSettings::default(),
             instructions: None,
             push_branch: None,
+            permission_timeout_secs: None,
         }
     }
 

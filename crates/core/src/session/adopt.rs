@@ -53,6 +53,7 @@ pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
     let (events, _) = broadcast::channel::<ServerMessage>(BROADCAST_CAPACITY);
     let (record_tx, record_rx) = watch::channel(record.clone());
     let activity = Arc::new(Activity::new());
+    let permissions = Arc::new(super::permissions::Pending::default());
     inner.insert_handle(
         record.id.clone(),
         Handle {
@@ -61,6 +62,7 @@ pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
             record: record_rx,
             activity: activity.clone(),
             budget_usd: super::usage::session_budget(&init),
+            permissions: permissions.clone(),
         },
     );
     // A trace of its own (root), for as long as this replica runs it.
@@ -71,7 +73,8 @@ pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
         adopted = spawn_started.is_none()
     );
     let actor = Actor::new(inner.clone(), record, record_tx, events, boot, init)
-        .with_lifecycle(activity, spawn_started);
+        .with_lifecycle(activity, spawn_started)
+        .with_permissions(permissions);
     tokio::spawn(tracing::Instrument::instrument(actor.run(rx), span));
 }
 

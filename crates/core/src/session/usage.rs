@@ -280,6 +280,7 @@ mod tests {
             claude: Default::default(),
             instructions: None,
             push_branch: None,
+            permission_timeout_secs: None,
         };
         let mut u = SessionUsage::default();
         u.totals.cost_usd = 0.05;
@@ -339,6 +340,7 @@ mod tests {
             claude: Default::default(),
             instructions: None,
             push_branch: None,
+            permission_timeout_secs: None,
         };
         init.claude.args = vec!["--max-budget-usd".into(), "0.5".into()];
         let mut u = SessionUsage::default();
