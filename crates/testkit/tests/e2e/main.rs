@@ -11,6 +11,7 @@ mod forgery;
 mod isolation;
 mod lifecycle;
 mod oom;
+mod permissions;
 mod push;
 mod python_sdk;
 mod runtime;
