@@ -84,6 +84,8 @@ struct Question {
     input: Value,
     /// The process that asked: only it can take the answer.
     generation: u64,
+    /// When it was asked, in milliseconds since the Unix epoch.
+    asked_ms: u64,
 }
 
 /// What a denial tells the model when the person gave no message.
@@ -183,6 +185,20 @@ impl Session {
             state: core.state,
             error: core.error.clone(),
             last_seq: self.journal.last_seq(),
+            open_permissions: {
+                let mut open: Vec<_> = core
+                    .questions
+                    .iter()
+                    .map(|(id, q)| cc_wire::api::PendingPermission {
+                        request_id: id.clone(),
+                        tool: q.tool.clone(),
+                        input: q.input.clone(),
+                        timestamp: q.asked_ms,
+                    })
+                    .collect();
+                open.sort_by_key(|p| p.timestamp);
+                open
+            },
         }
     }
 
@@ -548,10 +564,14 @@ impl Session {
             .unwrap_or("unknown")
             .to_owned();
         let input = request.get("input").cloned().unwrap_or_else(|| json!({}));
+        let asked_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let q = Question {
             tool: tool.clone(),
             input: input.clone(),
             generation,
+            asked_ms,
         };
         if core.always_allowed.contains(&tool) {
             self.settle(

@@ -82,6 +82,11 @@ pub struct Health {
     pub error: Option<String>,
     /// Sequence number of the newest journal entry (0 when empty).
     pub last_seq: u64,
+    /// Permission questions Claude Code waits on, oldest first, so an
+    /// orchestrator that starts following the journal late (after a
+    /// restart) knows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_permissions: Vec<crate::api::PendingPermission>,
 }
 
 /// What sessiond needs to set a session up. Secrets never travel here: the

@@ -301,7 +301,10 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     boot_deadline,
                 ), if booting => {
                     match booted {
-                        Ok(stream) => journal = Some(stream),
+                        Ok((stream, open)) => {
+                            self.permissions.replace(open);
+                            journal = Some(stream);
+                        }
                         Err(reason) => return Ok(Exit::Failed(reason)),
                     }
                 }
@@ -925,18 +928,20 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
     }
 }
 
-/// Waits for sessiond, initialises it (idempotent) and follows its journal.
-/// Owns everything it uses so it can be dropped and started again freely.
+/// Waits for sessiond, initialises it (idempotent) and follows its journal;
+/// also returns the permission questions open before `since` (an adopted
+/// session's). Owns everything it uses so it can be dropped and started
+/// again freely.
 async fn boot<R: Runtime, A: Agent, S: Store>(
     inner: Arc<Inner<R, A, S>>,
     ep: AgentEndpoint,
     init: InitRequest,
     since: u64,
     deadline: Instant,
-) -> Result<EventStream, String> {
-    loop {
+) -> Result<(EventStream, Vec<cc_wire::api::PendingPermission>), String> {
+    let health = loop {
         match inner.agent.health(&ep).await {
-            Ok(_) => break,
+            Ok(h) => break h,
             Err(AgentError::Version { expected, found }) => {
                 return Err(format!(
                     "the worker image's sessiond speaks protocol {found}, this orchestrator needs {expected}: rebuild the image"
@@ -947,7 +952,7 @@ async fn boot<R: Runtime, A: Agent, S: Store>(
             }
             Err(_) => tokio::time::sleep(HEALTH_POLL).await,
         }
-    }
+    };
     match inner.agent.init(&ep, &init).await {
         Ok(_) => {}
         // An adopted session whose first request was not kept: sessiond
@@ -955,11 +960,13 @@ async fn boot<R: Runtime, A: Agent, S: Store>(
         Err(AgentError::Refused { code, .. }) if code == "already_initialized" => {}
         Err(e) => return Err(format!("the session agent refused its setup: {e}")),
     }
-    inner
+    let stream = inner
         .agent
         .follow(&ep, since)
         .await
-        .map_err(|e| format!("the session agent's journal is unreachable: {e}"))
+        .map_err(|e| format!("the session agent's journal is unreachable: {e}"))?;
+    // Those asked or settled after `since` come again with the journal.
+    Ok((stream, health.open_permissions))
 }
 
 /// The pending container's placement once the runtime has it; never while

@@ -44,7 +44,13 @@ impl Pending {
         self.lock().retain(|q| q.request_id != request_id);
     }
 
-    /// Forgets them all: the session's Claude Code or the session ended.
+    /// Takes the questions sessiond reports open (when following its
+    /// journal starts).
+    pub(crate) fn replace(&self, open: Vec<PendingPermission>) {
+        *self.lock() = open;
+    }
+
+    /// Forgets them all: the session ended.
     pub(crate) fn clear(&self) {
         self.lock().clear();
     }
