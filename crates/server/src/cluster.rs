@@ -552,6 +552,31 @@ mod tests {
         Peers::new(ClusterKey::new([k; 32])).unwrap()
     }
 
+    #[test]
+    fn operations_on_a_session_go_to_its_owner_and_reads_stay() {
+        let s = "/api/v1/sessions/abc";
+        for (method, path) in [
+            (Method::DELETE, s.to_owned()),
+            (Method::POST, format!("{s}/command")),
+            (Method::POST, format!("{s}/interrupt")),
+            (Method::POST, format!("{s}/push")),
+            (Method::POST, format!("{s}/permissions/r-1")),
+            (Method::GET, format!("{s}/diff")),
+            (Method::GET, format!("{s}/files")),
+        ] {
+            assert_eq!(owner_only(&method, &path), Some("abc"), "{method} {path}");
+        }
+        for (method, path) in [
+            (Method::GET, s.to_owned()),
+            (Method::GET, format!("{s}/status")),
+            (Method::GET, format!("{s}/logs")),
+            (Method::GET, format!("{s}/permissions/r-1")),
+            (Method::POST, format!("{s}/permission")),
+        ] {
+            assert_eq!(owner_only(&method, &path), None, "{method} {path}");
+        }
+    }
+
     fn alice() -> Forwarded {
         Forwarded {
             principal: Principal {
