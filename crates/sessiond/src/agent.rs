@@ -93,6 +93,41 @@ fn default_denial(tool: &str) -> String {
     format!("The user did not allow {tool} to run.")
 }
 
+/// How a question is settled (see [`Session::settle`]).
+struct Verdict {
+    allow: bool,
+    /// Allow the tool for the rest of the session.
+    always: bool,
+    /// What the model is told of a denial (a default when absent).
+    message: Option<String>,
+    source: DecisionSource,
+    answered_by: Option<String>,
+}
+
+impl Verdict {
+    /// Denied, telling the model `why`, for a reason no person gave.
+    fn deny(why: String, source: DecisionSource) -> Self {
+        Self {
+            allow: false,
+            always: false,
+            message: Some(why),
+            source,
+            answered_by: None,
+        }
+    }
+
+    /// Allowed by an earlier `always` for the same tool.
+    fn always() -> Self {
+        Self {
+            allow: true,
+            always: true,
+            message: None,
+            source: DecisionSource::Always,
+            answered_by: None,
+        }
+    }
+}
+
 /// The session: lifecycle state, the Claude Code process and the journal.
 pub struct Session {
     config: Arc<Config>,
@@ -397,11 +432,7 @@ impl Session {
                     &mut core,
                     &id,
                     q,
-                    false,
-                    false,
-                    Some(message),
-                    DecisionSource::Cancelled,
-                    None,
+                    Verdict::deny(message, DecisionSource::Cancelled),
                 );
             }
         }
@@ -431,16 +462,14 @@ impl Session {
         let tool = q.tool.clone();
         let message =
             (!answer.allow).then(|| answer.message.unwrap_or_else(|| default_denial(&tool)));
-        let decision = self.settle(
-            &mut core,
-            request_id,
-            q,
-            answer.allow,
+        let verdict = Verdict {
+            allow: answer.allow,
             always,
             message,
-            DecisionSource::Answer,
-            answer.answered_by,
-        );
+            source: DecisionSource::Answer,
+            answered_by: answer.answered_by,
+        };
+        let decision = self.settle(&mut core, request_id, q, verdict);
         if always {
             // Questions about the same tool asked meanwhile (parallel tool
             // calls) are covered by it too.
@@ -452,16 +481,7 @@ impl Session {
                 .collect();
             for id in same {
                 if let Some(q) = core.questions.remove(&id) {
-                    self.settle(
-                        &mut core,
-                        &id,
-                        q,
-                        true,
-                        true,
-                        None,
-                        DecisionSource::Always,
-                        None,
-                    );
+                    self.settle(&mut core, &id, q, Verdict::always());
                 }
             }
         }
@@ -482,29 +502,27 @@ impl Session {
                 &mut core,
                 request_id,
                 q,
-                false,
-                false,
-                Some(message),
-                DecisionSource::Timeout,
-                None,
+                Verdict::deny(message, DecisionSource::Timeout),
             );
         }
     }
 
     /// Tells Claude Code the decision (if the process that asked still
     /// runs), remembers it and journals it.
-    #[allow(clippy::too_many_arguments)]
     fn settle(
         &self,
         core: &mut Core,
         request_id: &str,
         q: Question,
-        allow: bool,
-        always: bool,
-        message: Option<String>,
-        source: DecisionSource,
-        answered_by: Option<String>,
+        verdict: Verdict,
     ) -> PermissionDecision {
+        let Verdict {
+            allow,
+            always,
+            message,
+            source,
+            answered_by,
+        } = verdict;
         let response = if allow {
             json!({"behavior": "allow", "updatedInput": q.input})
         } else {
@@ -574,16 +592,7 @@ impl Session {
             asked_ms,
         };
         if core.always_allowed.contains(&tool) {
-            self.settle(
-                core,
-                &request_id,
-                q,
-                true,
-                true,
-                None,
-                DecisionSource::Always,
-                None,
-            );
+            self.settle(core, &request_id, q, Verdict::always());
             return;
         }
         core.questions.insert(request_id.clone(), q);
@@ -783,11 +792,7 @@ impl Session {
                     core,
                     id,
                     q,
-                    false,
-                    false,
-                    Some(message),
-                    DecisionSource::Cancelled,
-                    None,
+                    Verdict::deny(message, DecisionSource::Cancelled),
                 );
             }
             return;
@@ -830,11 +835,7 @@ impl Session {
                     &mut core,
                     &id,
                     q,
-                    false,
-                    false,
-                    Some(message),
-                    DecisionSource::Cancelled,
-                    None,
+                    Verdict::deny(message, DecisionSource::Cancelled),
                 );
             }
         }
