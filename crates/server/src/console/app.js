@@ -402,8 +402,9 @@
       el('div', { class: 'answers' }, ...buttons, why),
       el('p', { class: 'outcome muted' }));
     stream.append(card);
+    // No focus is moved to the buttons: keys meant for the command box
+    // must never answer a question.
     $('session-state').textContent = 'busy · waiting for you';
-    buttons[0].focus({ preventScroll: true });
   }
 
   async function answerQuestion(st, requestId, card, answer, why) {
