@@ -840,7 +840,12 @@ async fn permission_questions_wait_for_the_first_answer() {
     assert!(!journal
         .iter()
         .any(|e| claude_type(e) == Some("control_request")));
-    assert_eq!(d.health().await.state, AgentState::Busy);
+    let health = d.health().await;
+    assert_eq!(health.state, AgentState::Busy);
+    // The health lists it (an orchestrator following late learns of it).
+    assert_eq!(health.open_permissions.len(), 1);
+    assert_eq!(health.open_permissions[0].request_id, asked.0);
+    assert_eq!(health.open_permissions[0].input, asked.2);
 
     // Unknown question: 404; bad body: 400.
     let (s, v) = answer("perm-999", serde_json::json!({"allow": true})).await;
@@ -930,4 +935,39 @@ async fn an_unanswered_permission_question_is_denied_at_the_timeout() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 409);
+}
+
+#[tokio::test]
+async fn interrupting_a_turn_withdraws_its_permission_question() {
+    let fx = Fixture::new();
+    let d = Daemon::start(&fx).await;
+    init_ready(&d, &fx).await;
+    let seq = d.command("ASK_PERMISSION").await;
+    d.wait_for("the question", |e| {
+        matches!(e.event, AgentEvent::PermissionRequest { .. })
+    })
+    .await;
+    let resp = d.post("/v1/interrupt").send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let journal = d
+        .wait_for("the turn's end", |e| {
+            e.seq > seq && is_state(e, AgentState::Ready)
+        })
+        .await;
+    let withdrawn = decision_of(&journal, "perm-1").expect("settled");
+    assert_eq!(withdrawn.source, DecisionSource::Cancelled);
+    assert!(!withdrawn.allow);
+    // Claude Code was told no before the interrupt reached it.
+    assert_eq!(
+        result_after(&journal, seq),
+        "permission deny: The user interrupted the turn."
+    );
+    let resp = d
+        .post("/v1/permissions/perm-1")
+        .json(&serde_json::json!({"allow": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    assert!(d.health().await.open_permissions.is_empty());
 }
