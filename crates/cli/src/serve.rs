@@ -186,6 +186,11 @@ pub struct ServeArgs {
     /// Seconds a session may sleep before it ends; 0: for ever.
     #[arg(long, env = "CLAUDECLUSTER_MAX_SLEEP", default_value_t = 7 * 24 * 3600)]
     max_sleep: u64,
+    /// Seconds a permission question (a session whose permission mode asks,
+    /// e.g. `permissionMode: "default"`) waits for a person before it is
+    /// denied with that reason; 0 waits as long as the session lives.
+    #[arg(long, env = "CLAUDECLUSTER_PERMISSION_TIMEOUT", default_value_t = 300)]
+    permission_timeout: u64,
     /// Seconds between reconciler passes (orphaned resources, stopped
     /// containers whose event was missed).
     #[arg(long, env = "CLAUDECLUSTER_RECONCILE_INTERVAL", default_value_t = 60)]
@@ -606,6 +611,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--model-price {e}"))?;
     }
     config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
+    config.permission_timeout = Duration::from_secs(args.permission_timeout);
     config.max_idle_timeout = Duration::from_secs(args.max_idle_timeout);
     config.idle_action = cc_core::IdleAction::parse(&args.idle_action)
         .context("--idle-action is sleep or terminate")?;

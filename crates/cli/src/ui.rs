@@ -410,7 +410,57 @@ impl Renderer {
                     s.red(&format!("✗ error: {}{code}", inert(message)))
                 )
             }
+            ServerMessage::PermissionRequest { tool, input, .. } => {
+                let line = format!(
+                    "? Claude Code asks to run {}: {}",
+                    inert(tool),
+                    inert(&permission_input(input))
+                );
+                format!("{}{}\n", self.newline_first(), s.yellow(&line))
+            }
+            ServerMessage::PermissionAnswer {
+                tool,
+                allow,
+                always,
+                source,
+                message,
+                answered_by,
+                ..
+            } => {
+                let verdict = match (allow, always) {
+                    (true, true) => "allowed for the rest of the session",
+                    (true, false) => "allowed",
+                    (false, _) => "denied",
+                };
+                let by = match (source.as_str(), answered_by) {
+                    ("answer", Some(who)) => format!(" by {}", inert(who)),
+                    ("answer", None) => String::new(),
+                    (other, _) => format!(" ({})", inert(other)),
+                };
+                let why = message
+                    .as_deref()
+                    .filter(|_| !allow)
+                    .map(|m| format!(": {}", inert(m)))
+                    .unwrap_or_default();
+                let line = format!("· {} {verdict}{by}{why}", inert(tool));
+                let line = if *allow { s.dim(&line) } else { s.red(&line) };
+                format!("{}{line}\n", self.newline_first())
+            }
         }
+    }
+}
+
+/// A tool's input as one line for a person: Bash's command as is,
+/// anything else as compact JSON, cut at a readable length.
+pub fn permission_input(input: &Value) -> String {
+    const MAX_CHARS: usize = 2000;
+    let text = match input.get("command").and_then(Value::as_str) {
+        Some(command) => command.to_owned(),
+        None => input.to_string(),
+    };
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     }
 }
 

@@ -221,6 +221,26 @@ impl Client {
         .await
     }
 
+    /// Answers a permission question the session waits on (a
+    /// `permissionRequest`); the first answer wins, a later one is `409
+    /// permission_already_answered`.
+    pub async fn answer_permission(
+        &self,
+        id: &str,
+        request_id: &str,
+        answer: &cc_wire::api::PermissionResponse,
+    ) -> Result<cc_wire::api::PermissionAnswered, ClientError> {
+        // Claude Code's request ids are URL-safe; anything else is
+        // escaped rather than allowed to reshape the path.
+        let rid = path_segment(request_id);
+        send(
+            self.http
+                .post(self.url(&format!("/sessions/{id}/permissions/{rid}")))
+                .json(answer),
+        )
+        .await
+    }
+
     /// The session's changes against the commit it started from.
     pub async fn diff(&self, id: &str) -> Result<cc_wire::api::SessionDiff, ClientError> {
         send(self.http.get(self.url(&format!("/sessions/{id}/diff")))).await
@@ -424,7 +444,40 @@ impl EventStream {
         self.send(&ClientMessage::command(command)).await
     }
 
+    /// Answers a `permissionRequest` on the socket (`permissionResponse`).
+    pub async fn answer_permission(
+        &mut self,
+        request_id: &str,
+        allow: bool,
+        message: Option<&str>,
+        always: bool,
+    ) -> Result<(), ClientError> {
+        self.send(&ClientMessage::PermissionResponse(
+            cc_wire::api::PermissionResponse {
+                request_id: Some(request_id.to_owned()),
+                allow,
+                message: message.map(str::to_owned),
+                always: always.then_some(true),
+            },
+        ))
+        .await
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// `s` as one URL path segment: unreserved characters kept, the rest
+/// percent-encoded.
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -24,6 +24,8 @@ use std::future::Future;
 
 /// `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Actor of records the server writes on its own (no person acted).
+pub const SYSTEM_ACTOR: &str = "system";
 /// What erased personal fields read as.
 pub const REDACTED: &str = "[erased]";
 

@@ -241,6 +241,11 @@ pub struct ManagerConfig {
     /// Where sessions' webhook notices go (the server's dispatcher); none:
     /// nobody listens.
     pub notices: Option<crate::webhook::NoticeSender>,
+    /// How long a permission question waits for a person before it is
+    /// denied (`serve --permission-timeout`; zero: forever). sessiond
+    /// keeps the clock, so a question times out even while no
+    /// orchestrator follows the session.
+    pub permission_timeout: Duration,
 }
 
 impl ManagerConfig {
@@ -274,6 +279,9 @@ impl ManagerConfig {
                 url: String::new(),
             },
             notices: None,
+            permission_timeout: Duration::from_secs(
+                cc_wire::sessiond::DEFAULT_PERMISSION_TIMEOUT_SECS,
+            ),
         }
     }
 

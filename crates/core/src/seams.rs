@@ -236,6 +236,13 @@ pub trait Agent: Send + Sync + 'static {
         ep: &AgentEndpoint,
         req: &cc_wire::sessiond::PushRequest,
     ) -> impl Future<Output = Result<cc_wire::sessiond::PushOutcome, AgentError>> + Send;
+    /// Answers a permission question (`POST /v1/permissions/{id}`).
+    fn answer_permission(
+        &self,
+        ep: &AgentEndpoint,
+        request_id: &str,
+        answer: &cc_wire::sessiond::PermissionAnswer,
+    ) -> impl Future<Output = Result<cc_wire::sessiond::PermissionDecision, AgentError>> + Send;
     /// Journal entries after `since`, then new ones as they happen.
     fn follow(
         &self,

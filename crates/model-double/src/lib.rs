@@ -73,6 +73,12 @@ pub struct RecordedRequest {
     pub tool_names: Vec<String>,
     /// The `max_tokens` field.
     pub max_tokens: Option<u64>,
+    /// The text of the `tool_result` the request carries (the follow-up
+    /// after a tool call), as the model receives it.
+    pub tool_result: Option<String>,
+    /// Whether that `tool_result` is marked `is_error` (a failed or
+    /// refused tool).
+    pub tool_result_is_error: bool,
 }
 
 /// Serves the double on `listener` until `shutdown` completes.

@@ -34,6 +34,8 @@ pub struct RequestView {
     /// Text of the first `tool_result` block when the last user message is a
     /// pure tool follow-up (it carries a tool result and no typed text).
     pub tool_result: Option<String>,
+    /// Whether that `tool_result` block is marked `is_error`.
+    pub tool_result_is_error: bool,
 }
 
 impl RequestView {
@@ -75,10 +77,20 @@ impl RequestView {
             .iter()
             .filter_map(|content| typed_text(content))
             .collect();
-        let tool_result = user_contents
+        let follow_up = user_contents
             .last()
-            .filter(|content| typed_text(content).is_none())
-            .and_then(|content| first_tool_result(content));
+            .filter(|content| typed_text(content).is_none());
+        let tool_result = follow_up.and_then(|content| first_tool_result(content));
+        let tool_result_is_error = follow_up
+            .and_then(|content| content.as_array())
+            .and_then(|blocks| {
+                blocks
+                    .iter()
+                    .find(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+            })
+            .and_then(|b| b.get("is_error"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
 
         Self {
             model,
@@ -88,6 +100,7 @@ impl RequestView {
             tool_names,
             typed_prompts,
             tool_result,
+            tool_result_is_error,
         }
     }
 

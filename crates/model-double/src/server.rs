@@ -189,6 +189,8 @@ async fn messages(shared: &Shared, path: &str, headers: &HeaderMap, body: &Bytes
         stream: view.stream,
         tool_names: view.tool_names.clone(),
         max_tokens: view.max_tokens,
+        tool_result: view.tool_result.clone(),
+        tool_result_is_error: view.tool_result_is_error,
     });
 
     delay(&shared.config).await;

@@ -179,6 +179,18 @@ impl Agent for HttpAgent {
         self.call(call, ep).await
     }
 
+    async fn answer_permission(
+        &self,
+        ep: &AgentEndpoint,
+        request_id: &str,
+        answer: &cc_wire::sessiond::PermissionAnswer,
+    ) -> Result<cc_wire::sessiond::PermissionDecision, AgentError> {
+        // The id was checked (`cc_core::session::permissions`): it cannot
+        // change the path.
+        let url = format!("{}/v1/permissions/{request_id}", ep.base_url);
+        self.call(self.calls.post(url).json(answer), ep).await
+    }
+
     async fn follow(&self, ep: &AgentEndpoint, since: u64) -> Result<EventStream, AgentError> {
         let resp = self
             .follows

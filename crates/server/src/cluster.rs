@@ -247,7 +247,7 @@ const OWNER_RETRY: Duration = Duration::from_millis(250);
 
 /// The session a request must reach the owner for, if it is one of those
 /// operations: `DELETE …/sessions/{id}` and `…/{id}/command|interrupt|diff|
-/// files|push`.
+/// files|push|permissions/{requestId}`.
 fn owner_only<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
     let rest = path.strip_prefix("/api/v1/sessions/")?;
     match rest.split_once('/') {
@@ -257,6 +257,7 @@ fn owner_only<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
         {
             Some(id)
         }
+        Some((id, verb)) if method == Method::POST && verb.starts_with("permissions/") => Some(id),
         Some((id, "diff" | "files")) if method == Method::GET => Some(id),
         _ => None,
     }
@@ -553,6 +554,31 @@ mod tests {
 
     fn peers(k: u8) -> Peers {
         Peers::new(ClusterKey::new([k; 32])).unwrap()
+    }
+
+    #[test]
+    fn operations_on_a_session_go_to_its_owner_and_reads_stay() {
+        let s = "/api/v1/sessions/abc";
+        for (method, path) in [
+            (Method::DELETE, s.to_owned()),
+            (Method::POST, format!("{s}/command")),
+            (Method::POST, format!("{s}/interrupt")),
+            (Method::POST, format!("{s}/push")),
+            (Method::POST, format!("{s}/permissions/r-1")),
+            (Method::GET, format!("{s}/diff")),
+            (Method::GET, format!("{s}/files")),
+        ] {
+            assert_eq!(owner_only(&method, &path), Some("abc"), "{method} {path}");
+        }
+        for (method, path) in [
+            (Method::GET, s.to_owned()),
+            (Method::GET, format!("{s}/status")),
+            (Method::GET, format!("{s}/logs")),
+            (Method::GET, format!("{s}/permissions/r-1")),
+            (Method::POST, format!("{s}/permission")),
+        ] {
+            assert_eq!(owner_only(&method, &path), None, "{method} {path}");
+        }
     }
 
     fn alice() -> Forwarded {

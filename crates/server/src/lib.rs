@@ -150,6 +150,11 @@ pub async fn serve<R: Runtime, S: ServerStore>(
         access.clone(),
         stop_rx.clone(),
     ));
+    tokio::spawn(auth::container_audit::follow_core(
+        manager.clone(),
+        access.clone(),
+        stop_rx.clone(),
+    ));
     let app = api::router_with_access(manager.clone(), config.clone(), access);
     let api_limits = config.access.api_connections;
     let api: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =

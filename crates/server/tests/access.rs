@@ -1269,3 +1269,84 @@ async fn a_refused_push_branch_is_audited_with_its_control_characters_escaped() 
     let jsonl = std::fs::read_to_string(api._dir.path().join("audit.jsonl")).unwrap();
     assert!(!jsonl.contains("forged \u{1b}"), "the copy is escaped too");
 }
+
+/// What a permission answer must be before any session hears of it: a
+/// malformed request id reads as an unknown question (it cannot reshape a
+/// forwarded path), a body naming another request is refused, another
+/// user's session does not exist; every answer attempt on one's own
+/// session is audited with who gave it. Over the WebSocket, an answer
+/// without its request id is an `invalid_message`.
+#[tokio::test]
+async fn permission_answers_are_checked_and_audited() {
+    let api = start(|_| {}).await;
+    let (alice, _) = api.token("alice", Role::User).await;
+    let (bob, _) = api.token("bob", Role::User).await;
+    let (s, v) = api.create(&alice).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["sessionId"].as_str().unwrap().to_owned();
+    let answer = |rid: &str, token: &str, body: Value| {
+        let path = format!("/api/v1/sessions/{id}/permissions/{rid}");
+        let token = token.to_owned();
+        let api = &api;
+        async move {
+            let (s, v, _) = api
+                .call(reqwest::Method::POST, &path, Some(&token), Some(body))
+                .await;
+            (s, v)
+        }
+    };
+    let (s, v) = answer("r-1", &bob, json!({"allow": true})).await;
+    assert_eq!((s, code(&v)), (404, "session_not_found"), "{v}");
+    let (s, v) = answer("a%20b", &alice, json!({"allow": true})).await;
+    assert_eq!((s, code(&v)), (404, "permission_not_found"), "{v}");
+    let (s, v) = answer("r-1", &alice, json!({"requestId": "r-2", "allow": true})).await;
+    assert_eq!((s, code(&v)), (400, "invalid_permission_response"), "{v}");
+    let (s, v) = answer("r-1", &alice, json!({"allow": "yes"})).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = answer("r-1", &alice, json!({"allow": false, "extra": 1})).await;
+    assert_eq!(s, 400, "{v}");
+    let long = "x".repeat(cc_core::session::permissions::MAX_DENIAL_CHARS + 1);
+    let (s, v) = answer("r-1", &alice, json!({"allow": false, "message": long})).await;
+    assert_eq!((s, code(&v)), (400, "invalid_permission_response"), "{v}");
+    // The session is still starting (the fake runtime's sessiond does not
+    // answer): a well-formed answer reaches the core and is refused there.
+    let (s, v) = answer("r-1", &alice, json!({"allow": true, "always": true})).await;
+    assert!(s >= 400, "{s} {v}");
+    let log = api.audit().await;
+    let answers: Vec<(&str, &str)> = log
+        .iter()
+        .filter(|r| r.event.action == "permission.answer")
+        .map(|r| {
+            (
+                r.event.actor.as_str(),
+                r.event.detail.as_deref().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(
+        answers.iter().all(|(actor, _)| *actor == "alice"),
+        "{answers:?}"
+    );
+    assert!(
+        answers.contains(&("alice", "request (malformed): allow")),
+        "{answers:?}"
+    );
+    assert!(
+        answers.contains(&("alice", "request r-1: allow always")),
+        "{answers:?}"
+    );
+
+    let (mut sock, head) = raw_stream(&api, &id, &alice).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let frame = text_frame(br#"{"type":"permissionResponse","data":{"allow":true}}"#);
+    sock.write_all(&frame).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut seen = String::new();
+    while !seen.contains("invalid_message") {
+        let n = sock.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("needs data.requestId"), "{seen}");
+}

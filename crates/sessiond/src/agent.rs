@@ -11,6 +11,17 @@
 //! command starts a new one with `--resume=<session id>` so the
 //! conversation continues.
 //!
+//! Permission prompts: unless the session runs in `bypassPermissions`
+//! mode, Claude Code starts with `--permission-prompt-tool stdio` and asks
+//! before each tool its mode and rules do not settle, with a
+//! `can_use_tool` control request on stdout. Each becomes an
+//! [`AgentEvent::PermissionRequest`] and waits in [`Core::questions`]
+//! until the first of: an answer (`/v1/permissions`), the timeout
+//! (denied), Claude Code withdrawing it, or the process exiting — each
+//! journaled as an [`AgentEvent::PermissionDecision`]. `always` puts the
+//! tool in [`Core::always_allowed`]: later questions about it are answered
+//! `allow` here at once (journaled, never shown as a question).
+//!
 //! All state lives in one mutex ([`Core`]) that is never held across an
 //! `.await`; state changes are journaled while it is held, so the journal's
 //! order always matches the order of the changes. Writing to Claude Code's
@@ -20,9 +31,11 @@
 use crate::journal::Journal;
 use crate::{setup, Config};
 use cc_wire::sessiond::{
-    AgentEvent, AgentState, CommandRequest, Health, InitRequest, PROTOCOL_VERSION,
+    AgentEvent, AgentState, CommandRequest, DecisionSource, Health, InitRequest, PermissionAnswer,
+    PermissionDecision, DEFAULT_PERMISSION_TIMEOUT_SECS, PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -53,6 +66,66 @@ pub enum InitError {
 #[derive(Debug)]
 pub struct NotReady {
     pub message: String,
+}
+
+/// Why `/v1/permissions` was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AnswerError {
+    /// Claude Code never asked this.
+    Unknown,
+    /// Settled already: by an earlier answer, `always`, the timeout, or
+    /// withdrawn.
+    AlreadySettled,
+}
+
+/// A `can_use_tool` question Claude Code waits on.
+struct Question {
+    tool: String,
+    input: Value,
+    /// The process that asked: only it can take the answer.
+    generation: u64,
+    /// When it was asked, in milliseconds since the Unix epoch.
+    asked_ms: u64,
+}
+
+/// What a denial tells the model when the person gave no message.
+fn default_denial(tool: &str) -> String {
+    format!("The user did not allow {tool} to run.")
+}
+
+/// How a question is settled (see [`Session::settle`]).
+struct Verdict {
+    allow: bool,
+    /// Allow the tool for the rest of the session.
+    always: bool,
+    /// What the model is told of a denial (a default when absent).
+    message: Option<String>,
+    source: DecisionSource,
+    answered_by: Option<String>,
+}
+
+impl Verdict {
+    /// Denied, telling the model `why`, for a reason no person gave.
+    fn deny(why: String, source: DecisionSource) -> Self {
+        Self {
+            allow: false,
+            always: false,
+            message: Some(why),
+            source,
+            answered_by: None,
+        }
+    }
+
+    /// Allowed by an earlier `always` for the same tool.
+    fn always() -> Self {
+        Self {
+            allow: true,
+            always: true,
+            message: None,
+            source: DecisionSource::Always,
+            answered_by: None,
+        }
+    }
 }
 
 /// The session: lifecycle state, the Claude Code process and the journal.
@@ -91,6 +164,12 @@ struct Core {
     next_generation: u64,
     next_interrupt: u64,
     shutting_down: bool,
+    /// Permission questions waiting for an answer, by request id.
+    questions: HashMap<String, Question>,
+    /// Request ids already settled, so a late answer is told so.
+    settled: HashSet<String>,
+    /// Tools allowed for the rest of the session (`always`).
+    always_allowed: HashSet<String>,
 }
 
 /// A running Claude Code process.
@@ -129,6 +208,9 @@ impl Session {
                 next_generation: 1,
                 next_interrupt: 1,
                 shutting_down: false,
+                questions: HashMap::new(),
+                settled: HashSet::new(),
+                always_allowed: HashSet::new(),
             }),
         })
     }
@@ -146,6 +228,20 @@ impl Session {
             state: core.state,
             error: core.error.clone(),
             last_seq: self.journal.last_seq(),
+            open_permissions: {
+                let mut open: Vec<_> = core
+                    .questions
+                    .iter()
+                    .map(|(id, q)| cc_wire::api::PendingPermission {
+                        request_id: id.clone(),
+                        tool: q.tool.clone(),
+                        input: q.input.clone(),
+                        timestamp: q.asked_ms,
+                    })
+                    .collect();
+                open.sort_by_key(|p| p.timestamp);
+                open
+            },
         }
     }
 
@@ -343,11 +439,197 @@ impl Session {
             "request": {"subtype": "interrupt"},
         })
         .to_string();
+        // A question the turn waits on is withdrawn with it.
+        let waiting: Vec<String> = core.questions.keys().cloned().collect();
+        for id in waiting {
+            if let Some(q) = core.questions.remove(&id) {
+                let message = "The user interrupted the turn.".to_owned();
+                self.settle(
+                    &mut core,
+                    &id,
+                    q,
+                    Verdict::deny(message, DecisionSource::Cancelled),
+                );
+            }
+        }
         if !send_line(&core, line) {
             return false;
         }
         core.next_interrupt += 1;
         true
+    }
+
+    /// `/v1/permissions/{id}`: answers a question Claude Code waits on.
+    /// The first answer wins.
+    pub fn answer(
+        &self,
+        request_id: &str,
+        answer: PermissionAnswer,
+    ) -> Result<PermissionDecision, AnswerError> {
+        let mut core = self.lock();
+        let Some(q) = core.questions.remove(request_id) else {
+            return Err(if core.settled.contains(request_id) {
+                AnswerError::AlreadySettled
+            } else {
+                AnswerError::Unknown
+            });
+        };
+        let always = answer.allow && answer.always;
+        let tool = q.tool.clone();
+        let message =
+            (!answer.allow).then(|| answer.message.unwrap_or_else(|| default_denial(&tool)));
+        let verdict = Verdict {
+            allow: answer.allow,
+            always,
+            message,
+            source: DecisionSource::Answer,
+            answered_by: answer.answered_by,
+        };
+        let decision = self.settle(&mut core, request_id, q, verdict);
+        if always {
+            // Questions about the same tool asked meanwhile (parallel tool
+            // calls) are covered by it too.
+            let same: Vec<String> = core
+                .questions
+                .iter()
+                .filter(|(_, q)| q.tool == tool)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in same {
+                if let Some(q) = core.questions.remove(&id) {
+                    self.settle(&mut core, &id, q, Verdict::always());
+                }
+            }
+        }
+        Ok(decision)
+    }
+
+    /// Denies the question if nobody answered it within the timeout.
+    fn expire(&self, request_id: &str, after: Duration) {
+        let mut core = self.lock();
+        if let Some(q) = core.questions.remove(request_id) {
+            tracing::info!(request_id, tool = %q.tool, "permission question timed out");
+            let message = format!(
+                "Nobody answered within {} s whether {} may run, so it was denied.",
+                after.as_secs(),
+                q.tool
+            );
+            self.settle(
+                &mut core,
+                request_id,
+                q,
+                Verdict::deny(message, DecisionSource::Timeout),
+            );
+        }
+    }
+
+    /// Tells Claude Code the decision (if the process that asked still
+    /// runs), remembers it and journals it.
+    fn settle(
+        &self,
+        core: &mut Core,
+        request_id: &str,
+        q: Question,
+        verdict: Verdict,
+    ) -> PermissionDecision {
+        let Verdict {
+            allow,
+            always,
+            message,
+            source,
+            answered_by,
+        } = verdict;
+        let response = if allow {
+            json!({"behavior": "allow", "updatedInput": q.input})
+        } else {
+            json!({"behavior": "deny", "message": message.clone().unwrap_or_else(|| default_denial(&q.tool))})
+        };
+        let line = json!({
+            "type": "control_response",
+            "response": {"subtype": "success", "request_id": request_id, "response": response},
+        })
+        .to_string();
+        let asker_runs = core
+            .proc
+            .as_ref()
+            .is_some_and(|p| p.generation == q.generation);
+        // A process that ended takes no answer (its question is void).
+        if asker_runs && !send_line(core, line) {
+            tracing::warn!(
+                request_id,
+                "Claude Code is exiting: the permission answer was not delivered"
+            );
+        }
+        if always {
+            core.always_allowed.insert(q.tool.clone());
+        }
+        core.settled.insert(request_id.to_owned());
+        let decision = PermissionDecision {
+            request_id: request_id.to_owned(),
+            tool: q.tool,
+            allow,
+            always,
+            message: if allow { None } else { message },
+            source,
+            answered_by,
+        };
+        self.journal
+            .append(AgentEvent::PermissionDecision(decision.clone()));
+        decision
+    }
+
+    /// A `can_use_tool` control request: answered at once for a tool
+    /// allowed `always`, else journaled to wait for a person (and the
+    /// timeout).
+    fn on_permission_request(self: &Arc<Self>, core: &mut Core, generation: u64, data: Value) {
+        let Some(request_id) = data
+            .get("request_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            // Nothing to answer it with: keep it visible at least.
+            self.journal.append(AgentEvent::Claude { data });
+            return;
+        };
+        let request = &data["request"];
+        let tool = request
+            .get("tool_name")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned();
+        let input = request.get("input").cloned().unwrap_or_else(|| json!({}));
+        let asked_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let q = Question {
+            tool: tool.clone(),
+            input: input.clone(),
+            generation,
+            asked_ms,
+        };
+        if core.always_allowed.contains(&tool) {
+            self.settle(core, &request_id, q, Verdict::always());
+            return;
+        }
+        core.questions.insert(request_id.clone(), q);
+        self.journal.append(AgentEvent::PermissionRequest {
+            request_id: request_id.clone(),
+            tool,
+            input,
+        });
+        let secs = core
+            .init
+            .as_ref()
+            .and_then(|i| i.permission_timeout_secs)
+            .unwrap_or(DEFAULT_PERMISSION_TIMEOUT_SECS);
+        if secs > 0 {
+            let after = Duration::from_secs(secs);
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                me.expire(&request_id, after);
+            });
+        }
     }
 
     /// Stops Claude Code: closes its stdin, waits up to [`STOP_GRACE`] for
@@ -401,6 +683,9 @@ impl Session {
         if let Some(dir) = &core.claude_config {
             env.entry("CLAUDE_CONFIG_DIR".to_owned())
                 .or_insert_with(|| dir.display().to_string());
+        }
+        if asks_permission(&init.claude.args) {
+            cmd.args(["--permission-prompt-tool", "stdio"]);
         }
         cmd.args(&init.claude.args)
             .current_dir(&self.config.repo_dir)
@@ -490,7 +775,7 @@ impl Session {
         let _ = exited.send(());
     }
 
-    fn on_stdout_line(&self, generation: u64, line: String) {
+    fn on_stdout_line(self: &Arc<Self>, generation: u64, line: String) {
         if line.trim().is_empty() {
             return;
         }
@@ -519,6 +804,28 @@ impl Session {
                 }
             }
         }
+        if kind == Some("control_request")
+            && data["request"].get("subtype").and_then(Value::as_str) == Some("can_use_tool")
+        {
+            self.on_permission_request(core, generation, data);
+            return;
+        }
+        if kind == Some("control_cancel_request") {
+            let id = data
+                .get("request_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if let Some(q) = core.questions.remove(id) {
+                let message = "Claude Code withdrew the question.".to_owned();
+                self.settle(
+                    core,
+                    id,
+                    q,
+                    Verdict::deny(message, DecisionSource::Cancelled),
+                );
+            }
+            return;
+        }
         let is_result = kind == Some("result");
         self.journal.append(AgentEvent::Claude { data });
         if is_result {
@@ -544,6 +851,23 @@ impl Session {
             core.proc = None;
         }
         tracing::info!(generation, ?code, "Claude Code exited");
+        let orphaned: Vec<String> = core
+            .questions
+            .iter()
+            .filter(|(_, q)| q.generation == generation)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in orphaned {
+            if let Some(q) = core.questions.remove(&id) {
+                let message = "Claude Code exited before the question was answered.".to_owned();
+                self.settle(
+                    &mut core,
+                    &id,
+                    q,
+                    Verdict::deny(message, DecisionSource::Cancelled),
+                );
+            }
+        }
         self.journal.append(AgentEvent::Exited { code });
         if !core.queued.is_empty() {
             tracing::warn!(
@@ -571,6 +895,17 @@ fn last_arg(args: &[String], flag: &str) -> Option<String> {
         }
     }
     found
+}
+
+/// Whether Claude Code may ask for permission in the mode `args` start it
+/// in (the last `--permission-mode`, `default` when none): everything but
+/// `bypassPermissions`, which never asks. A turn that switches a bypassing
+/// session to an asking mode gets Claude Code's own denials instead.
+fn asks_permission(args: &[String]) -> bool {
+    last_arg(args, "--permission-mode").as_deref() != Some("bypassPermissions")
+        && !args
+            .iter()
+            .any(|a| a.starts_with("--permission-prompt-tool"))
 }
 
 /// Queues a line for the running process's stdin; false when there is none.
@@ -673,6 +1008,27 @@ mod tests {
         let mut lines = Vec::new();
         read_lines(input, |l| lines.push(l)).await;
         lines
+    }
+
+    #[test]
+    fn claude_code_is_asked_to_relay_questions_unless_it_bypasses_them() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(asks_permission(&args(&[])));
+        assert!(asks_permission(&args(&["--permission-mode", "default"])));
+        assert!(asks_permission(&args(&["--permission-mode=acceptEdits"])));
+        // The last mode counts, as Claude Code reads it.
+        assert!(asks_permission(&args(&[
+            "--permission-mode",
+            "bypassPermissions",
+            "--permission-mode",
+            "default"
+        ])));
+        assert!(!asks_permission(&args(&[
+            "--permission-mode",
+            "default",
+            "--permission-mode",
+            "bypassPermissions"
+        ])));
     }
 
     #[tokio::test]

@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/init", post(init))
         .route("/v1/command", post(command))
         .route("/v1/interrupt", post(interrupt))
+        .route("/v1/permissions/{request_id}", post(permission))
         .route("/v1/events", get(events))
         .route("/v1/diff", get(diff))
         .route("/v1/files", get(files))
@@ -385,6 +386,43 @@ async fn files(
             StatusCode::INTERNAL_SERVER_ERROR,
             "files_failed",
             m,
+        )),
+    }
+}
+
+/// Longest message a denial may tell the model.
+pub const MAX_DENIAL_BYTES: usize = 10_000;
+
+/// Answers a permission question (see [`crate::agent`]).
+async fn permission(
+    State(state): State<AppState>,
+    axum::extract::Path(request_id): axum::extract::Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use crate::agent::AnswerError;
+    let answer: cc_wire::sessiond::PermissionAnswer = parse_json(body)?;
+    if answer
+        .message
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_DENIAL_BYTES)
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the message is longer than {MAX_DENIAL_BYTES} bytes"),
+        ));
+    }
+    match state.session.answer(&request_id, answer) {
+        Ok(decision) => Ok(Json(decision).into_response()),
+        Err(AnswerError::Unknown) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_request",
+            "Claude Code asked no such permission question",
+        )),
+        Err(AnswerError::AlreadySettled) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_answered",
+            "this permission question was settled already",
         )),
     }
 }

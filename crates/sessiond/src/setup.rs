@@ -310,6 +310,7 @@ mod tests {
             instructions: None,
             push_branch: None,
             fork: false,
+            permission_timeout_secs: None,
         }
     }
 

@@ -355,6 +355,19 @@ pub fn summary(msgs: &[ServerMessage]) -> String {
                 turn.error.clone().unwrap_or_default()
             ),
             ServerMessage::Keepalive { .. } => "keepalive".into(),
+            ServerMessage::PermissionRequest {
+                seq,
+                request_id,
+                tool,
+                ..
+            } => format!("#{seq} permissionRequest {request_id} {tool}"),
+            ServerMessage::PermissionAnswer {
+                seq,
+                request_id,
+                allow,
+                source,
+                ..
+            } => format!("#{seq} permissionAnswer {request_id} allow={allow} {source}"),
         })
         .collect::<Vec<_>>()
         .join("\n")

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::stream::{ClientMessage, ServerMessage};
+pub use crate::stream::{ClientMessage, PermissionResponse, ServerMessage};
 
 /// `POST /api/v1/sessions/create`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -359,6 +359,35 @@ pub struct SessionStatus {
     /// request (extension; absent when no container runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ContainerResources>,
+    /// Permission questions waiting for a person (extension): while this
+    /// is not empty the running turn is stopped until one is answered.
+    #[serde(default)]
+    pub pending_permissions: Vec<PendingPermission>,
+}
+
+/// A permission question that waits for an answer (the data of its
+/// `permissionRequest` event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPermission {
+    pub request_id: String,
+    pub tool: String,
+    pub input: serde_json::Value,
+    /// When it was asked, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// `POST /api/v1/sessions/{id}/permissions/{requestId}`: how the question
+/// was settled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionAnswered {
+    pub session_id: String,
+    pub request_id: String,
+    pub tool: String,
+    pub allow: bool,
+    /// The tool is allowed for the rest of the session from now on.
+    pub always: bool,
 }
 
 /// A session container's resource use at one moment.

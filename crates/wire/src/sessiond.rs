@@ -25,6 +25,11 @@
 //!   file nor a directory; 403 `forbidden_path` for `.git` or a path
 //!   leaving the checkout (through a symlink); 404 `not_found`; 409 before
 //!   the checkout exists.
+//! - `POST /v1/permissions/{requestId}` [`PermissionAnswer`] →
+//!   [`PermissionDecision`]: answers Claude Code's `can_use_tool` question
+//!   [`AgentEvent::PermissionRequest`] announced. The first answer wins: 409
+//!   `already_answered` after it (or after the timeout or `always` did),
+//!   404 `unknown_request` for a request Claude Code never made.
 //! - `GET  /v1/events?since=N&follow=true` → NDJSON stream of
 //!   [`JournalEntry`] with `seq > N`, in order. With `follow` the response
 //!   stays open and carries new entries as they are journaled; an empty line
@@ -33,8 +38,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Bumped on any incompatible change to this module.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any incompatible change to this module (2: permission
+/// prompts — their journal events, `/v1/permissions`).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Port sessiond listens on inside the container.
 pub const DEFAULT_PORT: u16 = 7700;
 /// Set to `1` in sessiond's environment: its bearer token is the first
@@ -80,6 +86,11 @@ pub struct Health {
     pub error: Option<String>,
     /// Sequence number of the newest journal entry (0 when empty).
     pub last_seq: u64,
+    /// Permission questions Claude Code waits on, oldest first, so an
+    /// orchestrator that starts following the journal late (after a
+    /// restart) knows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_permissions: Vec<crate::api::PendingPermission>,
 }
 
 /// What sessiond needs to set a session up. Secrets never travel here: the
@@ -110,6 +121,74 @@ pub struct InitRequest {
     /// (`--fork-session`), so the two go on apart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fork: bool,
+    /// Seconds a permission question waits for an answer before it is
+    /// denied (absent: [`DEFAULT_PERMISSION_TIMEOUT_SECS`]; `0`: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_timeout_secs: Option<u64>,
+}
+
+/// How long a permission question waits when the orchestrator does not say.
+pub const DEFAULT_PERMISSION_TIMEOUT_SECS: u64 = 300;
+
+/// `POST /v1/permissions/{requestId}`: a person's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PermissionAnswer {
+    pub allow: bool,
+    /// For a denial: what the model is told (a default otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// With `allow`: allow this tool for the rest of the session.
+    #[serde(default)]
+    pub always: bool,
+    /// Who answered (a user name), for the journal and the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
+}
+
+/// What settled a permission question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DecisionSource {
+    /// A person's answer (`/v1/permissions`).
+    Answer,
+    /// An earlier `always` for the same tool.
+    Always,
+    /// Nobody answered in time: denied.
+    Timeout,
+    /// Claude Code withdrew the question (the turn was interrupted, the
+    /// process exited).
+    Cancelled,
+}
+
+impl DecisionSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answer => "answer",
+            Self::Always => "always",
+            Self::Timeout => "timeout",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// How a permission question was settled: the journal's
+/// [`AgentEvent::PermissionDecision`] and the answer of `/v1/permissions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionDecision {
+    pub request_id: String,
+    pub tool: String,
+    pub allow: bool,
+    /// The tool is allowed for the rest of the session from now on.
+    #[serde(default)]
+    pub always: bool,
+    /// What the model was told, for a denial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub source: DecisionSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -177,6 +256,17 @@ pub enum AgentEvent {
     /// its memory limit since the last report (the container's memory
     /// cgroup counts them); the session lives on.
     OomKill { kills: u64 },
+    /// Claude Code asks whether it may run a tool (its `can_use_tool`
+    /// control request); it waits until a [`Self::PermissionDecision`].
+    #[serde(rename_all = "camelCase")]
+    PermissionRequest {
+        request_id: String,
+        tool: String,
+        input: serde_json::Value,
+    },
+    /// A permission question was answered (by a person, an earlier
+    /// `always`, the timeout) or withdrawn.
+    PermissionDecision(PermissionDecision),
 }
 
 /// `POST /v1/push`.

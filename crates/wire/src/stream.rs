@@ -9,6 +9,9 @@
 //! ← { type: 'status', data: { state: string } }
 //! ← { type: 'error', data: { message: string } }
 //! → { type: 'keepalive' }
+//! ← { type: 'permissionRequest', data: { requestId, tool, input, timestamp } }
+//! → { type: 'permissionResponse', data: { requestId, allow, message?, always? } }
+//! ← { type: 'permissionAnswer', data: { requestId, tool, allow, always, source, … } }
 //! ```
 //!
 //! `timestamp` is milliseconds since the Unix epoch (JavaScript's
@@ -73,6 +76,35 @@ pub enum ServerMessage {
     },
     /// Answer to a client `keepalive` (not logged).
     Keepalive { timestamp: u64 },
+    /// Claude Code asks whether it may run a tool; the turn waits for a
+    /// `permissionResponse` (or `POST …/permissions/{requestId}`).
+    #[serde(rename_all = "camelCase")]
+    PermissionRequest {
+        seq: u64,
+        request_id: String,
+        tool: String,
+        input: serde_json::Value,
+        timestamp: u64,
+    },
+    /// A permission question was settled: by a person (`answeredBy`), by
+    /// an earlier `always`, by the timeout, or withdrawn by Claude Code.
+    #[serde(rename_all = "camelCase")]
+    PermissionAnswer {
+        seq: u64,
+        request_id: String,
+        tool: String,
+        allow: bool,
+        /// The tool is allowed for the rest of the session from now on.
+        always: bool,
+        /// `answer | always | timeout | cancelled`.
+        source: String,
+        /// What the model was told, for a denial.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answered_by: Option<String>,
+        timestamp: u64,
+    },
 }
 
 impl ServerMessage {
@@ -85,6 +117,8 @@ impl ServerMessage {
             | Self::Command { seq, .. }
             | Self::Status { seq, .. }
             | Self::TurnResult { seq, .. }
+            | Self::PermissionRequest { seq, .. }
+            | Self::PermissionAnswer { seq, .. }
             | Self::Error { seq, .. } => *seq = new,
             Self::Keepalive { .. } => {}
         }
@@ -99,6 +133,8 @@ impl ServerMessage {
             | Self::Command { timestamp, .. }
             | Self::Status { timestamp, .. }
             | Self::TurnResult { timestamp, .. }
+            | Self::PermissionRequest { timestamp, .. }
+            | Self::PermissionAnswer { timestamp, .. }
             | Self::Error { timestamp, .. }
             | Self::Keepalive { timestamp } => *timestamp,
         }
@@ -112,6 +148,8 @@ impl ServerMessage {
             | Self::Command { seq, .. }
             | Self::Status { seq, .. }
             | Self::TurnResult { seq, .. }
+            | Self::PermissionRequest { seq, .. }
+            | Self::PermissionAnswer { seq, .. }
             | Self::Error { seq, .. } => *seq,
             Self::Keepalive { .. } => 0,
         }
@@ -119,7 +157,9 @@ impl ServerMessage {
 }
 
 /// Messages a client sends: `{type: 'command', data: {command, model?,
-/// permissionMode?}}`, `{type: 'interrupt'}`, `{type: 'keepalive'}`.
+/// permissionMode?}}`, `{type: 'interrupt'}`, `{type: 'keepalive'}`,
+/// `{type: 'permissionResponse', data: {requestId, allow, message?,
+/// always?}}`.
 ///
 /// The flat form of earlier releases, `{"type":"command","command":"…"}`,
 /// is still read (not documented; it will go).
@@ -130,6 +170,26 @@ pub enum ClientMessage {
     Keepalive,
     /// Stop the running turn; the session stays usable.
     Interrupt,
+    /// The answer to a `permissionRequest`.
+    PermissionResponse(PermissionResponse),
+}
+
+/// The answer to a `permissionRequest`: the WebSocket's
+/// `permissionResponse` data, and the body of `POST
+/// /api/v1/sessions/{id}/permissions/{requestId}` (where `requestId` may be
+/// left out; if present it must be the path's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PermissionResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    pub allow: bool,
+    /// For a denial: what the model is told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// With `allow`: allow this tool for the rest of the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always: Option<bool>,
 }
 
 /// The `data` of a client `command`.
@@ -164,6 +224,7 @@ enum Envelope {
     Command(CommandData),
     Keepalive,
     Interrupt,
+    PermissionResponse(PermissionResponse),
 }
 
 impl<'de> Deserialize<'de> for ClientMessage {
@@ -183,6 +244,7 @@ impl<'de> Deserialize<'de> for ClientMessage {
             Envelope::Command(c) => Self::Command(c),
             Envelope::Keepalive => Self::Keepalive,
             Envelope::Interrupt => Self::Interrupt,
+            Envelope::PermissionResponse(r) => Self::PermissionResponse(r),
         })
     }
 }
@@ -229,7 +291,18 @@ mod tests {
             serde_json::to_value(&keepalive).unwrap(),
             json!({"type": "keepalive", "data": {"timestamp": 7}})
         );
-        for m in [out, status, err, keepalive] {
+        let ask = ServerMessage::PermissionRequest {
+            seq: 8,
+            request_id: "r-1".into(),
+            tool: "Bash".into(),
+            input: json!({"command": "ls"}),
+            timestamp: 9,
+        };
+        assert_eq!(
+            serde_json::to_value(&ask).unwrap(),
+            json!({"type": "permissionRequest", "data": {"seq": 8, "requestId": "r-1", "tool": "Bash", "input": {"command": "ls"}, "timestamp": 9}})
+        );
+        for m in [out, status, err, keepalive, ask] {
             let back: ServerMessage =
                 serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
             assert_eq!(back, m);
@@ -280,7 +353,23 @@ mod tests {
             serde_json::to_value(ClientMessage::Keepalive).unwrap(),
             json!({"type": "keepalive"})
         );
+        let answer: ClientMessage = serde_json::from_value(json!({
+            "type": "permissionResponse",
+            "data": {"requestId": "r-1", "allow": false, "message": "no", "always": false}
+        }))
+        .unwrap();
+        assert_eq!(
+            answer,
+            ClientMessage::PermissionResponse(PermissionResponse {
+                request_id: Some("r-1".into()),
+                allow: false,
+                message: Some("no".into()),
+                always: Some(false),
+            })
+        );
         for bad in [
+            json!({"type": "permissionResponse", "data": {"requestId": "r"}}),
+            json!({"type": "permissionResponse", "data": {"requestId": "r", "allow": true, "extra": 1}}),
             json!({"type": "command"}),
             json!({"type": "command", "data": {}}),
             json!({"type": "shout"}),

@@ -198,3 +198,102 @@ async fn attach_is_an_interactive_prompt_with_interrupt_and_detach() -> anyhow::
     h.shutdown().await;
     Ok(())
 }
+
+/// A session whose Claude Code asks before running a tool: `attach` puts
+/// the question on the terminal, and the typed answer decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_asks_on_the_terminal_before_a_tool_runs() -> anyhow::Result<()> {
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        anyhow::bail!("this test needs tmux (scripts/lib.sh installs it)");
+    }
+    let h = Harness::start().await?;
+    let options = cc_wire::api::SessionOptions {
+        permission_mode: Some("default".into()),
+        ..Default::default()
+    };
+    let id = super::ready_session_with(&h, "attach-ask", Some(options)).await?;
+    let home = tempfile::tempdir()?;
+    let name = format!("cc-attach-ask-{}", std::process::id());
+    let tmux = Tmux {
+        socket: name.clone(),
+        target: name.clone(),
+    };
+    let shell = format!(
+        "env NO_COLOR=1 XDG_CONFIG_HOME='{}' CLAUDECLUSTER_TOKEN='{}' '{BIN}' session attach {id} --url '{}'; echo EXIT=$?; sleep 60",
+        home.path().display(),
+        h.user_token,
+        h.client.base_url()
+    );
+    tmux.tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &name,
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &shell,
+    ])
+    .await?;
+    tmux.wait_for("› ", 1, Duration::from_secs(20)).await?;
+
+    // Denied with a reason: the tool never runs, the model is told why.
+    tmux.line("bash: touch attach-denied").await?;
+    tmux.wait_for(
+        "allow Bash? [y]es / [n]o [why] / [a]lways",
+        1,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let screen = tmux.screen().await?;
+    assert!(
+        screen.contains("? Claude Code asks to run Bash: touch attach-denied"),
+        "{screen}"
+    );
+    tmux.line("maybe").await?;
+    tmux.wait_for("answer y (allow)", 1, Duration::from_secs(10))
+        .await?;
+    tmux.line("n not from the terminal").await?;
+    tmux.wait_for(
+        "Bash denied by tester: not from the terminal",
+        1,
+        Duration::from_secs(60),
+    )
+    .await?;
+    tmux.wait_for("✓ done", 1, Duration::from_secs(120)).await?;
+    let missing = h.client.files(&id, "attach-denied").await;
+    assert_eq!(
+        missing
+            .err()
+            .and_then(|e| e.code().map(str::to_owned))
+            .as_deref(),
+        Some("path_not_found")
+    );
+
+    // Allowed: it runs.
+    tmux.line("bash: touch attach-allowed && echo made-$((6*7))")
+        .await?;
+    tmux.wait_for(
+        "asks to run Bash: touch attach-allowed",
+        1,
+        Duration::from_secs(120),
+    )
+    .await?;
+    tmux.line("y").await?;
+    tmux.wait_for("made-42", 1, Duration::from_secs(120))
+        .await?;
+    tmux.wait_for("✓ done", 2, Duration::from_secs(120)).await?;
+    assert!(h.client.files(&id, "attach-allowed").await.is_ok());
+
+    tmux.keys(&["C-d"]).await?;
+    let screen = tmux.wait_for("EXIT=", 1, Duration::from_secs(20)).await?;
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    drop(tmux);
+    h.shutdown().await;
+    Ok(())
+}

@@ -766,6 +766,168 @@ async fn a_person_signs_in_runs_a_session_and_reads_its_stream_safely() -> anyho
     Ok(())
 }
 
+/// A session that asks before tools run: the console shows each question
+/// with the tool and its input as text, and its Allow and Deny buttons
+/// decide — the tool runs, or the model is told why not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_answers_permission_prompts_in_the_console() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let base = h.client.base_url().trim_end_matches('/').to_owned();
+    let repo = h
+        .git
+        .create_repo("console-ask", &[("README.md", "# Ask\n")])?;
+    let b = Browser::start().await?;
+    b.goto(&format!("{base}/")).await?;
+    b.until(
+        "the sign-in form",
+        UI,
+        "!document.getElementById('view-signin').hidden",
+    )
+    .await?;
+    b.fill("#signin-token", &h.user_token).await?;
+    b.click("#signin-form button[type=submit]").await?;
+    b.until(
+        "the session list",
+        UI,
+        "!document.getElementById('view-sessions').hidden",
+    )
+    .await?;
+    b.fill("#create-repo", &repo).await?;
+    b.fill("#create-key", &h.api_key).await?;
+    b.js(
+        "document.getElementById('create-permission').value = 'default';",
+        json!([]),
+    )
+    .await?;
+    b.click("#create-form button[type=submit]").await?;
+    let hash = b
+        .until(
+            "the session page",
+            UI,
+            "location.hash.startsWith('#/session/') && location.hash",
+        )
+        .await?;
+    let id = hash
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("#/session/")
+        .to_owned();
+    b.until(
+        "the session to get ready",
+        READY,
+        "document.getElementById('session-state').textContent === 'ready'",
+    )
+    .await?;
+
+    // Allow: the question shows the tool and its input (markup in it stays
+    // text), then the tool runs.
+    b.fill(
+        "#command-text",
+        "bash: echo '<img src=x onerror=window.pwned=3>' > asked.txt && echo allowed-$((6*7))",
+    )
+    .await?;
+    b.click("#command-form button[type=submit]").await?;
+    let asked = b
+        .until(
+            "the permission question",
+            TURN,
+            "(c => c && [c.querySelector('.ask').textContent, c.querySelector('pre.input').textContent])\
+               (document.querySelector('#stream .permission'))",
+        )
+        .await?;
+    assert_eq!(asked[0], "? Claude Code asks to run Bash", "{asked}");
+    let input = asked[1].as_str().unwrap_or_default();
+    assert!(
+        input.contains("echo '<img src=x onerror=window.pwned=3>' > asked.txt"),
+        "{input}"
+    );
+    b.until(
+        "the state to say a person is awaited",
+        UI,
+        "document.getElementById('session-state').textContent.includes('waiting for you')",
+    )
+    .await?;
+    let injected = b
+        .js(
+            &format!("return [{INJECTED}, window.pwned === undefined];"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(injected, json!([0, true]), "no markup became elements");
+    b.screenshot("permission").await?;
+    b.click("#stream .permission .answer-allow").await?;
+    b.until("the turn's result", TURN, &format!("{TURNS} > 0"))
+        .await?;
+    let outcome = b
+        .until(
+            "the question settled",
+            UI,
+            "(c => c.classList.contains('allowed') && c.querySelector('.outcome').textContent)\
+               (document.querySelector('#stream .permission'))",
+        )
+        .await?;
+    assert_eq!(outcome, json!("Bash allowed by tester"));
+    let stream = b.text("#stream").await?;
+    assert!(stream.contains("allowed-42"), "{stream}");
+    assert!(h.client.files(&id, "asked.txt").await.is_ok());
+
+    // Deny with a reason: the tool does not run; the model is told why.
+    b.fill("#command-text", "bash: touch console-denied")
+        .await?;
+    b.click("#command-form button[type=submit]").await?;
+    b.until(
+        "the second question",
+        TURN,
+        "document.querySelectorAll('#stream .permission').length === 2",
+    )
+    .await?;
+    b.fill(
+        "#stream .permission:last-of-type .deny-why",
+        "not from the console",
+    )
+    .await?;
+    b.click("#stream .permission:last-of-type .answer-deny")
+        .await?;
+    b.until("the turn's result", TURN, &format!("{TURNS} > 1"))
+        .await?;
+    let outcome = b
+        .until(
+            "the denial settled",
+            UI,
+            "(c => c.classList.contains('denied') && c.querySelector('.outcome').textContent)\
+               ([...document.querySelectorAll('#stream .permission')][1])",
+        )
+        .await?;
+    assert_eq!(
+        outcome,
+        json!("Bash denied by tester: not from the console")
+    );
+    let stream = b.text("#stream").await?;
+    // The model double echoes the tool result it received.
+    assert!(stream.contains("Ran `touch console-denied`."), "{stream}");
+    assert!(
+        stream.matches("not from the console").count() >= 2,
+        "{stream}"
+    );
+    match h.client.files(&id, "console-denied").await {
+        Err(e) => assert_eq!(e.code(), Some("path_not_found"), "{e}"),
+        Ok(p) => panic!("the denied tool ran: {p:?}"),
+    }
+    // Both buttons of a settled question are off.
+    let enabled = b
+        .js(
+            "return document.querySelectorAll('#stream .permission button:not([disabled])').length;",
+            json!([]),
+        )
+        .await?;
+    assert_eq!(enabled, json!(0));
+    assert_eq!(b.text("#notice").await?, "");
+    b.screenshot("permission-answered").await?;
+    b.quit().await;
+    h.shutdown().await;
+    Ok(())
+}
+
 /// `serve` on loopback without any token (open mode): the console needs no
 /// sign-in and acts as this machine's administrator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

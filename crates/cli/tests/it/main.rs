@@ -64,10 +64,21 @@ pub fn stderr(o: &Output) -> String {
 /// Creates a session on a one-file repository through the API and waits
 /// until it is ready.
 pub async fn ready_session(h: &cc_testkit::Harness, repo: &str) -> anyhow::Result<String> {
+    ready_session_with(h, repo, None).await
+}
+
+/// [`ready_session`] with these options (e.g. a permission mode that asks).
+pub async fn ready_session_with(
+    h: &cc_testkit::Harness,
+    repo: &str,
+    options: Option<cc_wire::api::SessionOptions>,
+) -> anyhow::Result<String> {
     use cc_testkit::harness::{is_state, read_until, summary};
     use cc_wire::api::SessionState;
     let url = h.git.create_repo(repo, &[("README.md", "# Sample\n")])?;
-    let created = h.client.create(&h.create_request(&url, None)).await?;
+    let mut req = h.create_request(&url, None);
+    req.options = options;
+    let created = h.client.create(&req).await?;
     let mut ws = h.client.stream(&created.session_id, 0).await?;
     let seen = read_until(&mut ws, Duration::from_secs(90), |m| {
         is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)

@@ -69,6 +69,12 @@ pub(crate) enum ActorMsg {
     /// Another replica holds the session's lease now: stop without
     /// touching the session (see `crate::lease`).
     Release { reason: String },
+    /// A person's answer to a permission question.
+    Permission {
+        request_id: String,
+        answer: cc_wire::sessiond::PermissionAnswer,
+        reply: oneshot::Sender<Result<cc_wire::sessiond::PermissionDecision, CoreError>>,
+    },
 }
 
 /// Where a session's actor starts.
@@ -109,6 +115,8 @@ pub(crate) struct Actor<R, A, S> {
     /// `session.turn` span, open until the turn's `ready`.
     turn: Option<(Instant, tracing::Span)>,
     oom: OomIncidents,
+    /// Permission questions the session waits on, shared with its handle.
+    permissions: Arc<super::permissions::Pending>,
 }
 
 /// Out-of-memory notifications closer than this to the previous one belong
@@ -187,7 +195,14 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             start_span: None,
             turn: None,
             oom: OomIncidents::default(),
+            permissions: Default::default(),
         }
+    }
+
+    /// Shares the session's open permission questions with its handle.
+    pub(crate) fn with_permissions(mut self, p: Arc<super::permissions::Pending>) -> Self {
+        self.permissions = p;
+        self
     }
 
     /// Shares the session's activity clock and, for a new or woken
@@ -215,6 +230,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
         }
         self.start_span = None;
         self.turn = None;
+        self.permissions.clear();
         let end = |reason: &str| tracing::info_span!("session.end", session.id = %id, reason);
         let result = match exit {
             Exit::Released(reason) => {
@@ -328,7 +344,10 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     boot_deadline,
                 ), if booting => {
                     match booted {
-                        Ok(stream) => journal = Some(stream),
+                        Ok((stream, open)) => {
+                            self.permissions.replace(open);
+                            journal = Some(stream);
+                        }
                         Err(reason) => return Ok(Exit::Failed(reason)),
                     }
                 }
@@ -464,6 +483,19 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             }
             ActorMsg::Spend { spend } => self.on_spend(spend).await,
             ActorMsg::Release { reason } => return Some(Exit::Released(reason)),
+            ActorMsg::Permission {
+                request_id,
+                answer,
+                reply,
+            } => {
+                let r = self
+                    .inner
+                    .agent
+                    .answer_permission(&self.endpoint, &request_id, &answer)
+                    .await
+                    .map_err(permission_error);
+                let _ = reply.send(r);
+            }
         }
         None
     }
@@ -648,6 +680,69 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     tracing::debug!(session = %self.record.id, kills, "sessiond saw an out-of-memory kill");
                     self.on_oom_kill(seq).await?;
                 }
+            }
+            AgentEvent::PermissionRequest {
+                request_id,
+                tool,
+                input,
+            } => {
+                self.permissions.ask(cc_wire::api::PendingPermission {
+                    request_id: request_id.clone(),
+                    tool: tool.clone(),
+                    input: input.clone(),
+                    timestamp: ts,
+                });
+                self.activity.touch();
+                let detail = format!("request {request_id}: may {tool} run?");
+                self.inner.audit(super::permissions::audit_event(
+                    &self.record.owner,
+                    "permission.request",
+                    self.record.id.as_str(),
+                    "asked",
+                    detail,
+                ));
+                let msg = ServerMessage::PermissionRequest {
+                    seq: 0,
+                    request_id,
+                    tool,
+                    input,
+                    timestamp: ts,
+                };
+                self.emit(vec![msg], seq).await?;
+            }
+            AgentEvent::PermissionDecision(d) => {
+                self.permissions.settle(&d.request_id);
+                self.activity.touch();
+                // People's answers are audited by the API, with who gave
+                // them; the others here.
+                if d.source != cc_wire::sessiond::DecisionSource::Answer {
+                    let verdict = if d.allow { "allowed" } else { "denied" };
+                    let detail = format!(
+                        "request {}: {} {verdict} by {}",
+                        d.request_id,
+                        d.tool,
+                        d.source.as_str()
+                    );
+                    self.inner.audit(super::permissions::audit_event(
+                        crate::audit::SYSTEM_ACTOR,
+                        "permission.answer",
+                        self.record.id.as_str(),
+                        d.source.as_str(),
+                        detail,
+                    ));
+                }
+                let msg = ServerMessage::PermissionAnswer {
+                    seq: 0,
+                    request_id: d.request_id,
+                    tool: d.tool,
+                    allow: d.allow,
+                    always: d.always,
+                    source: d.source.as_str().to_owned(),
+                    message: d.message,
+                    answered_by: d.answered_by,
+                    timestamp: ts,
+                };
+                self.emit(vec![msg], seq).await?;
             }
             AgentEvent::Exited { code } => {
                 let code = code.map_or_else(|| "a signal".into(), |c| format!("code {c}"));
@@ -932,6 +1027,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             ActorMsg::Diff { reply } => drop(reply.send(Err(err()))),
             ActorMsg::Files { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Push { reply, .. } => drop(reply.send(Err(err()))),
+            ActorMsg::Permission { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::Terminate { reply, .. } => drop(reply.send(self.record.clone())),
             ActorMsg::Sleep { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::ContainerExited { .. }
@@ -942,18 +1038,20 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
     }
 }
 
-/// Waits for sessiond, initialises it (idempotent) and follows its journal.
-/// Owns everything it uses so it can be dropped and started again freely.
+/// Waits for sessiond, initialises it (idempotent) and follows its journal;
+/// also returns the permission questions open before `since` (an adopted
+/// session's). Owns everything it uses so it can be dropped and started
+/// again freely.
 async fn boot<R: Runtime, A: Agent, S: Store>(
     inner: Arc<Inner<R, A, S>>,
     ep: AgentEndpoint,
     init: InitRequest,
     since: u64,
     deadline: Instant,
-) -> Result<EventStream, String> {
-    loop {
+) -> Result<(EventStream, Vec<cc_wire::api::PendingPermission>), String> {
+    let health = loop {
         match inner.agent.health(&ep).await {
-            Ok(_) => break,
+            Ok(h) => break h,
             Err(AgentError::Version { expected, found }) => {
                 return Err(format!(
                     "the worker image's sessiond speaks protocol {found}, this orchestrator needs {expected}: rebuild the image"
@@ -964,7 +1062,7 @@ async fn boot<R: Runtime, A: Agent, S: Store>(
             }
             Err(_) => tokio::time::sleep(HEALTH_POLL).await,
         }
-    }
+    };
     match inner.agent.init(&ep, &init).await {
         Ok(_) => {}
         // An adopted session whose first request was not kept: sessiond
@@ -972,11 +1070,13 @@ async fn boot<R: Runtime, A: Agent, S: Store>(
         Err(AgentError::Refused { code, .. }) if code == "already_initialized" => {}
         Err(e) => return Err(format!("the session agent refused its setup: {e}")),
     }
-    inner
+    let stream = inner
         .agent
         .follow(&ep, since)
         .await
-        .map_err(|e| format!("the session agent's journal is unreachable: {e}"))
+        .map_err(|e| format!("the session agent's journal is unreachable: {e}"))?;
+    // Those asked or settled after `since` come again with the journal.
+    Ok((stream, health.open_permissions))
 }
 
 /// The pending container's placement once the runtime has it; never while
@@ -1052,6 +1152,30 @@ fn files_error(e: AgentError) -> CoreError {
             message,
             ..
         } => CoreError::missing("path_not_found", message),
+        other => agent_unavailable(other),
+    }
+}
+
+/// sessiond's answers about a permission question keep their meaning.
+fn permission_error(e: AgentError) -> CoreError {
+    match e {
+        AgentError::Refused { status: 404, .. } => CoreError::missing(
+            "permission_not_found",
+            "the session has no such permission request",
+        ),
+        AgentError::Refused {
+            status: 409,
+            code,
+            message,
+        } if code == "already_answered" => CoreError::conflict(
+            "permission_already_answered",
+            format!("{message}; the first answer stands"),
+        ),
+        AgentError::Refused {
+            status: 400 | 413,
+            message,
+            ..
+        } => CoreError::invalid("invalid_permission_response", message),
         other => agent_unavailable(other),
     }
 }

@@ -75,6 +75,7 @@ pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
     let (events, _) = broadcast::channel::<ServerMessage>(BROADCAST_CAPACITY);
     let (record_tx, record_rx) = watch::channel(record.clone());
     let activity = Arc::new(Activity::new());
+    let permissions = Arc::new(super::permissions::Pending::default());
     inner.insert_handle(
         record.id.clone(),
         Handle {
@@ -83,6 +84,7 @@ pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
             record: record_rx,
             activity: activity.clone(),
             budget_usd: super::usage::session_budget(&init),
+            permissions: permissions.clone(),
         },
     );
     // A trace of its own (root), for as long as this replica runs it.
@@ -93,7 +95,8 @@ pub(crate) fn spawn_actor<R: Runtime, A: Agent, S: Store>(
         start = start.as_str()
     );
     let actor = Actor::new(inner.clone(), record, record_tx, events, boot, init)
-        .with_lifecycle(activity, start);
+        .with_lifecycle(activity, start)
+        .with_permissions(permissions);
     tokio::spawn(tracing::Instrument::instrument(actor.run(rx), span));
 }
 

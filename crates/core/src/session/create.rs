@@ -416,6 +416,7 @@ pub(crate) fn init_request(
         },
         instructions: options.instructions,
         push_branch: Some(crate::push::session_branch(id)),
+        permission_timeout_secs: Some(config.permission_timeout.as_secs()),
         fork: false,
     };
     point_at_gateway(&mut init, id, gateway_url, token, proxied);

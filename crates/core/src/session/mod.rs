@@ -14,6 +14,7 @@ mod adopt;
 mod create;
 mod fork;
 pub mod notices;
+pub mod permissions;
 mod pool;
 pub(crate) mod reaper;
 mod sleep;
@@ -74,6 +75,9 @@ pub(crate) struct Inner<R, A, S> {
     /// Recent resource samples, so status polls do not queue on Docker.
     usage_cache:
         tokio::sync::Mutex<HashMap<SessionId, (tokio::time::Instant, crate::seams::ResourceUsage)>>,
+    /// Where audit records the core writes on its own go (see
+    /// [`Manager::audit_events`]); none: nobody takes them.
+    audit: Mutex<Option<mpsc::UnboundedSender<crate::audit::AuditEvent>>>,
 }
 
 /// How long a resource sample answers status requests. Docker computes
@@ -101,6 +105,8 @@ pub(crate) struct Handle {
     activity: Arc<Activity>,
     /// The session's `--max-budget-usd` (its actor holds the rest of init).
     budget_usd: Option<f64>,
+    /// Permission questions the session waits on.
+    permissions: Arc<permissions::Pending>,
 }
 
 impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
@@ -117,6 +123,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 live: Mutex::new(HashMap::new()),
                 taking_over: Default::default(),
                 usage_cache: Default::default(),
+                audit: Mutex::new(None),
             }),
         }
     }
@@ -362,6 +369,68 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         rx.await.map_err(|_| ended())?
     }
 
+    /// The audit records the core writes on its own — permission
+    /// questions, and answers no person gave — for the server to chain;
+    /// before a caller takes them, none are kept.
+    pub fn audit_events(&self) -> mpsc::UnboundedReceiver<crate::audit::AuditEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.inner.audit.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// The permission questions the live session waits on, oldest first
+    /// (none for a session this replica does not run).
+    pub fn pending_permissions(&self, id: &str) -> Vec<cc_wire::api::PendingPermission> {
+        SessionId::parse(id)
+            .and_then(|id| self.inner.handle(&id))
+            .map(|h| h.permissions.list())
+            .unwrap_or_default()
+    }
+
+    /// Answers a permission question the session waits on, for
+    /// `answered_by`. The first answer wins: `409 permission_already_answered`
+    /// after it (or after the timeout or `always` settled it); `404
+    /// permission_not_found` for a question never asked.
+    pub async fn answer_permission(
+        &self,
+        id: &str,
+        request_id: &str,
+        response: &cc_wire::api::PermissionResponse,
+        answered_by: &str,
+    ) -> Result<cc_wire::sessiond::PermissionDecision, CoreError> {
+        permissions::check_request_id(request_id)?;
+        permissions::check_answer(response.message.as_deref())?;
+        if response
+            .request_id
+            .as_deref()
+            .is_some_and(|r| r != request_id)
+        {
+            return Err(CoreError::invalid(
+                "invalid_permission_response",
+                "requestId in the body is not the one in the path",
+            ));
+        }
+        let handle = self.live_handle(id).await?;
+        let (reply, rx) = oneshot::channel();
+        let answer = cc_wire::sessiond::PermissionAnswer {
+            allow: response.allow,
+            message: response.message.clone().filter(|_| !response.allow),
+            always: response.allow && response.always.unwrap_or(false),
+            answered_by: Some(answered_by.to_owned()),
+        };
+        let request_id = request_id.to_owned();
+        send(
+            &handle,
+            ActorMsg::Permission {
+                request_id,
+                answer,
+                reply,
+            },
+        )
+        .await?;
+        rx.await.map_err(|_| ended())?
+    }
+
     /// Where operations on the session are served. A live session nobody
     /// holds (its owner stopped renewing its lease) is taken over here and
     /// now, so a client retrying after its replica died is served at once.
@@ -479,6 +548,18 @@ impl<R, A, S> Inner<R, A, S> {
 
     pub(crate) fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Hands an audit record to whoever took [`Manager::audit_events`].
+    pub(crate) fn audit(&self, event: crate::audit::AuditEvent) {
+        if let Some(tx) = self
+            .audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = tx.send(event);
+        }
     }
 }
 

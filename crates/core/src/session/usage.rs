@@ -281,6 +281,7 @@ mod tests {
             instructions: None,
             push_branch: None,
             fork: false,
+            permission_timeout_secs: None,
         };
         let mut u = SessionUsage::default();
         u.totals.cost_usd = 0.05;
@@ -341,6 +342,7 @@ mod tests {
             instructions: None,
             push_branch: None,
             fork: false,
+            permission_timeout_secs: None,
         };
         init.claude.args = vec!["--max-budget-usd".into(), "0.5".into()];
         let mut u = SessionUsage::default();

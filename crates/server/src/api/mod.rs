@@ -90,6 +90,10 @@ pub fn router_with_access<R: Runtime, S: ServerStore>(
         .route("/api/v1/sessions/{id}/diff", get(sessions::diff::<R, S>))
         .route("/api/v1/sessions/{id}/files", get(sessions::files::<R, S>))
         .route("/api/v1/sessions/{id}/push", post(push::push::<R, S>))
+        .route(
+            "/api/v1/sessions/{id}/permissions/{requestId}",
+            post(sessions::answer_permission::<R, S>),
+        )
         .route("/api/v1/sessions/{id}/stream", get(stream::upgrade::<R, S>))
         .route("/api/v1/audit", get(audit::list::<R, S>))
         .route(

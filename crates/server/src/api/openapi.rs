@@ -61,6 +61,62 @@ fn query(name: &str, schema: Value) -> Value {
 }
 
 fn schemas() -> Value {
+    let mut all = core_schemas();
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), permission_schemas()) {
+        all.extend(more);
+    }
+    all
+}
+
+/// The permission prompts' schemas (apart: one `json!` of everything is
+/// beyond the macro's recursion limit).
+fn permission_schemas() -> Value {
+    json!({
+        "PendingPermission": object(&["requestId", "tool", "input", "timestamp"], json!({
+            "requestId": { "type": "string" }, "tool": { "type": "string" },
+            "input": { "type": "object", "description": "the tool's input, as Claude Code would run it" },
+            "timestamp": { "type": "integer", "minimum": 0, "description": "when it was asked, milliseconds since the Unix epoch" }
+        })),
+        "PermissionResponse": {
+            "type": "object", "required": ["allow"], "additionalProperties": false,
+            "description": "the answer to a `permissionRequest` (also the WebSocket's `permissionResponse` data, where `requestId` is required)",
+            "properties": {
+                "requestId": { "type": "string", "description": "if present, the path's" },
+                "allow": { "type": "boolean" },
+                "message": { "type": "string", "maxLength": 10000, "description": "for a denial: what the model is told" },
+                "always": { "type": "boolean", "description": "with `allow`: allow this tool for the rest of the session" }
+            }
+        },
+        "PermissionAnswered": object(&["sessionId", "requestId", "tool", "allow", "always"], json!({
+            "sessionId": { "type": "string" }, "requestId": { "type": "string" }, "tool": { "type": "string" },
+            "allow": { "type": "boolean" }, "always": { "type": "boolean" }
+        }))
+    })
+}
+
+fn core_schemas() -> Value {
+    // Apart from the rest: one `json!` of everything is beyond the macro's
+    // recursion limit.
+    let message_data = object(
+        &["timestamp"],
+        json!({
+            "seq": { "type": "integer", "minimum": 0, "description": "increases by one per session; 0 for messages that are not logged" },
+            "timestamp": { "type": "integer", "minimum": 0, "description": "milliseconds since the Unix epoch" },
+            "text": { "type": "string" },
+            "state": r("SessionState"),
+            "reason": { "type": "string" },
+            "message": { "type": "string" },
+            "code": { "type": "string" },
+            "event": { "type": "object" },
+            "requestId": { "type": "string" },
+            "tool": { "type": "string" },
+            "input": { "type": "object" },
+            "allow": { "type": "boolean" },
+            "always": { "type": "boolean" },
+            "source": { "type": "string", "enum": ["answer", "always", "timeout", "cancelled"] },
+            "answeredBy": { "type": "string" }
+        }),
+    );
     let state = json!({ "type": "string", "enum": ["creating", "starting", "cloning", "ready", "busy", "sleeping", "terminating", "terminated", "error"] });
     let seed = json!({ "type": "string", "enum": ["starting", "ready", "error", "terminated"] });
     let quantity = json!({ "type": ["number", "string"] });
@@ -120,7 +176,8 @@ fn schemas() -> Value {
             "repoUrl": { "type": "string" }, "branch": { "type": "string" }, "limits": r("SessionLimits"),
             "createdAt": { "type": "string" }, "updatedAt": { "type": "string" }, "expiresAt": { "type": "string" },
             "lastSeq": { "type": "integer", "minimum": 0 }, "endpoints": r("Endpoints"),
-            "oomKills": { "type": "integer", "minimum": 0, "description": "processes killed for exceeding the session's memory limit" }
+            "oomKills": { "type": "integer", "minimum": 0, "description": "processes killed for exceeding the session's memory limit" },
+            "pendingPermissions": { "type": "array", "items": r("PendingPermission"), "description": "permission questions the running turn waits on: while not empty, the session waits for a person" }
         })),
         "CommandRequest": {
             "type": "object", "required": ["command"], "additionalProperties": false,
@@ -189,20 +246,11 @@ fn schemas() -> Value {
             "sessionId": { "type": "string" }, "status": r("SeedStatus"), "state": r("SessionState")
         })),
         "ServerMessage": {
-            "description": "A stream message in the seed's envelope `{type, data}`: `output {text, timestamp}`, `status {state}`, `error {message}` and the extensions `claude`, `command`, `turnResult`, `keepalive`",
+            "description": "A stream message in the seed's envelope `{type, data}`: `output {text, timestamp}`, `status {state}`, `error {message}` and the extensions `claude`, `command`, `turnResult`, `keepalive`, `permissionRequest {requestId, tool, input, timestamp}` (answer it with `permissionResponse` or `POST …/permissions/{requestId}`) and `permissionAnswer {requestId, tool, allow, always, source: answer|always|timeout|cancelled, message?, answeredBy?}`",
             "type": "object", "required": ["type", "data"],
             "properties": {
-                "type": { "type": "string", "enum": ["output", "status", "error", "claude", "command", "turnResult", "keepalive"] },
-                "data": object(&["timestamp"], json!({
-                    "seq": { "type": "integer", "minimum": 0, "description": "increases by one per session; 0 for messages that are not logged" },
-                    "timestamp": { "type": "integer", "minimum": 0, "description": "milliseconds since the Unix epoch" },
-                    "text": { "type": "string" },
-                    "state": r("SessionState"),
-                    "reason": { "type": "string" },
-                    "message": { "type": "string" },
-                    "code": { "type": "string" },
-                    "event": { "type": "object" }
-                }))
+                "type": { "type": "string", "enum": ["output", "status", "error", "claude", "command", "turnResult", "keepalive", "permissionRequest", "permissionAnswer"] },
+                "data": message_data
             }
         },
         "LogsResponse": object(&["sessionId", "events", "nextSince"], json!({
@@ -351,9 +399,18 @@ pub fn document() -> Value {
                     "403": error("`forbidden_path`: `.git`, or a symlink leading outside the checkout"),
                     "404": error("`path_not_found` or `session_not_found`")
                 })) },
+            "/api/v1/sessions/{id}/permissions/{requestId}": { "post": op("Answer a permission question the session waits on (a `permissionRequest` event); the first answer wins",
+                json!([sid(), { "name": "requestId", "in": "path", "required": true, "description": "the question's `requestId`", "schema": { "type": "string" } }]),
+                Some(r("PermissionResponse")),
+                json!({
+                    "200": body(r("PermissionAnswered"), "answered: Claude Code runs the tool, or the model is told it was denied"),
+                    "400": error("`invalid_permission_response`: a `requestId` other than the path's, a message too long"),
+                    "404": error("`permission_not_found`: the session asked no such question; `session_not_found`"),
+                    "409": error("`permission_already_answered`: answered already (by someone else, an earlier `always`, or the timeout), the first answer stands; `session_not_active`")
+                })) },
             "/api/v1/sessions/{id}/logs": { "get": op("Stored events after `since`", json!([sid(), query("since", count()), query("limit", count())]), None,
                 json!({ "200": body(r("LogsResponse"), "a page of events") })) },
-            "/api/v1/sessions/{id}/stream": { "get": op("The session's WebSocket (`ServerMessage` envelopes out; `{type: 'command', data: {command}}`, `{type: 'interrupt'}`, `{type: 'keepalive'}` in): without `since`, a `status` with the current state, then live events; with `since=N`, every event after `N`, then live ones",
+            "/api/v1/sessions/{id}/stream": { "get": op("The session's WebSocket (`ServerMessage` envelopes out; `{type: 'command', data: {command}}`, `{type: 'interrupt'}`, `{type: 'keepalive'}`, `{type: 'permissionResponse', data: {requestId, allow, message?, always?}}` in): without `since`, a `status` with the current state, then live events; with `since=N`, every event after `N`, then live ones",
                 json!([sid(), query("since", count())]), None,
                 json!({
                     "101": { "description": "switching to the WebSocket protocol" },

@@ -14,7 +14,8 @@ use cc_core::{now, CoreError, Principal, SessionId};
 use cc_core::{rfc3339, CreateSession, Runtime, SessionRecord, Store};
 use cc_wire::api::{
     CommandRequest, CommandResponse, CreateSessionRequest, CreateSessionResponse, DeleteResponse,
-    Endpoints, ForkRequest, ForkResponse, LogsResponse, SessionStatus,
+    Endpoints, ForkRequest, ForkResponse, LogsResponse, PermissionAnswered, PermissionResponse,
+    SessionStatus,
 };
 use serde::Deserialize;
 
@@ -62,7 +63,11 @@ pub(super) fn endpoints(base: &str, id: &str) -> Endpoints {
     }
 }
 
-fn status_of<R, S>(st: &AppState<R, S>, rec: &SessionRecord, base: &str) -> SessionStatus {
+fn status_of<R: Runtime, S: Store>(
+    st: &AppState<R, S>,
+    rec: &SessionRecord,
+    base: &str,
+) -> SessionStatus {
     SessionStatus {
         session_id: rec.id.to_string(),
         container_id: rec.container_id.clone(),
@@ -80,6 +85,7 @@ fn status_of<R, S>(st: &AppState<R, S>, rec: &SessionRecord, base: &str) -> Sess
         usage: rec.usage.totals,
         oom_kills: rec.usage.oom_kills,
         resources: None,
+        pending_permissions: st.manager.pending_permissions(rec.id.as_str()),
     }
 }
 
@@ -569,6 +575,66 @@ pub(super) async fn interrupt<R: Runtime, S: Store>(
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "sessionId": id, "interrupted": interrupted })),
     ))
+}
+
+/// Answers a permission question the session waits on (the REST twin of
+/// the WebSocket's `permissionResponse`). The first answer wins; a later
+/// one is `409 permission_already_answered`, an unknown request `404
+/// permission_not_found`.
+pub(super) async fn answer_permission<R: Runtime, S: ServerStore>(
+    State(st): State<AppState<R, S>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
+    Path((id, request_id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<PermissionResponse>,
+) -> Result<Json<PermissionAnswered>, ApiError> {
+    owned(&st, &p, &id).await?;
+    let decision = answer_and_audit(&st, &p, ip, &id, &request_id, &req).await?;
+    Ok(Json(PermissionAnswered {
+        session_id: id,
+        request_id: decision.request_id,
+        tool: decision.tool,
+        allow: decision.allow,
+        always: decision.always,
+    }))
+}
+
+/// Relays a person's answer and audits it, with who gave it — whatever
+/// came of it (a second answer, an unknown request).
+pub(super) async fn answer_and_audit<R: Runtime, S: ServerStore>(
+    st: &AppState<R, S>,
+    p: &Principal,
+    ip: ClientIp,
+    id: &str,
+    request_id: &str,
+    req: &PermissionResponse,
+) -> Result<cc_wire::sessiond::PermissionDecision, CoreError> {
+    let result = st
+        .manager
+        .answer_permission(id, request_id, req, &p.user)
+        .await;
+    let verdict = match (req.allow, req.always.unwrap_or(false)) {
+        (true, true) => "allow always",
+        (true, false) => "allow",
+        (false, _) => "deny",
+    };
+    // The request id only when it is one (it is the client's text).
+    let shown = cc_core::session::permissions::check_request_id(request_id)
+        .map_or("(malformed)", |()| request_id);
+    let detail = match &result {
+        Ok(d) => format!("request {shown}: {verdict} {}", d.tool),
+        Err(_) => format!("request {shown}: {verdict}"),
+    };
+    let a = Audit {
+        actor: &p.user,
+        ip,
+        action: "permission.answer",
+        session_id: Some(id),
+        outcome: result.as_ref().err().map_or("ok", error_code),
+        detail: Some(detail),
+    };
+    audit(st, a).await;
+    result
 }
 
 /// The session's changes (committed, uncommitted, new files) against the

@@ -4,8 +4,8 @@
 //! session's current state (its `seq` the session's last), then live events
 //! only — a client that knows only the seed's protocol must not read old
 //! events as new. With `?since=N`, every event after `N` (`0`: the whole
-//! log), then live ones, each exactly once. `command`, `interrupt` and
-//! `keepalive` in.
+//! log), then live ones, each exactly once. `command`, `interrupt`,
+//! `permissionResponse` and `keepalive` in.
 //!
 //! A client message (or frame) is at most [`MAX_CLIENT_MESSAGE`], as a REST
 //! body; a user holds at most `AccessConfig::max_streams_per_user`
@@ -135,7 +135,7 @@ async fn handle<R: Runtime, S: ServerStore>(
         Err(e) => {
             return Some(error_msg(
                 "invalid_message",
-                format!("expected {{\"type\":\"command\",\"data\":{{\"command\":\"…\"}}}}, {{\"type\":\"interrupt\"}} or {{\"type\":\"keepalive\"}}: {e}"),
+                format!("expected {{\"type\":\"command\",\"data\":{{\"command\":\"…\"}}}}, {{\"type\":\"permissionResponse\",\"data\":{{\"requestId\":\"…\",\"allow\":true}}}}, {{\"type\":\"interrupt\"}} or {{\"type\":\"keepalive\"}}: {e}"),
             ))
         }
     };
@@ -171,6 +171,25 @@ async fn handle<R: Runtime, S: ServerStore>(
                 return answer;
             }
             st.manager.interrupt(id).await.map(|_| ())
+        }
+        ClientMessage::PermissionResponse(r) => {
+            let Some(request_id) = r.request_id.clone() else {
+                return Some(error_msg(
+                    "invalid_message",
+                    "a permissionResponse needs data.requestId".into(),
+                ));
+            };
+            if let Err(e) = cc_core::session::permissions::check_request_id(&request_id) {
+                let e = super::ApiError::from(e);
+                return Some(error_msg(e.code, e.message));
+            }
+            let verb = format!("permissions/{request_id}");
+            if let Some(answer) = forward(st, p, *ip, id, &verb, &r).await {
+                return answer;
+            }
+            super::sessions::answer_and_audit(st, p, *ip, id, &request_id, &r)
+                .await
+                .map(|_| ())
         }
     };
     result.err().map(|e| {

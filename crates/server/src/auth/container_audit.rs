@@ -1,6 +1,7 @@
 //! Audits container exits the runtime reports (a session that ended on its
-//! own: finished, crashed, OOM-killed, removed), so lifecycle events that no
-//! API call caused are in the audit log too.
+//! own: finished, crashed, OOM-killed, removed), and what the session core
+//! records on its own (permission questions, answers no person gave), so
+//! events that no API call caused are in the audit log too.
 
 use super::{audit_to, Access, Audit, ClientIp};
 use crate::AppManager;
@@ -13,7 +14,7 @@ use std::time::Duration;
 /// Pause before following the runtime's events again after the feed broke.
 const RETRY: Duration = Duration::from_secs(5);
 /// Actor of records the server writes on its own.
-pub const SYSTEM_ACTOR: &str = "system";
+pub const SYSTEM_ACTOR: &str = cc_core::audit::SYSTEM_ACTOR;
 
 /// Follows the runtime's container exits until `stop` resolves.
 pub async fn follow<R: Runtime, S: ServerStore>(
@@ -76,5 +77,31 @@ pub async fn follow<R: Runtime, S: ServerStore>(
             _ = tokio::time::sleep(RETRY) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Chains the records the session core writes on its own
+/// (`Manager::audit_events`) until `stop` resolves.
+pub async fn follow_core<R: Runtime, S: ServerStore>(
+    manager: AppManager<R, S>,
+    access: Arc<Access>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut events = manager.audit_events();
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Some(e) = event else { return };
+        let a = Audit {
+            actor: &e.actor,
+            ip: ClientIp(None),
+            action: &e.action,
+            session_id: e.session_id.as_deref(),
+            outcome: &e.outcome,
+            detail: e.detail.clone(),
+        };
+        audit_to(manager.store(), &access, a).await;
     }
 }

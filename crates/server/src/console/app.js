@@ -191,7 +191,7 @@
       const u = s.usage || {};
       return el('tr', { 'data-session': s.sessionId },
         el('td', {}, el('a', { href: '#/session/' + encodeURIComponent(s.sessionId), 'data-key': 'open:' + s.sessionId, text: s.sessionId })),
-        el('td', { class: 'state state-' + s.state, text: s.state }),
+        el('td', { class: 'state state-' + s.state, text: stateText(s) }),
         el('td', { class: 'wrap', text: s.repoUrl + (s.branch ? ' @ ' + s.branch : '') }),
         el('td', { text: age(s.createdAt) }),
         el('td', { text: usd(u.costUsd) }),
@@ -211,6 +211,7 @@
     const body = { repoUrl: v('create-repo'), claudeApiKey: $('create-key').value };
     if (v('create-branch')) body.branch = v('create-branch');
     if (Object.keys(config).length) body.config = config;
+    if ($('create-permission').value) body.options = { permissionMode: $('create-permission').value };
     const button = ev.submitter || $('create-form').querySelector('button');
     button.disabled = true;
     try {
@@ -237,8 +238,14 @@
     every(LIST_POLL_MS, () => api('GET', sessionPath(id)).then(renderFacts, fail('Session status')));
   }
 
+  // The state, and whether a permission question waits for a person.
+  function stateText(s) {
+    const waiting = (s.pendingPermissions || []).length;
+    return s.state + (waiting ? ' · waiting for you' : '');
+  }
+
   function renderFacts(s) {
-    $('session-state').textContent = literal(s.state);
+    $('session-state').textContent = literal(stateText(s));
     $('session-repo').textContent = literal(s.repoUrl + (s.branch ? ' @ ' + s.branch : ''));
     $('session-cost').textContent = usd(s.usage && s.usage.costUsd);
     $('session-turns').textContent = String((s.usage && s.usage.turns) || 0);
@@ -337,6 +344,8 @@
       case 'error':
         stream.append(el('div', { class: 'msg error', 'data-seq': seq, text: '⚠ ' + d.message }));
         break;
+      case 'permissionRequest': renderQuestion(stream, st, d, seq); break;
+      case 'permissionAnswer': renderAnswer(stream, d, seq); break;
       default: break; // claude (raw events), keepalive
     }
     if (atBottom) stream.scrollTop = stream.scrollHeight;
@@ -359,7 +368,9 @@
     for (const line of text.split('\n')) {
       if (!line.trim()) continue;
       const trimmed = line.trim();
-      const last = stream.lastElementChild;
+      let last = stream.lastElementChild;
+      // A permission question sits between a tool call and its result.
+      if (last && last.classList.contains('permission') && last.previousElementSibling) last = last.previousElementSibling;
       if (trimmed.startsWith('▶')) {
         const body = el('pre', { class: 'result' });
         stream.append(el('details', { class: 'msg tool' }, el('summary', { text: trimmed }), body));
@@ -370,6 +381,55 @@
       } else {
         stream.append(el('div', { class: 'msg text', text: line + '\n' }));
       }
+    }
+  }
+
+  // A permission question: the tool and its input as text, and the
+  // answers. The first answer anywhere wins; the permissionAnswer that
+  // follows settles the card (here or in every other open console).
+  function renderQuestion(stream, st, d, seq) {
+    const input = typeof d.input === 'string' ? d.input : JSON.stringify(d.input ?? {}, null, 2);
+    const why = el('input', { class: 'deny-why', 'aria-label': 'Reason for denying (optional)', placeholder: 'reason (optional, for Deny)' });
+    const buttons = [['Allow', { allow: true }], ['Deny', { allow: false }], ['Always', { allow: true, always: true }]]
+      .map(([label, answer]) => {
+        const b = el('button', { type: 'button', class: 'answer answer-' + label.toLowerCase(), text: label });
+        b.addEventListener('click', () => answerQuestion(st, d.requestId, card, answer, why));
+        return b;
+      });
+    const card = el('div', { class: 'msg permission', role: 'group', 'aria-label': 'Permission request', 'data-seq': seq, 'data-request': d.requestId },
+      el('p', { class: 'ask', text: '? Claude Code asks to run ' + d.tool }),
+      el('pre', { class: 'input', text: input }),
+      el('div', { class: 'answers' }, ...buttons, why),
+      el('p', { class: 'outcome muted' }));
+    stream.append(card);
+    // No focus is moved to the buttons: keys meant for the command box
+    // must never answer a question.
+    $('session-state').textContent = 'busy · waiting for you';
+  }
+
+  async function answerQuestion(st, requestId, card, answer, why) {
+    const body = Object.assign({}, answer);
+    if (!answer.allow && why.value.trim()) body.message = why.value.trim();
+    card.querySelectorAll('button').forEach((b) => { b.disabled = true; });
+    try {
+      await api('POST', sessionPath(st.id) + '/permissions/' + encodeURIComponent(requestId), body);
+    } catch (e) {
+      notice('Answer not taken: ' + e.message, 'error');
+      if (e.status !== 409 && e.status !== 404) card.querySelectorAll('button').forEach((b) => { b.disabled = false; });
+    }
+  }
+
+  function renderAnswer(stream, d, seq) {
+    const verdict = d.allow ? (d.always ? 'allowed for the rest of the session' : 'allowed') : 'denied';
+    const by = d.source === 'answer' ? (d.answeredBy ? ' by ' + d.answeredBy : '') : ' (' + d.source + ')';
+    const text = d.tool + ' ' + verdict + by + (!d.allow && d.message ? ': ' + d.message : '');
+    const card = [...stream.querySelectorAll('.permission')].find((c) => c.dataset.request === d.requestId);
+    if (card) {
+      card.querySelectorAll('button, input').forEach((b) => { b.disabled = true; });
+      card.classList.add(d.allow ? 'allowed' : 'denied');
+      card.querySelector('.outcome').textContent = literal(text);
+    } else {
+      stream.append(el('div', { class: 'msg status', 'data-seq': seq, text: '● ' + text }));
     }
   }
 

@@ -8,6 +8,9 @@
 #                       interrupt (answered with control_response + result)
 #   EXIT_NOW            exits with status 3
 #   SLOW                takes a second to answer (lets turns queue up)
+#   ASK_PERMISSION      asks (can_use_tool) whether Bash may run; the turn
+#                       ends when the answer (a control_response) arrives,
+#                       with a result saying what it was
 # The init event reports the arguments and parts of the environment so the
 # test can check what sessiond handed over.
 sid="fake-$$"
@@ -25,6 +28,13 @@ while IFS= read -r line; do
     inited=1
   fi
   case "$line" in
+    *'"request_id":"perm-'*)
+      case "$line" in
+        *'"behavior":"allow"'*) verdict="allow" ;;
+        *) msg="${line#*\"message\":\"}"; verdict="deny: ${msg%%\"*}" ;;
+      esac
+      printf '{"type":"result","subtype":"success","result":"permission %s","session_id":"%s"}\n' "$verdict" "$sid"
+      ;;
     *'"type":"control_request"'*)
       id="${line#*\"request_id\":\"}"
       id="${id%%\"*}"
@@ -44,6 +54,10 @@ while IFS= read -r line; do
           continue
           ;;
         *SLOW*) sleep 1 ;;
+        *ASK_PERMISSION*)
+          printf '{"type":"control_request","request_id":"perm-%d","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"echo %d"},"tool_use_id":"toolu_%d"}}\n' "$n" "$n" "$n"
+          continue
+          ;;
       esac
       echo "this line is not json"
       printf '{"type":"assistant","message":{"content":[{"type":"text","text":"reply %d"}]},"session_id":"%s"}\n' "$n" "$sid"

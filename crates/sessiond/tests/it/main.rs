@@ -3,8 +3,8 @@
 //! `file://`.
 
 use cc_wire::sessiond::{
-    AgentEvent, AgentState, ClaudeSettings, CommandAccepted, ErrorBody, Health, InitRequest,
-    JournalEntry, PROTOCOL_VERSION,
+    AgentEvent, AgentState, ClaudeSettings, CommandAccepted, DecisionSource, ErrorBody, Health,
+    InitRequest, JournalEntry, PermissionDecision, PROTOCOL_VERSION,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -81,6 +81,7 @@ impl Fixture {
             instructions: None,
             push_branch: Some("claudecluster/s-1".into()),
             fork: false,
+            permission_timeout_secs: None,
         }
     }
 }
@@ -487,7 +488,9 @@ async fn session_flow() {
         1
     );
 
-    // What Claude Code was given: args, cwd, a clean env plus claude.env.
+    // What Claude Code was given: args (asked to put permission questions
+    // on stdout: the fixture's mode is `default`), cwd, a clean env plus
+    // claude.env.
     let init = live1
         .iter()
         .find_map(|e| match &e.event {
@@ -497,7 +500,7 @@ async fn session_flow() {
         .unwrap();
     assert_eq!(
         init["args"],
-        "-p --input-format stream-json --output-format stream-json --verbose --model fake-model"
+        "-p --input-format stream-json --output-format stream-json --verbose --permission-prompt-tool stdio --model fake-model"
     );
     assert_eq!(
         Path::new(init["cwd"].as_str().unwrap())
@@ -763,4 +766,209 @@ async fn files_serves_the_checkout_but_not_git() {
         assert_eq!(resp.status(), status, "{path}");
         assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, code, "{path}");
     }
+}
+
+/// The result text of the first `result` after `seq`.
+fn result_after(journal: &[JournalEntry], seq: u64) -> String {
+    journal
+        .iter()
+        .filter(|e| e.seq > seq)
+        .find_map(|e| match &e.event {
+            AgentEvent::Claude { data } if data["type"] == "result" => {
+                data["result"].as_str().map(str::to_owned)
+            }
+            _ => None,
+        })
+        .expect("a result")
+}
+
+fn decision_of(journal: &[JournalEntry], request_id: &str) -> Option<PermissionDecision> {
+    journal.iter().find_map(|e| match &e.event {
+        AgentEvent::PermissionDecision(d) if d.request_id == request_id => Some(d.clone()),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn permission_questions_wait_for_the_first_answer() {
+    let fx = Fixture::new();
+    let d = Daemon::start(&fx).await;
+    init_ready(&d, &fx).await;
+    let answer = |id: &str, body: Value| {
+        let req = d.post(&format!("/v1/permissions/{id}")).json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+
+    // Claude Code was told to ask (the fixture's mode is `default`).
+    let seq = d.command("ASK_PERMISSION").await;
+    let journal = d
+        .wait_for("the question", |e| {
+            matches!(e.event, AgentEvent::PermissionRequest { .. })
+        })
+        .await;
+    let init = journal
+        .iter()
+        .find_map(|e| match &e.event {
+            AgentEvent::Claude { data } if data["subtype"] == "init" => Some(data.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        init["args"]
+            .as_str()
+            .unwrap()
+            .contains("--permission-prompt-tool stdio"),
+        "{init}"
+    );
+    let asked = journal
+        .iter()
+        .find_map(|e| match &e.event {
+            AgentEvent::PermissionRequest {
+                request_id,
+                tool,
+                input,
+            } => Some((request_id.clone(), tool.clone(), input.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(asked.1, "Bash");
+    assert_eq!(asked.2, serde_json::json!({"command": "echo 1"}));
+    // The raw control request is not journaled as Claude Code output.
+    assert!(!journal
+        .iter()
+        .any(|e| claude_type(e) == Some("control_request")));
+    let health = d.health().await;
+    assert_eq!(health.state, AgentState::Busy);
+    // The health lists it (an orchestrator following late learns of it).
+    assert_eq!(health.open_permissions.len(), 1);
+    assert_eq!(health.open_permissions[0].request_id, asked.0);
+    assert_eq!(health.open_permissions[0].input, asked.2);
+
+    // Unknown question: 404; bad body: 400.
+    let (s, v) = answer("perm-999", serde_json::json!({"allow": true})).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("unknown_request")));
+    let (s, _) = answer(&asked.0, serde_json::json!({"allow": "yes"})).await;
+    assert_eq!(s, 400);
+
+    // A denial reaches Claude Code with its message; a second answer is 409.
+    let (s, v) = answer(
+        &asked.0,
+        serde_json::json!({"allow": false, "message": "not today", "answeredBy": "alice"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["allow"], false);
+    assert_eq!(v["source"], "answer");
+    let (s, v) = answer(&asked.0, serde_json::json!({"allow": true})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("already_answered")));
+    let journal = d
+        .wait_for("the turn's end", |e| {
+            e.seq > seq && is_state(e, AgentState::Ready)
+        })
+        .await;
+    assert_eq!(result_after(&journal, seq), "permission deny: not today");
+    let denied = decision_of(&journal, &asked.0).unwrap();
+    assert_eq!(denied.answered_by.as_deref(), Some("alice"));
+    assert_eq!(denied.message.as_deref(), Some("not today"));
+
+    // `always`: allowed now, and the next question about Bash is answered
+    // without asking anyone.
+    let seq = d.command("ASK_PERMISSION").await;
+    let id = "perm-2".to_owned();
+    d.wait_for("the second question", |e| {
+        matches!(&e.event, AgentEvent::PermissionRequest { request_id, .. } if *request_id == id)
+    })
+    .await;
+    let (s, v) = answer(&id, serde_json::json!({"allow": true, "always": true})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["always"], true);
+    let journal = d
+        .wait_for("the turn's end", |e| {
+            e.seq > seq && is_state(e, AgentState::Ready)
+        })
+        .await;
+    assert_eq!(result_after(&journal, seq), "permission allow");
+    let seq = d.command("ASK_PERMISSION").await;
+    let journal = d
+        .wait_for("the third turn's end", |e| {
+            e.seq > seq && is_state(e, AgentState::Ready)
+        })
+        .await;
+    assert_eq!(result_after(&journal, seq), "permission allow");
+    let auto = decision_of(&journal, "perm-3").expect("journaled");
+    assert_eq!(auto.source, DecisionSource::Always);
+    assert!(!journal.iter().any(|e| matches!(
+        &e.event,
+        AgentEvent::PermissionRequest { request_id, .. } if request_id == "perm-3"
+    )));
+}
+
+#[tokio::test]
+async fn an_unanswered_permission_question_is_denied_at_the_timeout() {
+    let fx = Fixture::new();
+    let d = Daemon::start(&fx).await;
+    let mut init = fx.init_request(Some("main"));
+    init.permission_timeout_secs = Some(1);
+    assert_eq!(d.init(&init).await.status(), 202);
+    d.wait_for("ready", |e| is_state(e, AgentState::Ready))
+        .await;
+    let seq = d.command("ASK_PERMISSION").await;
+    let journal = d
+        .wait_for("the turn's end", |e| {
+            e.seq > seq && is_state(e, AgentState::Ready)
+        })
+        .await;
+    let d1 = decision_of(&journal, "perm-1").expect("timed out");
+    assert_eq!(d1.source, DecisionSource::Timeout);
+    assert!(!d1.allow);
+    let why = d1.message.unwrap();
+    assert!(why.contains("Nobody answered within 1 s"), "{why}");
+    assert!(result_after(&journal, seq).starts_with("permission deny: Nobody answered"));
+    // Too late now.
+    let resp = d
+        .post("/v1/permissions/perm-1")
+        .json(&serde_json::json!({"allow": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+}
+
+#[tokio::test]
+async fn interrupting_a_turn_withdraws_its_permission_question() {
+    let fx = Fixture::new();
+    let d = Daemon::start(&fx).await;
+    init_ready(&d, &fx).await;
+    let seq = d.command("ASK_PERMISSION").await;
+    d.wait_for("the question", |e| {
+        matches!(e.event, AgentEvent::PermissionRequest { .. })
+    })
+    .await;
+    let resp = d.post("/v1/interrupt").send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let journal = d
+        .wait_for("the turn's end", |e| {
+            e.seq > seq && is_state(e, AgentState::Ready)
+        })
+        .await;
+    let withdrawn = decision_of(&journal, "perm-1").expect("settled");
+    assert_eq!(withdrawn.source, DecisionSource::Cancelled);
+    assert!(!withdrawn.allow);
+    // Claude Code was told no before the interrupt reached it.
+    assert_eq!(
+        result_after(&journal, seq),
+        "permission deny: The user interrupted the turn."
+    );
+    let resp = d
+        .post("/v1/permissions/perm-1")
+        .json(&serde_json::json!({"allow": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    assert!(d.health().await.open_permissions.is_empty());
 }

@@ -12,6 +12,7 @@ mod fork;
 mod isolation;
 mod lifecycle;
 mod oom;
+mod permissions;
 mod push;
 mod python_sdk;
 mod runtime;

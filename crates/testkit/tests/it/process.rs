@@ -383,3 +383,72 @@ async fn a_session_whose_container_waits_for_its_place_is_adopted_waiting() -> a
     second.crash();
     Ok(())
 }
+
+/// A permission question open when the orchestrator dies is still shown
+/// and answerable after the next one adopts the session (sessiond reports
+/// the questions it waits on when following starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_permission_question_survives_an_orchestrator_restart() -> anyhow::Result<()> {
+    let l = Local::new("local-ask", "# Asks\n").await?;
+    let runtime = &l.runtime;
+    let key = [7u8; 32];
+    let (first, _) = Orchestrator::start(runtime, l.data.path(), l.gateway, &l.git, key).await?;
+    let mut request = l.request();
+    request.options = Some(cc_wire::api::SessionOptions {
+        permission_mode: Some("default".into()),
+        ..Default::default()
+    });
+    let id = first.client.create(&request).await?.session_id;
+    let mut ws = first.client.stream(&id, 0).await?;
+    read_until(&mut ws, WAIT, |m| is_state(m, SessionState::Ready)).await?;
+    ws.command("ASK_PERMISSION").await?;
+    let asked = read_until(&mut ws, WAIT, |m| {
+        matches!(m, ServerMessage::PermissionRequest { .. })
+    })
+    .await?;
+    let Some(ServerMessage::PermissionRequest { request_id, .. }) = asked.last() else {
+        unreachable!("read until a question")
+    };
+    let request_id = request_id.clone();
+    drop(ws);
+
+    first.crash();
+    let (second, recovery) =
+        Orchestrator::start(runtime, l.data.path(), l.gateway, &l.git, key).await?;
+    assert_eq!(recovery.adopted, 1, "{recovery:?}");
+    // The adopted session's actor learns the open question from sessiond.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        let status = second.client.status(&id).await?;
+        if !status.pending_permissions.is_empty() || tokio::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.pending_permissions.len(), 1, "{status:?}");
+    assert_eq!(status.pending_permissions[0].request_id, request_id);
+    assert_eq!(status.pending_permissions[0].tool, "Bash");
+    let mut ws = second.client.stream_from_now(&id).await?;
+    let answer = cc_wire::api::PermissionResponse {
+        request_id: None,
+        allow: true,
+        message: None,
+        always: None,
+    };
+    let answered = second
+        .client
+        .answer_permission(&id, &request_id, &answer)
+        .await?;
+    assert!(answered.allow);
+    let rest = read_until(&mut ws, WAIT, |m| is_state(m, SessionState::Ready)).await?;
+    assert!(mentions(&rest, "permission allow"), "{}", summary(&rest));
+    assert!(second
+        .client
+        .status(&id)
+        .await?
+        .pending_permissions
+        .is_empty());
+    second.client.delete(&id).await?;
+    second.crash();
+    Ok(())
+}
