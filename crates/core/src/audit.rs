@@ -46,6 +46,27 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+/// An audit record the core writes on its own (a permission question, an
+/// answer no person gave, an idle session put to sleep); the server chains
+/// it (see `Manager::audit_events`).
+pub(crate) fn core_event(
+    actor: &str,
+    action: &str,
+    session: &str,
+    outcome: &str,
+    detail: String,
+) -> AuditEvent {
+    AuditEvent {
+        time: crate::time::rfc3339(crate::time::now()),
+        actor: actor.to_owned(),
+        source_ip: None,
+        action: action.to_owned(),
+        session_id: Some(session.to_owned()),
+        outcome: outcome.to_owned(),
+        detail: Some(detail),
+    }
+}
+
 /// A chained record as stored and served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -30,7 +30,7 @@ mod setup;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,15 +93,16 @@ impl Config {
         let claude_bin = get("SESSIOND_CLAUDE_BIN")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "claude".to_owned());
-        let repo_dir = get("SESSIOND_REPO_DIR")
+        let repo_dir: PathBuf = get("SESSIOND_REPO_DIR")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| cc_wire::sessiond::REPO_DIR.to_owned())
             .into();
-        // Set and empty: Claude Code's own default (under HOME).
+        // Beside the checkout (in a session: `CLAUDE_CONFIG_DIR`, on the
+        // workspace volume); set and empty: Claude Code's own default.
         let claude_config_dir = match get("SESSIOND_CLAUDE_CONFIG_DIR") {
             Some(v) if v.is_empty() => None,
             Some(v) => Some(v.into()),
-            None => Some(cc_wire::sessiond::CLAUDE_CONFIG_DIR.into()),
+            None => Path::new(&repo_dir).parent().map(|p| p.join("claude")),
         };
         Ok(Self {
             token,
@@ -300,6 +301,11 @@ mod tests {
         assert_eq!(c.listen, "0.0.0.0:7700".parse().unwrap());
         assert_eq!(c.claude_bin, "claude");
         assert_eq!(c.repo_dir, PathBuf::from(cc_wire::sessiond::REPO_DIR));
+        // On the workspace volume, beside the checkout.
+        assert_eq!(
+            c.claude_config_dir,
+            Some(PathBuf::from("/workspace/claude"))
+        );
         let c = config(&[
             ("SESSIOND_TOKEN", "t"),
             ("SESSIOND_LISTEN", "127.0.0.1:1234"),
@@ -310,6 +316,12 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:1234".parse().unwrap());
         assert_eq!(c.claude_bin, "/x/claude");
         assert_eq!(c.repo_dir, PathBuf::from("/tmp/r"));
+        assert_eq!(c.claude_config_dir, Some(PathBuf::from("/tmp/claude")));
+        let own = config(&[("SESSIOND_TOKEN", "t"), ("SESSIOND_CLAUDE_CONFIG_DIR", "")]).unwrap();
+        assert_eq!(
+            own.claude_config_dir, None,
+            "set and empty: Claude Code's default"
+        );
         assert!(config(&[("SESSIOND_TOKEN", "t"), ("SESSIOND_LISTEN", "nope")]).is_err());
     }
 

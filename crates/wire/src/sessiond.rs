@@ -54,10 +54,6 @@ pub const WORKSPACE_DIR: &str = "/workspace";
 pub const BASE_REF: &str = "refs/claudecluster/base";
 /// Checkout directory (the agent's working directory).
 pub const REPO_DIR: &str = "/workspace/repo";
-/// Claude Code's configuration directory (`CLAUDE_CONFIG_DIR`), on the
-/// workspace volume beside the checkout: its transcripts survive the
-/// container, so a session that sleeps and wakes resumes its conversation.
-pub const CLAUDE_CONFIG_DIR: &str = "/workspace/claude";
 
 /// Lifecycle of the daemon, as it reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -256,6 +256,20 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 let span = tracing::info_span!("session.sleep", session.id = %id, reason);
                 let slept = tracing::Instrument::instrument(self.go_to_sleep(reason), span).await;
                 let r = match slept {
+                    // Asked for through the API, which audits it; the
+                    // idle timeout's is audited here.
+                    Ok(()) if reply.is_none() => {
+                        let id = id.as_str();
+                        let e = crate::audit::core_event(
+                            "system",
+                            "session.sleep",
+                            id,
+                            "ok",
+                            "cause=idle".into(),
+                        );
+                        self.inner.audit(e);
+                        Ok(())
+                    }
                     Ok(()) => Ok(()),
                     Err(CoreError::Fenced(m)) => {
                         tracing::warn!(session = %id, reason = %m, "let the session go to another replica");
@@ -694,7 +708,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 });
                 self.activity.touch();
                 let detail = format!("request {request_id}: may {tool} run?");
-                self.inner.audit(super::permissions::audit_event(
+                self.inner.audit(crate::audit::core_event(
                     &self.record.owner,
                     "permission.request",
                     self.record.id.as_str(),
@@ -723,7 +737,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                         d.tool,
                         d.source.as_str()
                     );
-                    self.inner.audit(super::permissions::audit_event(
+                    self.inner.audit(crate::audit::core_event(
                         crate::audit::SYSTEM_ACTOR,
                         "permission.answer",
                         self.record.id.as_str(),

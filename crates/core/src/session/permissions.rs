@@ -15,7 +15,6 @@
 //! What is audited never holds a tool's input: like a command's text it may
 //! hold anything (see `crate::audit`).
 
-use crate::audit::AuditEvent;
 use crate::error::CoreError;
 use cc_wire::api::PendingPermission;
 use std::sync::Mutex;
@@ -87,26 +86,6 @@ pub fn check_answer(message: Option<&str>) -> Result<(), CoreError> {
         ));
     }
     Ok(())
-}
-
-/// An audit record the core writes on its own (a question, an answer no
-/// person gave); the server chains it (see `Manager::audit_events`).
-pub(crate) fn audit_event(
-    actor: &str,
-    action: &str,
-    session: &str,
-    outcome: &str,
-    detail: String,
-) -> AuditEvent {
-    AuditEvent {
-        time: crate::time::rfc3339(crate::time::now()),
-        actor: actor.to_owned(),
-        source_ip: None,
-        action: action.to_owned(),
-        session_id: Some(session.to_owned()),
-        outcome: outcome.to_owned(),
-        detail: Some(detail),
-    }
 }
 
 #[cfg(test)]

@@ -183,6 +183,33 @@ async fn an_idle_session_sleeps_and_a_wake_or_a_read_brings_it_back() -> anyhow:
         _ => anyhow::bail!("did not fall asleep: {}", summary(&seen)),
     };
     assert!(reason.contains("idle"), "{reason}");
+    // Audited with its cause (written by the server a moment later).
+    let audited = async {
+        loop {
+            let page: serde_json::Value = reqwest::Client::new()
+                .get(format!(
+                    "{}/api/v1/audit?action=session.sleep&limit=100",
+                    h.client.base_url()
+                ))
+                .bearer_auth(&h.admin_token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let found = page["records"].as_array().is_some_and(|r| {
+                r.iter().any(|r| {
+                    r["sessionId"] == id.as_str()
+                        && r["actor"] == "system"
+                        && r["detail"] == "cause=idle"
+                })
+            });
+            if found {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), audited).await??;
     let metrics = reqwest::get(format!("{}/metrics", h.client.base_url()))
         .await?
         .text()
