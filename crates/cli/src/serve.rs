@@ -196,7 +196,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CLAUDECLUSTER_RECONCILE_INTERVAL", default_value_t = 60)]
     reconcile_interval: u64,
     /// End every live session on SIGTERM/Ctrl-C instead of leaving them
-    /// running for the next orchestrator to adopt.
+    /// running for the next orchestrator to adopt (sleeping ones too:
+    /// their workspaces go).
     #[arg(long, env = "CLAUDECLUSTER_END_SESSIONS_ON_SHUTDOWN")]
     end_sessions_on_shutdown: bool,
     /// At create, ask the Anthropic upstream (--anthropic-base-url) whether

@@ -41,9 +41,19 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         }
     }
 
-    /// Terminates every live session (tests, single-host shutdown).
+    /// Terminates every session this replica runs, and every sleeping one
+    /// (tests, single-host shutdown).
     pub async fn terminate_all(&self) {
-        for id in self.inner.live_ids() {
+        let mut ids = self.inner.live_ids();
+        match self.inner.store().list_sessions(true).await {
+            Ok(all) => ids.extend(
+                all.into_iter()
+                    .filter(|r| r.state == cc_wire::api::SessionState::Sleeping)
+                    .map(|r| r.id),
+            ),
+            Err(e) => tracing::warn!(error = %e, "listing sleeping sessions to end them"),
+        }
+        for id in ids {
             if let Err(e) = self.terminate(id.as_str()).await {
                 tracing::warn!(session = %id, error = %e, "terminate failed");
             }
