@@ -3,6 +3,7 @@
 mod admin;
 mod attach;
 mod bench;
+mod best_of;
 mod config;
 mod doctor;
 mod follow;

@@ -42,6 +42,11 @@ pub struct RunArgs {
     /// Print the server messages as NDJSON (one JSON object per line).
     #[arg(long)]
     pub json: bool,
+    /// Run the task in N sessions at once and compare them (2 to 10): one
+    /// session is created and forked N−1 times once its checkout is ready.
+    /// With --keep they all stay, to push the one you choose.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=10))]
+    pub best_of: Option<u32>,
     #[command(flatten)]
     pub conn: ConnArgs,
     /// The task for Claude.
@@ -204,8 +209,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if !push && (args.push_args.to.is_some() || args.push_args.commit_message.is_some()) {
         return Err(Exit::usage("--to and --commit-message need --push or --pr").into());
     }
+    if args.best_of.is_some() && push {
+        return Err(Exit::usage(
+            "--best-of cannot push: add --keep, then `claudecluster session push ID` the one you choose",
+        )
+        .into());
+    }
     let (settings, client) = args.conn.client(args.session.api_key.as_deref())?;
     let req = args.session.request(settings.api_key)?;
+    if let Some(n) = args.best_of {
+        let key = args.session.idempotency_key.as_deref();
+        crate::best_of::run(
+            &client, &req, key, &args.task, n as usize, args.keep, args.json,
+        )
+        .await?;
+        return Ok(());
+    }
     let mode = if args.json { Mode::Json } else { Mode::Human };
     let mut renderer = Renderer::new(
         mode,

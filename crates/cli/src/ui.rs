@@ -295,6 +295,8 @@ pub struct Renderer {
     show: Show,
     /// Whether the last text printed ended a line.
     at_line_start: bool,
+    /// Prints nothing (several sessions followed at once).
+    silent: bool,
 }
 
 impl Renderer {
@@ -304,10 +306,28 @@ impl Renderer {
             style: Style::stdout(),
             show,
             at_line_start: true,
+            silent: false,
+        }
+    }
+
+    /// A renderer that prints nothing: the caller reports.
+    pub fn silent() -> Self {
+        Self {
+            silent: true,
+            ..Self::new(
+                Mode::Human,
+                Show {
+                    all_states: false,
+                    commands: false,
+                },
+            )
         }
     }
 
     pub fn print(&mut self, msg: &ServerMessage) {
+        if self.silent {
+            return;
+        }
         let out = match self.mode {
             Mode::Json => match serde_json::to_string(msg) {
                 Ok(line) => format!("{line}\n"),

@@ -368,3 +368,100 @@ async fn json_keep_and_the_session_commands() -> anyhow::Result<()> {
     h.shutdown().await;
     Ok(())
 }
+
+/// `run --best-of 3`: one session created and forked twice, the task run
+/// in all three at once (a Bash call whose output differs in each), a line
+/// per session as each ends, then the comparison; `--keep` keeps them,
+/// without it they go; `--json` prints the comparison as one object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_best_of_runs_the_task_in_forks_and_compares_them() -> anyhow::Result<()> {
+    let h = Harness::start_configured(
+        cc_testkit::harness::HarnessOptions {
+            upstream: None,
+            api_key: None,
+            ..Default::default()
+        },
+        // Forks need the sessions' sealed secrets, as under `serve`.
+        |c| c.seal_key = Some(cc_core::secrets::SealKey::generate()),
+    )
+    .await?;
+    let home = tempfile::tempdir()?;
+    let repo = h.git.create_repo("best", &[("README.md", "# Best\n")])?;
+    let task = "bash: head -c 8 /proc/sys/kernel/random/uuid > pick.txt && cat pick.txt";
+
+    for bad in [&["--best-of", "1"][..], &["--best-of", "3", "--push"][..]] {
+        let out = output(
+            at(&h, home.path())
+                .args(["run", "--repo", &repo, "--api-key", &h.api_key])
+                .args(bad)
+                .arg(task),
+        )
+        .await?;
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    }
+
+    let out = output(at(&h, home.path()).args([
+        "run",
+        "--repo",
+        &repo,
+        "--api-key",
+        &h.api_key,
+        "--best-of",
+        "3",
+        "--keep",
+        task,
+    ]))
+    .await?;
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Best of"), "{}", describe(&out));
+    assert_eq!(
+        text.lines().filter(|l| l.contains("succeeded")).count(),
+        3,
+        "{}",
+        describe(&out)
+    );
+    for k in ["[1]", "[2]", "[3]"] {
+        assert!(stderr(&out).contains(k), "{}", describe(&out));
+    }
+    let kept = h.client.list(false).await?;
+    assert_eq!(kept.len(), 3, "kept: {kept:?}");
+    let mut picks = std::collections::BTreeSet::new();
+    for s in &kept {
+        assert!(text.contains(&s.session_id), "{}", describe(&out));
+        match h.client.files(&s.session_id, "pick.txt").await? {
+            cc_wire::api::SessionPath::File { content, .. } => picks.insert(content),
+            other => anyhow::bail!("no pick.txt: {other:?}"),
+        };
+    }
+    assert_eq!(picks.len(), 3, "each session did its own work: {picks:?}");
+
+    let out = output(at(&h, home.path()).args([
+        "run",
+        "--repo",
+        &repo,
+        "--api-key",
+        &h.api_key,
+        "--best-of",
+        "2",
+        "--json",
+        "say: picked",
+    ]))
+    .await?;
+    assert!(out.status.success(), "{}", describe(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim())?;
+    let rows = report["sessions"].as_array().expect("sessions");
+    assert_eq!(rows.len(), 2, "{report}");
+    for r in rows {
+        assert_eq!(r["succeeded"], true, "{report}");
+        assert_eq!(r["result"], "picked", "{report}");
+        assert!(r["costUsd"].is_number(), "{report}");
+    }
+    assert_eq!(
+        h.client.list(false).await?.len(),
+        3,
+        "without --keep the attempts are deleted"
+    );
+    h.shutdown().await;
+    Ok(())
+}
