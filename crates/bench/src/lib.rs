@@ -14,7 +14,7 @@
 //! | [`fanout`] | delivery lag to many watchers | — |
 //! | [`api`] | `GET status` requests per second | — |
 //! | [`push`] | `POST push` → response, creating and fast-forwarding the branch | `git push` from a host clone |
-//! | [`sleep`] | `POST sleep` → asleep; `POST wake` → `ready`; memory awake and asleep | the same sessions' create → ready |
+//! | [`sleep`] | `POST sleep` → asleep; `POST wake` → `ready`; `POST fork` → the fork's `ready`; memory awake and asleep | the same sessions' create → ready |
 //! | [`replicas`] | two replicas on PostgreSQL: create → ready, command → first output, `kill -9` of the owner → served by the survivor | the same on SQLite (spawn, command) |
 //! | [`kubernetes`] | on a cluster: create → ready, cold and from a warm Pod | a bare Pod of the same image → `Running` |
 //!

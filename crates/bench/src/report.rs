@@ -274,6 +274,15 @@ impl Report {
                 create,
                 crate::spawn::ratio(z.wake_ms.as_ref(), z.create_ms.as_ref()),
             );
+            row(
+                &mut t,
+                "fork: POST fork → fork ready",
+                z.fork_ms.as_ref(),
+                z.create_ms
+                    .as_ref()
+                    .map(|c| format!("create → ready {}", ms(c.p50))),
+                crate::spawn::ratio(z.fork_ms.as_ref(), z.create_ms.as_ref()),
+            );
             let awake = z
                 .awake_memory_bytes
                 .map_or("?".into(), |b| format!("{:.0} MiB", a_mib(b)));

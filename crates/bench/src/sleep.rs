@@ -1,7 +1,9 @@
 //! Sleep and wake: `n` ready sessions, each put to sleep (`POST sleep` →
-//! its answer: the container is gone) and woken (`POST wake` → `ready` on
-//! the stream: a new container on the same workspace, Claude Code resumed),
-//! beside the cold create → ready the same sessions took in this run.
+//! its answer: the container is gone), woken (`POST wake` → `ready` on the
+//! stream: a new container on the same workspace, Claude Code resumed) and
+//! forked once (`POST fork` → the fork's `ready`: a copied workspace
+//! instead of a clone), beside the cold create → ready the same sessions
+//! took in this run.
 //! Also what they hold: the memory of their containers awake (cgroups) and
 //! asleep (containers left: none, so none), and the disk a sleeping
 //! session keeps (its workspace volume).
@@ -27,8 +29,11 @@ pub struct SleepResult {
     pub sleep_ms: Option<Summary>,
     /// `POST wake` sent → the stream's `ready`.
     pub wake_ms: Option<Summary>,
-    /// The same sessions' create → ready (the baseline a wake replaces).
+    /// The same sessions' create → ready (the baseline a wake, or a fork,
+    /// replaces).
     pub create_ms: Option<Summary>,
+    /// `POST fork` (one fork of a ready session) → the fork's `ready`.
+    pub fork_ms: Option<Summary>,
     /// Their containers' memory, summed, while awake and idle.
     pub awake_memory_bytes: Option<u64>,
     /// Containers of theirs that still ran while they slept.
@@ -44,6 +49,7 @@ pub async fn measure(n: usize) -> SleepResult {
         sleep_ms: None,
         wake_ms: None,
         create_ms: None,
+        fork_ms: None,
         awake_memory_bytes: None,
         containers_asleep: 0,
         workspace_bytes: None,
@@ -131,6 +137,29 @@ async fn run(h: &Harness, n: usize, r: &mut SleepResult) -> Result<(), String> {
         wakes.push(t.elapsed());
     }
     r.wake_ms = Summary::of(&wakes);
+
+    let mut forks = Vec::new();
+    for id in &ids {
+        let t = Instant::now();
+        let req = cc_wire::api::ForkRequest::default();
+        let forked = h.client.fork(id, &req).await.map_err(err)?;
+        let fork = &forked.sessions[0].session_id;
+        let mut ws = h.client.stream(fork, 0).await.map_err(err)?;
+        let seen = read_until(&mut ws, WAKE_TIMEOUT, |m| {
+            is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+        })
+        .await
+        .map_err(anyhow_err)?;
+        if !seen
+            .last()
+            .is_some_and(|m| is_state(m, SessionState::Ready))
+        {
+            return Err(format!("the fork {fork} of {id} did not start"));
+        }
+        forks.push(t.elapsed());
+        delete(&h.client, fork).await?;
+    }
+    r.fork_ms = Summary::of(&forks);
     for id in &ids {
         delete(&h.client, id).await?;
     }

@@ -82,6 +82,7 @@ async fn a_tiny_profile_measures_every_phase_beside_its_baseline() -> anyhow::Re
     let sleep = report.sleep.as_ref().expect("sleep figures");
     assert_eq!(sleep.sleep_ms.as_ref().map(|s| s.n), Some(2));
     assert_eq!(sleep.wake_ms.as_ref().map(|s| s.n), Some(2));
+    assert_eq!(sleep.fork_ms.as_ref().map(|s| s.n), Some(2));
     assert_eq!(sleep.containers_asleep, 0, "asleep: no container");
     assert!(push.overhead_p50_ms.is_some());
 

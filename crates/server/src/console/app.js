@@ -449,6 +449,18 @@
     if (!send(live, { type: 'interrupt' })) notice('Not connected.', 'error');
   }
 
+  // A fork: a new session from a copy of this one's checkout and
+  // conversation; the console opens it.
+  async function fork() {
+    if (!live) return;
+    try {
+      const forked = await api('POST', sessionPath(live.id) + '/fork', {});
+      location.hash = '#/session/' + encodeURIComponent(forked.sessions[0].sessionId);
+    } catch (e) {
+      notice(e.message, 'error');
+    }
+  }
+
   // Sleep and wake by hand (a command wakes a sleeping session too); the
   // stream shows the states as they come.
   async function lifecycle(action) {
@@ -618,6 +630,7 @@
     $('interrupt').addEventListener('click', interrupt);
     $('sleep').addEventListener('click', () => lifecycle('sleep'));
     $('wake').addEventListener('click', () => lifecycle('wake'));
+    $('fork').addEventListener('click', fork);
     $('show-diff').addEventListener('click', () => togglePanel('diff', loadDiff));
     $('show-files').addEventListener('click', () => togglePanel('files', () => loadFiles('')));
     $('show-push').addEventListener('click', () => togglePanel('push'));
