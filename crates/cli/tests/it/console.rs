@@ -930,6 +930,85 @@ async fn a_person_answers_permission_prompts_in_the_console() -> anyhow::Result<
 
 /// `serve` on loopback without any token (open mode): the console needs no
 /// sign-in and acts as this machine's administrator.
+/// Sleep, Wake and Fork on the session page: the state line follows the
+/// session to sleep and back, and a fork opens on its own page, ready,
+/// with the parent's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_puts_a_session_to_sleep_wakes_and_forks_it() -> anyhow::Result<()> {
+    let h = Harness::start_configured(
+        cc_testkit::harness::HarnessOptions {
+            upstream: None,
+            api_key: None,
+            ..Default::default()
+        },
+        // Sleep and fork need the sessions' sealed secrets, as under `serve`.
+        |c| c.seal_key = Some(cc_core::secrets::SealKey::generate()),
+    )
+    .await?;
+    let base = h.client.base_url().trim_end_matches('/').to_owned();
+    let repo = h
+        .git
+        .create_repo("console-sleep", &[("README.md", "# Zz\n")])?;
+    let b = Browser::start().await?;
+    b.goto(&format!("{base}/")).await?;
+    b.fill("#signin-token", &h.user_token).await?;
+    b.click("#signin-form button[type=submit]").await?;
+    b.until(
+        "the session list",
+        UI,
+        "!document.getElementById('view-sessions').hidden",
+    )
+    .await?;
+    b.fill("#create-repo", &repo).await?;
+    b.fill("#create-key", &h.api_key).await?;
+    b.click("#create-form button[type=submit]").await?;
+    let hash = b
+        .until(
+            "the session page",
+            UI,
+            "location.hash.startsWith('#/session/') && location.hash",
+        )
+        .await?;
+    let state_is =
+        |s: &str| format!("document.getElementById('session-state').textContent === '{s}'");
+    b.until("the session to get ready", READY, &state_is("ready"))
+        .await?;
+    run_turn(&b, "write: kept.txt\nthrough the night", 0).await?;
+
+    b.click("#sleep").await?;
+    b.until("the session to sleep", READY, &state_is("sleeping"))
+        .await?;
+    b.click("#wake").await?;
+    b.until("the session to wake", READY, &state_is("ready"))
+        .await?;
+
+    b.click("#fork").await?;
+    let fork_hash = b
+        .until(
+            "the fork's page",
+            UI,
+            &format!("location.hash !== {hash} && location.hash.startsWith('#/session/') && location.hash"),
+        )
+        .await?;
+    b.until("the fork to get ready", READY, &state_is("ready"))
+        .await?;
+    let fork = fork_hash
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("#/session/")
+        .to_owned();
+    match h.client.files(&fork, "kept.txt").await? {
+        cc_wire::api::SessionPath::File { content, .. } => {
+            assert!(content.contains("through the night"), "{content}")
+        }
+        other => anyhow::bail!("the fork has no kept.txt: {other:?}"),
+    }
+    b.screenshot("session-fork").await?;
+    b.quit().await;
+    h.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_mode_needs_no_sign_in() -> anyhow::Result<()> {
     let guard = cc_testkit::docker::PrefixGuard::new();
