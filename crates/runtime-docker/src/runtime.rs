@@ -361,6 +361,34 @@ impl DockerRuntime {
         attached.input.shutdown().await.map_err(io)
     }
 
+    /// Removes the session's container (and forgets its CPU sample).
+    async fn stop_container(&self, id: &SessionId) -> Result<(), RuntimeError> {
+        self.cpu_samples.forget(id);
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        ignore_missing(
+            self.docker
+                .remove_container(&self.name(id), Some(opts))
+                .await,
+            "removing the session container",
+        )
+    }
+
+    /// Removes the session's network and its host rules.
+    async fn remove_network(&self, id: &SessionId) -> Result<(), RuntimeError> {
+        ignore_missing(
+            self.docker.remove_network(&self.name(id)).await,
+            "removing the session network",
+        )?;
+        if let Some(fw) = &self.firewall {
+            fw.uninstall(id).await;
+        }
+        Ok(())
+    }
+
     async fn placement(&self, id: &SessionId) -> Result<Placement, RuntimeError> {
         let name = self.name(id);
         let c = self
@@ -459,7 +487,8 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove(&self, id: &SessionId) -> Result<(), RuntimeError> {
-        self.suspend(id).await?;
+        self.stop_container(id).await?;
+        self.remove_network(id).await?;
         ignore_missing(
             self.docker
                 .remove_volume(
@@ -576,25 +605,13 @@ impl Runtime for DockerRuntime {
     }
 
     /// Removes the container, its network (freeing its subnet) and its
-    /// host rules; the workspace volume stays for the next `create`.
+    /// host rules; the workspace volume stays for the next `create`. Fails
+    /// only when the container could not be removed: a network left over
+    /// is taken again by the next `create` (or goes with `remove`).
     async fn suspend(&self, id: &SessionId) -> Result<(), RuntimeError> {
-        self.cpu_samples.forget(id);
-        let name = self.name(id);
-        let opts = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
-        ignore_missing(
-            self.docker.remove_container(&name, Some(opts)).await,
-            "removing the session container",
-        )?;
-        ignore_missing(
-            self.docker.remove_network(&name).await,
-            "removing the session network",
-        )?;
-        if let Some(fw) = &self.firewall {
-            fw.uninstall(id).await;
+        self.stop_container(id).await?;
+        if let Err(e) = self.remove_network(id).await {
+            tracing::warn!(session = %id, error = %e, "the sleeping session's network stays until it wakes or ends");
         }
         Ok(())
     }

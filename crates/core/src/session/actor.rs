@@ -152,6 +152,8 @@ enum Exit {
         String,
         Option<oneshot::Sender<Result<SessionRecord, CoreError>>>,
     ),
+    /// Asleep now (the answer for whoever asked).
+    Asleep(Option<oneshot::Sender<Result<SessionRecord, CoreError>>>),
     Failed(String),
     /// The session belongs to another replica now; it goes on there.
     Released(String),
@@ -219,11 +221,50 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
 
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<ActorMsg>) {
         let id = self.record.id.clone();
-        let exit = match self.serve(&mut rx).await {
-            Ok(exit) => exit,
-            // A write was fenced off: the session's new owner carries on.
-            Err(CoreError::Fenced(m)) => Exit::Released(m),
-            Err(e) => Exit::Failed(format!("internal error: {e}")),
+        let exit = loop {
+            let exit = match self.serve(&mut rx).await {
+                Ok(exit) => exit,
+                // A write was fenced off: the session's new owner carries on.
+                Err(CoreError::Fenced(m)) => Exit::Released(m),
+                Err(e) => Exit::Failed(format!("internal error: {e}")),
+            };
+            let Exit::Slept(reason, reply) = exit else {
+                break exit;
+            };
+            let span = tracing::info_span!("session.sleep", session.id = %id, reason);
+            match tracing::Instrument::instrument(self.go_to_sleep(reason), span).await {
+                Ok(()) => {
+                    // Asked for through the API, which audits it; the idle
+                    // timeout's is audited here.
+                    if reply.is_none() {
+                        let e = crate::audit::core_event(
+                            "system",
+                            "session.sleep",
+                            id.as_str(),
+                            "ok",
+                            "cause=idle".into(),
+                        );
+                        self.inner.audit(e);
+                    }
+                    break Exit::Asleep(reply);
+                }
+                Err(CoreError::Fenced(m)) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(CoreError::Unavailable(
+                            "the session moved to another replica; try again".into(),
+                        )));
+                    }
+                    break Exit::Released(m);
+                }
+                // Its container is still there: it stays awake, as it was
+                // (sessiond is followed again from the stored cursor).
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "the session could not go to sleep; it stays awake");
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
         };
         if let Some(wait) = self.placing.take() {
             wait.abort();
@@ -252,42 +293,14 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 let finish = self.finish(SessionState::Error, reason.clone(), Some(reason));
                 tracing::Instrument::instrument(finish, span).await
             }
-            Exit::Slept(reason, reply) => {
-                let span = tracing::info_span!("session.sleep", session.id = %id, reason);
-                let slept = tracing::Instrument::instrument(self.go_to_sleep(reason), span).await;
-                let r = match slept {
-                    // Asked for through the API, which audits it; the
-                    // idle timeout's is audited here.
-                    Ok(()) if reply.is_none() => {
-                        let id = id.as_str();
-                        let e = crate::audit::core_event(
-                            "system",
-                            "session.sleep",
-                            id,
-                            "ok",
-                            "cause=idle".into(),
-                        );
-                        self.inner.audit(e);
-                        Ok(())
-                    }
-                    Ok(()) => Ok(()),
-                    Err(CoreError::Fenced(m)) => {
-                        tracing::warn!(session = %id, reason = %m, "let the session go to another replica");
-                        self.inner.credentials.remove(&id);
-                        Ok(())
-                    }
-                    // Half asleep is no state to leave a session in.
-                    Err(e) => {
-                        let reason = format!("the session could not be put to sleep: {e}");
-                        self.finish(SessionState::Error, reason.clone(), Some(reason))
-                            .await
-                    }
-                };
+            Exit::Asleep(reply) => {
                 if let Some(reply) = reply {
                     let _ = reply.send(Ok(self.record.clone()));
                 }
-                r
+                Ok(())
             }
+            // Handled above, where it either sleeps or serves on.
+            Exit::Slept(..) => Ok(()),
         };
         if let Err(e) = result {
             tracing::error!(session = %id, error = %e, "ending session");
@@ -979,14 +992,14 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 "session {id} is no longer held by replica {me}"
             )));
         }
-        // Its token is refused from now on; the sealed copy stays for the
-        // wake.
-        self.inner.credentials.remove(&id);
         self.inner
             .runtime
             .suspend(&id)
             .await
             .map_err(|e| CoreError::Unavailable(format!("removing its container: {e}")))?;
+        // Its token is refused from now on; the sealed copy stays for the
+        // wake.
+        self.inner.credentials.remove(&id);
         self.record.container_id = None;
         self.set_state(SessionState::Sleeping, Some(reason), None)
             .await?;
