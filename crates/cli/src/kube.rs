@@ -29,6 +29,8 @@ pub struct RenderArgs {
     resource_prefix: String,
     #[command(flatten)]
     kube: KubeArgs,
+    #[command(flatten)]
+    workspace: crate::runtime::WorkspaceArgs,
 }
 
 pub async fn run(cmd: KubeCommand) -> anyhow::Result<()> {
@@ -37,7 +39,7 @@ pub async fn run(cmd: KubeCommand) -> anyhow::Result<()> {
         args.kube.kube_gateway_url =
             Some(cc_runtime_kubernetes::KubeSettings::example().gateway_url);
     }
-    let settings = args.kube.settings(&args.resource_prefix)?;
+    let settings = args.kube.settings(&args.resource_prefix, &args.workspace)?;
     settings.validate()?;
     let spec = cc_core::SessionSpec {
         id: cc_core::SessionId::generate(),

@@ -49,6 +49,36 @@ pub struct DockerArgs {
     pub host_firewall: bool,
 }
 
+/// The workspace size limit, whatever the runtime.
+#[derive(Args, Debug, Clone)]
+pub struct WorkspaceArgs {
+    /// The most each session's workspace may hold (`10g`, `500m`; `0`: no
+    /// limit). Kubernetes bounds the workspace `emptyDir` with it (the
+    /// kubelet evicts a Pod over it); on Docker, whose volumes have no size
+    /// limit of their own, the workspaces are measured every
+    /// --workspace-check-interval seconds and a session over the limit ends
+    /// in `error`.
+    #[arg(
+        long,
+        alias = "kube-workspace-size",
+        env = "CLAUDECLUSTER_WORKSPACE_SIZE",
+        default_value = "10g"
+    )]
+    pub workspace_size: String,
+}
+
+impl WorkspaceArgs {
+    /// The limit in bytes; `None` for no limit.
+    pub fn limit(&self) -> anyhow::Result<Option<u64>> {
+        if self.workspace_size.trim() == "0" {
+            return Ok(None);
+        }
+        cc_core::config::parse_memory(&cc_wire::api::Quantity::Text(self.workspace_size.clone()))
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--workspace-size: {e}"))
+    }
+}
+
 /// The Kubernetes runtime's flags.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Kubernetes runtime (--runtime kubernetes)")]
@@ -88,13 +118,6 @@ pub struct KubeArgs {
     /// Image pull policy of session Pods.
     #[arg(long, env = "CLAUDECLUSTER_KUBE_IMAGE_PULL_POLICY", default_value = "IfNotPresent", value_parser = ["IfNotPresent", "Always", "Never"])]
     pub kube_image_pull_policy: String,
-    /// Size limit of each session's workspace (a Kubernetes quantity).
-    #[arg(
-        long,
-        env = "CLAUDECLUSTER_KUBE_WORKSPACE_SIZE",
-        default_value = "10Gi"
-    )]
-    pub kube_workspace_size: String,
     /// Seconds a session Pod may take to run before its session fails with
     /// the scheduler's or kubelet's reason.
     #[arg(long, env = "CLAUDECLUSTER_KUBE_START_TIMEOUT", default_value_t = 120)]
@@ -118,6 +141,7 @@ impl KubeArgs {
     pub(crate) fn settings(
         &self,
         prefix: &str,
+        workspace: &WorkspaceArgs,
     ) -> anyhow::Result<cc_runtime_kubernetes::KubeSettings> {
         let gateway = self.kube_gateway_url.clone().context(
             "--runtime kubernetes needs --kube-gateway-url: the gateway's URL as session Pods reach it (e.g. its Service)",
@@ -131,7 +155,7 @@ impl KubeArgs {
             .parse()
             .map_err(|e| anyhow::anyhow!("--kube-seccomp: {e}"))?;
         s.image_pull_policy = self.kube_image_pull_policy.clone();
-        s.workspace_size = self.kube_workspace_size.clone();
+        s.workspace_size = workspace.limit()?.map(|bytes| bytes.to_string());
         s.start_deadline = std::time::Duration::from_secs(self.kube_start_timeout.max(1));
         if !self.kube_orchestrator_labels.is_empty() {
             s.orchestrator_labels = self.kube_orchestrator_labels.iter().cloned().collect();
@@ -148,20 +172,34 @@ pub enum AnyRuntime {
     Kubernetes(cc_runtime_kubernetes::KubernetesRuntime),
 }
 
+/// Which runtime, with every flag that configures one.
+pub struct RuntimeChoice<'a> {
+    pub kind: RuntimeKind,
+    /// Prefix of every resource the runtime creates.
+    pub prefix: &'a str,
+    pub docker: &'a DockerArgs,
+    pub kube: &'a KubeArgs,
+    pub workspace: &'a WorkspaceArgs,
+}
+
 impl AnyRuntime {
-    /// Connects to the runtime `kind` with its flags and checks it can run
-    /// `image`; `gateway_port` is where this server's gateway listens, and
+    /// Connects to the runtime chosen and checks it can run `image`;
+    /// `gateway_port` is where this server's gateway listens, and
     /// `gateway_url`, when given, where sessions reach it instead (a load
     /// balancer in front of several replicas).
     pub async fn open(
-        kind: RuntimeKind,
-        prefix: &str,
-        docker: &DockerArgs,
-        kube: &KubeArgs,
+        choice: RuntimeChoice<'_>,
         image: &str,
         gateway_port: u16,
         gateway_url: Option<&url::Url>,
     ) -> anyhow::Result<Self> {
+        let RuntimeChoice {
+            kind,
+            prefix,
+            docker,
+            kube,
+            workspace,
+        } = choice;
         match kind {
             RuntimeKind::Docker => {
                 let rt = DockerRuntime::connect(prefix)
@@ -208,7 +246,7 @@ impl AnyRuntime {
                     kube.kube_gateway_url =
                         gateway_url.map(|u| u.as_str().trim_end_matches('/').to_owned());
                 }
-                let settings = kube.settings(prefix)?;
+                let settings = kube.settings(prefix, workspace)?;
                 let rt = cc_runtime_kubernetes::KubernetesRuntime::connect(
                     settings,
                     kube.kubeconfig.as_deref(),
@@ -224,7 +262,7 @@ impl AnyRuntime {
             }
             #[cfg(not(feature = "kubernetes"))]
             RuntimeKind::Kubernetes => {
-                let _ = kube;
+                let _ = (kube, workspace);
                 anyhow::bail!(
                     "this claudecluster was built without the Kubernetes runtime (cargo feature `kubernetes`)"
                 )
@@ -290,6 +328,11 @@ impl Runtime for AnyRuntime {
     }
     async fn stats(&self, id: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {
         delegate!(self, r => r.stats(id))
+    }
+    async fn workspace_sizes(
+        &self,
+    ) -> Result<Option<std::collections::HashMap<SessionId, u64>>, RuntimeError> {
+        delegate!(self, r => r.workspace_sizes())
     }
     fn reports_oom_kills(&self) -> bool {
         match self {

@@ -4,7 +4,7 @@
 //! the sessiond client into the session core and serves the API and
 //! gateway.
 
-use crate::runtime::{AnyRuntime, DockerArgs, KubeArgs, RuntimeKind};
+use crate::runtime::{AnyRuntime, DockerArgs, KubeArgs, RuntimeChoice, RuntimeKind, WorkspaceArgs};
 use crate::store::AnyStore;
 use anyhow::{bail, Context};
 use cc_core::secrets::SealKey;
@@ -195,6 +195,17 @@ pub struct ServeArgs {
     /// containers whose event was missed).
     #[arg(long, env = "CLAUDECLUSTER_RECONCILE_INTERVAL", default_value_t = 60)]
     reconcile_interval: u64,
+    #[command(flatten)]
+    workspace: WorkspaceArgs,
+    /// Seconds between two measurements of the workspaces against
+    /// --workspace-size, where the runtime cannot bound them itself
+    /// (Docker): a session may overshoot by what it writes in between.
+    #[arg(
+        long,
+        env = "CLAUDECLUSTER_WORKSPACE_CHECK_INTERVAL",
+        default_value_t = 30
+    )]
+    workspace_check_interval: u64,
     /// End every live session on SIGTERM/Ctrl-C instead of leaving them
     /// running for the next orchestrator to adopt (sleeping ones too:
     /// their workspaces go).
@@ -584,10 +595,13 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         args.tls_cert.is_some(),
     )?;
     let runtime = AnyRuntime::open(
-        args.runtime,
-        &args.resource_prefix,
-        &args.docker,
-        &args.kube,
+        RuntimeChoice {
+            kind: args.runtime,
+            prefix: &args.resource_prefix,
+            docker: &args.docker,
+            kube: &args.kube,
+            workspace: &args.workspace,
+        },
         &args.image,
         gateway_port,
         args.replicas.gateway_url.as_ref(),
@@ -633,6 +647,11 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         bail!("--reconcile-interval must be at least 1 second");
     }
     config.reconcile_interval = Duration::from_secs(args.reconcile_interval);
+    if args.workspace_check_interval == 0 {
+        bail!("--workspace-check-interval must be at least 1 second");
+    }
+    config.workspace_limit = args.workspace.limit()?;
+    config.workspace_check_interval = Duration::from_secs(args.workspace_check_interval);
     config.warm_pool = args.warm_pool;
     config.seal_key = Some(match &shared {
         Some(keys) => keys.seal.clone(),

@@ -223,6 +223,14 @@ pub struct ManagerConfig {
     pub max_sleep: Option<Duration>,
     /// Pause between reconciler passes (orphans, vanished containers).
     pub reconcile_interval: Duration,
+    /// Most bytes a session's workspace may hold (`serve --workspace-size`;
+    /// `None`: no limit). Runtimes that measure workspaces
+    /// ([`crate::Runtime::workspace_sizes`]) are checked every
+    /// `workspace_check_interval` and a session over the limit ends in
+    /// `error`; the others enforce it themselves (a Kubernetes `emptyDir`
+    /// `sizeLimit`).
+    pub workspace_limit: Option<u64>,
+    pub workspace_check_interval: Duration,
     /// Seals session secrets at rest so a restarted orchestrator can adopt
     /// running sessions; without it they are ended at restart.
     pub seal_key: Option<crate::secrets::SealKey>,
@@ -271,6 +279,8 @@ impl ManagerConfig {
             idle_action: IdleAction::Sleep,
             max_sleep: Some(Duration::from_secs(7 * 24 * 3600)),
             reconcile_interval: Duration::from_secs(60),
+            workspace_limit: None,
+            workspace_check_interval: Duration::from_secs(30),
             seal_key: None,
             warm_pool: 0,
             egress_allow: Vec::new(),

@@ -82,6 +82,8 @@ pub struct CoreMetrics {
     /// Processes in live sessions the kernel killed for exceeding the
     /// session's memory limit (the session lived on).
     pub oom_kills_total: AtomicU64,
+    /// Sessions ended because their workspace outgrew its size limit.
+    pub workspace_limit_exceeded_total: AtomicU64,
     /// Sessions adopted from a previous orchestrator.
     pub adopted_total: AtomicU64,
     /// Resources of unknown or ended sessions removed by the reconciler.

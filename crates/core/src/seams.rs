@@ -95,6 +95,9 @@ pub struct ResourceUsage {
     pub net_rx_bytes: u64,
     pub net_tx_bytes: u64,
     pub pids: u64,
+    /// What the session's workspace holds, as last measured (see
+    /// [`Runtime::workspace_sizes`]); `None` when not measured.
+    pub workspace_bytes: Option<u64>,
 }
 
 /// Runtime events as they happen; ends when the runtime's feed breaks.
@@ -185,6 +188,19 @@ pub trait Runtime: Send + Sync + 'static {
     /// sessiond's count from the container's memory cgroup instead.
     fn reports_oom_kills(&self) -> bool {
         true
+    }
+    /// What each session's workspace holds on disk, in bytes, measured
+    /// now, for every session that has one (asleep or awake). `None`: this
+    /// runtime does not measure workspaces, because it bounds them itself
+    /// (a Kubernetes `emptyDir` `sizeLimit`, which the kubelet enforces).
+    /// Where the runtime cannot bound a workspace (a Docker volume), the
+    /// core checks these figures against the limit and ends a session
+    /// over it.
+    fn workspace_sizes(
+        &self,
+    ) -> impl Future<Output = Result<Option<std::collections::HashMap<SessionId, u64>>, RuntimeError>>
+           + Send {
+        async { Ok(None) }
     }
     /// The session container's current resource use; `None` when it does
     /// not run.

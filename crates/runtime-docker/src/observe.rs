@@ -121,6 +121,7 @@ pub(crate) fn usage(
         net_rx_bytes,
         net_tx_bytes,
         pids: s.pids_stats.as_ref().and_then(|p| p.current).unwrap_or(0),
+        workspace_bytes: None,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::subnet::{is_overlap, Ipv4Cidr, SubnetPool};
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, HostConfig, Ipam, IpamConfig, Mount, MountTypeEnum, NetworkCreateRequest,
-    VolumeCreateOptions,
+    Volume, VolumeCreateOptions,
 };
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, EventsOptions, InspectContainerOptions,
@@ -750,6 +750,31 @@ impl Runtime for DockerRuntime {
             .boxed())
     }
 
+    async fn workspace_sizes(&self) -> Result<Option<HashMap<SessionId, u64>>, RuntimeError> {
+        // A volume on the Engine's disk has no size limit of its own (no
+        // quota on this storage), so the core checks what it holds. The
+        // Engine measures as root: a session's file modes cannot hide
+        // anything. Engines before API 1.42 measure everything, not only
+        // volumes (bollard cannot encode the `type` filter of later ones
+        // either), and refuse a second measurement while one runs: the
+        // shared engine's other users may be measuring, so wait a little.
+        let mut tries = 0;
+        let usage = loop {
+            match self.docker.df(None).await {
+                Ok(u) => break u,
+                Err(e) if tries < 20 && is_busy_measuring(&e) => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(classify(e, "measuring workspace volumes")),
+            }
+        };
+        Ok(Some(workspace_sizes_of(
+            usage.volumes.unwrap_or_default(),
+            &self.prefix,
+        )))
+    }
+
     async fn stats(&self, id: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {
         // One-shot: answers at once instead of waiting a second for a
         // second sample; the CPU share is taken against our last sample.
@@ -767,6 +792,27 @@ impl Runtime for DockerRuntime {
             Some(Err(e)) => Err(classify(e, "reading container stats")),
         }
     }
+}
+
+/// Our sessions' workspace volumes among `volumes`, with what each holds
+/// (the Engine says `-1` for a size it did not measure: left out).
+fn workspace_sizes_of(volumes: Vec<Volume>, prefix: &str) -> HashMap<SessionId, u64> {
+    volumes
+        .into_iter()
+        .filter(|v| v.labels.get(LABEL_PREFIX).map(String::as_str) == Some(prefix))
+        .filter_map(|v| {
+            let id = SessionId::parse(v.labels.get(LABEL_SESSION)?)?;
+            let size = u64::try_from(v.usage_data?.size).ok()?;
+            Some((id, size))
+        })
+        .collect()
+}
+
+/// The Engine's answer while another disk usage measurement runs (Docker
+/// before 23.0 allows one at a time).
+fn is_busy_measuring(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { message, .. }
+        if message.contains("already running"))
 }
 
 fn status(e: &BollardError) -> Option<u16> {
@@ -800,5 +846,40 @@ fn classify(e: BollardError, what: &str) -> RuntimeError {
         | BollardError::IOError { .. }
         | BollardError::RequestTimeoutError => RuntimeError::Unavailable(format!("{what}: {e}")),
         _ => RuntimeError::Internal(format!("{what}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::VolumeUsageData;
+
+    fn volume(prefix: &str, session: &str, size: i64) -> Volume {
+        Volume {
+            name: format!("{prefix}{session}-workspace"),
+            labels: HashMap::from([
+                (LABEL_PREFIX.to_owned(), prefix.to_owned()),
+                (LABEL_SESSION.to_owned(), session.to_owned()),
+            ]),
+            usage_data: Some(VolumeUsageData { size, ref_count: 1 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_our_measured_workspaces_are_counted() {
+        let ours = SessionId::generate();
+        let unmeasured = SessionId::generate();
+        let theirs = SessionId::generate();
+        let sizes = workspace_sizes_of(
+            vec![
+                volume("cc-", ours.as_str(), 4096),
+                volume("cc-", unmeasured.as_str(), -1),
+                volume("other-", theirs.as_str(), 1 << 30),
+                volume("cc-", "not-a-session-id", 1),
+            ],
+            "cc-",
+        );
+        assert_eq!(sizes, HashMap::from([(ours, 4096)]));
     }
 }

@@ -226,7 +226,7 @@ pub fn pod(settings: &KubeSettings, spec: &SessionSpec) -> Pod {
                     name: "workspace".into(),
                     empty_dir: Some(EmptyDirVolumeSource {
                         medium: None,
-                        size_limit: Some(quantity(settings.workspace_size.clone())),
+                        size_limit: settings.workspace_size.clone().map(quantity),
                     }),
                     ..Default::default()
                 },

@@ -391,6 +391,7 @@ fn usage(summary: &serde_json::Value, pod: &Pod) -> Option<ResourceUsage> {
         net_rx_bytes: u(&entry["network"]["rxBytes"]),
         net_tx_bytes: u(&entry["network"]["txBytes"]),
         pids: u(&entry["process_stats"]["process_count"]),
+        workspace_bytes: None,
     })
 }
 

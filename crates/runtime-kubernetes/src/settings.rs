@@ -47,8 +47,9 @@ pub struct KubeSettings {
     pub seccomp: Seccomp,
     /// `IfNotPresent`, `Always` or `Never`.
     pub image_pull_policy: String,
-    /// The workspace emptyDir's size limit (a Kubernetes quantity).
-    pub workspace_size: String,
+    /// The workspace emptyDir's size limit (a Kubernetes quantity); `None`:
+    /// unbounded.
+    pub workspace_size: Option<String>,
     /// Labels of the orchestrator's Pods: the only peers session Pods may
     /// talk to.
     pub orchestrator_labels: BTreeMap<String, String>,
@@ -74,7 +75,7 @@ impl KubeSettings {
             runtime_class: None,
             seccomp: Seccomp::RuntimeDefault,
             image_pull_policy: "IfNotPresent".into(),
-            workspace_size: "10Gi".into(),
+            workspace_size: Some("10Gi".into()),
             orchestrator_labels: BTreeMap::from([(
                 ORCHESTRATOR_LABEL.0.to_owned(),
                 ORCHESTRATOR_LABEL.1.to_owned(),

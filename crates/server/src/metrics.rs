@@ -171,6 +171,11 @@ pub async fn render<R: Runtime, S: Store>(manager: &AppManager<R, S>) -> String 
             &m.oom_kills_total,
         ),
         (
+            "claudecluster_session_workspace_limit_exceeded_total",
+            "Sessions ended because their workspace outgrew its size limit.",
+            &m.workspace_limit_exceeded_total,
+        ),
+        (
             "claudecluster_sessions_adopted_total",
             "Sessions adopted from a previous orchestrator.",
             &m.adopted_total,
@@ -215,51 +220,57 @@ pub async fn render<R: Runtime, S: Store>(manager: &AppManager<R, S>) -> String 
         (id, usage)
     }))
     .await;
-    let gauges: [(&str, &str, Reading); 6] = [
+    // `None` (not measured) leaves a session out, as an empty sample does.
+    let gauges: [(&str, &str, Reading); 7] = [
         (
             "claudecluster_session_cpu_percent",
             "CPU use of the session container (100 = one core).",
-            |u| u.cpu_percent,
+            |u| Some(u.cpu_percent),
         ),
         (
             "claudecluster_session_memory_bytes",
             "Memory use of the session container, page cache excluded.",
-            |u| u.memory_bytes as f64,
+            |u| Some(u.memory_bytes as f64),
         ),
         (
             "claudecluster_session_memory_limit_bytes",
             "Memory limit of the session container.",
-            |u| u.memory_limit_bytes as f64,
+            |u| Some(u.memory_limit_bytes as f64),
         ),
         (
             "claudecluster_session_network_receive_bytes",
             "Bytes the session container received.",
-            |u| u.net_rx_bytes as f64,
+            |u| Some(u.net_rx_bytes as f64),
         ),
         (
             "claudecluster_session_network_transmit_bytes",
             "Bytes the session container sent.",
-            |u| u.net_tx_bytes as f64,
+            |u| Some(u.net_tx_bytes as f64),
         ),
         (
             "claudecluster_session_pids",
             "Processes in the session container.",
-            |u| u.pids as f64,
+            |u| Some(u.pids as f64),
+        ),
+        (
+            "claudecluster_session_workspace_bytes",
+            "Bytes in the session's workspace at the last check.",
+            |u| u.workspace_bytes.map(|b| b as f64),
         ),
     ];
     for (name, help, get) in gauges {
         family(&mut out, name, "gauge", help);
         for (id, usage) in &samples {
-            if let Some(u) = usage {
-                let _ = writeln!(out, "{name}{{session=\"{id}\"}} {}", get(u));
+            if let Some(v) = usage.as_ref().and_then(get) {
+                let _ = writeln!(out, "{name}{{session=\"{id}\"}} {v}");
             }
         }
     }
     out
 }
 
-/// One number out of a resource sample.
-type Reading = fn(&ResourceUsage) -> f64;
+/// One number out of a resource sample, if it has it.
+type Reading = fn(&ResourceUsage) -> Option<f64>;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");

@@ -23,6 +23,13 @@ pub trait RuntimeDriver {
     /// Makes the kernel kill a process in the container for exceeding the
     /// memory limit, the container living on.
     fn oom_kill_child(&self, id: &SessionId) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Writes `bytes` more into the session's workspace from inside its
+    /// running container, as its tools would.
+    fn write_to_workspace(
+        &self,
+        id: &SessionId,
+        bytes: u64,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// A spec for a new session of `image` with a 256 MiB memory limit.
@@ -55,6 +62,9 @@ pub async fn run<R: Runtime>(
     exits_are_reported(rt, driver, image)
         .await
         .context("exits are reported")?;
+    workspaces_are_measured(rt, driver, image)
+        .await
+        .context("workspaces are measured")?;
     Ok(())
 }
 
@@ -282,6 +292,40 @@ async fn exits_are_reported<R: Runtime>(
     Ok(())
 }
 
+/// A runtime that measures workspaces sees what a session wrote into its
+/// own, and stops listing it once removed; one that does not (it bounds
+/// workspaces itself) says `None`.
+async fn workspaces_are_measured<R: Runtime>(
+    rt: &R,
+    driver: &impl RuntimeDriver,
+    image: &str,
+) -> anyhow::Result<()> {
+    const WRITTEN: u64 = 3 * 1024 * 1024;
+    let s = spec(image);
+    rt.create_running(&s).await?;
+    if rt.workspace_sizes().await?.is_none() {
+        rt.remove(&s.id).await?;
+        return Ok(());
+    }
+    driver.write_to_workspace(&s.id, WRITTEN).await?;
+    let sizes = rt
+        .workspace_sizes()
+        .await?
+        .context("measured once, always")?;
+    let bytes = sizes.get(&s.id).copied();
+    ensure!(
+        bytes.is_some_and(|b| b >= WRITTEN),
+        "the session's workspace holds the {WRITTEN} bytes written: {bytes:?}"
+    );
+    rt.remove(&s.id).await?;
+    let sizes = rt.workspace_sizes().await?.context("measured")?;
+    ensure!(
+        !sizes.contains_key(&s.id),
+        "a removed session's workspace is not measured"
+    );
+    Ok(())
+}
+
 /// Fails session containers from outside through the local Docker Engine:
 /// `docker kill`, and a memory hog run with `docker exec` (`tail` holds its
 /// endless first line). It serves the Docker runtime and a single-node
@@ -387,6 +431,24 @@ impl RuntimeDriver for DockerDriver {
             out.status.code() == Some(137),
             "the memory hog in {name} was not killed: {:?} {}",
             out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    async fn write_to_workspace(&self, id: &SessionId, bytes: u64) -> anyhow::Result<()> {
+        let name = self.container(id).await?;
+        let out = tokio::process::Command::new("docker")
+            .args(["exec", &name, "sh", "-c"])
+            .arg(format!(
+                "head -c {bytes} /dev/urandom > \"$(mktemp -p {})\"",
+                cc_wire::sessiond::WORKSPACE_DIR
+            ))
+            .output()
+            .await?;
+        ensure!(
+            out.status.success(),
+            "writing {bytes} bytes into {name}'s workspace: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(())

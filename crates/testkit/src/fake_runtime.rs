@@ -33,8 +33,9 @@ struct Container {
 #[derive(Clone)]
 pub struct FakeRuntime {
     containers: Arc<Mutex<HashMap<SessionId, Container>>>,
-    /// Sessions whose workspace exists (kept by [`Runtime::suspend`]).
-    workspaces: Arc<Mutex<std::collections::HashSet<SessionId>>>,
+    /// Sessions whose workspace exists (kept by [`Runtime::suspend`]),
+    /// with the bytes it holds ([`FakeRuntime::fill_workspace`]).
+    workspaces: Arc<Mutex<HashMap<SessionId, u64>>>,
     /// Bumped on every change a waiter may be waiting for.
     changed: Arc<watch::Sender<u64>>,
     hold: Arc<std::sync::atomic::AtomicBool>,
@@ -150,10 +151,18 @@ impl FakeRuntime {
 
     /// Whether the session's workspace exists.
     pub fn has_workspace(&self, id: &SessionId) -> bool {
-        self.workspaces().contains(id)
+        self.workspaces().contains_key(id)
     }
 
-    fn workspaces(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<SessionId>> {
+    /// The session's workspace now holds `bytes` (as if its tools wrote
+    /// them); nothing when it has none.
+    pub fn fill_workspace(&self, id: &SessionId, bytes: u64) {
+        if let Some(b) = self.workspaces().get_mut(id) {
+            *b = bytes;
+        }
+    }
+
+    fn workspaces(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, u64>> {
         self.workspaces.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -172,7 +181,7 @@ impl Runtime for FakeRuntime {
             return Err(RuntimeError::Invalid("no image named".into()));
         }
         let hold = self.hold.load(std::sync::atomic::Ordering::SeqCst);
-        self.workspaces().insert(spec.id.clone());
+        self.workspaces().entry(spec.id.clone()).or_insert(0);
         let c = self.with(|m| {
             m.entry(spec.id.clone())
                 .or_insert_with(|| Container {
@@ -234,10 +243,10 @@ impl Runtime for FakeRuntime {
 
     async fn copy_workspace(&self, from: &SessionId, to: &SessionSpec) -> Result<(), RuntimeError> {
         let mut w = self.workspaces();
-        if !w.contains(from) {
+        let Some(&bytes) = w.get(from) else {
             return Err(RuntimeError::NotFound(format!("no workspace of {from}")));
-        }
-        w.insert(to.id.clone());
+        };
+        w.insert(to.id.clone(), bytes);
         Ok(())
     }
 
@@ -255,7 +264,7 @@ impl Runtime for FakeRuntime {
     async fn list(&self) -> Result<Vec<SessionId>, RuntimeError> {
         let mut ids: std::collections::HashSet<SessionId> =
             self.with(|m| m.keys().cloned().collect());
-        ids.extend(self.workspaces().iter().cloned());
+        ids.extend(self.workspaces().keys().cloned());
         Ok(ids.into_iter().collect())
     }
 
@@ -269,6 +278,10 @@ impl Runtime for FakeRuntime {
         Ok(tokio_stream::wrappers::BroadcastStream::new(rx)
             .filter_map(|r| async move { r.ok().map(Ok) })
             .boxed())
+    }
+
+    async fn workspace_sizes(&self) -> Result<Option<HashMap<SessionId, u64>>, RuntimeError> {
+        Ok(Some(self.workspaces().clone()))
     }
 
     async fn stats(&self, id: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {
@@ -290,6 +303,12 @@ impl RuntimeDriver for FakeRuntime {
 
     async fn oom_kill_child(&self, id: &SessionId) -> anyhow::Result<()> {
         FakeRuntime::oom_kill_child(self, id);
+        Ok(())
+    }
+
+    async fn write_to_workspace(&self, id: &SessionId, bytes: u64) -> anyhow::Result<()> {
+        let before = self.workspaces().get(id).copied().unwrap_or(0);
+        self.fill_workspace(id, before + bytes);
         Ok(())
     }
 }

@@ -239,6 +239,22 @@ impl Runtime for ProcessRuntime {
         false
     }
 
+    /// Each session's directory, walked: these processes write where the
+    /// test's user can read.
+    async fn workspace_sizes(&self) -> Result<Option<HashMap<SessionId, u64>>, RuntimeError> {
+        let dirs: Vec<(SessionId, PathBuf)> =
+            self.with(|m| m.keys().map(|id| (id.clone(), self.dir(id))).collect());
+        tokio::task::spawn_blocking(move || {
+            Some(
+                dirs.into_iter()
+                    .map(|(id, dir)| (id, bytes_under(&dir)))
+                    .collect(),
+            )
+        })
+        .await
+        .map_err(|e| RuntimeError::Internal(format!("measuring workspaces: {e}")))
+    }
+
     /// The process's own resident memory (`/proc/<pid>/status`).
     async fn stats(&self, id: &SessionId) -> Result<Option<ResourceUsage>, RuntimeError> {
         let Some(pid) = self.with(|m| m.get(id).filter(|p| p.exit.is_none()).map(|p| p.pid)) else {
@@ -257,4 +273,20 @@ impl Runtime for ProcessRuntime {
             ..Default::default()
         }))
     }
+}
+
+/// Bytes in the files under `dir` (symbolic links not followed); what
+/// cannot be read counts as nothing.
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_under(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -402,6 +402,14 @@ pub struct ContainerResources {
     pub network_rx_bytes: u64,
     pub network_tx_bytes: u64,
     pub pids: u64,
+    /// Bytes in the session's workspace at the deployment's last check
+    /// (absent when not measured: a runtime that bounds workspaces itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_bytes: Option<u64>,
+    /// The most its workspace may hold (`serve --workspace-size`); absent
+    /// when unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_limit_bytes: Option<u64>,
 }
 
 /// `POST /api/v1/sessions/{id}/fork` body.

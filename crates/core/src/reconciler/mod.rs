@@ -6,7 +6,9 @@
 //!   that every live session's container still runs;
 //! - [`warm_pool`]: keeps pre-started containers ready for creates;
 //! - [`leases`]: renews this replica's session leases and takes over the
-//!   sessions of replicas that stopped renewing theirs.
+//!   sessions of replicas that stopped renewing theirs;
+//! - [`workspaces`]: ends sessions whose workspace outgrew its size limit
+//!   where the runtime cannot bound it.
 //!
 //! Idle and lifetime expiry live with each session's actor
 //! (`session::reaper`).
@@ -15,6 +17,7 @@ pub mod leases;
 pub mod orphan_gc;
 pub mod runtime_events;
 pub mod warm_pool;
+pub mod workspaces;
 
 use crate::seams::{Agent, Runtime, Store};
 use crate::session::Manager;
@@ -41,6 +44,9 @@ pub fn start<R: Runtime, A: Agent, S: Store>(manager: &Manager<R, A, S>) -> Back
         tokio::spawn(orphan_gc::run(manager.clone(), interval)),
         tokio::spawn(leases::run(manager.clone())),
     ];
+    if manager.config().workspace_limit.is_some() {
+        tasks.push(tokio::spawn(workspaces::run(manager.clone())));
+    }
     if manager.config().warm_pool > 0 {
         tasks.push(tokio::spawn(warm_pool::run(manager.clone())));
     }

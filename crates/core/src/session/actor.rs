@@ -64,6 +64,9 @@ pub(crate) enum ActorMsg {
     /// The kernel killed a process in the container for exceeding the
     /// memory limit; the container lives on.
     OomKill,
+    /// The session's workspace holds `used` bytes, more than the
+    /// deployment's `limit` (see `super::workspace`): the session ends.
+    WorkspaceFull { used: u64, limit: u64 },
     /// The gateway relayed a model call and measured what it cost.
     Spend { spend: super::usage::ModelSpend },
     /// Another replica holds the session's lease now: stop without
@@ -507,6 +510,14 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                 if let Err(e) = self.on_oom_kill(None).await {
                     tracing::error!(session = %self.record.id, error = %e, "recording an out-of-memory kill");
                 }
+            }
+            ActorMsg::WorkspaceFull { used, limit } => {
+                CoreMetrics::inc(&self.inner.metrics.workspace_limit_exceeded_total);
+                return Some(Exit::Failed(format!(
+                    "the session's workspace grew to {}, over its limit of {}",
+                    format_mib(used),
+                    format_mib(limit)
+                )));
             }
             ActorMsg::Spend { spend } => self.on_spend(spend).await,
             ActorMsg::Release { reason } => return Some(Exit::Released(reason)),
@@ -1059,6 +1070,7 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
             ActorMsg::Sleep { reply, .. } => drop(reply.send(Err(err()))),
             ActorMsg::ContainerExited { .. }
             | ActorMsg::OomKill
+            | ActorMsg::WorkspaceFull { .. }
             | ActorMsg::Spend { .. }
             | ActorMsg::Release { .. } => {}
         }

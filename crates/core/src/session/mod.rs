@@ -21,6 +21,7 @@ mod sleep;
 mod subscription;
 mod terminate;
 pub(crate) mod usage;
+mod workspace;
 
 pub use adopt::Recovery;
 pub use create::CreateSession;
@@ -75,6 +76,8 @@ pub(crate) struct Inner<R, A, S> {
     /// Recent resource samples, so status polls do not queue on Docker.
     usage_cache:
         tokio::sync::Mutex<HashMap<SessionId, (tokio::time::Instant, crate::seams::ResourceUsage)>>,
+    /// What each workspace held at the last check (see `workspace`).
+    workspace_sizes: Mutex<HashMap<SessionId, u64>>,
     /// Where audit records the core writes on its own go (see
     /// [`Manager::audit_events`]); none: nobody takes them.
     audit: Mutex<Option<mpsc::UnboundedSender<crate::audit::AuditEvent>>>,
@@ -123,6 +126,7 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
                 live: Mutex::new(HashMap::new()),
                 taking_over: Default::default(),
                 usage_cache: Default::default(),
+                workspace_sizes: Default::default(),
                 audit: Mutex::new(None),
             }),
         }
@@ -212,13 +216,14 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         if let Some((_, u)) = cache.get(&id) {
             return Ok(Some(u.clone()));
         }
-        let fresh = self
+        let mut fresh = self
             .inner
             .runtime
             .stats(&id)
             .await
             .map_err(|e| CoreError::Unavailable(format!("reading resource use: {e}")))?;
-        if let Some(u) = &fresh {
+        if let Some(u) = &mut fresh {
+            u.workspace_bytes = self.inner.workspace_size(&id);
             cache.insert(id, (tokio::time::Instant::now(), u.clone()));
         }
         Ok(fresh)

@@ -332,6 +332,8 @@ pub(super) async fn status<R: Runtime, S: Store>(
             network_rx_bytes: u.net_rx_bytes,
             network_tx_bytes: u.net_tx_bytes,
             pids: u.pids,
+            workspace_bytes: u.workspace_bytes,
+            workspace_limit_bytes: st.manager.config().workspace_limit,
         });
     }
     Ok(Json(status))

@@ -569,6 +569,7 @@
           el('td', { text: r ? bytes(r.memoryBytes) + ' / ' + bytes(r.memoryLimitBytes) : '–' }),
           el('td', { text: r ? bytes(r.networkRxBytes) + ' / ' + bytes(r.networkTxBytes) : '–' }),
           el('td', { text: r ? String(r.pids) : '–' }),
+          el('td', { text: r && r.workspaceBytes != null ? bytes(r.workspaceBytes) + (r.workspaceLimitBytes ? ' / ' + bytes(r.workspaceLimitBytes) : '') : '–' }),
           el('td', { text: usd(s.usage && s.usage.costUsd) }));
       }));
     } catch (e) { fail('Admin sessions')(e); }

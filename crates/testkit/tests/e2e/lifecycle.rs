@@ -999,6 +999,74 @@ async fn a_session_whose_container_runs_out_of_memory_ends_in_error_and_is_remov
     Ok(())
 }
 
+/// A Docker volume has no size limit of its own: the workspace is
+/// measured (as root, by the Engine) and a session whose tools wrote more
+/// than `--workspace-size` ends in `error` with both sizes; its volume goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_fills_its_workspace_past_the_limit_ends_and_its_volume_goes(
+) -> anyhow::Result<()> {
+    let h = Harness::start_configured(
+        HarnessOptions {
+            upstream: None,
+            api_key: None,
+            ..Default::default()
+        },
+        |c| {
+            c.workspace_limit = Some(32 * 1024 * 1024);
+            c.workspace_check_interval = Duration::from_secs(1);
+        },
+    )
+    .await?;
+    let before = super::metric(&h, "claudecluster_session_workspace_limit_exceeded_total").await?;
+    let (id, mut ws, _) = ready_session(&h, "filled").await?;
+    let name = format!("{}{id}", h.docker.prefix);
+    // Claude Code's own tool writes it, as the session's user.
+    let mut seen = run_turn(
+        &mut ws,
+        "bash: head -c 48m /dev/urandom > big.bin; echo wrote $(stat -c %s big.bin)",
+    )
+    .await?;
+    if !seen.iter().any(|m| is_state(m, SessionState::Error)) {
+        seen.extend(
+            read_until(&mut ws, Duration::from_secs(60), |m| {
+                is_state(m, SessionState::Error)
+            })
+            .await?,
+        );
+    }
+    let reason = seen
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ServerMessage::Status {
+                state: SessionState::Error,
+                reason,
+                ..
+            } => reason.clone(),
+            _ => None,
+        })
+        .unwrap_or_default();
+    ensure!(
+        reason.starts_with("the session's workspace grew to ")
+            && reason.ends_with(", over its limit of 32 MiB"),
+        "{}",
+        summary(&seen)
+    );
+    let status = h.client.status(&id).await?;
+    assert_eq!(status.state, SessionState::Error);
+    assert!(!exists("container", &name), "container removed");
+    assert!(
+        !exists("volume", &format!("{name}-workspace")),
+        "volume removed"
+    );
+    assert!(
+        super::metric(&h, "claudecluster_session_workspace_limit_exceeded_total").await? > before,
+        "the counter moved"
+    );
+    h.shutdown().await;
+    Ok(())
+}
+
 /// Create → `ready` for a small repository, from the create request.
 async fn time_to_ready(
     h: &Harness,

@@ -110,6 +110,18 @@ impl Orchestrator {
         git: &GitServer,
         key: [u8; 32],
     ) -> anyhow::Result<(Self, cc_core::session::Recovery)> {
+        Self::start_with(runtime, data, gateway, git, key, |_| {}).await
+    }
+
+    /// [`Self::start`] with the deployment's settings changed by `tune`.
+    async fn start_with<R: Runtime + Clone>(
+        runtime: &R,
+        data: &Path,
+        gateway: std::net::SocketAddr,
+        git: &GitServer,
+        key: [u8; 32],
+        tune: fn(&mut ManagerConfig),
+    ) -> anyhow::Result<(Self, cc_core::session::Recovery)> {
         let life = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -119,7 +131,7 @@ impl Orchestrator {
             .spawn(async move {
                 let gateway = bind_again(gateway).await?;
                 let (life, recovery) =
-                    Life::start(&runtime, &data, gateway, &git_host, key).await?;
+                    Life::start(&runtime, &data, gateway, &git_host, key, tune).await?;
                 // Its tasks run on until the runtime goes.
                 std::mem::forget(life.background);
                 std::mem::forget(life.stop);
@@ -165,11 +177,13 @@ impl Life {
         gateway: tokio::net::TcpListener,
         git_host: &str,
         key: [u8; 32],
+        tune: fn(&mut ManagerConfig),
     ) -> anyhow::Result<(Self, cc_core::session::Recovery)> {
         let store = SqliteStore::open(data)?;
         let mut config = ManagerConfig::new("local-processes", gateway.local_addr()?.port());
         config.allowed_repo_hosts = vec![git_host.to_owned()];
         config.seal_key = Some(cc_core::secrets::SealKey::from_bytes(key));
+        tune(&mut config);
         let manager = Manager::new(runtime.clone(), HttpAgent::new()?, store, config);
         let recovery = manager.recover().await?;
         let background = cc_core::reconciler::start(&manager);
@@ -450,5 +464,77 @@ async fn an_open_permission_question_survives_an_orchestrator_restart() -> anyho
         .is_empty());
     second.client.delete(&id).await?;
     second.crash();
+    Ok(())
+}
+
+/// The workspace size limit of a runtime that cannot bound a workspace
+/// itself (as Docker): the status shows what the workspace holds; once it
+/// holds more than the limit the session ends in `error` with both sizes,
+/// and its workspace goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_workspace_outgrows_its_limit_ends_and_its_workspace_goes(
+) -> anyhow::Result<()> {
+    const LIMIT: u64 = 4 * 1024 * 1024;
+    let l = Local::new("big", "# Big\n").await?;
+    let runtime = &l.runtime;
+    let (orchestrator, _) =
+        Orchestrator::start_with(runtime, l.data.path(), l.gateway, &l.git, [7u8; 32], |c| {
+            c.workspace_limit = Some(LIMIT);
+            c.workspace_check_interval = Duration::from_millis(100);
+        })
+        .await?;
+    let client = &orchestrator.client;
+    let id = client.create(&l.request()).await?.session_id;
+    let sid = SessionId::parse(&id).expect("a session ID");
+    let mut ws = client.stream(&id, 0).await?;
+    read_until(&mut ws, WAIT, |m| is_state(m, SessionState::Ready)).await?;
+
+    // Under the limit: measured, shown, and the session lives on.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let resources = loop {
+        let status = client.status(&id).await?;
+        match status.resources {
+            Some(r) if r.workspace_bytes.is_some() => break r,
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => anyhow::bail!("the workspace was never measured: {other:?}"),
+        }
+    };
+    let held = resources.workspace_bytes.expect("matched above");
+    assert!(held > 0 && held < LIMIT, "the checkout: {held} bytes");
+    assert_eq!(resources.workspace_limit_bytes, Some(LIMIT));
+    assert_eq!(client.status(&id).await?.state, SessionState::Ready);
+
+    // What a build or a download would have written.
+    std::fs::write(
+        runtime.checkout(&sid).join("big.bin"),
+        vec![0u8; LIMIT as usize + 1024 * 1024],
+    )?;
+    let seen = read_until(&mut ws, WAIT, |m| is_state(m, SessionState::Error)).await?;
+    let Some(ServerMessage::Status { reason, .. }) = seen.last() else {
+        unreachable!("read_until returns the match")
+    };
+    let reason = reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("the session's workspace grew to ")
+            && reason.ends_with(", over its limit of 4 MiB"),
+        "{}",
+        summary(&seen)
+    );
+    assert!(
+        seen.iter()
+            .any(|m| matches!(m, ServerMessage::Error { message, .. } if *message == reason)),
+        "the stream says why: {}",
+        summary(&seen)
+    );
+    let status = client.status(&id).await?;
+    assert_eq!(
+        (status.state, status.reason.as_deref()),
+        (SessionState::Error, Some(reason.as_str()))
+    );
+    assert!(!runtime.list().await?.contains(&sid), "nothing left");
+    assert!(!runtime.checkout(&sid).exists(), "the workspace is gone");
+    orchestrator.crash();
     Ok(())
 }
