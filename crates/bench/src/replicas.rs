@@ -13,9 +13,8 @@
 
 use crate::session::{anyhow_err, err, run_turn};
 use crate::stats::Summary;
-use cc_testkit::harness::{is_state, read_until, session_request, summary};
+use cc_testkit::harness::{session_request, until_ready};
 use cc_testkit::Harness;
-use cc_wire::api::SessionState;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -121,20 +120,9 @@ async fn run(
         let started = Instant::now();
         let id = client_a.create(&request).await.map_err(err)?.session_id;
         let mut ws = client_a.stream(&id, 0).await.map_err(err)?;
-        let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
-            is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-        })
-        .await
-        .map_err(anyhow_err)?;
-        if !seen
-            .last()
-            .is_some_and(|m| is_state(m, SessionState::Ready))
-        {
-            return Err(format!(
-                "session {id} did not become ready: {}",
-                summary(&seen)
-            ));
-        }
+        until_ready(&mut ws, READY_TIMEOUT)
+            .await
+            .map_err(|e| format!("session {id} did not become ready: {e:#}"))?;
         spawn.push(started.elapsed());
         // A warm-up turn (Claude Code's first start), then the timed one.
         for warm in [true, false] {

@@ -12,7 +12,7 @@
 
 use crate::session::{anyhow_err, delete, err, ready_session};
 use crate::stats::Summary;
-use cc_testkit::harness::{is_state, read_until, HarnessOptions};
+use cc_testkit::harness::{until_ready, HarnessOptions};
 use cc_testkit::Harness;
 use cc_wire::api::SessionState;
 use serde::Serialize;
@@ -123,17 +123,9 @@ async fn run(h: &Harness, n: usize, r: &mut SleepResult) -> Result<(), String> {
         let mut ws = h.client.stream(id, last).await.map_err(err)?;
         let t = Instant::now();
         h.client.wake(id).await.map_err(err)?;
-        let seen = read_until(&mut ws, WAKE_TIMEOUT, |m| {
-            is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-        })
-        .await
-        .map_err(anyhow_err)?;
-        if !seen
-            .last()
-            .is_some_and(|m| is_state(m, SessionState::Ready))
-        {
-            return Err(format!("session {id} did not wake"));
-        }
+        until_ready(&mut ws, WAKE_TIMEOUT)
+            .await
+            .map_err(|e| format!("session {id} did not wake: {e:#}"))?;
         wakes.push(t.elapsed());
     }
     r.wake_ms = Summary::of(&wakes);
@@ -145,17 +137,9 @@ async fn run(h: &Harness, n: usize, r: &mut SleepResult) -> Result<(), String> {
         let forked = h.client.fork(id, &req).await.map_err(err)?;
         let fork = &forked.sessions[0].session_id;
         let mut ws = h.client.stream(fork, 0).await.map_err(err)?;
-        let seen = read_until(&mut ws, WAKE_TIMEOUT, |m| {
-            is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-        })
-        .await
-        .map_err(anyhow_err)?;
-        if !seen
-            .last()
-            .is_some_and(|m| is_state(m, SessionState::Ready))
-        {
-            return Err(format!("the fork {fork} of {id} did not start"));
-        }
+        until_ready(&mut ws, WAKE_TIMEOUT)
+            .await
+            .map_err(|e| format!("the fork {fork} of {id} did not start: {e:#}"))?;
         forks.push(t.elapsed());
         delete(&h.client, fork).await?;
     }

@@ -14,7 +14,7 @@ use cc_core::webhook::{Attempt, Delivery, Due, Endpoint, NewDelivery, WebhookSto
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
 use cc_store_postgres::PostgresStore;
 use cc_store_sqlite::SqliteStore;
-use cc_wire::api::ServerMessage;
+use cc_wire::api::{ServerMessage, SessionState};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -71,6 +71,12 @@ impl Store for AnyStore {
     }
     async fn list_sessions(&self, live_only: bool) -> Result<Vec<SessionRecord>, StoreError> {
         delegate!(self, s => s.list_sessions(live_only))
+    }
+    async fn sessions_in_state(
+        &self,
+        state: SessionState,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        delegate!(self, s => s.sessions_in_state(state))
     }
     async fn append_events(
         &self,

@@ -322,6 +322,12 @@ pub trait Store: crate::lease::Leases + Send + Sync + 'static {
         &self,
         live_only: bool,
     ) -> impl Future<Output = Result<Vec<SessionRecord>, StoreError>> + Send;
+    /// Sessions in `state`, newest first (e.g. the sleeping ones: a
+    /// reconciler pass and a metrics scrape need only those).
+    fn sessions_in_state(
+        &self,
+        state: SessionState,
+    ) -> impl Future<Output = Result<Vec<SessionRecord>, StoreError>> + Send;
     /// Appends events (their `seq` already assigned, contiguous after the
     /// session's `last_seq`) and, in the same transaction, sets the
     /// session's `last_seq` to the last one and `agent_seq` when given.

@@ -247,6 +247,21 @@ pub async fn list_is_newest_first_and_filters_live<S: Store>(store: S) {
     store.update_session(&ended).await.expect("update");
     let live = store.list_sessions(true).await.expect("list live");
     assert_eq!(ids(live), [&newest, &oldest].map(|r| r.id.clone()));
+
+    // By state, newest first.
+    let by = |s| store.sessions_in_state(s);
+    assert_eq!(
+        ids(by(SessionState::Terminated).await.expect("terminated")),
+        [&busy, &terminated].map(|r| r.id.clone())
+    );
+    assert_eq!(
+        ids(by(SessionState::Ready).await.expect("ready")),
+        [&oldest].map(|r| r.id.clone())
+    );
+    assert!(by(SessionState::Sleeping)
+        .await
+        .expect("sleeping")
+        .is_empty());
 }
 
 pub async fn append_then_read_with_since_and_limit<S: Store>(store: S) {

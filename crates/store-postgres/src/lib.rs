@@ -50,7 +50,7 @@ use cc_core::store_codec::{
     SESSION_COLUMNS,
 };
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
-use cc_wire::api::ServerMessage;
+use cc_wire::api::{ServerMessage, SessionState};
 use pool::Pool;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -402,6 +402,24 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg_error("list sessions"))?;
+        decode_sessions(rows)
+    }
+
+    async fn sessions_in_state(
+        &self,
+        state: SessionState,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE state = $1 \
+                     ORDER BY created_at_ms DESC, ord DESC"
+                ),
+                &[&state.as_str()],
+            )
+            .await
+            .map_err(pg_error("list sessions by state"))?;
         decode_sessions(rows)
     }
 

@@ -55,7 +55,7 @@ use cc_core::store_codec::{
     SESSION_COLUMNS,
 };
 use cc_core::{SessionId, SessionRecord, Store, StoreError};
-use cc_wire::api::ServerMessage;
+use cc_wire::api::{ServerMessage, SessionState};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -422,6 +422,27 @@ impl Store for SqliteStore {
                             .collect::<rusqlite::Result<Vec<_>>>()
                     })
                     .map_err(backend("list sessions"))
+            })
+            .await?;
+        raws.into_iter().map(RawSession::decode).collect()
+    }
+
+    async fn sessions_in_state(
+        &self,
+        state: SessionState,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let raws = self
+            .run("list sessions by state", move |conn| {
+                let sql = format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE state = ?1 \
+                     ORDER BY created_at_ms DESC, rowid DESC"
+                );
+                conn.prepare_cached(&sql)
+                    .and_then(|mut st| {
+                        st.query_map([state.as_str()], raw_session)?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(backend("list sessions by state"))
             })
             .await?;
         raws.into_iter().map(RawSession::decode).collect()

@@ -278,6 +278,25 @@ pub async fn read_until(
     }
 }
 
+/// Reads a stream until the session is `ready` (collecting everything
+/// read); fails with what was read if it reaches `error` first.
+pub async fn until_ready(
+    stream: &mut EventStream,
+    timeout: Duration,
+) -> anyhow::Result<Vec<ServerMessage>> {
+    let seen = read_until(stream, timeout, |m| {
+        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
+    })
+    .await?;
+    if !seen
+        .last()
+        .is_some_and(|m| is_state(m, SessionState::Ready))
+    {
+        bail!("the session failed: {}", summary(&seen));
+    }
+    Ok(seen)
+}
+
 /// True for a `status` message with this state.
 pub fn is_state(msg: &ServerMessage, state: SessionState) -> bool {
     matches!(msg, ServerMessage::Status { state: s, .. } if *s == state)

@@ -73,23 +73,12 @@ pub async fn ready_session_with(
     repo: &str,
     options: Option<cc_wire::api::SessionOptions>,
 ) -> anyhow::Result<String> {
-    use cc_testkit::harness::{is_state, read_until, summary};
-    use cc_wire::api::SessionState;
     let url = h.git.create_repo(repo, &[("README.md", "# Sample\n")])?;
     let mut req = h.create_request(&url, None);
     req.options = options;
     let created = h.client.create(&req).await?;
     let mut ws = h.client.stream(&created.session_id, 0).await?;
-    let seen = read_until(&mut ws, Duration::from_secs(90), |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    anyhow::ensure!(
-        seen.last()
-            .is_some_and(|m| is_state(m, SessionState::Ready)),
-        "session failed: {}",
-        summary(&seen)
-    );
+    cc_testkit::harness::until_ready(&mut ws, Duration::from_secs(90)).await?;
     Ok(created.session_id)
 }
 
@@ -102,19 +91,7 @@ pub async fn await_ready(
     ws: &mut cc_client::EventStream,
     timeout: Duration,
 ) -> anyhow::Result<Vec<cc_wire::api::ServerMessage>> {
-    use cc_testkit::harness::{is_state, read_until, summary};
-    use cc_wire::api::SessionState;
-    let seen = read_until(ws, timeout, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    anyhow::ensure!(
-        seen.last()
-            .is_some_and(|m| is_state(m, SessionState::Ready)),
-        "the session did not get ready: {}",
-        summary(&seen)
-    );
-    Ok(seen)
+    cc_testkit::harness::until_ready(ws, timeout).await
 }
 
 /// Sends a command on the stream and reads until the turn's closing

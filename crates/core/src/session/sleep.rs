@@ -333,9 +333,14 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
             return Ok(0);
         };
         let mut ended = 0;
-        for rec in self.inner.store.list_sessions(true).await? {
+        for rec in self
+            .inner
+            .store
+            .sessions_in_state(SessionState::Sleeping)
+            .await?
+        {
             let asleep_for = now().duration_since(rec.updated_at).unwrap_or_default();
-            if rec.state != SessionState::Sleeping || asleep_for < max {
+            if asleep_for < max {
                 continue;
             }
             let reason = format!("the session slept longer than {} s", max.as_secs());
@@ -354,11 +359,9 @@ impl<R: Runtime, A: Agent, S: Store> Manager<R, A, S> {
         Ok(self
             .inner
             .store
-            .list_sessions(true)
+            .sessions_in_state(SessionState::Sleeping)
             .await?
-            .iter()
-            .filter(|r| r.state == SessionState::Sleeping)
-            .count())
+            .len())
     }
 }
 

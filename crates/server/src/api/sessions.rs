@@ -266,9 +266,23 @@ async fn create_session<R: Runtime, S: ServerStore>(
             return Err(e);
         }
     };
+    audit_started(st, p, ip, &rec, "session.create", None).await;
+    Ok(created(st, base, &rec))
+}
+
+/// Audits a session's start: `action` (its create or fork) and its
+/// container's start.
+async fn audit_started<R: Runtime, S: ServerStore>(
+    st: &AppState<R, S>,
+    p: &Principal,
+    ip: ClientIp,
+    rec: &SessionRecord,
+    action: &str,
+    detail: Option<String>,
+) {
     let sid = rec.id.to_string();
     for (action, detail) in [
-        ("session.create", None),
+        (action, detail),
         ("container.start", rec.container_id.clone()),
     ] {
         let a = Audit {
@@ -281,7 +295,6 @@ async fn create_session<R: Runtime, S: ServerStore>(
         };
         audit(st, a).await;
     }
-    Ok(created(st, base, &rec))
 }
 
 #[derive(Deserialize)]
@@ -419,21 +432,8 @@ pub(super) async fn fork<R: Runtime, S: ServerStore>(
         }
     };
     for rec in &forks {
-        let sid = rec.id.to_string();
-        for (action, detail) in [
-            ("session.fork", Some(format!("parent={}", parent.id))),
-            ("container.start", rec.container_id.clone()),
-        ] {
-            let a = Audit {
-                actor: &p.user,
-                ip,
-                action,
-                session_id: Some(&sid),
-                outcome: "ok",
-                detail,
-            };
-            audit(&st, a).await;
-        }
+        let detail = Some(format!("parent={}", parent.id));
+        audit_started(&st, &p, ip, rec, "session.fork", detail).await;
     }
     let base = public_base(&st.config, &headers);
     Ok((

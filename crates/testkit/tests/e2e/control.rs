@@ -4,7 +4,9 @@
 
 use super::{run_turn, READY_TIMEOUT, TURN_TIMEOUT};
 use cc_client::ClientError;
-use cc_testkit::harness::{is_state, output_text, read_until, summary, HarnessOptions};
+use cc_testkit::harness::{
+    is_state, output_text, read_until, summary, until_ready, HarnessOptions,
+};
 use cc_testkit::Harness;
 use cc_wire::api::{
     ClientMessage, CommandRequest, ServerMessage, SessionOptions, SessionState, TurnSummary,
@@ -25,15 +27,7 @@ async fn session_with(
     req.options = Some(options);
     let created = h.client.create(&req).await?;
     let mut ws = cc_client::EventStream::connect(&created.endpoints.websocket).await?;
-    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    anyhow::ensure!(
-        is_state(seen.last().expect("a match"), SessionState::Ready),
-        "session failed: {}",
-        summary(&seen)
-    );
+    until_ready(&mut ws, READY_TIMEOUT).await?;
     Ok((created.session_id, ws))
 }
 

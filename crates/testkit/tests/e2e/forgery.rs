@@ -4,9 +4,9 @@
 //! the container, before the orchestrator reads it.
 
 use super::{run_turn, READY_TIMEOUT, TURN_TIMEOUT};
-use cc_testkit::harness::{is_state, output_text, read_until, summary};
+use cc_testkit::harness::{output_text, read_until, summary, until_ready};
 use cc_testkit::Harness;
-use cc_wire::api::{ServerMessage, SessionOptions, SessionState};
+use cc_wire::api::{ServerMessage, SessionOptions};
 
 /// Bytes of the oversized line: the size that raised the orchestrator's
 /// RSS from 36 to 531 MB in the review.
@@ -60,15 +60,7 @@ async fn forged_results_and_an_oversized_line_change_nothing_the_budget_sees() -
     let created = h.client.create(&req).await?;
     let id = created.session_id;
     let mut ws = cc_client::EventStream::connect(&created.endpoints.websocket).await?;
-    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    anyhow::ensure!(
-        is_state(seen.last().expect("a match"), SessionState::Ready),
-        "session failed: {}",
-        summary(&seen)
-    );
+    until_ready(&mut ws, READY_TIMEOUT).await?;
 
     run_turn(&mut ws, "say: hello").await?;
     let before = h.client.status(&id).await?.usage;

@@ -13,7 +13,7 @@ use cc_client::Client;
 use cc_model_double::{ModelDouble, ModelDoubleConfig};
 use cc_testkit::docker::PrefixGuard;
 use cc_testkit::git_server::GitServer;
-use cc_testkit::harness::{is_state, read_until, summary, HarnessOptions};
+use cc_testkit::harness::{is_state, read_until, summary, until_ready, HarnessOptions};
 use cc_testkit::Harness;
 use cc_wire::api::{
     ClientMessage, CreateSessionRequest, ServerMessage, SessionConfigRequest, SessionState,
@@ -181,15 +181,7 @@ async fn a_session_ends_after_the_idle_timeout_it_asked_for() -> anyhow::Result<
     req.config.get_or_insert_with(Default::default).idle_timeout = Some(own.as_secs());
     let created = h.client.create(&req).await?;
     let mut ws = cc_client::EventStream::connect(&created.endpoints.websocket).await?;
-    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    ensure!(
-        is_state(seen.last().expect("the match"), SessionState::Ready),
-        "session failed: {}",
-        summary(&seen)
-    );
+    until_ready(&mut ws, READY_TIMEOUT).await?;
     // The status call is the last use. The server runs in this process, so
     // `Instant` is the very clock its reaper reads; the use is recorded
     // after the request was sent, so the session may end no sooner than
@@ -490,15 +482,7 @@ async fn a_session_survives_kill_9_and_sigterm_of_the_orchestrator() -> anyhow::
     let created = orch.client.create(&d.request(&url)).await?;
     let id = created.session_id.clone();
     let mut ws = orch.client.stream(&id, 0).await?;
-    let mut before = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    ensure!(
-        is_state(before.last().expect("match"), SessionState::Ready),
-        "{}",
-        summary(&before)
-    );
+    let mut before = until_ready(&mut ws, READY_TIMEOUT).await?;
     // A turn long enough to kill the orchestrator in the middle of it:
     // killed once its first word streamed, so it is running.
     ws.command("slow: 6000 one two three four five six seven eight nine ten")
@@ -601,15 +585,7 @@ async fn a_sleeping_session_survives_kill_9_of_the_orchestrator() -> anyhow::Res
     let created = orch.client.create(&d.request(&url)).await?;
     let id = created.session_id.clone();
     let mut ws = orch.client.stream(&id, 0).await?;
-    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    ensure!(
-        is_state(seen.last().expect("match"), SessionState::Ready),
-        "{}",
-        summary(&seen)
-    );
+    until_ready(&mut ws, READY_TIMEOUT).await?;
     run_turn(&mut ws, "write: dream.txt\na purple cat").await?;
     orch.client.sleep(&id).await?;
     read_until(&mut ws, READY_TIMEOUT, |m| {
@@ -671,15 +647,7 @@ async fn sealed_secrets_go_with_the_session_and_shutdown_can_end_sessions() -> a
     for _ in 0..2 {
         let created = orch.client.create(&d.request(&url)).await?;
         let mut ws = orch.client.stream(&created.session_id, 0).await?;
-        let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
-            is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-        })
-        .await?;
-        ensure!(
-            is_state(seen.last().expect("match"), SessionState::Ready),
-            "{}",
-            summary(&seen)
-        );
+        until_ready(&mut ws, READY_TIMEOUT).await?;
         ids.push(cc_core::SessionId::parse(&created.session_id).context("session id")?);
     }
     let store = cc_store_sqlite::SqliteStore::open(d.data.path())?;
@@ -736,15 +704,7 @@ async fn adoption_repairs_a_state_the_stopped_orchestrator_did_not_save() -> any
     let created = orch.client.create(&d.request(&url)).await?;
     let id = created.session_id.clone();
     let mut ws = orch.client.stream(&id, 0).await?;
-    let mut all = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    ensure!(
-        is_state(all.last().expect("match"), SessionState::Ready),
-        "{}",
-        summary(&all)
-    );
+    let mut all = until_ready(&mut ws, READY_TIMEOUT).await?;
     all.extend(run_turn(&mut ws, "say: first").await?);
     orch.sigterm().await?;
 
@@ -942,15 +902,7 @@ async fn a_session_whose_container_runs_out_of_memory_ends_in_error_and_is_remov
     let created = h.client.create(&req).await?;
     let id = created.session_id.clone();
     let mut ws = h.client.stream(&id, 0).await?;
-    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    ensure!(
-        is_state(seen.last().expect("match"), SessionState::Ready),
-        "{}",
-        summary(&seen)
-    );
+    until_ready(&mut ws, READY_TIMEOUT).await?;
     let name = format!("{}{id}", h.docker.prefix);
     // sessiond (the container's main process) is made the OOM killer's
     // first choice, as when sessiond itself is what grew: its
@@ -1075,15 +1027,7 @@ async fn time_to_ready(
     let t = Instant::now();
     let created = h.client.create(req).await?;
     let mut ws = h.client.stream(&created.session_id, 0).await?;
-    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    ensure!(
-        is_state(seen.last().expect("match"), SessionState::Ready),
-        "{}",
-        summary(&seen)
-    );
+    until_ready(&mut ws, READY_TIMEOUT).await?;
     Ok((created.session_id, t.elapsed()))
 }
 

@@ -22,7 +22,7 @@ mod sleep;
 mod webhooks;
 mod work;
 
-use cc_testkit::harness::{is_state, read_until};
+use cc_testkit::harness::{is_state, read_until, until_ready};
 use cc_testkit::Harness;
 use cc_wire::api::{ServerMessage, SessionState};
 use std::time::Duration;
@@ -41,18 +41,7 @@ async fn ready_session(
     // The whole log (`since=0`), so the caller sees how the session started.
     let url = format!("{}&since=0", created.endpoints.websocket);
     let mut ws = cc_client::EventStream::connect(&url).await?;
-    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    anyhow::ensure!(
-        is_state(
-            seen.last().expect("read_until returns the match"),
-            SessionState::Ready
-        ),
-        "session failed: {}",
-        cc_testkit::harness::summary(&seen)
-    );
+    let seen = until_ready(&mut ws, READY_TIMEOUT).await?;
     Ok((created.session_id, ws, seen))
 }
 

@@ -3,7 +3,9 @@
 //! while the session itself lives on.
 
 use super::{metric, run_turn, READY_TIMEOUT, TURN_TIMEOUT};
-use cc_testkit::harness::{is_oom_report, is_state, oom_reports_logged, read_until, summary};
+use cc_testkit::harness::{
+    is_oom_report, is_state, oom_reports_logged, read_until, summary, until_ready,
+};
 use cc_testkit::Harness;
 use cc_wire::api::{Quantity, ServerMessage, SessionState};
 
@@ -18,16 +20,7 @@ async fn a_process_killed_for_memory_is_reported_and_the_session_lives_on() -> a
     let created = h.client.create(&req).await?;
     let id = created.session_id;
     let mut ws = h.client.stream(&id, 0).await?;
-    let boot = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    anyhow::ensure!(
-        boot.last()
-            .is_some_and(|m| is_state(m, SessionState::Ready)),
-        "{}",
-        summary(&boot)
-    );
+    until_ready(&mut ws, READY_TIMEOUT).await?;
     let before = metric(&h, "claudecluster_session_oom_kills_total").await?;
 
     // `tail` holds its whole input in memory when it has no newline.

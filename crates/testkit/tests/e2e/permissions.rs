@@ -8,7 +8,7 @@
 use super::{run_turn, READY_TIMEOUT, TURN_TIMEOUT};
 use cc_client::ClientError;
 use cc_testkit::harness::HarnessOptions;
-use cc_testkit::harness::{is_state, output_text, read_until, summary, HARNESS_USER};
+use cc_testkit::harness::{is_state, output_text, read_until, summary, until_ready, HARNESS_USER};
 use cc_testkit::Harness;
 use cc_wire::api::{PermissionResponse, ServerMessage, SessionOptions, SessionState};
 use std::time::Duration;
@@ -28,15 +28,7 @@ async fn asking_session(
     let created = h.client.create(&req).await?;
     let url = format!("{}&since=0", created.endpoints.websocket);
     let mut ws = cc_client::EventStream::connect(&url).await?;
-    let seen = read_until(&mut ws, READY_TIMEOUT, |m| {
-        is_state(m, SessionState::Ready) || is_state(m, SessionState::Error)
-    })
-    .await?;
-    anyhow::ensure!(
-        is_state(seen.last().expect("a match"), SessionState::Ready),
-        "session failed: {}",
-        summary(&seen)
-    );
+    until_ready(&mut ws, READY_TIMEOUT).await?;
     Ok((created.session_id, ws))
 }
 
