@@ -58,10 +58,12 @@ pub enum EventKind {
     SessionSleeping,
     /// A sleeping session is waking (`session.ready` follows).
     SessionWoken,
+    /// The running turn waits for a person to allow or deny a tool.
+    PermissionRequested,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         Self::SessionCreated,
         Self::SessionReady,
         Self::TurnFinished,
@@ -71,6 +73,7 @@ impl EventKind {
         Self::PullRequestOpened,
         Self::SessionSleeping,
         Self::SessionWoken,
+        Self::PermissionRequested,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +87,7 @@ impl EventKind {
             Self::PullRequestOpened => "pull_request.opened",
             Self::SessionSleeping => "session.sleeping",
             Self::SessionWoken => "session.woken",
+            Self::PermissionRequested => "permission.requested",
         }
     }
 

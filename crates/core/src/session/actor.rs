@@ -746,7 +746,9 @@ impl<R: Runtime, A: Agent, S: Store> Actor<R, A, S> {
                     input,
                     timestamp: ts,
                 };
-                self.emit(vec![msg], seq).await?;
+                self.emit(vec![msg.clone()], seq).await?;
+                let to = self.inner.config.notices.as_ref();
+                super::notices::on_permission(to, &self.record, &msg);
             }
             AgentEvent::PermissionDecision(d) => {
                 self.permissions.settle(&d.request_id);

@@ -64,6 +64,30 @@ pub(crate) fn on_turn(
     send(to, rec, EventKind::TurnFinished, *timestamp, data);
 }
 
+/// For a permission question the log just recorded (its
+/// `permissionRequest` message): the tool and its input, which a person
+/// answers with `POST …/permissions/{requestId}`. An input longer than
+/// [`MAX_RESULT_CHARS`] as JSON comes as the start of that JSON text.
+pub(crate) fn on_permission(to: Option<&NoticeSender>, rec: &SessionRecord, msg: &ServerMessage) {
+    let ServerMessage::PermissionRequest {
+        request_id,
+        tool,
+        input,
+        timestamp,
+        ..
+    } = msg
+    else {
+        return;
+    };
+    let text = input.to_string();
+    let input = match text.char_indices().nth(MAX_RESULT_CHARS) {
+        Some((cut, _)) => serde_json::Value::String(format!("{}…", &text[..cut])),
+        None => input.clone(),
+    };
+    let data = json!({ "requestId": request_id, "tool": tool, "input": input });
+    send(to, rec, EventKind::PermissionRequested, *timestamp, data);
+}
+
 /// For what the API did with the session outside its log (a push, a pull
 /// request).
 pub fn on_api(

@@ -295,7 +295,7 @@ fn core_schemas() -> Value {
                 "allSessions": { "type": "boolean", "description": "every user's sessions (administrators only)" }
             }
         },
-        "WebhookEventName": { "type": "string", "enum": ["session.created", "session.ready", "turn.finished", "session.error", "session.terminated", "session.pushed", "pull_request.opened", "session.sleeping", "session.woken"] },
+        "WebhookEventName": { "type": "string", "enum": ["session.created", "session.ready", "turn.finished", "session.error", "session.terminated", "session.pushed", "pull_request.opened", "session.sleeping", "session.woken", "permission.requested"] },
         "WebhookInfo": object(&["id", "url", "events", "description", "owner", "allSessions", "createdAt"], json!({
             "id": { "type": "string" }, "url": { "type": "string" },
             "events": { "type": "array", "items": r("WebhookEventName") },

@@ -301,12 +301,59 @@ async fn a_person_allows_denies_and_always_allows_tools() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_question_is_denied_at_the_timeout() -> anyhow::Result<()> {
-    let h = Harness::start_configured(HarnessOptions::default(), |c| {
-        c.permission_timeout = Duration::from_secs(3);
-    })
+    // The owner's webhook is told of the question: who could answer it.
+    let receiver = cc_testkit::webhook_receiver::WebhookReceiver::start(0).await?;
+    let rules = cc_server::webhook::WebhookConfig {
+        user_hosts: vec![receiver.host_port()],
+        allow_hosts: vec![receiver.host_port()],
+    };
+    let h = Harness::start_configured(
+        HarnessOptions {
+            webhooks: Some(rules),
+            ..Default::default()
+        },
+        |c| {
+            c.permission_timeout = Duration::from_secs(3);
+        },
+    )
     .await?;
+    let hook = h
+        .client
+        .create_webhook(&cc_wire::api::WebhookRequest {
+            url: receiver.url(),
+            events: vec!["permission.requested".into()],
+            description: None,
+            all_sessions: false,
+        })
+        .await?;
     let (id, mut ws) = asking_session(&h, "permission-timeout").await?;
     let (rid, _, _) = ask(&mut ws, "bash: touch never-answered").await?;
+    let got = receiver
+        .wait_for(Duration::from_secs(60), |got| !got.is_empty())
+        .await?;
+    let body = got[0].json();
+    assert!(got[0].verifies(&hook.secret), "{body}");
+    assert_eq!(
+        (
+            &body["type"],
+            &body["sessionId"],
+            &body["data"]["requestId"],
+            &body["data"]["tool"]
+        ),
+        (
+            &serde_json::json!("permission.requested"),
+            &serde_json::json!(id),
+            &serde_json::json!(rid),
+            &serde_json::json!("Bash")
+        ),
+        "{body}"
+    );
+    assert!(
+        body["data"]["input"]["command"]
+            .as_str()
+            .is_some_and(|c| c.contains("touch never-answered")),
+        "{body}"
+    );
     let turn = finish_turn(&mut ws).await?;
     match answer_of(&turn, &rid) {
         ServerMessage::PermissionAnswer {
