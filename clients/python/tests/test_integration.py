@@ -38,6 +38,8 @@ from claudecluster import (
     InvalidRequest,
     NotFound,
     OutputEvent,
+    PermissionAnswerEvent,
+    PermissionRequestEvent,
     SessionState,
     StatusEvent,
     TurnResultEvent,
@@ -222,6 +224,45 @@ class RealServerTest(unittest.TestCase):
         self.assertEqual(states[-1], SessionState.TERMINATED, rest)
         self.assertNotIn(sid, [s.session_id for s in c.list_sessions()])
         self.assertIn(sid, [s.session_id for s in c.list_sessions(all=True)])
+
+    def test_a_person_answers_a_permission_question(self) -> None:
+        c = self.client
+        sid = self.new_session(options={"permissionMode": "default"})
+        ready = c.wait_for_state(sid, "ready", timeout=READY_TIMEOUT_S)
+        events = c.stream(sid, since=ready.last_seq)
+        self.addCleanup(events.close)
+        command = "bash: echo allowed > asked.txt"
+        events.send(command)
+        deadline = time.monotonic() + TURN_TIMEOUT_S
+        asked: Optional[PermissionRequestEvent] = None
+        while asked is None:
+            event = events.next_event(timeout=max(0.1, deadline - time.monotonic()))
+            assert event is not None, "the stream ended before Claude Code asked"
+            if isinstance(event, PermissionRequestEvent):
+                asked = event
+        self.assertEqual(asked.tool, "Bash")
+        self.assertIn("asked.txt", json.dumps(asked.input))
+        # The status says the turn waits for a person, and on what.
+        pending = c.get_session(sid).pending_permissions
+        self.assertEqual([p.request_id for p in pending], [asked.request_id])
+
+        answered = c.answer_permission(sid, asked.request_id, True)
+        self.assertEqual((answered.request_id, answered.tool, answered.allow), (asked.request_id, "Bash", True))
+        # The rest of the turn (its command event was read above).
+        rest: List[Event] = []
+        deadline = time.monotonic() + TURN_TIMEOUT_S
+        while True:
+            event = events.next_event(timeout=max(0.1, deadline - time.monotonic()))
+            assert event is not None, f"the stream ended; read: {rest}"
+            rest.append(event)
+            if isinstance(event, StatusEvent) and event.state == SessionState.READY:
+                break
+        answers = [e for e in rest if isinstance(e, PermissionAnswerEvent)]
+        self.assertEqual([(a.request_id, a.allow, a.source) for a in answers], [(asked.request_id, True, "answer")])
+        f = c.files(sid, "asked.txt")
+        assert isinstance(f, File)
+        self.assertEqual(f.text, "allowed\n")
+        self.assertEqual(c.get_session(sid).pending_permissions, [])
 
     def test_an_unknown_session_is_not_found(self) -> None:
         unknown = str(uuid.uuid4())

@@ -19,6 +19,8 @@ from claudecluster import (
     KeepaliveEvent,
     Logs,
     OutputEvent,
+    PermissionAnswerEvent,
+    PermissionRequestEvent,
     PushResult,
     SeedStatus,
     Session,
@@ -138,15 +140,55 @@ class LogModelsTest(unittest.TestCase):
         e = decode_event({"type": "status", "data": {"seq": 4, "state": "hibernating", "timestamp": 1, "new": 1}})
         assert isinstance(e, StatusEvent)
         self.assertEqual(e.state, "hibernating")
-        u = decode_event({"type": "permissionRequest", "data": {"seq": 5, "timestamp": 2, "tool": "Bash"}})
+        u = decode_event({"type": "hibernation", "data": {"seq": 5, "timestamp": 2, "depth": 3}})
         assert isinstance(u, UnknownEvent)
-        self.assertEqual((u.type_name, u.seq, u.data["tool"]), ("permissionRequest", 5, "Bash"))
+        self.assertEqual((u.type_name, u.seq, u.data["depth"]), ("hibernation", 5, 3))
         k = decode_event({"type": "keepalive", "data": {"timestamp": 3}})
         self.assertIsInstance(k, KeepaliveEvent)
         self.assertEqual(k.seq, 0)
         # `seq` beside `type` is read when `data` has none.
         o = decode_event({"type": "output", "seq": 9, "data": {"text": "x", "timestamp": 4}})
         self.assertEqual(o.seq, 9)
+
+
+class PermissionModelsTest(unittest.TestCase):
+    def test_questions_and_answers_decode(self) -> None:
+        q = decode_event(
+            {
+                "type": "permissionRequest",
+                "data": {"seq": 7, "timestamp": 5, "requestId": "r1", "tool": "Bash", "input": {"command": "ls"}},
+            }
+        )
+        assert isinstance(q, PermissionRequestEvent)
+        self.assertEqual((q.seq, q.request_id, q.tool, q.input), (7, "r1", "Bash", {"command": "ls"}))
+        a = decode_event(
+            {
+                "type": "permissionAnswer",
+                "data": {
+                    "seq": 8,
+                    "timestamp": 6,
+                    "requestId": "r1",
+                    "tool": "Bash",
+                    "allow": False,
+                    "always": False,
+                    "source": "timeout",
+                    "message": "Nobody answered within 3 s",
+                },
+            }
+        )
+        assert isinstance(a, PermissionAnswerEvent)
+        self.assertEqual((a.allow, a.source, a.message, a.answered_by), (False, "timeout", "Nobody answered within 3 s", None))
+        s = Session.from_json(
+            dict(
+                fixture("status.json"),
+                pendingPermissions=[{"requestId": "r2", "tool": "Edit", "input": {}, "timestamp": 9}],
+                resources={"cpuPercent": 1.5, "memoryBytes": 1, "memoryLimitBytes": 2, "networkRxBytes": 3,
+                           "networkTxBytes": 4, "pids": 5, "workspaceBytes": 4096, "workspaceLimitBytes": 8192},
+            )
+        )
+        self.assertEqual([(p.request_id, p.tool, p.timestamp) for p in s.pending_permissions], [("r2", "Edit", 9)])
+        assert s.resources is not None
+        self.assertEqual((s.resources.workspace_bytes, s.resources.workspace_limit_bytes), (4096, 8192))
 
 
 class WorkModelsTest(unittest.TestCase):

@@ -22,6 +22,7 @@ from .models import (
     File,
     Interrupted,
     Logs,
+    PermissionAnswered,
     PullRequestOptions,
     PushResult,
     Session,
@@ -223,6 +224,33 @@ class Client:
         """Stops the running turn; the session stays usable."""
         r = self._http.request("POST", f"/api/v1/sessions/{_path_id(session_id)}/interrupt", body={})
         return Interrupted.from_json(r.body)
+
+    def answer_permission(
+        self,
+        session_id: str,
+        request_id: str,
+        allow: bool,
+        *,
+        message: Optional[str] = None,
+        always: bool = False,
+    ) -> PermissionAnswered:
+        """Answers a question the running turn waits on (a
+        :class:`~claudecluster.models.PermissionRequestEvent`, or one of
+        :attr:`Session.pending_permissions`). ``message`` tells the model
+        why, for a denial; ``always`` allows the tool for the rest of the
+        session. A question already settled raises
+        :class:`~claudecluster.errors.Conflict`."""
+        body: Dict[str, Any] = {"allow": allow}
+        if message is not None:
+            body["message"] = message
+        if always:
+            body["always"] = True
+        path = (
+            f"/api/v1/sessions/{_path_id(session_id)}/permissions/"
+            f"{urllib.parse.quote(request_id, safe='')}"
+        )
+        r = self._http.request("POST", path, body=body)
+        return PermissionAnswered.from_json(r.body)
 
     def stream(
         self, session_id: str, since: Optional[int] = None, *, reconnect: bool = True

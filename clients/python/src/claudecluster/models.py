@@ -45,6 +45,10 @@ __all__ = [
     "ClaudeEvent",
     "TurnResultEvent",
     "KeepaliveEvent",
+    "PendingPermission",
+    "PermissionAnswerEvent",
+    "PermissionAnswered",
+    "PermissionRequestEvent",
     "UnknownEvent",
     "Logs",
     "Turn",
@@ -208,6 +212,11 @@ class ContainerResources:
     network_rx_bytes: int
     network_tx_bytes: int
     pids: int
+    #: What the workspace held at the server's last check (``None``: not
+    #: measured, e.g. on Kubernetes, which bounds it itself).
+    workspace_bytes: Optional[int] = None
+    #: The most it may hold (``None``: no limit).
+    workspace_limit_bytes: Optional[int] = None
 
     @classmethod
     def from_json(cls, d: Json) -> "ContainerResources":
@@ -218,6 +227,51 @@ class ContainerResources:
             network_rx_bytes=int(d.get("networkRxBytes", 0)),
             network_tx_bytes=int(d.get("networkTxBytes", 0)),
             pids=int(d.get("pids", 0)),
+            workspace_bytes=_opt_int(d, "workspaceBytes"),
+            workspace_limit_bytes=_opt_int(d, "workspaceLimitBytes"),
+        )
+
+
+@dataclass(frozen=True)
+class PendingPermission:
+    """A question the running turn waits on: may ``tool`` run with
+    ``input``? Answer it with :meth:`claudecluster.Client.answer_permission`."""
+
+    request_id: str
+    tool: str
+    input: Any
+    #: When it was asked, in milliseconds since the Unix epoch.
+    timestamp: int
+
+    @classmethod
+    def from_json(cls, d: Json) -> "PendingPermission":
+        return cls(
+            request_id=d["requestId"],
+            tool=d["tool"],
+            input=d.get("input"),
+            timestamp=int(d.get("timestamp", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class PermissionAnswered:
+    """How a question was settled by :meth:`claudecluster.Client.answer_permission`."""
+
+    session_id: str
+    request_id: str
+    tool: str
+    allow: bool
+    #: The tool is allowed for the rest of the session from now on.
+    always: bool
+
+    @classmethod
+    def from_json(cls, d: Json) -> "PermissionAnswered":
+        return cls(
+            session_id=d["sessionId"],
+            request_id=d["requestId"],
+            tool=d["tool"],
+            allow=bool(d["allow"]),
+            always=bool(d.get("always", False)),
         )
 
 
@@ -244,6 +298,9 @@ class Session:
     usage: UsageTotals = field(default_factory=UsageTotals)
     oom_kills: int = 0
     resources: Optional[ContainerResources] = None
+    #: Questions the running turn waits on (not empty: it waits for a
+    #: person).
+    pending_permissions: List[PendingPermission] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, d: Json) -> "Session":
@@ -265,6 +322,9 @@ class Session:
             usage=UsageTotals.from_json(d.get("usage") or {}),
             oom_kills=int(d.get("oomKills", 0)),
             resources=None if resources is None else ContainerResources.from_json(resources),
+            pending_permissions=[
+                PendingPermission.from_json(p) for p in d.get("pendingPermissions") or []
+            ],
         )
 
 
@@ -629,6 +689,34 @@ class KeepaliveEvent(Event):
 
 
 @dataclass(frozen=True)
+class PermissionRequestEvent(Event):
+    """Claude Code asks whether ``tool`` may run with ``input``; the turn
+    waits for :meth:`claudecluster.Client.answer_permission`."""
+
+    type: ClassVar[str] = "permissionRequest"
+    request_id: str
+    tool: str
+    input: Any = None
+
+
+@dataclass(frozen=True)
+class PermissionAnswerEvent(Event):
+    """A question was settled: by a person (``answered_by``), an earlier
+    ``always``, the timeout, or withdrawn by Claude Code (``source``)."""
+
+    type: ClassVar[str] = "permissionAnswer"
+    request_id: str
+    tool: str
+    allow: bool
+    always: bool
+    #: ``answer``, ``always``, ``timeout`` or ``cancelled``.
+    source: str
+    #: What the model was told, for a denial.
+    message: Optional[str] = None
+    answered_by: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class UnknownEvent(Event):
     """A message type this SDK does not know (a newer server's)."""
 
@@ -665,6 +753,22 @@ def decode_event(message: Json) -> Event:
         )
     if kind == "keepalive":
         return KeepaliveEvent(seq, ts)
+    if kind == "permissionRequest":
+        return PermissionRequestEvent(
+            seq, ts, request_id=data["requestId"], tool=data["tool"], input=data.get("input")
+        )
+    if kind == "permissionAnswer":
+        return PermissionAnswerEvent(
+            seq,
+            ts,
+            request_id=data["requestId"],
+            tool=data["tool"],
+            allow=bool(data["allow"]),
+            always=bool(data.get("always", False)),
+            source=str(data.get("source", "")),
+            message=data.get("message"),
+            answered_by=data.get("answeredBy"),
+        )
     return UnknownEvent(seq, ts, type_name=str(kind), data=dict(data))
 
 
