@@ -604,6 +604,23 @@ fn print_status(s: &SessionStatus) {
     if let Some(c) = &s.container_id {
         row("container", c);
     }
+    if let Some(r) = &s.resources {
+        const MIB: u64 = 1024 * 1024;
+        let mut used = format!(
+            "{:.1} % CPU · {} / {} MiB memory · {} processes",
+            r.cpu_percent,
+            r.memory_bytes / MIB,
+            r.memory_limit_bytes / MIB,
+            r.pids
+        );
+        if let Some(w) = r.workspace_bytes {
+            used += &format!(" · workspace {} MiB", w / MIB);
+            if let Some(limit) = r.workspace_limit_bytes {
+                used += &format!(" of {} MiB", limit / MIB);
+            }
+        }
+        row("resources", &used);
+    }
     row("created", &s.created_at);
     row("expires", &s.expires_at);
     row("events", &s.last_seq.to_string());

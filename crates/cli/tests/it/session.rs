@@ -227,6 +227,16 @@ async fn json_keep_and_the_session_commands() -> anyhow::Result<()> {
     assert!(out.status.success(), "{}", describe(&out));
     let st: SessionStatus = serde_json::from_slice(&out.stdout)?;
     assert_eq!(st.session_id, id);
+    // For people: the container's resource use among the facts.
+    let out = output(at(&h, home.path()).args(["session", "status", &id])).await?;
+    assert!(
+        out.status.success()
+            && stdout(&out)
+                .lines()
+                .any(|l| l.starts_with("resources") && l.contains("MiB memory")),
+        "{}",
+        describe(&out)
+    );
 
     // send waits and streams the turn; the earlier turn's file is there.
     let out =
