@@ -283,6 +283,13 @@ impl Report {
                     .map(|c| format!("create → ready {}", ms(c.p50))),
                 crate::spawn::ratio(z.fork_ms.as_ref(), z.create_ms.as_ref()),
             );
+            row(
+                &mut t,
+                "workspace check: every volume measured",
+                z.workspace_check_ms.as_ref(),
+                None,
+                None,
+            );
             let awake = z
                 .awake_memory_bytes
                 .map_or("?".into(), |b| format!("{:.0} MiB", a_mib(b)));

@@ -5,8 +5,9 @@
 //! instead of a clone), beside the cold create → ready the same sessions
 //! took in this run.
 //! Also what they hold: the memory of their containers awake (cgroups) and
-//! asleep (containers left: none, so none), and the disk a sleeping
-//! session keeps (its workspace volume).
+//! asleep (containers left: none, so none), the disk a sleeping session
+//! keeps (its workspace volume) and what one check of every workspace
+//! against `--workspace-size` takes (the runtime's measurement).
 //!
 //! Sleep needs sealed secrets, so the phase runs its own orchestrator.
 
@@ -40,6 +41,9 @@ pub struct SleepResult {
     pub containers_asleep: usize,
     /// Disk each sleeping session keeps (its workspace volume).
     pub workspace_bytes: Option<Summary>,
+    /// One measurement of every workspace on the Engine (what each
+    /// `--workspace-check-interval` costs), with these sessions asleep.
+    pub workspace_check_ms: Option<Summary>,
     pub errors: Vec<String>,
 }
 
@@ -53,6 +57,7 @@ pub async fn measure(n: usize) -> SleepResult {
         awake_memory_bytes: None,
         containers_asleep: 0,
         workspace_bytes: None,
+        workspace_check_ms: None,
         errors: Vec::new(),
     };
     let h = match Harness::start_configured(
@@ -98,7 +103,6 @@ async fn run(h: &Harness, n: usize, r: &mut SleepResult) -> Result<(), String> {
     r.awake_memory_bytes = memory;
 
     let mut sleeps = Vec::new();
-    let mut disk = Vec::new();
     for id in &ids {
         let t = Instant::now();
         let st = h.client.sleep(id).await.map_err(err)?;
@@ -110,11 +114,28 @@ async fn run(h: &Harness, n: usize, r: &mut SleepResult) -> Result<(), String> {
         if crate::system::docker(&["inspect", &name]).await.is_ok() {
             r.containers_asleep += 1;
         }
-        if let Some(bytes) = volume_bytes(&format!("{name}-workspace")).await {
-            disk.push(bytes as f64);
-        }
     }
     r.sleep_ms = Summary::of(&sleeps);
+    // What the orchestrator's workspace check does, timed: the Engine
+    // measures every volume (as root).
+    let runtime = cc_runtime_docker::DockerRuntime::connect(h.docker.prefix.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut checks, mut disk) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = Instant::now();
+        let sizes = cc_core::Runtime::workspace_sizes(&runtime)
+            .await
+            .map_err(|e| format!("measuring workspaces: {e}"))?
+            .unwrap_or_default();
+        checks.push(t.elapsed());
+        disk = ids
+            .iter()
+            .filter_map(|id| cc_core::SessionId::parse(id).and_then(|id| sizes.get(&id).copied()))
+            .map(|b| b as f64)
+            .collect();
+    }
+    r.workspace_check_ms = Summary::of(&checks);
     r.workspace_bytes = Summary::of_values(&disk);
 
     let mut wakes = Vec::new();
@@ -148,22 +169,4 @@ async fn run(h: &Harness, n: usize, r: &mut SleepResult) -> Result<(), String> {
         delete(&h.client, id).await?;
     }
     Ok(())
-}
-
-/// A volume's size on disk (`du` of its mountpoint: needs root, as the
-/// Docker daemon's data does); `None` when it cannot be read.
-async fn volume_bytes(name: &str) -> Option<u64> {
-    let dir = crate::system::docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", name])
-        .await
-        .ok()?;
-    let out = tokio::process::Command::new("du")
-        .args(["-sb", dir.trim()])
-        .output()
-        .await
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
