@@ -44,6 +44,10 @@ pub const DEFAULT_PREFIX: &str = "cc-";
 pub const LABEL_PREFIX: &str = "io.claudecluster.prefix";
 /// Processes a session may run; bounds fork storms.
 const PIDS_LIMIT: i64 = 1024;
+/// How long a workspace measurement waits for another client's
+/// measurement of the shared Engine to end (Docker before 23.0 runs one at
+/// a time).
+const MEASURE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// The image's unprivileged user.
 const SESSION_USER: &str = "1000:1000";
 
@@ -757,14 +761,17 @@ impl Runtime for DockerRuntime {
         // anything. Engines before API 1.42 measure everything, not only
         // volumes (bollard cannot encode the `type` filter of later ones
         // either), and refuse a second measurement while one runs: the
-        // shared engine's other users may be measuring, so wait a little.
-        let mut tries = 0;
+        // shared engine's other users may be measuring, so wait.
+        // A busy Engine's measurement takes seconds: wait for another's to
+        // end as long as one of ours could take.
+        let deadline = tokio::time::Instant::now() + MEASURE_WAIT;
+        let mut pause = std::time::Duration::from_millis(100);
         let usage = loop {
             match self.docker.df(None).await {
                 Ok(u) => break u,
-                Err(e) if tries < 20 && is_busy_measuring(&e) => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                Err(e) if is_busy_measuring(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
                 }
                 Err(e) => return Err(classify(e, "measuring workspace volumes")),
             }

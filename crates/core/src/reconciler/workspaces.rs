@@ -1,15 +1,15 @@
-//! Every `workspace_check_interval`: measures the workspaces and ends the
-//! sessions over the size limit (see `session::workspace`). Stops at once
-//! when the runtime bounds workspaces itself.
+//! Measures the workspaces and ends the sessions over the size limit (see
+//! `session::workspace`), then pauses `workspace_check_interval` — a
+//! pause after each measurement, not a fixed rate, so that a slow
+//! measurement on a busy Engine never runs back to back and leaves the
+//! Engine's other clients room for theirs. Stops at once when the runtime
+//! bounds workspaces itself.
 
 use crate::seams::{Agent, Runtime, Store};
 use crate::session::Manager;
 
 pub async fn run<R: Runtime, A: Agent, S: Store>(manager: Manager<R, A, S>) {
-    let mut tick = tokio::time::interval(manager.config().workspace_check_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
         match manager.check_workspaces().await {
             Ok(None) => return,
             Ok(Some(0)) => {}
@@ -18,5 +18,6 @@ pub async fn run<R: Runtime, A: Agent, S: Store>(manager: Manager<R, A, S>) {
             }
             Err(e) => tracing::warn!(error = %e, "workspace check failed"),
         }
+        tokio::time::sleep(manager.config().workspace_check_interval).await;
     }
 }
