@@ -147,15 +147,28 @@ impl Browser {
     }
 
     async fn click(&self, css: &str) -> anyhow::Result<()> {
-        let id = self.find(css).await?;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            json!({}),
-        )
-        .await
-        .with_context(|| format!("clicking {css}"))?;
-        Ok(())
+        // The console re-renders lists as they refresh: an element found a
+        // moment ago may have been replaced by its new copy. Find it again.
+        let mut tries = 0;
+        loop {
+            let id = self.find(css).await?;
+            let clicked = self
+                .cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/click"),
+                    json!({}),
+                )
+                .await;
+            match clicked {
+                Err(e) if tries < 5 && format!("{e:#}").contains("stale element reference") => {
+                    tries += 1;
+                }
+                other => {
+                    other.with_context(|| format!("clicking {css}"))?;
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Types into a field (after clearing it).
